@@ -1,0 +1,103 @@
+"""The ``odc`` command: one entry point for communes, subscribers and operators."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.settings import CliSettings
+from services.contract.datasets.catalogue import DatasetCatalogue
+
+app = typer.Typer(help="odc: live open data for the Métropole de Lyon's communes", no_args_is_help=True,
+                  add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def send(
+    file: Annotated[Path, typer.Argument(help="GeoJSON or CSV file of one commune's dataset")],
+    dataset: Annotated[str, typer.Option(help="canonical dataset id (see `odc datasets`)")],
+    commune: Annotated[str | None, typer.Option(help="INSEE code of the commune; omit to read it per record "
+                                                     "from the dataset's commune field")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="geojson or csv (default: from the file name)")] = None,
+) -> None:
+    """Publish one upsert event per feature of FILE to the input topic."""
+    from services.ingest.domain.source_records import UnreadableFile
+    from services.ingest.entrypoints.send_command import SendError, run_send
+
+    try:
+        summary = run_send(file, dataset, commune, fmt, show_progress=sys.stderr.isatty())
+    except (SendError, UnreadableFile) as bad:
+        err.print(f"[red]error:[/red] {bad}")
+        raise typer.Exit(2) from bad
+    rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
+    console.print(f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "
+                  f"({rate:.0f} events/s, sequence {summary.sequence})")
+
+
+@app.command()
+def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List the canonical datasets of the catalogue."""
+    cat = DatasetCatalogue.load()
+    rows = [{"id": d.id, "title": d.title_fr, "geometry": d.geometry.type, "identity": d.identity_field,
+             "national_schema": (d.national_schema or {}).get("name")} for d in cat]
+    if as_json:
+        console.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table("id", "title", "geometry", "identity field", "national schema")
+    for r in rows:
+        table.add_row(r["id"], r["title"], r["geometry"], r["identity"], r["national_schema"] or "—")
+    console.print(table)
+
+
+def _probe(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback services
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Features and latest version per dataset, and whether each service is up."""
+    from services.publish.adapters.status_queries import dataset_status
+
+    s = CliSettings()
+    services = [{"name": name, "metrics_url": f"{base}/metrics", "up": _probe(f"{base}/healthz")}
+                for name, base in (("ingest", s.ingest_url), ("normalise", s.normalise_url), ("publish", s.publish_url))]
+    try:
+        ds = dataset_status(s.database_url.get_secret_value(), DatasetCatalogue.load().ids())
+        db_error = None
+    except Exception as exc:  # noqa: BLE001 - reported, status must still print
+        ds, db_error = [], str(exc).splitlines()[0]
+    doc = {"datasets": ds, "services": services, "database": {"up": db_error is None, "error": db_error}}
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False))
+        return
+    t = Table("dataset", "features", "version")
+    for d in ds:
+        t.add_row(d["id"], str(d["features"]), str(d["version"]))
+    console.print(t)
+    t2 = Table("service", "up", "metrics")
+    for sv in services:
+        t2.add_row(sv["name"], "yes" if sv["up"] else "[red]no[/red]", sv["metrics_url"])
+    console.print(t2)
+    if db_error:
+        err.print(f"[red]database unreachable:[/red] {db_error}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Typed settings of the ``odc`` command; environment variables prefixed ODC_."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CliSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ODC_", extra="ignore")
+
+    database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
+    ingest_url: str = "http://127.0.0.1:6065"
+    normalise_url: str = "http://127.0.0.1:6066"
+    publish_url: str = "http://127.0.0.1:6067"

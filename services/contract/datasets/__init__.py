@@ -1,0 +1,1 @@
+"""The catalogue of canonical datasets: one JSON definition per dataset under ``definitions/``."""

@@ -1,0 +1,121 @@
+"""The messages that cross service boundaries, as plain frozen dataclasses.
+
+Wire field names live in ``codecs.py`` only; everything else works with these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+AttributeValue = None | bool | int | float | str
+
+
+class Operation(str, Enum):
+    UPSERT = "UPSERT"
+    DELETE = "DELETE"
+
+
+class GeometryEncoding(str, Enum):
+    GEOJSON = "GEOJSON"
+    WKT = "WKT"
+    WKB = "WKB"
+
+
+class ChangeKind(str, Enum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True)
+class RawGeometry:
+    encoding: GeometryEncoding
+    value: bytes
+    crs: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    event_id: str
+    dataset: str
+    commune: str
+    feature_id: str
+    operation: Operation
+    occurred_at: datetime
+    sequence: int
+    source: str
+    geometry: RawGeometry | None = None
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    rule: str
+    message_en: str
+    message_fr: str
+    field: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    topic: str
+    partition: int
+    offset: int
+
+    def as_id(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    rejection_id: str
+    rejected_at: datetime
+    stage: str
+    reason: str
+    message: str
+    source: SourcePosition
+    original: bytes
+    event_id: str | None = None
+    dataset: str | None = None
+    commune: str | None = None
+    feature_id: str | None = None
+    errors: tuple[FieldError, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureState:
+    geometry_geojson: str | None
+    attributes_json: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class FeatureChange:
+    change_id: int
+    event_id: str
+    dataset: str
+    commune: str
+    feature_id: str
+    kind: ChangeKind
+    sequence: int
+    occurred_at: datetime
+    applied_at: datetime
+    before: FeatureState | None
+    after: FeatureState | None
+
+
+@dataclass(frozen=True)
+class DatasetVersionPublished:
+    dataset: str
+    version: int
+    published_at: datetime
+    added: int
+    updated: int
+    removed: int
+    feature_count: int
+    content_hash: str
+    first_change_id: int
+    last_change_id: int

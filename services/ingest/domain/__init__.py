@@ -1,0 +1,1 @@
+"""Ingest core: read source files into records and records into change events. Pure."""

@@ -1,0 +1,1 @@
+"""The normaliser's adapters: PostGIS store (unit of work), outbox relay to Kafka."""

@@ -1,0 +1,189 @@
+"""The normaliser's unit of work on PostGIS: one transaction per batch.
+
+Bulk path: COPY the batch's final feature states into a temporary staging table, then one set-based
+``INSERT ... ON CONFLICT DO UPDATE`` guarded by (sequence, occurred_at); outbox rows are COPYed too.
+Writers of the same feature are serialised by transaction-scoped advisory locks taken in key order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+
+import shapely
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.contract.messages import Rejection
+from services.normalise.adapters.tables import PREAMBLE, metadata
+from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
+from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
+
+
+class StoreInvariantBroken(RuntimeError):
+    """The database disagreed with a decision taken under lock: a bug, never retried as transient."""
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))  # concurrent starters
+        for stmt in PREAMBLE:
+            await conn.execute(text(stmt))
+        await conn.run_sync(metadata.create_all)
+
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_feature (
+  dataset text, commune text, feature_id text, geom_wkb bytea, attributes text, content_hash text,
+  sequence bigint, occurred_at timestamptz, deleted boolean, last_event_id text, corrections text,
+  updated_at timestamptz) ON COMMIT DELETE ROWS
+"""
+
+_UPSERT = """
+INSERT INTO canonical_feature AS f (dataset, commune, feature_id, geom, attributes, content_hash, sequence,
+  occurred_at, deleted, last_event_id, corrections, updated_at)
+SELECT dataset, commune, feature_id, ST_SetSRID(ST_GeomFromWKB(geom_wkb), 4326), attributes::jsonb,
+  content_hash, sequence, occurred_at, deleted, last_event_id, corrections::jsonb, updated_at
+FROM stage_feature
+ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET
+  geom = EXCLUDED.geom, attributes = EXCLUDED.attributes, content_hash = EXCLUDED.content_hash,
+  sequence = EXCLUDED.sequence, occurred_at = EXCLUDED.occurred_at, deleted = EXCLUDED.deleted,
+  last_event_id = EXCLUDED.last_event_id, corrections = EXCLUDED.corrections, updated_at = EXCLUDED.updated_at
+WHERE (f.sequence, f.occurred_at) < (EXCLUDED.sequence, EXCLUDED.occurred_at)
+"""
+
+_OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, feature_id, kind, sequence, occurred_at,
+  applied_at, before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash)
+  FROM STDIN"""
+
+_REJECTION_INSERT = text("""
+INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
+  errors, source_topic, source_partition, source_offset, original)
+VALUES (:rejection_id, :rejected_at, :stage, :reason, :message, :event_id, :dataset, :commune, :feature_id,
+  CAST(:errors AS jsonb), :source_topic, :source_partition, :source_offset, :original)
+ON CONFLICT (rejection_id) DO NOTHING
+""")
+
+
+def _state_cols(f: CanonicalFeature | None) -> tuple[str | None, str | None, str | None]:
+    if f is None:
+        return None, None, None
+    return f.geometry_geojson(), f.attributes_json(), f.content_hash
+
+
+class PostgisUnitOfWork:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> PostgisUnitOfWork:
+        self._conn = await self._engine.connect()
+        await self._conn.begin()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction():
+                await self._conn.rollback()
+        finally:
+            await self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> AsyncConnection:
+        assert self._conn is not None, "use the unit of work as an async context manager"
+        return self._conn
+
+    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = await self.conn.execute(
+            text("INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) "
+                 "ON CONFLICT DO NOTHING RETURNING event_id"),
+            {"ids": list(event_ids)},
+        )
+        return {r[0] for r in rows}
+
+    async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:
+        if not keys:
+            return {}
+        ds = [k.dataset for k in keys]
+        co = [k.commune for k in keys]
+        fi = [k.feature_id for k in keys]
+        params = {"ds": ds, "co": co, "fi": fi}
+        await self.conn.execute(text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(d || '/' || c || '/' || f, 0) AS h "
+            "FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, f) ORDER BY 1) s"),
+            params)
+        rows = await self.conn.execute(text(
+            "SELECT f.dataset, f.commune, f.feature_id, ST_AsBinary(f.geom), f.attributes, f.content_hash, f.sequence, "
+            "f.occurred_at, f.deleted, f.corrections FROM canonical_feature f "
+            "JOIN unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, fid) "
+            "ON f.dataset = k.d AND f.commune = k.c AND f.feature_id = k.fid"), params)
+        out: dict[FeatureKey, StoredFeature] = {}
+        for d, c, fid, wkb, attrs, chash, seq, occ, deleted, corr in rows:
+            feature = None
+            if not deleted:
+                geom = shapely.from_wkb(bytes(wkb)) if wkb is not None else None
+                feature = CanonicalFeature(attrs or {}, geom, chash, tuple(corr or ()))
+            out[FeatureKey(d, c, fid)] = StoredFeature(seq, occ, deleted, feature)
+        return out
+
+    async def save(self, decisions: Sequence[Decision], applied_at: datetime) -> int:
+        finals = final_states(list(decisions))
+        changes = [d for d in decisions if d.change_kind is not None]
+        if not finals:
+            return 0
+        raw = await self.conn.get_raw_connection()
+        pg = raw.driver_connection
+        async with pg.cursor() as cur:
+            await cur.execute(_STAGE_DDL)
+            async with cur.copy("COPY stage_feature FROM STDIN") as cp:
+                for key, (state, decision) in finals.items():
+                    f = state.feature
+                    wkb = None
+                    if f is not None and f.geometry is not None:
+                        wkb = shapely.to_wkb(f.geometry, output_dimension=2, include_srid=False)
+                    await cp.write_row((
+                        key.dataset, key.commune, key.feature_id, wkb,
+                        None if f is None else f.attributes_json(), None if f is None else f.content_hash,
+                        state.sequence, state.occurred_at, state.deleted, decision.candidate.event.event_id,
+                        json.dumps(list(f.corrections) if f is not None else []), applied_at))
+            await cur.execute(_UPSERT)
+            if cur.rowcount != len(finals):
+                raise StoreInvariantBroken(
+                    f"upsert wrote {cur.rowcount} of {len(finals)} rows: a newer state appeared under lock")
+            if changes:
+                async with cur.copy(_OUTBOX_COPY) as cp:
+                    for d in changes:
+                        ev = d.candidate.event
+                        kind = d.change_kind
+                        assert kind is not None
+                        before = d.before.feature if d.before is not None else None
+                        after = d.after.feature if d.after is not None else None
+                        await cp.write_row((ev.event_id, ev.dataset, ev.commune, ev.feature_id, kind.value,
+                                            ev.sequence, ev.occurred_at, applied_at,
+                                            *_state_cols(before), *_state_cols(after)))
+        return len(changes)
+
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        if not rejections:
+            return
+        await self.conn.execute(_REJECTION_INSERT, [
+            {
+                "rejection_id": r.rejection_id, "rejected_at": r.rejected_at, "stage": r.stage, "reason": r.reason,
+                "message": r.message, "event_id": r.event_id, "dataset": r.dataset, "commune": r.commune,
+                "feature_id": r.feature_id,
+                "errors": json.dumps([{"field": e.field, "rule": e.rule, "value": e.value, "message_en": e.message_en,
+                                       "message_fr": e.message_fr} for e in r.errors], ensure_ascii=False),
+                "source_topic": r.source.topic, "source_partition": r.source.partition,
+                "source_offset": r.source.offset, "original": r.original,
+            }
+            for r in rejections
+        ])
+
+    async def commit(self) -> None:
+        await self.conn.commit()

@@ -1,0 +1,95 @@
+"""Tables owned by the normaliser (SQLAlchemy Core + GeoAlchemy2). Created idempotently at start."""
+
+from __future__ import annotations
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+canonical_feature = Table(
+    "canonical_feature",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True), nullable=True),
+    Column("attributes", JSONB, nullable=True),
+    Column("content_hash", Text, nullable=True),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("last_event_id", Text, nullable=False),
+    Column("corrections", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("dataset", "commune", "feature_id", name="canonical_feature_pk"),
+)
+
+processed_event = Table(
+    "processed_event",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+feature_change_outbox = Table(
+    "feature_change_outbox",
+    metadata,
+    Column("change_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("before_geometry", Text),
+    Column("before_attributes", Text),
+    Column("before_hash", Text),
+    Column("after_geometry", Text),
+    Column("after_attributes", Text),
+    Column("after_hash", Text),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index("feature_change_outbox_unsent", feature_change_outbox.c.change_id,
+      postgresql_where=feature_change_outbox.c.sent_at.is_(None))
+
+rejection = Table(
+    "rejection",
+    metadata,
+    Column("rejection_id", Text, primary_key=True),
+    Column("rejected_at", DateTime(timezone=True), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("event_id", Text),
+    Column("dataset", Text),
+    Column("commune", Text),
+    Column("feature_id", Text),
+    Column("errors", JSONB, nullable=False),
+    Column("source_topic", Text, nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("original", LargeBinary, nullable=False),
+    Column("seq", BigInteger, nullable=False, server_default=text("nextval('rejection_seq')")),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
+Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
+
+PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]

@@ -1,0 +1,140 @@
+"""A change event turned into a canonical feature candidate, or a rejection. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.messages import ChangeEvent, FieldError, Operation
+from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
+from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
+
+_INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
+MAX_ID_LEN = 200
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    dataset: str
+    commune: str
+    feature_id: str
+
+
+@dataclass(frozen=True)
+class CanonicalFeature:
+    """What the store holds for a live feature (geometry in WGS84)."""
+
+    attributes: dict[str, Canonical]
+    geometry: BaseGeometry | None
+    content_hash: str
+    corrections: tuple[str, ...] = ()
+
+    def geometry_geojson(self) -> str | None:
+        return None if self.geometry is None else shapely.to_geojson(self.geometry)
+
+    def attributes_json(self) -> str:
+        return canonical_json(self.attributes)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A valid event, ready for the dedup decision."""
+
+    event: ChangeEvent
+    key: FeatureKey
+    feature: CanonicalFeature | None  # None for a delete
+
+
+@dataclass(frozen=True)
+class Invalid:
+    event: ChangeEvent
+    reason: str
+    message: str
+    errors: tuple[FieldError, ...]
+
+
+def canonical_json(values: dict[str, Canonical]) -> str:
+    return json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def content_hash(attributes: dict[str, Canonical], geometry: BaseGeometry | None) -> str:
+    h = hashlib.sha256(canonical_json(attributes).encode("utf-8"))
+    h.update(b"\x00")
+    if geometry is not None:
+        h.update(shapely.to_wkb(geometry, hex=False, output_dimension=2, byte_order=1, include_srid=False))
+    return h.hexdigest()
+
+
+def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
+    errs: list[FieldError] = []
+    if not _INSEE.match(ev.commune):
+        errs.append(FieldError("insee", "commune: not an INSEE code (5 characters)",
+                               "commune : ce n'est pas un code INSEE (5 caractères)", "commune", ev.commune[:50]))
+    if not ev.feature_id.strip() or len(ev.feature_id) > MAX_ID_LEN:
+        errs.append(FieldError("feature_id", f"feature_id: must be 1 to {MAX_ID_LEN} characters",
+                               f"feature_id : doit compter de 1 à {MAX_ID_LEN} caractères", "feature_id", ev.feature_id[:50]))
+    if (ev.occurred_at - now).total_seconds() > 86_400:
+        errs.append(FieldError("future_time", "occurred_at: more than one day in the future",
+                               "occurred_at : plus d'un jour dans le futur", "occurred_at", ev.occurred_at.isoformat()))
+    if ev.sequence < 0:
+        errs.append(FieldError("minimum", "sequence: must not be negative", "sequence : ne doit pas être négatif",
+                               "sequence", str(ev.sequence)))
+    return errs
+
+
+class EventNormaliser:
+    """Compiles every dataset's schema once, then turns events into candidates or rejections."""
+
+    def __init__(self, catalogue: DatasetCatalogue) -> None:
+        self.catalogue = catalogue
+        self._schemas = {d.id: CompiledSchema(d.table_schema) for d in catalogue}
+
+    def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
+        definition = self.catalogue.get(ev.dataset)
+        if definition is None:
+            return Invalid(ev, "unknown_dataset", f"unknown dataset {ev.dataset[:100]!r}",
+                           (FieldError("unknown_dataset", f"dataset {ev.dataset[:100]!r} is not in the catalogue",
+                                       f"le jeu de données {ev.dataset[:100]!r} n'est pas au catalogue", "dataset",
+                                       ev.dataset[:100]),))
+        envelope = _envelope_errors(ev, now)
+        if envelope:
+            return Invalid(ev, "invalid_envelope", "; ".join(e.message_en for e in envelope), tuple(envelope))
+        key = FeatureKey(ev.dataset, ev.commune, ev.feature_id)
+        if ev.operation is Operation.DELETE:
+            return Candidate(ev, key, None)
+
+        result = self._schemas[ev.dataset].validate(ev.attributes)
+        errors = list(result.errors)
+        commune_field = definition.commune_field
+        if commune_field and result.values.get(commune_field) not in (None, ev.commune):
+            errors.append(FieldError("commune_mismatch",
+                                     f"{commune_field}: {result.values[commune_field]} is not the sending commune {ev.commune}",
+                                     f"{commune_field} : {result.values[commune_field]} n'est pas la commune émettrice {ev.commune}",
+                                     commune_field, str(result.values[commune_field])))
+        geometry = None
+        corrections: list[str] = [f"renamed:{a}->{b}" for a, b in result.field_mapping]
+        if definition.geometry.type != "None":
+            if ev.geometry is None:
+                if not definition.geometry.nullable:
+                    errors.append(FieldError("geometry_required", "a geometry is required", "une géométrie est obligatoire",
+                                             "geometry"))
+            else:
+                try:
+                    ng = normalise_geometry(ev.geometry, definition.geometry.type, definition.bounds)
+                    geometry = ng.geometry
+                    corrections.extend(ng.corrections)
+                except GeometryRejected as bad:
+                    errors.append(FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value))
+        if errors:
+            geometric = all(e.field == "geometry" for e in errors)
+            reason = "invalid_geometry" if geometric else "invalid_attributes"
+            return Invalid(ev, reason, "; ".join(e.message_en for e in errors[:5]), tuple(errors))
+        feature = CanonicalFeature(result.values, geometry, content_hash(result.values, geometry), tuple(corrections))
+        return Candidate(ev, key, feature)

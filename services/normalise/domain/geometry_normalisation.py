@@ -1,0 +1,173 @@
+"""Turn a geometry as sent (GeoJSON / WKT / WKB, any of the CRSs communes use, axes possibly swapped)
+into a valid WGS84 (lon, lat) shapely geometry of the dataset's type, or a specific rejection.
+
+Pure: shapely and pyproj do the maths; no I/O. Transformers are cached per source CRS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import shapely
+from pyproj import Transformer
+from shapely.geometry import MultiPolygon, Point, shape
+from shapely.geometry.base import BaseGeometry
+
+from services.contract.messages import GeometryEncoding, RawGeometry
+
+SUPPORTED_EPSG = {4326, 4171, 2154, 3946, 3857}
+MAX_VERTICES = 200_000
+MAX_GEOMETRY_BYTES = 5_000_000
+_EPSG_RE = re.compile(r"(?:EPSG)(?::|::|/0/|/)(\d+)$", re.IGNORECASE)
+
+
+class GeometryRejected(Exception):
+    def __init__(self, rule: str, en: str, fr: str, value: str | None = None) -> None:
+        super().__init__(en)
+        self.rule, self.en, self.fr, self.value = rule, en, fr, value
+
+
+@dataclass(frozen=True)
+class NormalisedGeometry:
+    geometry: BaseGeometry  # WGS84, x=lon, y=lat
+    source_epsg: int
+    corrections: tuple[str, ...]  # e.g. "axis_swapped", "crs_inferred:2154", "repaired", "promoted_to_multi"
+
+
+def parse_crs(declared: str | None) -> int | None:
+    """Return an EPSG code for a declared CRS string; CRS84 counts as 4326 (lon, lat)."""
+    if declared is None or not declared.strip():
+        return None
+    text = declared.strip()
+    if text.upper().endswith("CRS84") or text.upper() == "OGC:CRS84":
+        return 4326
+    m = _EPSG_RE.search(text)
+    if m is None and text.isdigit():
+        return int(text)
+    if m is None:
+        raise GeometryRejected("crs", f"unrecognised CRS {text!r}", f"système de coordonnées non reconnu {text!r}", text[:100])
+    return int(m.group(1))
+
+
+def infer_epsg(x: float, y: float) -> int | None:
+    """Recognise a CRS from the value range of a coordinate in or around France."""
+    if -180 <= x <= 180 and -90 <= y <= 90:
+        return 4326
+    if 1_000_000 <= x <= 2_300_000 and 5_000_000 <= y <= 5_400_000:
+        return 3946  # CC46, the zone of the Lyon area (data.grandlyon.com)
+    if 0 <= x <= 1_300_000 and 6_000_000 <= y <= 7_200_000:
+        return 2154  # Lambert-93
+    if -700_000 <= x <= 1_200_000 and 5_000_000 <= y <= 6_700_000:
+        return 3857  # Web Mercator over France
+    return None
+
+
+@lru_cache(maxsize=16)
+def _transformer(epsg: int) -> Transformer:
+    return Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
+
+
+def _inside(bounds: tuple[float, float, float, float], x: float, y: float) -> bool:
+    return bounds[0] <= x <= bounds[2] and bounds[1] <= y <= bounds[3]
+
+
+def _load(raw: RawGeometry) -> BaseGeometry:
+    if len(raw.value) > MAX_GEOMETRY_BYTES:
+        raise GeometryRejected("geometry_size", f"geometry larger than {MAX_GEOMETRY_BYTES} bytes",
+                               f"géométrie de plus de {MAX_GEOMETRY_BYTES} octets")
+    try:
+        if raw.encoding is GeometryEncoding.GEOJSON:
+            obj = json.loads(raw.value.decode("utf-8"))
+            if not isinstance(obj, dict) or "type" not in obj:
+                raise ValueError("not a GeoJSON geometry object")
+            if obj.get("type") == "Feature":
+                obj = obj.get("geometry")
+            return shape(obj)
+        if raw.encoding is GeometryEncoding.WKT:
+            return shapely.from_wkt(raw.value.decode("utf-8"))
+        return shapely.from_wkb(raw.value)
+    except GeometryRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser failure on foreign input is a rejection
+        text = raw.value[:100].decode("utf-8", "replace")
+        raise GeometryRejected("geometry_syntax", f"unreadable {raw.encoding.value} geometry: {exc}",
+                               f"géométrie {raw.encoding.value} illisible : {exc}", text) from exc
+
+
+def _swap(g: BaseGeometry) -> BaseGeometry:
+    return shapely.transform(g, lambda c: c[:, ::-1])
+
+
+def normalise_geometry(raw: RawGeometry, expected_type: str, bounds: tuple[float, float, float, float]) -> NormalisedGeometry:
+    geom = _load(raw)
+    if geom is None or geom.is_empty:
+        raise GeometryRejected("geometry_empty", "empty geometry", "géométrie vide")
+    n = shapely.get_num_coordinates(geom)
+    if n > MAX_VERTICES:
+        raise GeometryRejected("geometry_size", f"{n} vertices (limit {MAX_VERTICES})", f"{n} sommets (limite {MAX_VERTICES})")
+    coords = shapely.get_coordinates(geom)
+    if not bool(((coords == coords) & (abs(coords) != math.inf)).all()):
+        raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
+    if shapely.has_z(geom):
+        geom = shapely.force_2d(geom)
+    corrections: list[str] = []
+
+    declared = parse_crs(raw.crs)
+    x0, y0 = float(coords[0][0]), float(coords[0][1])
+    if declared is None:
+        epsg = infer_epsg(x0, y0)
+        if epsg is None:
+            raise GeometryRejected("crs", "no CRS declared and the coordinates match none of the supported ones",
+                                   "aucun système de coordonnées déclaré et les coordonnées n'en correspondent à aucun",
+                                   f"{x0},{y0}")
+        if epsg != 4326:
+            corrections.append(f"crs_inferred:{epsg}")
+    else:
+        epsg = declared
+    if epsg not in SUPPORTED_EPSG:
+        raise GeometryRejected("crs", f"unsupported CRS EPSG:{epsg}", f"système de coordonnées EPSG:{epsg} non pris en charge", str(epsg))
+    if epsg != 4326:
+        geom = shapely.transform(geom, lambda c: _stack(_transformer(epsg).transform(c[:, 0], c[:, 1])))
+
+    # Per-feature axis order: WFS 2.0 with EPSG:4326/4171 is lat-first, often re-labelled as CRS84.
+    c = shapely.get_coordinates(geom)
+    lon, lat = float(c[:, 0].mean()), float(c[:, 1].mean())
+    if not _inside(bounds, lon, lat) and _inside(bounds, lat, lon) and epsg in (4326, 4171):
+        geom = _swap(geom)
+        corrections.append("axis_swapped")
+        lon, lat = lat, lon
+    if not _inside(bounds, lon, lat):
+        raise GeometryRejected("out_of_area", f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
+                               f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données", f"{lon:.5f},{lat:.5f}")
+
+    if expected_type == "MultiPolygon" and geom.geom_type == "Polygon":
+        geom = MultiPolygon([geom])
+        corrections.append("promoted_to_multi")
+    if expected_type == "MultiPoint" and geom.geom_type == "Point":
+        geom = shapely.multipoints([geom])
+        corrections.append("promoted_to_multi")
+    if not geom.is_valid:
+        repaired = shapely.make_valid(geom)
+        if expected_type == "MultiPolygon":
+            polys = [p for p in getattr(repaired, "geoms", [repaired]) if p.geom_type in ("Polygon", "MultiPolygon")]
+            parts = [q for p in polys for q in (p.geoms if p.geom_type == "MultiPolygon" else [p])]
+            repaired = MultiPolygon(parts) if parts else repaired
+        geom = repaired
+        corrections.append("repaired")
+    if geom.geom_type != expected_type:
+        raise GeometryRejected("geometry_type", f"expected {expected_type}, got {geom.geom_type}",
+                               f"{expected_type} attendu, {geom.geom_type} reçu", geom.geom_type)
+    if isinstance(geom, Point) and (abs(geom.x) < 1e-9 and abs(geom.y) < 1e-9):
+        raise GeometryRejected("placeholder_coordinates", "placeholder coordinates (0, 0)", "coordonnées fictives (0, 0)")
+    geom = shapely.set_precision(geom, 1e-7) if epsg != 4326 else geom
+    return NormalisedGeometry(geom, epsg, tuple(corrections))
+
+
+def _stack(xy: tuple[object, object]):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    return np.column_stack(xy)

@@ -1,0 +1,47 @@
+"""The ports the normaliser's handlers need. Adapters: ``adapters/postgis_store.py`` (real),
+``tests/fakes`` (in memory); the same contract test runs against both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol
+
+from services.contract.messages import Rejection
+from services.normalise.domain.canonical_feature import FeatureKey
+from services.normalise.domain.dedup_decisions import Decision, StoredFeature
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class NormaliseUnitOfWork(Protocol):
+    """One transaction. Nothing is visible to others until ``commit``; leaving without it rolls back."""
+
+    async def __aenter__(self) -> NormaliseUnitOfWork: ...
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+
+    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
+        """Record these event ids as processed; return those that were NOT seen before."""
+        ...
+
+    async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:
+        """Serialise writers of these keys until commit, and return what is stored for them."""
+        ...
+
+    async def save(self, decisions: Sequence[Decision], applied_at: datetime) -> int:
+        """Write final feature states, and one outbox row per effective change. Returns changes written."""
+        ...
+
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """Put rejections in the outbox (idempotent on rejection_id)."""
+        ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> NormaliseUnitOfWork: ...

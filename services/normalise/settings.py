@@ -1,0 +1,24 @@
+"""Typed settings of the normaliser; environment variables prefixed ODC_NORMALISE_."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NormaliseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ODC_NORMALISE_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
+    group_id: str = "odc-normalise"
+    topic_change_events: str = "odc.change-events"
+    topic_feature_changes: str = "odc.feature-changes"
+    topic_rejected: str = "odc.rejected"
+    input_partitions: int = 6
+    batch_max_events: int = 1000
+    batch_within_seconds: float = 0.2
+    relay_interval_seconds: float = 0.05
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: str = "INFO"

@@ -1,0 +1,1 @@
+"""The publisher's adapters: PostGIS version store, notification outbox."""

@@ -1,0 +1,148 @@
+"""Cut numbered dataset versions from the canonical feature changes received since the last one.
+
+The cost of a version is proportional to the changes it holds, not to the dataset: the feature count
+and the dataset content hash are maintained incrementally (the hash is an XOR over per-feature digests,
+so removing a feature's digest is XOR-ing it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from services.contract.datasets.catalogue import VersioningPolicy
+from services.contract.messages import ChangeKind, FeatureState
+
+EMPTY_HASH = "0" * 64
+
+
+class DiffKind(str, Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True)
+class ReceivedChange:
+    change_id: int
+    dataset: str
+    commune: str
+    feature_id: str
+    kind: ChangeKind
+    before: FeatureState | None
+    after: FeatureState | None
+
+
+@dataclass(frozen=True)
+class DatasetState:
+    dataset: str
+    last_version: int
+    feature_count: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class DiffEntry:
+    commune: str
+    feature_id: str
+    kind: DiffKind
+    before: FeatureState | None
+    after: FeatureState | None
+
+
+@dataclass(frozen=True)
+class VersionDraft:
+    dataset: str
+    version: int
+    published_at: datetime
+    added: int
+    updated: int
+    removed: int
+    feature_count: int
+    content_hash: str
+    first_change_id: int
+    last_change_id: int
+    entries: tuple[DiffEntry, ...]
+
+
+@dataclass(frozen=True)
+class PendingSummary:
+    count: int
+    oldest_received_at: datetime
+    newest_received_at: datetime
+
+
+def should_cut(policy: VersioningPolicy, pending: PendingSummary | None, now: datetime, max_delay_seconds: float) -> bool:
+    """Cut when the dataset has been quiet for the quiet period, when enough changes wait, or when the
+    oldest waiting change has waited too long (a steady stream never goes quiet)."""
+    if pending is None or pending.count == 0:
+        return False
+    if pending.count >= policy.max_changes:
+        return True
+    if (now - pending.newest_received_at).total_seconds() >= policy.quiet_period_seconds:
+        return True
+    return (now - pending.oldest_received_at).total_seconds() >= max_delay_seconds
+
+
+def feature_digest(commune: str, feature_id: str, content_hash: str) -> int:
+    h = hashlib.sha256(f"{commune}\x1f{feature_id}\x1f{content_hash}".encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+def collapse(changes: list[ReceivedChange]) -> list[DiffEntry]:
+    """Net effect per feature of changes given in change_id order: first 'before', last 'after'."""
+    first: dict[tuple[str, str], ReceivedChange] = {}
+    last: dict[tuple[str, str], ReceivedChange] = {}
+    for c in changes:
+        key = (c.commune, c.feature_id)
+        first.setdefault(key, c)
+        last[key] = c
+    entries: list[DiffEntry] = []
+    for key, f in first.items():
+        before, after = f.before, last[key].after
+        if before is None and after is None:
+            continue  # created then deleted within the version
+        if before is None:
+            entries.append(DiffEntry(key[0], key[1], DiffKind.ADDED, None, after))
+        elif after is None:
+            entries.append(DiffEntry(key[0], key[1], DiffKind.REMOVED, before, None))
+        elif before.content_hash != after.content_hash:
+            entries.append(DiffEntry(key[0], key[1], DiffKind.UPDATED, before, after))
+    entries.sort(key=lambda e: (e.commune, e.feature_id))
+    return entries
+
+
+def build_version(state: DatasetState, changes: list[ReceivedChange], now: datetime) -> VersionDraft | None:
+    """The next version from ``changes`` (in change_id order); None when their net effect is nil."""
+    if not changes:
+        return None
+    entries = collapse(changes)
+    if not entries:
+        return None
+    acc = int(state.content_hash, 16)
+    added = updated = removed = 0
+    for e in entries:
+        if e.before is not None:
+            acc ^= feature_digest(e.commune, e.feature_id, e.before.content_hash)
+        if e.after is not None:
+            acc ^= feature_digest(e.commune, e.feature_id, e.after.content_hash)
+        if e.kind is DiffKind.ADDED:
+            added += 1
+        elif e.kind is DiffKind.UPDATED:
+            updated += 1
+        else:
+            removed += 1
+    return VersionDraft(
+        dataset=state.dataset, version=state.last_version + 1, published_at=now, added=added, updated=updated,
+        removed=removed, feature_count=state.feature_count + added - removed, content_hash=f"{acc:064x}",
+        first_change_id=changes[0].change_id, last_change_id=changes[-1].change_id, entries=tuple(entries))
+
+
+def content_hash_of(features: list[tuple[str, str, str]]) -> str:
+    """Full recomputation from (commune, feature_id, content_hash) triples: the reference for tests."""
+    acc = 0
+    for commune, fid, chash in features:
+        acc ^= feature_digest(commune, fid, chash)
+    return f"{acc:064x}"

@@ -1,0 +1,170 @@
+"""Composition root of the publisher: agent recording canonical changes, a timer cutting due versions,
+and the notification outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import UTC, datetime
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from services.contract.avro_catalogue import UndecodableMessage
+from services.contract.codecs import Codecs
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
+from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.outbox_relay import OutboxRelay, make_producer
+from services.infrastructure.retry import retry_transient
+from services.publish.adapters.notification_outbox import notifications_outbox
+from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork, create_schema
+from services.publish.metrics import PublishMetrics
+from services.publish.service_layer.handlers import cut_due_versions, record_changes
+from services.publish.settings import PublishSettings
+
+log = logging.getLogger("odc.publish")
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def build_app(settings: PublishSettings, registry: CollectorRegistry | None = None) -> faust.App:
+    registry = registry or CollectorRegistry()
+    metrics = PublishMetrics(registry)
+    codecs = Codecs()
+    catalogue = DatasetCatalogue.load()
+    engine = make_engine(settings.database_url.get_secret_value())
+    clock = SystemClock()
+    health = {"database": False, "relay": False}
+
+    app = faust.App(
+        settings.group_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", value_serializer="raw",
+        key_serializer="raw", topic_replication_factor=1, topic_partitions=3, consumer_auto_offset_reset="earliest",
+        web_host=settings.web_host, web_port=settings.web_port, web_bind=settings.web_host, producer_acks=-1,
+        broker_commit_interval=1.0)
+    changes_topic = app.topic(settings.topic_feature_changes, value_serializer="raw", key_serializer="raw")
+
+    def uow() -> PostgresPublishUnitOfWork:
+        return PostgresPublishUnitOfWork(engine, codecs)
+
+    def on_retry(error: BaseException, attempt: int) -> None:
+        health["database"] = False
+        metrics.ready.labels("publish").set(0)
+        metrics.transient.labels("publish", "database").inc()
+
+    def on_recovered() -> None:
+        health["database"] = True
+        metrics.ready.labels("publish").set(1)
+
+    @app.agent(changes_topic, concurrency=1)
+    async def record(stream):  # type: ignore[no-untyped-def]
+        async for events in stream.take_events(settings.batch_max_events, within=settings.batch_within_seconds):
+            changes = []
+            for e in events:
+                try:
+                    changes.append(codecs.decode_feature_change(e.message.value))
+                except UndecodableMessage as bad:  # only our normaliser writes here; count, never crash
+                    metrics.rejected.labels("", bad.reason).inc()
+                    log.error("undecodable feature change at %s/%s/%s: %s", e.message.topic, e.message.partition,
+                              e.message.offset, bad.message)
+            started = time.perf_counter()
+            try:
+                new = await retry_transient(lambda: record_changes(changes, uow_factory=uow, clock=clock),
+                                            is_transient=is_transient, what="record changes", on_retry=on_retry,
+                                            on_recovered=on_recovered)
+            except BaseException:
+                log.critical("non-transient failure recording changes; stopping without acking", exc_info=True)
+                os._exit(70)
+            metrics.batch_duration.labels("publish").observe(time.perf_counter() - started)
+            metrics.changes_received.labels("new").inc(new)
+            metrics.changes_received.labels("duplicate").inc(len(changes) - new)
+            for e in events[-1:]:
+                hw = app.consumer.highwater(e.message.tp)
+                if hw is not None:
+                    metrics.lag.labels("publish", e.message.tp.topic, str(e.message.tp.partition)).set(
+                        max(0, hw - e.message.offset - 1))
+
+    @app.task
+    async def cut_versions() -> None:
+        while not app.should_stop:
+            started = time.perf_counter()
+            try:
+                drafts = await retry_transient(
+                    lambda: cut_due_versions(catalogue=catalogue, uow_factory=uow, clock=clock,
+                                             source=settings.event_source, max_delay_seconds=settings.max_delay_seconds),
+                    is_transient=is_transient, what="cut versions", on_retry=on_retry, on_recovered=on_recovered)
+            except BaseException:
+                log.critical("non-transient failure cutting versions", exc_info=True)
+                os._exit(70)
+            if drafts:
+                metrics.cut_duration.observe(time.perf_counter() - started)
+            for d in drafts:
+                metrics.versions.labels(d.dataset).inc()
+                metrics.latest_version.labels(d.dataset).set(d.version)
+                metrics.features.labels(d.dataset).set(d.feature_count)
+                log.info("published %s version %d (+%d ~%d -%d)", d.dataset, d.version, d.added, d.updated, d.removed,
+                         extra={"dataset": d.dataset, "version": d.version})
+            await asyncio.sleep(settings.cut_interval_seconds)
+
+    @app.task
+    async def relay_notifications() -> None:
+        producer = make_producer(settings.kafka_bootstrap, "odc-publish-relay")
+        await producer.start()
+        relay = OutboxRelay(engine, producer, notifications_outbox(settings.topic_notifications),
+                            on_sent=lambda name, n: metrics.relayed.labels(name).inc(n))
+        try:
+            while not app.should_stop:
+                try:
+                    sent = await relay.relay_once()
+                    health["relay"] = True
+                except Exception as error:  # noqa: BLE001 - retried next tick, counted and logged
+                    health["relay"] = False
+                    metrics.transient.labels("publish", "relay_notifications").inc()
+                    log.warning("notification relay failed, will retry: %s", error)
+                    sent = 0
+                    await asyncio.sleep(1.0)
+                if sent == 0:
+                    await asyncio.sleep(settings.relay_interval_seconds)
+        finally:
+            await producer.stop()
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):  # type: ignore[no-untyped-def]
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web, request):  # type: ignore[no-untyped-def]
+        return web.json({"status": "ok", "service": "publish"})
+
+    @app.page("/readyz")
+    async def readyz(web, request):  # type: ignore[no-untyped-def]
+        ok = health["database"] and health["relay"]
+        return web.json({"ready": ok, **health}, status=200 if ok else 503)
+
+    async def prepare() -> None:
+        await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_feature_changes, 3),
+                                                       TopicSpec(settings.topic_notifications, 3)])
+        await retry_transient(lambda: create_schema(engine), is_transient=is_transient, what="create schema",
+                              max_attempts=30)
+        health["database"] = True
+        metrics.ready.labels("publish").set(1)
+        await engine.dispose()
+
+    app.odc_prepare = prepare  # type: ignore[attr-defined]
+    app.odc_metrics = metrics  # type: ignore[attr-defined]
+    return app
+
+
+def main() -> None:
+    settings = PublishSettings()
+    configure_logging(settings.log_level)
+    app = build_app(settings)
+    asyncio.run(app.odc_prepare())  # type: ignore[attr-defined]
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -1,0 +1,1 @@
+"""Handlers of the publisher; ports in, outcomes out."""
