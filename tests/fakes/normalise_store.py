@@ -1,0 +1,62 @@
+"""In-memory fake of the normaliser's unit of work (our own port), for unit tests of the handler.
+tests/contracts/test_normalise_store_contract.py runs the same checks against it and the PostGIS adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+
+from services.contract.messages import Rejection
+from services.normalise.domain.canonical_feature import FeatureKey
+from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
+
+
+class InMemoryNormaliseStore:
+    def __init__(self) -> None:
+        self.features: dict[FeatureKey, StoredFeature] = {}
+        self.processed: set[str] = set()
+        self.changes: list[tuple[int, Decision]] = []
+        self.rejections: dict[str, Rejection] = {}
+        self._next_change = 1
+
+
+class InMemoryUnitOfWork:
+    def __init__(self, store: InMemoryNormaliseStore) -> None:
+        self.store = store
+        self._staged: list[object] = []
+        self._claimed: set[str] = set()
+        self._finals: dict[FeatureKey, StoredFeature] = {}
+        self._changes: list[Decision] = []
+        self._rejections: list[Rejection] = []
+
+    async def __aenter__(self) -> InMemoryUnitOfWork:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._claimed, self._finals, self._changes, self._rejections = set(), {}, [], []
+
+    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
+        fresh = {e for e in event_ids if e not in self.store.processed and e not in self._claimed}
+        self._claimed |= fresh
+        return fresh
+
+    async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:
+        return {k: self.store.features[k] for k in keys if k in self.store.features}
+
+    async def save(self, decisions: Sequence[Decision], applied_at: datetime) -> int:
+        self._finals = {k: s for k, (s, _) in final_states(list(decisions)).items()}
+        self._changes = [d for d in decisions if d.change_kind is not None]
+        return len(self._changes)
+
+    async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        self._rejections = list(rejections)
+
+    async def commit(self) -> None:
+        self.store.processed |= self._claimed
+        self.store.features.update(self._finals)
+        for d in self._changes:
+            self.store.changes.append((self.store._next_change, d))
+            self.store._next_change += 1
+        for r in self._rejections:
+            self.store.rejections.setdefault(r.rejection_id, r)

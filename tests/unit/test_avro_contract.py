@@ -1,0 +1,177 @@
+"""The Avro contract: every schema parses, every codec round-trips, committed versions never change,
+each version reads data written with the previous one, and foreign bytes are rejections, not crashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.contract.avro_catalogue import MAGIC, SCHEMA_DIR, SchemaCatalogue, UndecodableMessage
+from services.contract.codecs import Codecs
+from services.contract.messages import (
+    ChangeEvent,
+    ChangeKind,
+    DatasetVersionPublished,
+    FeatureChange,
+    FeatureState,
+    FieldError,
+    GeometryEncoding,
+    Operation,
+    RawGeometry,
+    Rejection,
+    SourcePosition,
+)
+
+CODECS = Codecs()
+T0 = datetime(2026, 5, 19, 8, 30, 0, 123000, tzinfo=UTC)
+
+
+def test_every_schema_parses_and_is_versioned() -> None:
+    cat = SchemaCatalogue()
+    assert set(cat.names()) == {"change_event", "rejection", "feature_change", "dataset_version"}
+    for name in cat.names():
+        versions = [sv.version for sv in cat.versions(name)]
+        assert versions == list(range(1, len(versions) + 1)), f"{name}: versions must be 1..N without gaps"
+
+
+def test_committed_schema_versions_are_immutable() -> None:
+    """A committed .avsc never changes: a change is a new version file. The lock records each one."""
+    lock = json.loads((SCHEMA_DIR / "fingerprints.lock.json").read_text())
+    cat = SchemaCatalogue()
+    current = {sv.path.name: sv.fingerprint.hex() for n in cat.names() for sv in cat.versions(n)}
+    for filename, fp in lock.items():
+        assert filename in current, f"{filename} was deleted: committed versions must stay readable"
+        assert current[filename] == fp, f"{filename} was edited after commit: add a new version instead"
+    new = set(current) - set(lock)
+    assert not new, f"new schema versions {sorted(new)}: add them to fingerprints.lock.json"
+
+
+def _example(schema: object) -> object:
+    """A value for any Avro schema: every field set, unions take their last branch (the richest)."""
+    if isinstance(schema, str):
+        return {"null": None, "boolean": True, "int": 7, "long": 1 << 40, "float": 1.5, "double": 2.25,
+                "bytes": b"\x00\xff", "string": "é"}.get(schema, None)
+    if isinstance(schema, list):
+        return _example(schema[-1])
+    assert isinstance(schema, dict)
+    t = schema["type"]
+    if schema.get("logicalType") == "timestamp-millis":
+        return T0
+    if schema.get("logicalType") == "uuid":
+        return str(uuid.UUID(int=1))
+    if t == "record":
+        return {f["name"]: _example(f["type"]) for f in schema["fields"]}
+    if t == "enum":
+        return schema["symbols"][-1]
+    if t == "array":
+        return [_example(schema["items"])]
+    if t == "map":
+        return {"k": _example(schema["values"])}
+    return _example(t)
+
+
+def reads_older_data(older: dict, newer: dict) -> bool:  # type: ignore[type-arg]
+    """Backward compatibility: a reader on ``newer`` decodes data written with ``older``."""
+    old_p, new_p = fastavro.parse_schema(older), fastavro.parse_schema(newer)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, old_p, _example(older))
+    buf.seek(0)
+    try:
+        fastavro.schemaless_reader(buf, old_p, new_p)
+    except Exception:  # noqa: BLE001 - any resolution error means incompatible
+        return False
+    return True
+
+
+def test_the_compatibility_check_can_fail() -> None:
+    v1 = json.loads((SCHEMA_DIR / "dataset_version.v1.avsc").read_text())
+    compatible = json.loads(json.dumps(v1))
+    compatible["fields"].append({"name": "links", "type": ["null", "string"], "default": None})
+    incompatible = json.loads(json.dumps(v1))
+    incompatible["fields"].append({"name": "links", "type": "string"})  # no default: old data unreadable
+    assert reads_older_data(v1, compatible)
+    assert not reads_older_data(v1, incompatible)
+
+
+@pytest.mark.parametrize("name", SchemaCatalogue().names())
+def test_each_version_reads_the_previous_version(name: str) -> None:
+    cat = SchemaCatalogue()
+    versions = cat.versions(name)
+    for older, newer in zip(versions, versions[1:], strict=False):
+        assert reads_older_data(json.loads(older.path.read_text()), json.loads(newer.path.read_text())), (
+            f"{newer.path.name} cannot read data written with {older.path.name}")
+    # and the latest version reads a message of every version through the catalogue
+    for sv in versions:
+        raw = cat.encode(name, _example(json.loads(sv.path.read_text())), version=sv.version)  # type: ignore[arg-type]
+        assert raw[:2] == MAGIC and raw[2:10] == sv.fingerprint
+        assert isinstance(cat.decode(raw, name), dict)
+
+
+EVENT = ChangeEvent(str(uuid.uuid4()), "public_toilets", "69266", "7", Operation.UPSERT, T0, 42, "test",
+                    RawGeometry(GeometryEncoding.GEOJSON, b'{"type":"Point","coordinates":[4.8,45.7]}', "EPSG:4326"),
+                    {"a": 1, "b": None, "c": "x", "d": 1.5, "e": True})
+STATE = FeatureState('{"type":"Point","coordinates":[4.8,45.7]}', '{"a":1}', "ab" * 32)
+
+
+@pytest.mark.parametrize(("encode", "decode", "message"), [
+    (CODECS.encode_change_event, CODECS.decode_change_event, EVENT),
+    (CODECS.encode_change_event, CODECS.decode_change_event,
+     ChangeEvent(str(uuid.uuid4()), "parks_gardens", "69123", "PAR-1", Operation.DELETE, T0, 0, "s")),
+    (CODECS.encode_rejection, CODECS.decode_rejection,
+     Rejection("r1", T0, "normalise", "invalid_attributes", "bad", SourcePosition("t", 2, 99), b"\x00raw",
+               "e1", "public_toilets", "69266", "7",
+               (FieldError("pattern", "en", "fr", "codinsee", "6926"),))),
+    (CODECS.encode_feature_change, CODECS.decode_feature_change,
+     FeatureChange(5, "e1", "public_toilets", "69266", "7", ChangeKind.UPDATED, 42, T0, T0, STATE, STATE)),
+    (CODECS.encode_feature_change, CODECS.decode_feature_change,
+     FeatureChange(6, "e2", "public_toilets", "69266", "7", ChangeKind.DELETED, 43, T0, T0, STATE, None)),
+    (CODECS.encode_dataset_version, CODECS.decode_dataset_version,
+     DatasetVersionPublished("public_toilets", 3, T0, 1, 2, 3, 480, "0" * 64, 10, 20)),
+])
+def test_codec_round_trip(encode, decode, message) -> None:  # type: ignore[no-untyped-def]
+    assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "undecodable"),
+    (b"hello world, not avro", "undecodable"),
+    (MAGIC + b"\x00" * 8 + b"body", "unknown_schema"),
+    (CODECS.encode_change_event(EVENT)[:-3], "undecodable"),
+    (CODECS.encode_change_event(EVENT) + b"\x00", "undecodable"),
+    (CODECS.encode_dataset_version(DatasetVersionPublished("d", 1, T0, 0, 0, 0, 0, "0", 1, 1)), "wrong_schema"),
+])
+def test_foreign_bytes_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(UndecodableMessage) as info:
+        CODECS.decode_change_event(data)
+    assert info.value.reason == reason
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
+    try:
+        CODECS.decode_change_event(data)
+    except UndecodableMessage:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_valid_header_with_random_body_is_a_rejection(body: bytes) -> None:
+    fp = SchemaCatalogue().latest("change_event").fingerprint
+    try:
+        CODECS.decode_change_event(MAGIC + fp + body)
+    except UndecodableMessage as bad:
+        assert bad.reason == "undecodable"
+
+
+def test_schema_dir_is_in_the_repo() -> None:
+    assert SCHEMA_DIR == Path(__file__).resolve().parents[2] / "schemas" / "avro"

@@ -1,0 +1,118 @@
+"""The normaliser's handler with an in-memory unit of work: decode, validate, dedupe, reject."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from services.contract.codecs import Codecs
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.messages import ChangeEvent, GeometryEncoding, Operation, RawGeometry, SourcePosition
+from services.normalise.domain.canonical_feature import EventNormaliser, FeatureKey
+from services.normalise.service_layer.process_batch import InboundMessage, process_batch
+from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
+
+CODECS = Codecs()
+NORMALISER = EventNormaliser(DatasetCatalogue.load())
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return NOW
+
+
+def toilet(gid: int, seq: int = 1, adresse: str = "Place de la Mairie", op: Operation = Operation.UPSERT,
+           commune: str = "69266", dataset: str = "public_toilets", event_id: str | None = None,
+           coords: tuple[float, float] = (45.7268, 4.893)) -> ChangeEvent:
+    return ChangeEvent(event_id or str(uuid.uuid4()), dataset, commune, str(gid), op, NOW, seq, "test",
+                       RawGeometry(GeometryEncoding.GEOJSON, json.dumps({"type": "Point", "coordinates": coords}).encode(),
+                                   "urn:ogc:def:crs:OGC:1.3:CRS84"),
+                       {"gid": gid, "codinsee": commune, "adresse": adresse, "acceshandi": "1", "payant": None})
+
+
+def msgs(*items: ChangeEvent | bytes) -> list[InboundMessage]:
+    return [InboundMessage(i if isinstance(i, bytes) else CODECS.encode_change_event(i), SourcePosition("in", 0, n))
+            for n, i in enumerate(items)]
+
+
+@pytest.fixture
+def store() -> InMemoryNormaliseStore:
+    return InMemoryNormaliseStore()
+
+
+async def run(store: InMemoryNormaliseStore, *items: ChangeEvent | bytes):  # type: ignore[no-untyped-def]
+    return await process_batch(msgs(*items), codecs=CODECS, normaliser=NORMALISER,
+                               uow_factory=lambda: InMemoryUnitOfWork(store), clock=FixedClock())
+
+
+async def test_valid_events_become_canonical_features(store: InMemoryNormaliseStore) -> None:
+    report = await run(store, toilet(1), toilet(2))
+    assert report.outcomes[("public_toilets", "created")] == 2
+    f = store.features[FeatureKey("public_toilets", "69266", "1")].feature
+    assert f is not None and f.attributes["acceshandi"] is True and f.attributes["codinsee"] == "69266"
+    assert (round(f.geometry.x, 4), round(f.geometry.y, 4)) == (4.893, 45.7268)  # axis swapped back
+    assert "axis_swapped" in f.corrections
+
+
+async def test_same_event_twice_is_applied_once(store: InMemoryNormaliseStore) -> None:
+    ev = toilet(1)
+    await run(store, ev)
+    report = await run(store, ev, ev)
+    assert report.outcomes[("public_toilets", "duplicate")] == 2
+    assert len(store.changes) == 1
+
+
+async def test_resend_with_new_ids_changes_nothing(store: InMemoryNormaliseStore) -> None:
+    await run(store, toilet(1, seq=1))
+    report = await run(store, toilet(1, seq=2))
+    assert report.outcomes[("public_toilets", "unchanged")] == 1 and len(store.changes) == 1
+
+
+async def test_older_event_after_newer_is_stale(store: InMemoryNormaliseStore) -> None:
+    await run(store, toilet(1, seq=5, adresse="new"))
+    report = await run(store, toilet(1, seq=4, adresse="old"))
+    assert report.outcomes[("public_toilets", "stale")] == 1
+    f = store.features[FeatureKey("public_toilets", "69266", "1")].feature
+    assert f is not None and f.attributes["adresse"] == "new"
+
+
+async def test_delete_then_late_upsert_stays_deleted(store: InMemoryNormaliseStore) -> None:
+    await run(store, toilet(1, seq=1))
+    await run(store, toilet(1, seq=3, op=Operation.DELETE))
+    report = await run(store, toilet(1, seq=2, adresse="late"))
+    assert report.outcomes[("public_toilets", "stale")] == 1
+    assert store.features[FeatureKey("public_toilets", "69266", "1")].deleted
+
+
+async def test_bad_events_are_rejected_with_reasons_and_good_ones_flow(store: InMemoryNormaliseStore) -> None:
+    report = await run(
+        store,
+        b"\x00garbage",
+        toilet(1, dataset="no_such_dataset"),
+        toilet(2, commune="6926"),
+        toilet(3, coords=(0.0, 0.0)),
+        toilet(4),
+    )
+    assert report.outcomes[("public_toilets", "created")] == 1
+    reasons = sorted(r.reason for r in store.rejections.values())
+    assert reasons == ["invalid_envelope", "invalid_geometry", "undecodable", "unknown_dataset"]
+    undecodable = next(r for r in store.rejections.values() if r.reason == "undecodable")
+    assert undecodable.original == b"\x00garbage" and undecodable.rejection_id == "in/0/0"
+    geo = next(r for r in store.rejections.values() if r.reason == "invalid_geometry")
+    assert geo.errors[0].rule == "out_of_area" and geo.feature_id == "3" and geo.commune == "69266"
+
+
+async def test_attribute_errors_name_field_rule_and_value(store: InMemoryNormaliseStore) -> None:
+    ev = toilet(1)
+    bad = ChangeEvent(ev.event_id, ev.dataset, ev.commune, ev.feature_id, ev.operation, ev.occurred_at, ev.sequence,
+                      ev.source, ev.geometry, {**ev.attributes, "payant": "peut-être", "codinsee": "69123"})
+    await run(store, bad)
+    (rej,) = store.rejections.values()
+    assert rej.reason == "invalid_attributes"
+    assert {(e.field, e.rule) for e in rej.errors} == {("payant", "type"), ("codinsee", "commune_mismatch")}
+    payant = next(e for e in rej.errors if e.field == "payant")
+    assert payant.value == "peut-être" and "booléen" in payant.message_fr
