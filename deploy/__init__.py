@@ -1,0 +1,1 @@
+"""Deployment helpers for odc (local services without Docker, ...)."""

@@ -1,0 +1,159 @@
+"""``python -m deploy.local up|down|status [--root DIR]``
+
+Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
+Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
+Ports: Kafka 19092 (controller 19093), Postgres 15432; override with ODC_KAFKA_PORT,
+ODC_KAFKA_CONTROLLER_PORT, ODC_PG_PORT. ``status`` prints JSON
+``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}}``.
+Exit codes: 0 ok; 1 a service failed to start/stop; ``status`` exits 3 if either is down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from deploy.local import REPO_ROOT
+from deploy.local.kafka import KafkaBroker, KafkaSetupError, ensure_kafka_jars, kafka_libs_dir
+from deploy.local.kafka import _libs_complete as _kafka_libs_complete
+from deploy.local.ports import port_open
+from deploy.local.postgres import PostgresCluster, PostgresSetupError
+
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_KAFKA_CONTROLLER_PORT = 19093
+DEFAULT_PG_PORT = 15432
+
+
+def _say(msg: str) -> None:
+    print(f"[deploy.local] {msg}", file=sys.stderr, flush=True)
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _broker(root: Path) -> KafkaBroker:
+    data = root / "kafka"
+    if (data / "broker.json").is_file():
+        existing = KafkaBroker.from_data_dir(data)
+        if existing.is_running():
+            return existing
+    return KafkaBroker(
+        data,
+        _env_port("ODC_KAFKA_PORT", DEFAULT_KAFKA_PORT),
+        _env_port("ODC_KAFKA_CONTROLLER_PORT", DEFAULT_KAFKA_CONTROLLER_PORT),
+    )
+
+
+def _cluster(root: Path) -> PostgresCluster:
+    data = root / "postgres"
+    if (data / "postgres.json").is_file():
+        existing = PostgresCluster.from_data_dir(data)
+        if existing.is_running():
+            return existing
+    return PostgresCluster(data, _env_port("ODC_PG_PORT", DEFAULT_PG_PORT))
+
+
+def cmd_up(root: Path) -> int:
+    root.mkdir(parents=True, exist_ok=True)
+    if not _kafka_libs_complete(kafka_libs_dir()):
+        _say("resolving Kafka jars with Maven (first run only)...")
+        t0 = time.monotonic()
+        ensure_kafka_jars()
+        _say(f"Kafka jars ready in {kafka_libs_dir()} ({time.monotonic() - t0:.1f}s)")
+
+    broker = _broker(root)
+    was_up = broker.is_running()
+    _say(f"{'checking' if was_up else 'starting'} Kafka on {broker.bootstrap} (data {broker.data_dir})...")
+    broker.start()
+    note = ", already running" if was_up else ""
+    _say(f"Kafka ready on {broker.bootstrap} ({broker.last_start_seconds:.1f}s{note})")
+
+    cluster = _cluster(root)
+    was_up = cluster.is_running()
+    verb = "checking" if was_up else "starting"
+    _say(f"{verb} PostgreSQL+PostGIS on port {cluster.port} (data {cluster.data_dir})...")
+    cluster.start()
+    note = ", already running" if was_up else ""
+    _say(f"Postgres ready on {cluster.dsn} ({cluster.last_start_seconds:.1f}s{note})")
+    print(json.dumps(_status(root)))
+    return 0
+
+
+def cmd_down(root: Path) -> int:
+    rc = 0
+    kdir = root / "kafka"
+    if (kdir / "broker.json").is_file():
+        broker = KafkaBroker.from_data_dir(kdir)
+        if broker.is_running():
+            _say(f"stopping Kafka on {broker.bootstrap}...")
+            broker.stop()
+            _say("Kafka stopped")
+        else:
+            _say("Kafka not running")
+    else:
+        _say("Kafka not running")
+    pdir = root / "postgres"
+    if (pdir / "postgres.json").is_file():
+        cluster = PostgresCluster.from_data_dir(pdir)
+        if cluster.is_running():
+            _say(f"stopping Postgres on port {cluster.port}...")
+            try:
+                cluster.stop()
+                _say("Postgres stopped")
+            except PostgresSetupError as e:
+                _say(str(e))
+                rc = 1
+        else:
+            _say("Postgres not running")
+    else:
+        _say("Postgres not running")
+    return rc
+
+
+def _status(root: Path) -> dict[str, dict[str, object]]:
+    broker = _broker(root)
+    cluster = _cluster(root)
+    k_up = broker.is_running() and port_open(broker.port)
+    p_up = cluster.is_running() and port_open(cluster.port)
+    return {
+        "kafka": {"up": k_up, "bootstrap": broker.bootstrap},
+        "postgres": {"up": p_up, "dsn": cluster.dsn},
+    }
+
+
+def cmd_status(root: Path) -> int:
+    st = _status(root)
+    print(json.dumps(st))
+    return 0 if st["kafka"]["up"] and st["postgres"]["up"] else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=REPO_ROOT / ".local" / "run",
+        help="data root (default <repo>/.local/run)",
+    )
+    args = parser.parse_args(argv)
+    root: Path = args.root.resolve()
+    try:
+        if args.command == "up":
+            return cmd_up(root)
+        if args.command == "down":
+            return cmd_down(root)
+        return cmd_status(root)
+    except (KafkaSetupError, PostgresSetupError) as e:
+        _say(f"ERROR: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
