@@ -1,4 +1,8 @@
-"""``python -m deploy.local up|down|status [--root DIR]``
+"""``python -m deploy.local up|run|down|status [--root DIR]``
+
+``up`` starts Kafka and PostgreSQL+PostGIS; ``run`` also starts the three odc services, waits until
+they are ready, loads the bundled samples and prints a summary (what ``make run`` does); ``down``
+stops everything.
 
 Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
 Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +27,7 @@ from deploy.local.kafka import KafkaBroker, KafkaSetupError, ensure_kafka_jars, 
 from deploy.local.kafka import _libs_complete as _kafka_libs_complete
 from deploy.local.ports import port_open
 from deploy.local.postgres import PostgresCluster, PostgresSetupError
+from deploy.local.services import DEFAULT_PORTS, SERVICE_NAMES, ServiceError, ServiceProcess, service_env
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_KAFKA_CONTROLLER_PORT = 19093
@@ -85,8 +91,67 @@ def cmd_up(root: Path) -> int:
     return 0
 
 
+def _services(root: Path) -> list[ServiceProcess]:
+    broker, cluster = _broker(root), _cluster(root)
+    out = []
+    for name in SERVICE_NAMES:
+        port = _env_port(f"ODC_{name.upper()}_WEB_PORT", DEFAULT_PORTS[name])
+        env = service_env(name, kafka_bootstrap=broker.bootstrap, database_url=cluster.dsn, port=port)
+        out.append(ServiceProcess(name, root, port, env))
+    return out
+
+
+SAMPLES = (
+    ("samples/grandlyon/toilettes.geojson", "public_toilets"),
+    ("samples/grandlyon/parcs.geojson", "parks_gardens"),
+)
+
+
+def cmd_run(root: Path) -> int:
+    rc = cmd_up(root)
+    if rc:
+        return rc
+    for svc in _services(root):
+        was_up = svc.is_running()
+        svc.start()
+        took = svc.wait_ready()
+        _say(f"{svc.name} {'already running' if was_up else 'ready'} on {svc.base_url} ({took:.1f}s)")
+    broker, cluster = _broker(root), _cluster(root)
+    env = {**os.environ, "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap, "ODC_DATABASE_URL": cluster.dsn}
+    for path, dataset in SAMPLES:
+        _say(f"loading {path} into {dataset}...")
+        subprocess.run([sys.executable, "-m", "services.cli.main", "send", str(REPO_ROOT / path), "--dataset", dataset],
+                       check=True, env=env, cwd=REPO_ROOT)
+    _say("waiting for the versions to be published...")
+    deadline = time.monotonic() + 60
+    summary: dict = {}
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-m", "services.cli.main", "status", "--json"], capture_output=True,
+                             text=True, env=env, cwd=REPO_ROOT)
+        summary = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
+        if summary.get("datasets") and all(d["version"] > 0 for d in summary["datasets"]
+                                           if d["id"] in {s[1] for s in SAMPLES}):
+            break
+        time.sleep(1)
+    print()
+    print("odc is running.")
+    for d in summary.get("datasets", []):
+        print(f"  {d['id']:<20} {d['features']:>6} features   version {d['version']}")
+    for s in summary.get("services", []):
+        print(f"  {s['name']:<10} {'up  ' if s['up'] else 'DOWN'}  metrics: {s['metrics_url']}")
+    print(f"  Kafka      {broker.bootstrap}")
+    print(f"  PostGIS    {cluster.dsn}")
+    print(f"  logs       {root / 'logs'}")
+    print("Stop everything with `make down`; see `make status`.")
+    return 0
+
+
 def cmd_down(root: Path) -> int:
     rc = 0
+    for svc in reversed(_services(root)):
+        if svc.is_running():
+            _say(f"stopping {svc.name}...")
+            svc.stop()
     kdir = root / "kafka"
     if (kdir / "broker.json").is_file():
         broker = KafkaBroker.from_data_dir(kdir)
@@ -128,14 +193,15 @@ def _status(root: Path) -> dict[str, dict[str, object]]:
 
 
 def cmd_status(root: Path) -> int:
-    st = _status(root)
+    st: dict = _status(root)
+    st["services"] = {s.name: {"up": s.is_running() and s.ready(), "url": s.base_url} for s in _services(root)}
     print(json.dumps(st))
     return 0 if st["kafka"]["up"] and st["postgres"]["up"] else 3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "run", "down", "status"])
     parser.add_argument(
         "--root",
         type=Path,
@@ -147,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             return cmd_up(root)
+        if args.command == "run":
+            return cmd_run(root)
         if args.command == "down":
             return cmd_down(root)
         return cmd_status(root)
-    except (KafkaSetupError, PostgresSetupError) as e:
+    except (KafkaSetupError, PostgresSetupError, ServiceError, subprocess.CalledProcessError) as e:
         _say(f"ERROR: {e}")
         return 1
 

@@ -1,0 +1,136 @@
+"""The issue's integration tests, through the real Kafka broker and PostGIS, the services running as
+processes. Tests run in file order and share the pipeline; each checks deltas, not absolute totals,
+except the first (which starts from an empty store)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.contract.messages import Operation
+from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
+
+pytestmark = pytest.mark.integration
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "grandlyon"
+
+
+def live_features(p: Pipeline, dataset: str) -> int:
+    return int(p.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s AND NOT deleted", dataset)[0][0])
+
+
+def test_toilets_file_gives_480_features_and_one_version_notification(pipeline: Pipeline) -> None:
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    summary = pipeline.send_file(SAMPLES / "toilettes.geojson", "public_toilets")
+    assert summary.events == 480
+    pipeline.settle("public_toilets", before, 480)
+    assert live_features(pipeline, "public_toilets") == 480
+    # every one of them lies in the Métropole, in lon/lat order, after the per-feature axis fix
+    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND "
+                        "ST_X(geom) BETWEEN 4.6 AND 5.1 AND ST_Y(geom) BETWEEN 45.5 AND 46.0")[0][0] == 480
+    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND "
+                        "corrections ? 'axis_swapped'")[0][0] == 479
+    notes = wait_for("the version notification", lambda: pipeline.version_notifications("public_toilets"))
+    assert len(notes) == 1
+    headers, data = notes[0]
+    assert (data.version, data.added, data.updated, data.removed, data.feature_count) == (1, 480, 0, 0, 480)
+    assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == "public_toilets:v1"
+    assert headers["ce_type"] == "fr.grandlyon.odc.dataset.version.published"
+    assert headers["content-type"] == "application/avro"
+
+
+def test_resending_the_same_file_changes_nothing_and_cuts_no_version(pipeline: Pipeline) -> None:
+    version = pipeline.latest_version("public_toilets")
+    unchanged = pipeline.metric("normalise", "odc_events_accepted_total", dataset="public_toilets", outcome="unchanged")
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    pipeline.send_file(SAMPLES / "toilettes.geojson", "public_toilets")
+    pipeline.settle("public_toilets", before, 480)
+    assert pipeline.metric("normalise", "odc_events_accepted_total", dataset="public_toilets",
+                           outcome="unchanged") == unchanged + 480
+    assert pipeline.latest_version("public_toilets") == version
+    assert live_features(pipeline, "public_toilets") == 480
+    assert len(pipeline.version_notifications("public_toilets")) == version
+
+
+def test_parks_file_with_invalid_polygons_is_loaded_and_repaired(pipeline: Pipeline) -> None:
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    pipeline.send_file(SAMPLES / "parcs.geojson", "parks_gardens")
+    pipeline.settle("parks_gardens", before, 510)
+    assert live_features(pipeline, "parks_gardens") == 510
+    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND "
+                        "NOT ST_IsValid(geom)")[0][0] == 0
+    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND "
+                        "corrections ? 'repaired'")[0][0] == 4
+    assert pipeline.sql("SELECT count(DISTINCT GeometryType(geom)) FROM canonical_feature "
+                        "WHERE dataset = 'parks_gardens'")[0][0] == 1
+    (_, data), = pipeline.version_notifications("parks_gardens")
+    assert (data.version, data.added) == (1, 510)
+
+
+def test_the_same_event_twice_is_applied_once(pipeline: Pipeline) -> None:
+    fid = str(900_000 + uuid.uuid4().int % 10_000)
+    ev = toilet_event(fid, seq=1)
+    dup = pipeline.metric("normalise", "odc_events_duplicate_total", dataset="public_toilets")
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    pipeline.produce_events([ev, ev])
+    pipeline.settle("public_toilets", before, 2)
+    assert pipeline.metric("normalise", "odc_events_duplicate_total", dataset="public_toilets") == dup + 1
+    assert pipeline.sql("SELECT count(*) FROM feature_change_outbox WHERE feature_id = %s", fid)[0][0] == 1
+    assert pipeline.sql("SELECT count(*) FROM change_log WHERE feature_id = %s", fid)[0][0] == 1
+
+
+def test_an_older_event_after_a_newer_one_is_ignored(pipeline: Pipeline) -> None:
+    fid = str(910_000 + uuid.uuid4().int % 10_000)
+    stale = pipeline.metric("normalise", "odc_events_stale_total", dataset="public_toilets")
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    pipeline.produce_events([toilet_event(fid, seq=10, adresse="newer"), toilet_event(fid, seq=9, adresse="older")])
+    pipeline.settle("public_toilets", before, 2)
+    assert pipeline.metric("normalise", "odc_events_stale_total", dataset="public_toilets") == stale + 1
+    (adresse,), = pipeline.sql("SELECT attributes->>'adresse' FROM canonical_feature WHERE feature_id = %s", fid)
+    assert adresse == "newer"
+
+
+def test_a_delete_removes_the_feature_and_is_counted_in_the_next_version(pipeline: Pipeline) -> None:
+    fid = str(920_000 + uuid.uuid4().int % 10_000)
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    pipeline.produce_events([toilet_event(fid, seq=1)])
+    pipeline.settle("public_toilets", before, 1)
+    created_in = pipeline.latest_version("public_toilets")
+    count = live_features(pipeline, "public_toilets")
+    pipeline.produce_events([toilet_event(fid, seq=2, op=Operation.DELETE)])
+    pipeline.settle("public_toilets", before, 2)
+    assert live_features(pipeline, "public_toilets") == count - 1
+    version = pipeline.latest_version("public_toilets")
+    assert version == created_in + 1
+    assert pipeline.sql("SELECT kind FROM version_diff WHERE dataset = 'public_toilets' AND version = %s "
+                        "AND feature_id = %s", version, fid) == [("removed",)]
+    notes = pipeline.version_notifications("public_toilets")
+    assert [d.version for _, d in notes] == list(range(1, version + 1))  # in order, gap-free
+    assert notes[-1][1].removed == 1
+    # a late upsert older than the delete does not bring it back
+    pipeline.produce_events([toilet_event(fid, seq=1, adresse="late")])
+    pipeline.settle("public_toilets", before, 3)
+    assert pipeline.sql("SELECT deleted FROM canonical_feature WHERE feature_id = %s", fid) == [(True,)]
+
+
+def test_undecodable_bytes_and_unknown_dataset_are_rejected_while_good_events_flow(pipeline: Pipeline) -> None:
+    fid = str(930_000 + uuid.uuid4().int % 10_000)
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    garbage = b"\x00\x01 definitely not avro " + uuid.uuid4().bytes
+    unknown = toilet_event("1", seq=1, dataset="swimming_pools")
+    pipeline.produce([garbage])
+    pipeline.produce_events([unknown, toilet_event(fid, seq=1)])
+    pipeline.settle("public_toilets", before, 3)
+    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE feature_id = %s AND NOT deleted", fid)[0][0] == 1
+
+    def rejected() -> list:  # type: ignore[type-arg]
+        return [r for r in pipeline.rejections() if r.original == garbage or r.event_id == unknown.event_id]
+
+    found = wait_for("both rejections on the rejected topic", lambda: (r := rejected()) and len(r) == 2 and r)
+    by_reason = {r.reason: r for r in found}
+    assert set(by_reason) == {"undecodable", "unknown_dataset"}
+    assert by_reason["undecodable"].original == garbage
+    assert by_reason["unknown_dataset"].dataset == "swimming_pools"
+    assert by_reason["unknown_dataset"].errors[0].message_fr
+    assert pipeline.metric("normalise", "odc_events_rejected_total", reason="undecodable") >= 1
