@@ -120,17 +120,28 @@ def cmd_run(root: Path) -> int:
     env = {**os.environ, "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap, "ODC_DATABASE_URL": cluster.dsn}
     for path, dataset in SAMPLES:
         _say(f"loading {path} into {dataset}...")
-        subprocess.run([sys.executable, "-m", "services.cli.main", "send", str(REPO_ROOT / path), "--dataset", dataset],
-                       check=True, env=env, cwd=REPO_ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "send", str(REPO_ROOT / path), "--dataset", dataset],
+            check=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
     _say("waiting for the versions to be published...")
     deadline = time.monotonic() + 60
     summary: dict = {}
     while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-m", "services.cli.main", "status", "--json"], capture_output=True,
-                             text=True, env=env, cwd=REPO_ROOT)
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "status", "--json"],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+        )
         summary = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
-        if summary.get("datasets") and all(d["version"] > 0 for d in summary["datasets"]
-                                           if d["id"] in {s[1] for s in SAMPLES}):
+        if summary.get("datasets") and all(
+            d["version"] > 0 for d in summary["datasets"] if d["id"] in {s[1] for s in SAMPLES}
+        ):
             break
         time.sleep(1)
     print()

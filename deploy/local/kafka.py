@@ -111,14 +111,10 @@ def ensure_kafka_jars(repo_root: Path | None = None, *, quiet: bool = True) -> P
             f"-Dodc.kafka.libs={libs}",
             "dependency:copy-dependencies",
         ]
-        proc = subprocess.run(
-            cmd, check=False, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = subprocess.run(cmd, check=False, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             out = "\n".join(proc.stdout.splitlines()[-40:])
-            raise KafkaSetupError(
-                f"resolving Kafka jars failed (exit {proc.returncode}): {' '.join(cmd)}\n{out}"
-            )
+            raise KafkaSetupError(f"resolving Kafka jars failed (exit {proc.returncode}): {' '.join(cmd)}\n{out}")
         (libs / _COMPLETE_MARKER).write_text(_pom_digest() + "\n")
         if not _libs_complete(libs):
             have = sorted(p.name for p in libs.glob("*.jar"))
@@ -384,9 +380,7 @@ class KafkaBroker:
             cmd, check=False, cwd=self.data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         if proc.returncode != 0 or not self.is_formatted():
-            raise KafkaSetupError(
-                f"kafka storage format failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
-            )
+            raise KafkaSetupError(f"kafka storage format failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -445,8 +439,7 @@ class KafkaBroker:
                 )
             if time.monotonic() >= deadline:
                 raise KafkaSetupError(
-                    f"timed out waiting for '{READY_LINE}' in {self.log_path}; "
-                    f"log tail:\n{tail(self.log_path)}"
+                    f"timed out waiting for '{READY_LINE}' in {self.log_path}; log tail:\n{tail(self.log_path)}"
                 )
             time.sleep(0.1)
 
@@ -466,8 +459,7 @@ class KafkaBroker:
                 last = e
                 if self._proc is not None and self._proc.poll() is not None:
                     raise KafkaSetupError(
-                        f"Kafka broker exited with code {self._proc.returncode}; "
-                        f"log tail:\n{tail(self.log_path)}"
+                        f"Kafka broker exited with code {self._proc.returncode}; log tail:\n{tail(self.log_path)}"
                     ) from e
                 time.sleep(0.5)
 

@@ -72,16 +72,12 @@ def ensure_postgis_installed() -> None:
         ["apt-get", *lock_wait, "install", "-y", POSTGIS_PACKAGE],
     ):
         log.info("running %s", " ".join(cmd))
-        proc = subprocess.run(
-            cmd, check=False, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        proc = subprocess.run(cmd, check=False, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             out = "\n".join(proc.stdout.splitlines()[-30:])
             raise PostgresSetupError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{out}")
     if not _postgis_present():
-        raise PostgresSetupError(
-            f"{POSTGIS_PACKAGE} installed but {POSTGIS_CONTROL} / {PG_BIN} still missing"
-        )
+        raise PostgresSetupError(f"{POSTGIS_PACKAGE} installed but {POSTGIS_CONTROL} / {PG_BIN} still missing")
 
 
 # ---------------------------------------------------------------------------------- OS user
@@ -419,9 +415,7 @@ class PostgresCluster:
                         verb, sql.Identifier(self.user), attrs, sql.Literal(self.password)
                     )
                 )
-                if not conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", [self.database]
-                ).fetchone():
+                if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
                     conn.execute(
                         sql.SQL("CREATE DATABASE {} OWNER {}").format(
                             sql.Identifier(self.database), sql.Identifier(self.user)
@@ -429,9 +423,7 @@ class PostgresCluster:
                     )
 
         def create_postgis() -> None:
-            with psycopg.connect(
-                **self.superuser_conninfo(self.database), autocommit=True, connect_timeout=5
-            ) as conn:
+            with psycopg.connect(**self.superuser_conninfo(self.database), autocommit=True, connect_timeout=5) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
 
         self._retry("creating role/database", create_role_db, deadline)

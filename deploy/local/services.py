@@ -6,6 +6,7 @@ and records its pid in ``<run_dir>/<name>.pid``. Readiness is the service's own 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,12 +29,16 @@ class ServiceError(RuntimeError):
     pass
 
 
-def service_env(name: str, *, kafka_bootstrap: str, database_url: str, port: int,
-                extra: dict[str, str] | None = None) -> dict[str, str]:
+def service_env(
+    name: str, *, kafka_bootstrap: str, database_url: str, port: int, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment variables of one service's settings class (prefix ODC_<NAME>_)."""
     prefix = f"ODC_{name.upper()}_"
-    env = {f"{prefix}KAFKA_BOOTSTRAP": kafka_bootstrap, f"{prefix}WEB_PORT": str(port),
-           f"{prefix}WEB_HOST": "127.0.0.1"}
+    env = {
+        f"{prefix}KAFKA_BOOTSTRAP": kafka_bootstrap,
+        f"{prefix}WEB_PORT": str(port),
+        f"{prefix}WEB_HOST": "127.0.0.1",
+    }
     if name != "ingest":
         env[f"{prefix}DATABASE_URL"] = database_url
     env.update(extra or {})
@@ -77,15 +82,21 @@ class ServiceProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen([self.python, "-m", f"services.{self.name}"], cwd=REPO_ROOT, env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [self.python, "-m", f"services.{self.name}"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid_path.write_text(f"{proc.pid}\n{json.dumps({'port': self.port})}\n")
         self._proc = proc
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=2) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=2) as resp:
                 return bool(resp.status == 200)
         except (OSError, urllib.error.URLError):
             return False
@@ -123,7 +134,5 @@ class ServiceProcess:
     def _reap(self) -> None:
         proc = getattr(self, "_proc", None)
         if proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass

@@ -15,8 +15,9 @@ from rich.table import Table
 from services.cli.settings import CliSettings
 from services.contract.datasets.catalogue import DatasetCatalogue
 
-app = typer.Typer(help="odc: live open data for the Métropole de Lyon's communes", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="odc: live open data for the Métropole de Lyon's communes", no_args_is_help=True, add_completion=False
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -25,8 +26,10 @@ err = Console(stderr=True)
 def send(
     file: Annotated[Path, typer.Argument(help="GeoJSON or CSV file of one commune's dataset")],
     dataset: Annotated[str, typer.Option(help="canonical dataset id (see `odc datasets`)")],
-    commune: Annotated[str | None, typer.Option(help="INSEE code of the commune; omit to read it per record "
-                                                     "from the dataset's commune field")] = None,
+    commune: Annotated[
+        str | None,
+        typer.Option(help="INSEE code of the commune; omit to read it per record from the dataset's commune field"),
+    ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="geojson or csv (default: from the file name)")] = None,
 ) -> None:
     """Publish one upsert event per feature of FILE to the input topic."""
@@ -39,16 +42,26 @@ def send(
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
-    console.print(f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "
-                  f"({rate:.0f} events/s, sequence {summary.sequence})")
+    console.print(
+        f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "
+        f"({rate:.0f} events/s, sequence {summary.sequence})"
+    )
 
 
 @app.command()
 def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List the canonical datasets of the catalogue."""
     cat = DatasetCatalogue.load()
-    rows = [{"id": d.id, "title": d.title_fr, "geometry": d.geometry.type, "identity": d.identity_field,
-             "national_schema": (d.national_schema or {}).get("name")} for d in cat]
+    rows = [
+        {
+            "id": d.id,
+            "title": d.title_fr,
+            "geometry": d.geometry.type,
+            "identity": d.identity_field,
+            "national_schema": (d.national_schema or {}).get("name"),
+        }
+        for d in cat
+    ]
     if as_json:
         console.print_json(json.dumps(rows, ensure_ascii=False))
         return
@@ -60,7 +73,7 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
 
 def _probe(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback services
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
     except OSError:
         return False
@@ -72,8 +85,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     from services.publish.adapters.status_queries import dataset_status
 
     s = CliSettings()
-    services = [{"name": name, "metrics_url": f"{base}/metrics", "up": _probe(f"{base}/healthz")}
-                for name, base in (("ingest", s.ingest_url), ("normalise", s.normalise_url), ("publish", s.publish_url))]
+    services = [
+        {"name": name, "metrics_url": f"{base}/metrics", "up": _probe(f"{base}/healthz")}
+        for name, base in (("ingest", s.ingest_url), ("normalise", s.normalise_url), ("publish", s.publish_url))
+    ]
     try:
         ds = dataset_status(s.database_url.get_secret_value(), DatasetCatalogue.load().ids())
         db_error = None

@@ -100,9 +100,7 @@ class SchemaCatalogue:
             )
         writer = self._by_fingerprint.get(data[2:HEADER_LEN])
         if writer is None:
-            raise UndecodableMessage(
-                "unknown_schema", f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}"
-            )
+            raise UndecodableMessage("unknown_schema", f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}")
         if writer.name != expected:
             raise UndecodableMessage(
                 "wrong_schema", f"message is a {writer.name} v{writer.version}, expected {expected}"
@@ -111,8 +109,10 @@ class SchemaCatalogue:
         body = io.BytesIO(data[HEADER_LEN:])
         try:
             record = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure on foreign bytes is a rejection
-            raise UndecodableMessage("undecodable", f"Avro body does not match {writer.name} v{writer.version}: {exc}") from exc
+        except Exception as exc:
+            raise UndecodableMessage(
+                "undecodable", f"Avro body does not match {writer.name} v{writer.version}: {exc}"
+            ) from exc
         if body.tell() != len(data) - HEADER_LEN:
             raise UndecodableMessage("undecodable", "trailing bytes after the Avro body")
         if not isinstance(record, dict):

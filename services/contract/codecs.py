@@ -88,8 +88,13 @@ class Codecs:
                 "commune": r.commune,
                 "feature_id": r.feature_id,
                 "errors": [
-                    {"field": e.field, "rule": e.rule, "value": e.value, "message_en": e.message_en,
-                     "message_fr": e.message_fr}
+                    {
+                        "field": e.field,
+                        "rule": e.rule,
+                        "value": e.value,
+                        "message_en": e.message_en,
+                        "message_fr": e.message_fr,
+                    }
                     for e in r.errors
                 ],
                 "source_topic": r.source.topic,
@@ -114,8 +119,13 @@ class Codecs:
             commune=d["commune"],
             feature_id=d["feature_id"],
             errors=tuple(
-                FieldError(rule=e["rule"], message_en=e["message_en"], message_fr=e["message_fr"],
-                           field=e["field"], value=e["value"])
+                FieldError(
+                    rule=e["rule"],
+                    message_en=e["message_en"],
+                    message_fr=e["message_fr"],
+                    field=e["field"],
+                    value=e["value"],
+                )
                 for e in d["errors"]
             ),
         )

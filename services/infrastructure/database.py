@@ -10,13 +10,14 @@ def async_url(url: str) -> str:
     """Accept postgresql:// or postgresql+psycopg:// and return the async psycopg form."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError("database URL must start with postgresql://")
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=2, pool_pre_ping=True,
-                               pool_recycle=1800)
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=2, pool_pre_ping=True, pool_recycle=1800
+    )
 
 
 def is_transient(error: BaseException) -> bool:

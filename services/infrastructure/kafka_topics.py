@@ -29,10 +29,14 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, timeout: floa
             missing = [s for s in specs if s.name not in existing]
             if missing:
                 try:
-                    await admin.create_topics([
-                        NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=dict(s.config))
-                        for s in missing
-                    ])
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                s.name, num_partitions=s.partitions, replication_factor=1, topic_configs=dict(s.config)
+                            )
+                            for s in missing
+                        ]
+                    )
                     log.info("created topics %s", ", ".join(s.name for s in missing))
                 except TopicAlreadyExistsError:
                     pass

@@ -40,8 +40,15 @@ class OutboxSpec:
 
 
 class OutboxRelay:
-    def __init__(self, engine: AsyncEngine, producer: AIOKafkaProducer, spec: OutboxSpec, *, batch: int = 2000,
-                 on_sent: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        producer: AIOKafkaProducer,
+        spec: OutboxSpec,
+        *,
+        batch: int = 2000,
+        on_sent: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._engine = engine
         self._producer = producer
         self.spec = spec
@@ -51,7 +58,9 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Send one batch of unsent rows; return how many were sent (0 if none or another relay holds the lock)."""
         async with self._engine.connect() as conn, conn.begin():
-            locked = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": self.spec.lock_id})).scalar()
+            locked = (
+                await conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": self.spec.lock_id})
+            ).scalar()
             if not locked:
                 return 0
             rows = (await conn.execute(text(self.spec.select_sql), {"limit": self._batch})).all()
@@ -60,8 +69,11 @@ class OutboxRelay:
             futures = []
             for row in rows:
                 msg = self.spec.to_message(row)
-                futures.append(await self._producer.send(self.spec.topic, value=msg.value, key=msg.key,
-                                                         headers=list(msg.headers) or None))
+                futures.append(
+                    await self._producer.send(
+                        self.spec.topic, value=msg.value, key=msg.key, headers=list(msg.headers) or None
+                    )
+                )
             await asyncio.gather(*futures)
             await conn.execute(text(self.spec.mark_sql), {"ids": [self.spec.id_of(r) for r in rows]})
         if self._on_sent is not None:
@@ -75,5 +87,12 @@ class OutboxRelay:
 
 
 def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, enable_idempotence=True, acks="all",
-                            linger_ms=5, max_batch_size=1 << 20, request_timeout_ms=30000)
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1 << 20,
+        request_timeout_ms=30000,
+    )

@@ -37,8 +37,13 @@ async def retry_transient(
             if max_attempts is not None and attempt >= max_attempts:
                 raise
             delay = min(max_delay, first_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            log.warning("transient failure in %s (attempt %d), retrying in %.2fs: %s", what, attempt, delay,
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            log.warning(
+                "transient failure in %s (attempt %d), retrying in %.2fs: %s",
+                what,
+                attempt,
+                delay,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
             if on_retry is not None:
                 on_retry(error, attempt)
             await asyncio.sleep(delay)

@@ -22,3 +22,4 @@ class NormaliseSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "INFO"
+    state_dir: str = ".local/state"  # faust's own working files (no tables are used)

@@ -33,7 +33,9 @@ class InMemoryUnitOfWork:
     async def __aenter__(self) -> InMemoryUnitOfWork:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._claimed, self._finals, self._changes, self._rejections = set(), {}, [], []
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:

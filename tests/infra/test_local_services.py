@@ -232,8 +232,7 @@ def test_postgis(cluster: PostgresCluster) -> None:
         assert "POSTGIS=" in version and "PROJ=" in version
         # Lyon (Hôtel de Ville) WGS84 -> Lambert-93 needs working PROJ data
         x, y = conn.execute(
-            "SELECT ST_X(p), ST_Y(p) FROM "
-            "ST_Transform(ST_SetSRID(ST_MakePoint(4.8357, 45.7676), 4326), 2154) p"
+            "SELECT ST_X(p), ST_Y(p) FROM ST_Transform(ST_SetSRID(ST_MakePoint(4.8357, 45.7676), 4326), 2154) p"
         ).fetchone()  # type: ignore[misc]
         assert 840_000 < x < 850_000 and 6_515_000 < y < 6_525_000
         (listen,) = conn.execute("SHOW listen_addresses").fetchone()  # type: ignore[misc]

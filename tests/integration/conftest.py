@@ -12,8 +12,9 @@ from tests.integration.pipeline_harness import Pipeline
 
 
 @pytest.fixture(scope="session")
-def pipeline(kafka_broker: KafkaBroker, postgis: PostgresCluster,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(
+    kafka_broker: KafkaBroker, postgis: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
     p = Pipeline(kafka_broker, postgis, tmp_path_factory.mktemp("services"))
     p.start()
     try:

@@ -28,8 +28,12 @@ from services.ingest.entrypoints.send_command import SendSummary, send_file
 from services.ingest.settings import IngestSettings
 
 T = TypeVar("T")
-TOPICS = {"input": "odc.change-events", "changes": "odc.feature-changes", "rejected": "odc.rejected",
-          "versions": "odc.dataset-versions"}
+TOPICS = {
+    "input": "odc.change-events",
+    "changes": "odc.feature-changes",
+    "rejected": "odc.rejected",
+    "versions": "odc.dataset-versions",
+}
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, every: float = 0.25) -> T:
@@ -57,8 +61,9 @@ class Pipeline:
         for name in names:
             if name not in self.services:
                 port = free_port()
-                env = service_env(name, kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn, port=port,
-                                  extra=extra_env)
+                env = service_env(
+                    name, kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn, port=port, extra=extra_env
+                )
                 self.services[name] = ServiceProcess(name, self.run_dir, port, env)
             self.services[name].start()
         for name in names:
@@ -69,7 +74,9 @@ class Pipeline:
             svc.stop()
 
     # -- input --------------------------------------------------------------------------------------
-    def send_file(self, path: Path, dataset: str, commune: str | None = None, sequence: int | None = None) -> SendSummary:
+    def send_file(
+        self, path: Path, dataset: str, commune: str | None = None, sequence: int | None = None
+    ) -> SendSummary:
         settings = IngestSettings(kafka_bootstrap=self.broker.bootstrap)
         return asyncio.run(send_file(path, dataset, commune, settings, sequence=sequence))
 
@@ -94,8 +101,13 @@ class Pipeline:
 
         async def go() -> list[Any]:
             # No group: aiokafka assigns every partition of the subscribed topic itself.
-            c = AIOKafkaConsumer(topic, bootstrap_servers=self.broker.bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", group_id=None)
+            c = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=self.broker.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                group_id=None,
+            )
             await c.start()
             try:
                 deadline = time.monotonic() + timeout
@@ -107,6 +119,7 @@ class Pipeline:
                 end = await c.end_offsets(parts)
                 await c.seek_to_beginning(*parts)
                 out: list[Any] = []
+
                 async def behind() -> bool:
                     return any([(await c.position(tp)) < end[tp] for tp in parts])
 
@@ -137,7 +150,7 @@ class Pipeline:
             return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
     def metric(self, service: str, name: str, **labels: str) -> float:
-        with urllib.request.urlopen(f"{self.services[service].base_url}/metrics", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"{self.services[service].base_url}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         total = 0.0
         for line in text.splitlines():
@@ -159,20 +172,42 @@ class Pipeline:
     def settle(self, dataset: str, received_before: float, expected_more: int, timeout: float = 60) -> None:
         """Wait until the normaliser has read ``expected_more`` more events and the publisher has nothing
         pending for ``dataset`` (any version due has been cut)."""
-        wait_for(f"{expected_more} more events read by the normaliser",
-                 lambda: self.metric("normalise", "odc_events_received_total") >= received_before + expected_more,
-                 timeout)
-        wait_for("the feature-change outbox to drain",
-                 lambda: self.sql("SELECT count(*) FROM feature_change_outbox WHERE sent_at IS NULL")[0][0] == 0,
-                 timeout)
+        wait_for(
+            f"{expected_more} more events read by the normaliser",
+            lambda: self.metric("normalise", "odc_events_received_total") >= received_before + expected_more,
+            timeout,
+        )
+        wait_for(
+            "the feature-change outbox to drain",
+            lambda: self.sql("SELECT count(*) FROM feature_change_outbox WHERE sent_at IS NULL")[0][0] == 0,
+            timeout,
+        )
         wait_for(f"no pending changes for {dataset}", lambda: self.pending_changes(dataset) == 0 or None, timeout)
 
 
-def toilet_event(feature_id: str, *, seq: int, op: Operation = Operation.UPSERT, adresse: str = "1 place test",
-                 commune: str = "69266", dataset: str = "public_toilets", event_id: str | None = None,
-                 lon: float = 4.88, lat: float = 45.77) -> ChangeEvent:
+def toilet_event(
+    feature_id: str,
+    *,
+    seq: int,
+    op: Operation = Operation.UPSERT,
+    adresse: str = "1 place test",
+    commune: str = "69266",
+    dataset: str = "public_toilets",
+    event_id: str | None = None,
+    lon: float = 4.88,
+    lat: float = 45.77,
+) -> ChangeEvent:
     return ChangeEvent(
-        event_id or str(uuid.uuid4()), dataset, commune, feature_id, op, datetime.now(UTC), seq, "test",
-        RawGeometry(GeometryEncoding.GEOJSON, json.dumps({"type": "Point", "coordinates": [lon, lat]}).encode(),
-                    "EPSG:4326"),
-        {"gid": int(feature_id) if feature_id.isdigit() else 0, "codinsee": commune, "adresse": adresse})
+        event_id or str(uuid.uuid4()),
+        dataset,
+        commune,
+        feature_id,
+        op,
+        datetime.now(UTC),
+        seq,
+        "test",
+        RawGeometry(
+            GeometryEncoding.GEOJSON, json.dumps({"type": "Point", "coordinates": [lon, lat]}).encode(), "EPSG:4326"
+        ),
+        {"gid": int(feature_id) if feature_id.isdigit() else 0, "codinsee": commune, "adresse": adresse},
+    )

@@ -27,10 +27,19 @@ def test_toilets_file_gives_480_features_and_one_version_notification(pipeline: 
     pipeline.settle("public_toilets", before, 480)
     assert live_features(pipeline, "public_toilets") == 480
     # every one of them lies in the Métropole, in lon/lat order, after the per-feature axis fix
-    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND "
-                        "ST_X(geom) BETWEEN 4.6 AND 5.1 AND ST_Y(geom) BETWEEN 45.5 AND 46.0")[0][0] == 480
-    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND "
-                        "corrections ? 'axis_swapped'")[0][0] == 479
+    assert (
+        pipeline.sql(
+            "SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND "
+            "ST_X(geom) BETWEEN 4.6 AND 5.1 AND ST_Y(geom) BETWEEN 45.5 AND 46.0"
+        )[0][0]
+        == 480
+    )
+    assert (
+        pipeline.sql(
+            "SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND corrections ? 'axis_swapped'"
+        )[0][0]
+        == 479
+    )
     notes = wait_for("the version notification", lambda: pipeline.version_notifications("public_toilets"))
     assert len(notes) == 1
     headers, data = notes[0]
@@ -46,8 +55,10 @@ def test_resending_the_same_file_changes_nothing_and_cuts_no_version(pipeline: P
     before = pipeline.metric("normalise", "odc_events_received_total")
     pipeline.send_file(SAMPLES / "toilettes.geojson", "public_toilets")
     pipeline.settle("public_toilets", before, 480)
-    assert pipeline.metric("normalise", "odc_events_accepted_total", dataset="public_toilets",
-                           outcome="unchanged") == unchanged + 480
+    assert (
+        pipeline.metric("normalise", "odc_events_accepted_total", dataset="public_toilets", outcome="unchanged")
+        == unchanged + 480
+    )
     assert pipeline.latest_version("public_toilets") == version
     assert live_features(pipeline, "public_toilets") == 480
     assert len(pipeline.version_notifications("public_toilets")) == version
@@ -58,13 +69,25 @@ def test_parks_file_with_invalid_polygons_is_loaded_and_repaired(pipeline: Pipel
     pipeline.send_file(SAMPLES / "parcs.geojson", "parks_gardens")
     pipeline.settle("parks_gardens", before, 510)
     assert live_features(pipeline, "parks_gardens") == 510
-    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND "
-                        "NOT ST_IsValid(geom)")[0][0] == 0
-    assert pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND "
-                        "corrections ? 'repaired'")[0][0] == 4
-    assert pipeline.sql("SELECT count(DISTINCT GeometryType(geom)) FROM canonical_feature "
-                        "WHERE dataset = 'parks_gardens'")[0][0] == 1
-    (_, data), = pipeline.version_notifications("parks_gardens")
+    assert (
+        pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND NOT ST_IsValid(geom)")[
+            0
+        ][0]
+        == 0
+    )
+    assert (
+        pipeline.sql(
+            "SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND corrections ? 'repaired'"
+        )[0][0]
+        == 4
+    )
+    assert (
+        pipeline.sql(
+            "SELECT count(DISTINCT GeometryType(geom)) FROM canonical_feature WHERE dataset = 'parks_gardens'"
+        )[0][0]
+        == 1
+    )
+    ((_, data),) = pipeline.version_notifications("parks_gardens")
     assert (data.version, data.added) == (1, 510)
 
 
@@ -87,7 +110,7 @@ def test_an_older_event_after_a_newer_one_is_ignored(pipeline: Pipeline) -> None
     pipeline.produce_events([toilet_event(fid, seq=10, adresse="newer"), toilet_event(fid, seq=9, adresse="older")])
     pipeline.settle("public_toilets", before, 2)
     assert pipeline.metric("normalise", "odc_events_stale_total", dataset="public_toilets") == stale + 1
-    (adresse,), = pipeline.sql("SELECT attributes->>'adresse' FROM canonical_feature WHERE feature_id = %s", fid)
+    ((adresse,),) = pipeline.sql("SELECT attributes->>'adresse' FROM canonical_feature WHERE feature_id = %s", fid)
     assert adresse == "newer"
 
 
@@ -103,8 +126,11 @@ def test_a_delete_removes_the_feature_and_is_counted_in_the_next_version(pipelin
     assert live_features(pipeline, "public_toilets") == count - 1
     version = pipeline.latest_version("public_toilets")
     assert version == created_in + 1
-    assert pipeline.sql("SELECT kind FROM version_diff WHERE dataset = 'public_toilets' AND version = %s "
-                        "AND feature_id = %s", version, fid) == [("removed",)]
+    assert pipeline.sql(
+        "SELECT kind FROM version_diff WHERE dataset = 'public_toilets' AND version = %s AND feature_id = %s",
+        version,
+        fid,
+    ) == [("removed",)]
     notes = pipeline.version_notifications("public_toilets")
     assert [d.version for _, d in notes] == list(range(1, version + 1))  # in order, gap-free
     assert notes[-1][1].removed == 1

@@ -22,14 +22,23 @@ def feature(name: str) -> CanonicalFeature:
 
 
 def upsert(seq: int, name: str = "a", dt: int = 0, eid: str | None = None) -> Candidate:
-    ev = ChangeEvent(eid or f"e{seq}{name}{dt}", KEY.dataset, KEY.commune, KEY.feature_id, Operation.UPSERT,
-                     T + timedelta(seconds=dt), seq, "t")
+    ev = ChangeEvent(
+        eid or f"e{seq}{name}{dt}",
+        KEY.dataset,
+        KEY.commune,
+        KEY.feature_id,
+        Operation.UPSERT,
+        T + timedelta(seconds=dt),
+        seq,
+        "t",
+    )
     return Candidate(ev, KEY, feature(name))
 
 
 def delete(seq: int, dt: int = 0) -> Candidate:
-    ev = ChangeEvent(f"d{seq}{dt}", KEY.dataset, KEY.commune, KEY.feature_id, Operation.DELETE,
-                     T + timedelta(seconds=dt), seq, "t")
+    ev = ChangeEvent(
+        f"d{seq}{dt}", KEY.dataset, KEY.commune, KEY.feature_id, Operation.DELETE, T + timedelta(seconds=dt), seq, "t"
+    )
     return Candidate(ev, KEY, None)
 
 
@@ -41,20 +50,23 @@ def tomb(seq: int, dt: int = 0) -> StoredFeature:
     return StoredFeature(seq, T + timedelta(seconds=dt), True, None)
 
 
-@pytest.mark.parametrize(("stored", "candidate", "outcome"), [
-    (None, upsert(1), Outcome.CREATED),
-    (live(1, "a"), upsert(2, "b"), Outcome.UPDATED),
-    (live(1, "a"), upsert(2, "a"), Outcome.UNCHANGED),  # identical content: no change
-    (live(5, "a"), upsert(4, "b"), Outcome.STALE),  # older sequence
-    (live(5, "a", dt=10), upsert(5, "b", dt=9), Outcome.STALE),  # same sequence, older time
-    (live(5, "a", dt=10), upsert(5, "b", dt=10), Outcome.STALE),  # same position: not newer
-    (live(5, "a", dt=10), upsert(5, "b", dt=11), Outcome.UPDATED),  # same sequence, newer time
-    (live(1), delete(2), Outcome.DELETED),
-    (None, delete(2), Outcome.UNCHANGED),  # delete of an unknown feature: tombstone only
-    (tomb(3), delete(4), Outcome.UNCHANGED),
-    (tomb(3), upsert(2), Outcome.STALE),  # late older upsert cannot resurrect a deleted feature
-    (tomb(3), upsert(4), Outcome.CREATED),  # a newer upsert re-creates it
-])
+@pytest.mark.parametrize(
+    ("stored", "candidate", "outcome"),
+    [
+        (None, upsert(1), Outcome.CREATED),
+        (live(1, "a"), upsert(2, "b"), Outcome.UPDATED),
+        (live(1, "a"), upsert(2, "a"), Outcome.UNCHANGED),  # identical content: no change
+        (live(5, "a"), upsert(4, "b"), Outcome.STALE),  # older sequence
+        (live(5, "a", dt=10), upsert(5, "b", dt=9), Outcome.STALE),  # same sequence, older time
+        (live(5, "a", dt=10), upsert(5, "b", dt=10), Outcome.STALE),  # same position: not newer
+        (live(5, "a", dt=10), upsert(5, "b", dt=11), Outcome.UPDATED),  # same sequence, newer time
+        (live(1), delete(2), Outcome.DELETED),
+        (None, delete(2), Outcome.UNCHANGED),  # delete of an unknown feature: tombstone only
+        (tomb(3), delete(4), Outcome.UNCHANGED),
+        (tomb(3), upsert(2), Outcome.STALE),  # late older upsert cannot resurrect a deleted feature
+        (tomb(3), upsert(4), Outcome.CREATED),  # a newer upsert re-creates it
+    ],
+)
 def test_decide(stored: StoredFeature | None, candidate: Candidate, outcome: Outcome) -> None:
     assert decide(stored, candidate).outcome is outcome
 
@@ -74,8 +86,13 @@ def test_delete_of_unknown_feature_leaves_a_tombstone() -> None:
 
 def test_batch_is_decided_in_order_and_writes_last_state_once() -> None:
     decisions = decide_batch({}, [upsert(1, "a"), upsert(2, "b"), upsert(1, "c"), delete(3), upsert(2, "z")])
-    assert [d.outcome for d in decisions] == [Outcome.CREATED, Outcome.UPDATED, Outcome.STALE, Outcome.DELETED,
-                                              Outcome.STALE]
+    assert [d.outcome for d in decisions] == [
+        Outcome.CREATED,
+        Outcome.UPDATED,
+        Outcome.STALE,
+        Outcome.DELETED,
+        Outcome.STALE,
+    ]
     finals = final_states(decisions)
     assert list(finals) == [KEY] and finals[KEY][0] == tomb(3)
     # the update's "before" is the state the create left

@@ -25,18 +25,39 @@ class FixedClock:
         return NOW
 
 
-def toilet(gid: int, seq: int = 1, adresse: str = "Place de la Mairie", op: Operation = Operation.UPSERT,
-           commune: str = "69266", dataset: str = "public_toilets", event_id: str | None = None,
-           coords: tuple[float, float] = (45.7268, 4.893)) -> ChangeEvent:
-    return ChangeEvent(event_id or str(uuid.uuid4()), dataset, commune, str(gid), op, NOW, seq, "test",
-                       RawGeometry(GeometryEncoding.GEOJSON, json.dumps({"type": "Point", "coordinates": coords}).encode(),
-                                   "urn:ogc:def:crs:OGC:1.3:CRS84"),
-                       {"gid": gid, "codinsee": commune, "adresse": adresse, "acceshandi": "1", "payant": None})
+def toilet(
+    gid: int,
+    seq: int = 1,
+    adresse: str = "Place de la Mairie",
+    op: Operation = Operation.UPSERT,
+    commune: str = "69266",
+    dataset: str = "public_toilets",
+    event_id: str | None = None,
+    coords: tuple[float, float] = (45.7268, 4.893),
+) -> ChangeEvent:
+    return ChangeEvent(
+        event_id or str(uuid.uuid4()),
+        dataset,
+        commune,
+        str(gid),
+        op,
+        NOW,
+        seq,
+        "test",
+        RawGeometry(
+            GeometryEncoding.GEOJSON,
+            json.dumps({"type": "Point", "coordinates": coords}).encode(),
+            "urn:ogc:def:crs:OGC:1.3:CRS84",
+        ),
+        {"gid": gid, "codinsee": commune, "adresse": adresse, "acceshandi": "1", "payant": None},
+    )
 
 
 def msgs(*items: ChangeEvent | bytes) -> list[InboundMessage]:
-    return [InboundMessage(i if isinstance(i, bytes) else CODECS.encode_change_event(i), SourcePosition("in", 0, n))
-            for n, i in enumerate(items)]
+    return [
+        InboundMessage(i if isinstance(i, bytes) else CODECS.encode_change_event(i), SourcePosition("in", 0, n))
+        for n, i in enumerate(items)
+    ]
 
 
 @pytest.fixture
@@ -45,8 +66,13 @@ def store() -> InMemoryNormaliseStore:
 
 
 async def run(store: InMemoryNormaliseStore, *items: ChangeEvent | bytes):  # type: ignore[no-untyped-def]
-    return await process_batch(msgs(*items), codecs=CODECS, normaliser=NORMALISER,
-                               uow_factory=lambda: InMemoryUnitOfWork(store), clock=FixedClock())
+    return await process_batch(
+        msgs(*items),
+        codecs=CODECS,
+        normaliser=NORMALISER,
+        uow_factory=lambda: InMemoryUnitOfWork(store),
+        clock=FixedClock(),
+    )
 
 
 async def test_valid_events_become_canonical_features(store: InMemoryNormaliseStore) -> None:
@@ -108,8 +134,18 @@ async def test_bad_events_are_rejected_with_reasons_and_good_ones_flow(store: In
 
 async def test_attribute_errors_name_field_rule_and_value(store: InMemoryNormaliseStore) -> None:
     ev = toilet(1)
-    bad = ChangeEvent(ev.event_id, ev.dataset, ev.commune, ev.feature_id, ev.operation, ev.occurred_at, ev.sequence,
-                      ev.source, ev.geometry, {**ev.attributes, "payant": "peut-être", "codinsee": "69123"})
+    bad = ChangeEvent(
+        ev.event_id,
+        ev.dataset,
+        ev.commune,
+        ev.feature_id,
+        ev.operation,
+        ev.occurred_at,
+        ev.sequence,
+        ev.source,
+        ev.geometry,
+        {**ev.attributes, "payant": "peut-être", "codinsee": "69123"},
+    )
     await run(store, bad)
     (rej,) = store.rejections.values()
     assert rej.reason == "invalid_attributes"

@@ -35,15 +35,18 @@ def ch(i: int, fid: str, before: str | None, after: str | None) -> ReceivedChang
     return ReceivedChange(i, "ds", "69266", fid, kind, st_(before) if before else None, st_(after) if after else None)
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ([ch(1, "a", None, "h1")], [("a", DiffKind.ADDED)]),
-    ([ch(1, "a", "h0", "h1")], [("a", DiffKind.UPDATED)]),
-    ([ch(1, "a", "h0", None)], [("a", DiffKind.REMOVED)]),
-    ([ch(1, "a", None, "h1"), ch(2, "a", "h1", None)], []),  # created then deleted: nothing
-    ([ch(1, "a", "h0", "h1"), ch(2, "a", "h1", "h0")], []),  # changed and changed back: nothing
-    ([ch(1, "a", "h0", None), ch(2, "a", None, "h2")], [("a", DiffKind.UPDATED)]),  # deleted then re-created
-    ([ch(1, "b", None, "x"), ch(2, "a", None, "y")], [("a", DiffKind.ADDED), ("b", DiffKind.ADDED)]),
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ([ch(1, "a", None, "h1")], [("a", DiffKind.ADDED)]),
+        ([ch(1, "a", "h0", "h1")], [("a", DiffKind.UPDATED)]),
+        ([ch(1, "a", "h0", None)], [("a", DiffKind.REMOVED)]),
+        ([ch(1, "a", None, "h1"), ch(2, "a", "h1", None)], []),  # created then deleted: nothing
+        ([ch(1, "a", "h0", "h1"), ch(2, "a", "h1", "h0")], []),  # changed and changed back: nothing
+        ([ch(1, "a", "h0", None), ch(2, "a", None, "h2")], [("a", DiffKind.UPDATED)]),  # deleted then re-created
+        ([ch(1, "b", None, "x"), ch(2, "a", None, "y")], [("a", DiffKind.ADDED), ("b", DiffKind.ADDED)]),
+    ],
+)
 def test_collapse_gives_the_net_effect(changes: list[ReceivedChange], expected: list[tuple[str, DiffKind]]) -> None:
     assert [(e.feature_id, e.kind) for e in collapse(changes)] == expected
 
@@ -58,12 +61,16 @@ def test_build_version_counts_and_numbers() -> None:
 
 
 def test_no_version_when_changes_cancel_out() -> None:
-    assert build_version(DatasetState("ds", 1, 0, EMPTY_HASH), [ch(1, "a", None, "h"), ch(2, "a", "h", None)], T) is None
+    assert (
+        build_version(DatasetState("ds", 1, 0, EMPTY_HASH), [ch(1, "a", None, "h"), ch(2, "a", "h", None)], T) is None
+    )
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([None, "h1", "h2", "h3"])), min_size=1,
-                max_size=60), st.integers(1, 6))
+@given(
+    st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([None, "h1", "h2", "h3"])), min_size=1, max_size=60),
+    st.integers(1, 6),
+)
 def test_incremental_hash_equals_full_recomputation(ops: list[tuple[str, str | None]], versions: int) -> None:
     """Apply random histories through successive versions; the hash always matches a full recount."""
     live: dict[str, str] = {}
@@ -91,13 +98,16 @@ def test_incremental_hash_equals_full_recomputation(ops: list[tuple[str, str | N
     assert state.feature_count == len(live)
 
 
-@pytest.mark.parametrize(("count", "oldest", "newest", "cut"), [
-    (0, 0, 0, False),
-    (5, 10, 1, False),  # not quiet yet, not too old
-    (5, 10, 3, True),  # quiet for the quiet period (2 s)
-    (100, 1, 0, True),  # max_changes reached
-    (5, 31, 0, True),  # oldest waited longer than the max delay
-])
+@pytest.mark.parametrize(
+    ("count", "oldest", "newest", "cut"),
+    [
+        (0, 0, 0, False),
+        (5, 10, 1, False),  # not quiet yet, not too old
+        (5, 10, 3, True),  # quiet for the quiet period (2 s)
+        (100, 1, 0, True),  # max_changes reached
+        (5, 31, 0, True),  # oldest waited longer than the max delay
+    ],
+)
 def test_version_policy(count: int, oldest: int, newest: int, cut: bool) -> None:
     policy = VersioningPolicy(quiet_period_seconds=2, max_changes=100)
     now = T + timedelta(seconds=100)

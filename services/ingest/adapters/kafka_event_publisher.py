@@ -17,8 +17,14 @@ def event_key(ev: ChangeEvent) -> bytes:
 
 class KafkaEventPublisher:
     def __init__(self, bootstrap: str, topic: str, codecs: Codecs, client_id: str = "odc-ingest") -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id, enable_idempotence=True,
-                                          acks="all", linger_ms=10, max_batch_size=1 << 20)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=10,
+            max_batch_size=1 << 20,
+        )
         self._topic = topic
         self._codecs = codecs
 
@@ -28,14 +34,16 @@ class KafkaEventPublisher:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def publish(self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None,
-                      window: int = 5000) -> int:
+    async def publish(
+        self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
+    ) -> int:
         """Send every event and wait until the broker has acknowledged all of them."""
         pending = []
         sent = 0
         for ev in events:
-            pending.append(await self._producer.send(self._topic, value=self._codecs.encode_change_event(ev),
-                                                     key=event_key(ev)))
+            pending.append(
+                await self._producer.send(self._topic, value=self._codecs.encode_change_event(ev), key=event_key(ev))
+            )
             if len(pending) >= window:
                 for fut in pending:
                     await fut

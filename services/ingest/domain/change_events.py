@@ -43,7 +43,14 @@ def upsert_events(
     for r in records:
         c = commune if commune is not None else commune_code(r.attributes.get(definition.commune_field or ""))
         yield ChangeEvent(
-            event_id=new_id(), dataset=definition.id, commune=c,
-            feature_id=feature_id_of(r.attributes.get(definition.identity_field)), operation=Operation.UPSERT,
-            occurred_at=occurred_at, sequence=sequence, source=source, geometry=r.geometry,
-            attributes=dict(r.attributes))
+            event_id=new_id(),
+            dataset=definition.id,
+            commune=c,
+            feature_id=feature_id_of(r.attributes.get(definition.identity_field)),
+            operation=Operation.UPSERT,
+            occurred_at=occurred_at,
+            sequence=sequence,
+            source=source,
+            geometry=r.geometry,
+            attributes=dict(r.attributes),
+        )

@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
@@ -25,7 +25,9 @@ def build_app(settings: IngestSettings, registry: CollectorRegistry | None = Non
     state = {"topics": False}
 
     async def provision(app: web.Application) -> None:
-        await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
+        await ensure_topics(
+            settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
+        )
         state["topics"] = True
         metrics.ready.labels("ingest").set(1)
 
@@ -48,7 +50,9 @@ def build_app(settings: IngestSettings, registry: CollectorRegistry | None = Non
 
 
 def main() -> None:
+    disable_created_metrics()
     settings = IngestSettings()
     configure_logging(settings.log_level)
-    web.run_app(build_app(settings), host=settings.web_host, port=settings.web_port, print=None,
-                loop=asyncio.new_event_loop())
+    web.run_app(
+        build_app(settings), host=settings.web_host, port=settings.web_port, print=None, loop=asyncio.new_event_loop()
+    )

@@ -32,9 +32,17 @@ class SendSummary:
     sequence: int
 
 
-async def send_file(path: Path, dataset: str, commune: str | None, settings: IngestSettings, *,
-                    fmt: str | None = None, sequence: int | None = None, source: str = "odc-send",
-                    show_progress: bool = False) -> SendSummary:
+async def send_file(
+    path: Path,
+    dataset: str,
+    commune: str | None,
+    settings: IngestSettings,
+    *,
+    fmt: str | None = None,
+    sequence: int | None = None,
+    source: str = "odc-send",
+    show_progress: bool = False,
+) -> SendSummary:
     catalogue = DatasetCatalogue.load()
     definition = catalogue.get(dataset)
     if definition is None:
@@ -44,15 +52,23 @@ async def send_file(path: Path, dataset: str, commune: str | None, settings: Ing
     records = list(reader_for(path.name, fmt)(path.read_bytes()))
     started = time.perf_counter()
     seq = sequence if sequence is not None else time.time_ns() // 1000  # microseconds: later sends win
-    events = upsert_events(records, definition, commune=commune, source=source, sequence=seq,
-                           occurred_at=datetime.now(UTC), new_id=lambda: str(uuid.uuid4()))
+    events = upsert_events(
+        records,
+        definition,
+        commune=commune,
+        source=source,
+        sequence=seq,
+        occurred_at=datetime.now(UTC),
+        new_id=lambda: str(uuid.uuid4()),
+    )
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
     publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs())
     await publisher.start()
     try:
         if show_progress:
-            with Progress(TextColumn(f"sending {path.name} → {dataset}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn()) as bar:
+            with Progress(
+                TextColumn(f"sending {path.name} → {dataset}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            ) as bar:
                 task = bar.add_task("send", total=len(records))
                 n = await publisher.publish(events, on_sent=lambda k: bar.advance(task, k), window=500)
         else:
@@ -62,5 +78,7 @@ async def send_file(path: Path, dataset: str, commune: str | None, settings: Ing
     return SendSummary(dataset, n, time.perf_counter() - started, seq)
 
 
-def run_send(path: Path, dataset: str, commune: str | None, fmt: str | None = None, show_progress: bool = True) -> SendSummary:
+def run_send(
+    path: Path, dataset: str, commune: str | None, fmt: str | None = None, show_progress: bool = True
+) -> SendSummary:
     return asyncio.run(send_file(path, dataset, commune, IngestSettings(), fmt=fmt, show_progress=show_progress))

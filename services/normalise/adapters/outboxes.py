@@ -24,33 +24,66 @@ def _state(geometry: str | None, attributes: str | None, chash: str | None) -> F
 def feature_changes_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
     def to_message(r: Row[Any]) -> OutgoingMessage:
         change = FeatureChange(
-            change_id=r.change_id, event_id=r.event_id, dataset=r.dataset, commune=r.commune, feature_id=r.feature_id,
-            kind=ChangeKind(r.kind), sequence=r.sequence, occurred_at=r.occurred_at, applied_at=r.applied_at,
+            change_id=r.change_id,
+            event_id=r.event_id,
+            dataset=r.dataset,
+            commune=r.commune,
+            feature_id=r.feature_id,
+            kind=ChangeKind(r.kind),
+            sequence=r.sequence,
+            occurred_at=r.occurred_at,
+            applied_at=r.applied_at,
             before=_state(r.before_geometry, r.before_attributes, r.before_hash),
-            after=_state(r.after_geometry, r.after_attributes, r.after_hash))
+            after=_state(r.after_geometry, r.after_attributes, r.after_hash),
+        )
         # Keyed by dataset: one partition holds a dataset's changes in order, which versioning needs.
         return OutgoingMessage(r.dataset.encode(), codecs.encode_feature_change(change))
 
     return OutboxSpec(
-        name="feature_changes", lock_id=FEATURE_CHANGES_LOCK, topic=topic,
+        name="feature_changes",
+        lock_id=FEATURE_CHANGES_LOCK,
+        topic=topic,
         select_sql="SELECT * FROM feature_change_outbox WHERE sent_at IS NULL ORDER BY change_id LIMIT :limit",
         mark_sql="UPDATE feature_change_outbox SET sent_at = now() WHERE change_id = ANY(CAST(:ids AS bigint[]))",
-        id_of=lambda r: r.change_id, to_message=to_message)
+        id_of=lambda r: r.change_id,
+        to_message=to_message,
+    )
 
 
 def rejections_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
     def to_message(r: Row[Any]) -> OutgoingMessage:
         errors = r.errors if isinstance(r.errors, list) else json.loads(r.errors)
         rej = Rejection(
-            rejection_id=r.rejection_id, rejected_at=r.rejected_at, stage=r.stage, reason=r.reason, message=r.message,
-            source=SourcePosition(r.source_topic, r.source_partition, r.source_offset), original=bytes(r.original),
-            event_id=r.event_id, dataset=r.dataset, commune=r.commune, feature_id=r.feature_id,
-            errors=tuple(FieldError(rule=e["rule"], message_en=e["message_en"], message_fr=e["message_fr"],
-                                    field=e.get("field"), value=e.get("value")) for e in errors))
+            rejection_id=r.rejection_id,
+            rejected_at=r.rejected_at,
+            stage=r.stage,
+            reason=r.reason,
+            message=r.message,
+            source=SourcePosition(r.source_topic, r.source_partition, r.source_offset),
+            original=bytes(r.original),
+            event_id=r.event_id,
+            dataset=r.dataset,
+            commune=r.commune,
+            feature_id=r.feature_id,
+            errors=tuple(
+                FieldError(
+                    rule=e["rule"],
+                    message_en=e["message_en"],
+                    message_fr=e["message_fr"],
+                    field=e.get("field"),
+                    value=e.get("value"),
+                )
+                for e in errors
+            ),
+        )
         return OutgoingMessage((r.commune or "").encode() or None, codecs.encode_rejection(rej))
 
     return OutboxSpec(
-        name="rejections", lock_id=REJECTIONS_LOCK, topic=topic,
+        name="rejections",
+        lock_id=REJECTIONS_LOCK,
+        topic=topic,
         select_sql="SELECT * FROM rejection WHERE sent_at IS NULL ORDER BY seq LIMIT :limit",
         mark_sql="UPDATE rejection SET sent_at = now() WHERE rejection_id = ANY(CAST(:ids AS text[]))",
-        id_of=lambda r: r.rejection_id, to_message=to_message)
+        id_of=lambda r: r.rejection_id,
+        to_message=to_message,
+    )

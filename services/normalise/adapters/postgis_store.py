@@ -83,7 +83,9 @@ class PostgisUnitOfWork:
         await self._conn.begin()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         assert self._conn is not None
         try:
             if self._conn.in_transaction():
@@ -101,8 +103,10 @@ class PostgisUnitOfWork:
         if not event_ids:
             return set()
         rows = await self.conn.execute(
-            text("INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) "
-                 "ON CONFLICT DO NOTHING RETURNING event_id"),
+            text(
+                "INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) "
+                "ON CONFLICT DO NOTHING RETURNING event_id"
+            ),
             {"ids": list(event_ids)},
         )
         return {r[0] for r in rows}
@@ -114,15 +118,22 @@ class PostgisUnitOfWork:
         co = [k.commune for k in keys]
         fi = [k.feature_id for k in keys]
         params = {"ds": ds, "co": co, "fi": fi}
-        await self.conn.execute(text(
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(d || '/' || c || '/' || f, 0) AS h "
-            "FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, f) ORDER BY 1) s"),
-            params)
-        rows = await self.conn.execute(text(
-            "SELECT f.dataset, f.commune, f.feature_id, ST_AsBinary(f.geom), f.attributes, f.content_hash, f.sequence, "
-            "f.occurred_at, f.deleted, f.corrections FROM canonical_feature f "
-            "JOIN unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, fid) "
-            "ON f.dataset = k.d AND f.commune = k.c AND f.feature_id = k.fid"), params)
+        await self.conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(d || '/' || c || '/' || f, 0) AS h "
+                "FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, f) ORDER BY 1) s"
+            ),
+            params,
+        )
+        rows = await self.conn.execute(
+            text(
+                "SELECT f.dataset, f.commune, f.feature_id, ST_AsBinary(f.geom), f.attributes, f.content_hash, f.sequence, "
+                "f.occurred_at, f.deleted, f.corrections FROM canonical_feature f "
+                "JOIN unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, fid) "
+                "ON f.dataset = k.d AND f.commune = k.c AND f.feature_id = k.fid"
+            ),
+            params,
+        )
         out: dict[FeatureKey, StoredFeature] = {}
         for d, c, fid, wkb, attrs, chash, seq, occ, deleted, corr in rows:
             feature = None
@@ -147,15 +158,27 @@ class PostgisUnitOfWork:
                     wkb = None
                     if f is not None and f.geometry is not None:
                         wkb = shapely.to_wkb(f.geometry, output_dimension=2, include_srid=False)
-                    await cp.write_row((
-                        key.dataset, key.commune, key.feature_id, wkb,
-                        None if f is None else f.attributes_json(), None if f is None else f.content_hash,
-                        state.sequence, state.occurred_at, state.deleted, decision.candidate.event.event_id,
-                        json.dumps(list(f.corrections) if f is not None else []), applied_at))
+                    await cp.write_row(
+                        (
+                            key.dataset,
+                            key.commune,
+                            key.feature_id,
+                            wkb,
+                            None if f is None else f.attributes_json(),
+                            None if f is None else f.content_hash,
+                            state.sequence,
+                            state.occurred_at,
+                            state.deleted,
+                            decision.candidate.event.event_id,
+                            json.dumps(list(f.corrections) if f is not None else []),
+                            applied_at,
+                        )
+                    )
             await cur.execute(_UPSERT)
             if cur.rowcount != len(finals):
                 raise StoreInvariantBroken(
-                    f"upsert wrote {cur.rowcount} of {len(finals)} rows: a newer state appeared under lock")
+                    f"upsert wrote {cur.rowcount} of {len(finals)} rows: a newer state appeared under lock"
+                )
             if changes:
                 async with cur.copy(_OUTBOX_COPY) as cp:
                     for d in changes:
@@ -164,26 +187,59 @@ class PostgisUnitOfWork:
                         assert kind is not None
                         before = d.before.feature if d.before is not None else None
                         after = d.after.feature if d.after is not None else None
-                        await cp.write_row((ev.event_id, ev.dataset, ev.commune, ev.feature_id, kind.value,
-                                            ev.sequence, ev.occurred_at, applied_at,
-                                            *_state_cols(before), *_state_cols(after)))
+                        await cp.write_row(
+                            (
+                                ev.event_id,
+                                ev.dataset,
+                                ev.commune,
+                                ev.feature_id,
+                                kind.value,
+                                ev.sequence,
+                                ev.occurred_at,
+                                applied_at,
+                                *_state_cols(before),
+                                *_state_cols(after),
+                            )
+                        )
         return len(changes)
 
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
         if not rejections:
             return
-        await self.conn.execute(_REJECTION_INSERT, [
-            {
-                "rejection_id": r.rejection_id, "rejected_at": r.rejected_at, "stage": r.stage, "reason": r.reason,
-                "message": r.message, "event_id": r.event_id, "dataset": r.dataset, "commune": r.commune,
-                "feature_id": r.feature_id,
-                "errors": json.dumps([{"field": e.field, "rule": e.rule, "value": e.value, "message_en": e.message_en,
-                                       "message_fr": e.message_fr} for e in r.errors], ensure_ascii=False),
-                "source_topic": r.source.topic, "source_partition": r.source.partition,
-                "source_offset": r.source.offset, "original": r.original,
-            }
-            for r in rejections
-        ])
+        await self.conn.execute(
+            _REJECTION_INSERT,
+            [
+                {
+                    "rejection_id": r.rejection_id,
+                    "rejected_at": r.rejected_at,
+                    "stage": r.stage,
+                    "reason": r.reason,
+                    "message": r.message,
+                    "event_id": r.event_id,
+                    "dataset": r.dataset,
+                    "commune": r.commune,
+                    "feature_id": r.feature_id,
+                    "errors": json.dumps(
+                        [
+                            {
+                                "field": e.field,
+                                "rule": e.rule,
+                                "value": e.value,
+                                "message_en": e.message_en,
+                                "message_fr": e.message_fr,
+                            }
+                            for e in r.errors
+                        ],
+                        ensure_ascii=False,
+                    ),
+                    "source_topic": r.source.topic,
+                    "source_partition": r.source.partition,
+                    "source_offset": r.source.offset,
+                    "original": r.original,
+                }
+                for r in rejections
+            ],
+        )
 
     async def commit(self) -> None:
         await self.conn.commit()

@@ -66,8 +66,11 @@ feature_change_outbox = Table(
     Column("after_hash", Text),
     Column("sent_at", DateTime(timezone=True)),
 )
-Index("feature_change_outbox_unsent", feature_change_outbox.c.change_id,
-      postgresql_where=feature_change_outbox.c.sent_at.is_(None))
+Index(
+    "feature_change_outbox_unsent",
+    feature_change_outbox.c.change_id,
+    postgresql_where=feature_change_outbox.c.sent_at.is_(None),
+)
 
 rejection = Table(
     "rejection",

@@ -71,14 +71,20 @@ def _caster(spec: Mapping[str, Any]) -> Callable[[Any], Canonical]:
                 return s.zfill(width) if width and len(s) < width else s
             if isinstance(v, float):
                 if not math.isfinite(v):
-                    raise _Invalid("type", "expected text, got a non-finite number", "texte attendu, nombre non fini reçu")
+                    raise _Invalid(
+                        "type", "expected text, got a non-finite number", "texte attendu, nombre non fini reçu"
+                    )
                 if v.is_integer():
                     s = str(int(v))
                     return s.zfill(width) if width and len(s) < width else s
                 return repr(v)
             if isinstance(v, str):
                 if len(v) > MAX_TEXT:
-                    raise _Invalid("maxLength", f"text longer than {MAX_TEXT} characters", f"texte de plus de {MAX_TEXT} caractères")
+                    raise _Invalid(
+                        "maxLength",
+                        f"text longer than {MAX_TEXT} characters",
+                        f"texte de plus de {MAX_TEXT} caractères",
+                    )
                 return v.strip()
             raise _Invalid("type", "expected text", "texte attendu")
 
@@ -134,8 +140,11 @@ def _caster(spec: Mapping[str, Any]) -> Callable[[Any], Canonical]:
                 return True
             if key in falses:
                 return False
-            raise _Invalid("type", f"expected a boolean ({', '.join(sorted(trues | falses))})",
-                           f"booléen attendu ({', '.join(sorted(trues | falses))})")
+            raise _Invalid(
+                "type",
+                f"expected a boolean ({', '.join(sorted(trues | falses))})",
+                f"booléen attendu ({', '.join(sorted(trues | falses))})",
+            )
 
         return cast_boolean
     if ftype == "date":
@@ -144,7 +153,9 @@ def _caster(spec: Mapping[str, Any]) -> Callable[[Any], Canonical]:
             if isinstance(v, str):
                 s = v.strip()
                 try:
-                    return date.fromisoformat(s[:10]).isoformat() if len(s) in (10,) else date.fromisoformat(s).isoformat()
+                    return (
+                        date.fromisoformat(s[:10]).isoformat() if len(s) in (10,) else date.fromisoformat(s).isoformat()
+                    )
                 except ValueError:
                     m = _FR_DATE.match(s)
                     if m:
@@ -152,7 +163,9 @@ def _caster(spec: Mapping[str, Any]) -> Callable[[Any], Canonical]:
                             return date(int(m[3]), int(m[2]), int(m[1])).isoformat()
                         except ValueError:
                             pass
-            raise _Invalid("type", "expected a date (YYYY-MM-DD or DD/MM/YYYY)", "date attendue (AAAA-MM-JJ ou JJ/MM/AAAA)")
+            raise _Invalid(
+                "type", "expected a date (YYYY-MM-DD or DD/MM/YYYY)", "date attendue (AAAA-MM-JJ ou JJ/MM/AAAA)"
+            )
 
         return cast_date
     if ftype == "datetime":
@@ -192,7 +205,9 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
         def check_enum(v: Canonical) -> None:
             if v not in allowed:
                 shown = ", ".join(map(str, allowed[:12]))
-                raise _Invalid("enum", f"value not in the allowed list ({shown})", f"valeur hors de la liste autorisée ({shown})")
+                raise _Invalid(
+                    "enum", f"value not in the allowed list ({shown})", f"valeur hors de la liste autorisée ({shown})"
+                )
 
         checks.append(check_enum)
     if "pattern" in c:
@@ -200,7 +215,9 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
 
         def check_pattern(v: Canonical) -> None:
             if isinstance(v, str) and not rx.fullmatch(v):
-                raise _Invalid("pattern", f"does not match the pattern {c['pattern']}", f"ne respecte pas le motif {c['pattern']}")
+                raise _Invalid(
+                    "pattern", f"does not match the pattern {c['pattern']}", f"ne respecte pas le motif {c['pattern']}"
+                )
 
         checks.append(check_pattern)
     for key, op, en, fr in (
@@ -210,7 +227,9 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
         if key in c:
             bound = c[key]
 
-            def check_bound(v: Canonical, bound: Any = bound, op: Any = op, key: str = key, en: str = en, fr: str = fr) -> None:
+            def check_bound(
+                v: Canonical, bound: Any = bound, op: Any = op, key: str = key, en: str = en, fr: str = fr
+            ) -> None:
                 if isinstance(v, int | float) and not isinstance(v, bool) and op(v, bound):
                     raise _Invalid(key, f"{en} {bound}", f"{fr} {bound}")
                 if isinstance(v, str) and isinstance(bound, str) and op(v, bound):
@@ -295,17 +314,30 @@ class CompiledSchema:
             if raw is None or (isinstance(raw, str) and raw.strip() in self.missing):
                 values[f.name] = None
                 if f.required:
-                    errors.append(FieldError(rule="required", field=f.name, value=None,
-                                             message_en=f"{f.name}: a value is required",
-                                             message_fr=f"{f.name} : une valeur est obligatoire"))
+                    errors.append(
+                        FieldError(
+                            rule="required",
+                            field=f.name,
+                            value=None,
+                            message_en=f"{f.name}: a value is required",
+                            message_fr=f"{f.name} : une valeur est obligatoire",
+                        )
+                    )
                 continue
             try:
                 v = f.cast(raw)
                 for check in f.checks:
                     check(v)
             except _Invalid as bad:
-                errors.append(FieldError(rule=bad.rule, field=f.name, value=_short(raw),
-                                         message_en=f"{f.name}: {bad.en}", message_fr=f"{f.name} : {bad.fr}"))
+                errors.append(
+                    FieldError(
+                        rule=bad.rule,
+                        field=f.name,
+                        value=_short(raw),
+                        message_en=f"{f.name}: {bad.en}",
+                        message_fr=f"{f.name} : {bad.fr}",
+                    )
+                )
                 continue
             values[f.name] = v
         return AttributeResult(values, tuple(errors), tuple(sorted(ignored)), tuple(renamed))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -75,17 +75,45 @@ def content_hash(attributes: dict[str, Canonical], geometry: BaseGeometry | None
 def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
     errs: list[FieldError] = []
     if not _INSEE.match(ev.commune):
-        errs.append(FieldError("insee", "commune: not an INSEE code (5 characters)",
-                               "commune : ce n'est pas un code INSEE (5 caractères)", "commune", ev.commune[:50]))
+        errs.append(
+            FieldError(
+                "insee",
+                "commune: not an INSEE code (5 characters)",
+                "commune : ce n'est pas un code INSEE (5 caractères)",
+                "commune",
+                ev.commune[:50],
+            )
+        )
     if not ev.feature_id.strip() or len(ev.feature_id) > MAX_ID_LEN:
-        errs.append(FieldError("feature_id", f"feature_id: must be 1 to {MAX_ID_LEN} characters",
-                               f"feature_id : doit compter de 1 à {MAX_ID_LEN} caractères", "feature_id", ev.feature_id[:50]))
+        errs.append(
+            FieldError(
+                "feature_id",
+                f"feature_id: must be 1 to {MAX_ID_LEN} characters",
+                f"feature_id : doit compter de 1 à {MAX_ID_LEN} caractères",
+                "feature_id",
+                ev.feature_id[:50],
+            )
+        )
     if (ev.occurred_at - now).total_seconds() > 86_400:
-        errs.append(FieldError("future_time", "occurred_at: more than one day in the future",
-                               "occurred_at : plus d'un jour dans le futur", "occurred_at", ev.occurred_at.isoformat()))
+        errs.append(
+            FieldError(
+                "future_time",
+                "occurred_at: more than one day in the future",
+                "occurred_at : plus d'un jour dans le futur",
+                "occurred_at",
+                ev.occurred_at.isoformat(),
+            )
+        )
     if ev.sequence < 0:
-        errs.append(FieldError("minimum", "sequence: must not be negative", "sequence : ne doit pas être négatif",
-                               "sequence", str(ev.sequence)))
+        errs.append(
+            FieldError(
+                "minimum",
+                "sequence: must not be negative",
+                "sequence : ne doit pas être négatif",
+                "sequence",
+                str(ev.sequence),
+            )
+        )
     return errs
 
 
@@ -99,10 +127,20 @@ class EventNormaliser:
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
         definition = self.catalogue.get(ev.dataset)
         if definition is None:
-            return Invalid(ev, "unknown_dataset", f"unknown dataset {ev.dataset[:100]!r}",
-                           (FieldError("unknown_dataset", f"dataset {ev.dataset[:100]!r} is not in the catalogue",
-                                       f"le jeu de données {ev.dataset[:100]!r} n'est pas au catalogue", "dataset",
-                                       ev.dataset[:100]),))
+            return Invalid(
+                ev,
+                "unknown_dataset",
+                f"unknown dataset {ev.dataset[:100]!r}",
+                (
+                    FieldError(
+                        "unknown_dataset",
+                        f"dataset {ev.dataset[:100]!r} is not in the catalogue",
+                        f"le jeu de données {ev.dataset[:100]!r} n'est pas au catalogue",
+                        "dataset",
+                        ev.dataset[:100],
+                    ),
+                ),
+            )
         envelope = _envelope_errors(ev, now)
         if envelope:
             return Invalid(ev, "invalid_envelope", "; ".join(e.message_en for e in envelope), tuple(envelope))
@@ -114,24 +152,34 @@ class EventNormaliser:
         errors = list(result.errors)
         commune_field = definition.commune_field
         if commune_field and result.values.get(commune_field) not in (None, ev.commune):
-            errors.append(FieldError("commune_mismatch",
-                                     f"{commune_field}: {result.values[commune_field]} is not the sending commune {ev.commune}",
-                                     f"{commune_field} : {result.values[commune_field]} n'est pas la commune émettrice {ev.commune}",
-                                     commune_field, str(result.values[commune_field])))
+            errors.append(
+                FieldError(
+                    "commune_mismatch",
+                    f"{commune_field}: {result.values[commune_field]} is not the sending commune {ev.commune}",
+                    f"{commune_field} : {result.values[commune_field]} n'est pas la commune émettrice {ev.commune}",
+                    commune_field,
+                    str(result.values[commune_field]),
+                )
+            )
         geometry = None
         corrections: list[str] = [f"renamed:{a}->{b}" for a, b in result.field_mapping]
         if definition.geometry.type != "None":
             if ev.geometry is None:
                 if not definition.geometry.nullable:
-                    errors.append(FieldError("geometry_required", "a geometry is required", "une géométrie est obligatoire",
-                                             "geometry"))
+                    errors.append(
+                        FieldError(
+                            "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
+                        )
+                    )
             else:
                 try:
                     ng = normalise_geometry(ev.geometry, definition.geometry.type, definition.bounds)
                     geometry = ng.geometry
                     corrections.extend(ng.corrections)
                 except GeometryRejected as bad:
-                    errors.append(FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value))
+                    errors.append(
+                        FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value)
+                    )
         if errors:
             geometric = all(e.field == "geometry" for e in errors)
             reason = "invalid_geometry" if geometric else "invalid_attributes"

@@ -41,8 +41,11 @@ class Decision:
 
     @property
     def change_kind(self) -> ChangeKind | None:
-        return {Outcome.CREATED: ChangeKind.CREATED, Outcome.UPDATED: ChangeKind.UPDATED,
-                Outcome.DELETED: ChangeKind.DELETED}.get(self.outcome)
+        return {
+            Outcome.CREATED: ChangeKind.CREATED,
+            Outcome.UPDATED: ChangeKind.UPDATED,
+            Outcome.DELETED: ChangeKind.DELETED,
+        }.get(self.outcome)
 
 
 def decide(stored: StoredFeature | None, c: Candidate) -> Decision:

@@ -7,11 +7,12 @@ Pure: shapely and pyproj do the maths; no I/O. Transformers are cached per sourc
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+import numpy as np
 import shapely
 from pyproj import Transformer
 from shapely.geometry import MultiPolygon, Point, shape
@@ -49,7 +50,9 @@ def parse_crs(declared: str | None) -> int | None:
     if m is None and text.isdigit():
         return int(text)
     if m is None:
-        raise GeometryRejected("crs", f"unrecognised CRS {text!r}", f"système de coordonnées non reconnu {text!r}", text[:100])
+        raise GeometryRejected(
+            "crs", f"unrecognised CRS {text!r}", f"système de coordonnées non reconnu {text!r}", text[:100]
+        )
     return int(m.group(1))
 
 
@@ -77,8 +80,11 @@ def _inside(bounds: tuple[float, float, float, float], x: float, y: float) -> bo
 
 def _load(raw: RawGeometry) -> BaseGeometry:
     if len(raw.value) > MAX_GEOMETRY_BYTES:
-        raise GeometryRejected("geometry_size", f"geometry larger than {MAX_GEOMETRY_BYTES} bytes",
-                               f"géométrie de plus de {MAX_GEOMETRY_BYTES} octets")
+        raise GeometryRejected(
+            "geometry_size",
+            f"geometry larger than {MAX_GEOMETRY_BYTES} bytes",
+            f"géométrie de plus de {MAX_GEOMETRY_BYTES} octets",
+        )
     try:
         if raw.encoding is GeometryEncoding.GEOJSON:
             obj = json.loads(raw.value.decode("utf-8"))
@@ -92,25 +98,33 @@ def _load(raw: RawGeometry) -> BaseGeometry:
         return shapely.from_wkb(raw.value)
     except GeometryRejected:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure on foreign input is a rejection
+    except Exception as exc:
         text = raw.value[:100].decode("utf-8", "replace")
-        raise GeometryRejected("geometry_syntax", f"unreadable {raw.encoding.value} geometry: {exc}",
-                               f"géométrie {raw.encoding.value} illisible : {exc}", text) from exc
+        raise GeometryRejected(
+            "geometry_syntax",
+            f"unreadable {raw.encoding.value} geometry: {exc}",
+            f"géométrie {raw.encoding.value} illisible : {exc}",
+            text,
+        ) from exc
 
 
 def _swap(g: BaseGeometry) -> BaseGeometry:
     return shapely.transform(g, lambda c: c[:, ::-1])
 
 
-def normalise_geometry(raw: RawGeometry, expected_type: str, bounds: tuple[float, float, float, float]) -> NormalisedGeometry:
+def normalise_geometry(
+    raw: RawGeometry, expected_type: str, bounds: tuple[float, float, float, float]
+) -> NormalisedGeometry:
     geom = _load(raw)
     if geom is None or geom.is_empty:
         raise GeometryRejected("geometry_empty", "empty geometry", "géométrie vide")
     n = shapely.get_num_coordinates(geom)
     if n > MAX_VERTICES:
-        raise GeometryRejected("geometry_size", f"{n} vertices (limit {MAX_VERTICES})", f"{n} sommets (limite {MAX_VERTICES})")
+        raise GeometryRejected(
+            "geometry_size", f"{n} vertices (limit {MAX_VERTICES})", f"{n} sommets (limite {MAX_VERTICES})"
+        )
     coords = shapely.get_coordinates(geom)
-    if not bool(((coords == coords) & (abs(coords) != math.inf)).all()):
+    if not bool(np.isfinite(coords).all()):
         raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
     if shapely.has_z(geom):
         geom = shapely.force_2d(geom)
@@ -121,15 +135,20 @@ def normalise_geometry(raw: RawGeometry, expected_type: str, bounds: tuple[float
     if declared is None:
         epsg = infer_epsg(x0, y0)
         if epsg is None:
-            raise GeometryRejected("crs", "no CRS declared and the coordinates match none of the supported ones",
-                                   "aucun système de coordonnées déclaré et les coordonnées n'en correspondent à aucun",
-                                   f"{x0},{y0}")
+            raise GeometryRejected(
+                "crs",
+                "no CRS declared and the coordinates match none of the supported ones",
+                "aucun système de coordonnées déclaré et les coordonnées n'en correspondent à aucun",
+                f"{x0},{y0}",
+            )
         if epsg != 4326:
             corrections.append(f"crs_inferred:{epsg}")
     else:
         epsg = declared
     if epsg not in SUPPORTED_EPSG:
-        raise GeometryRejected("crs", f"unsupported CRS EPSG:{epsg}", f"système de coordonnées EPSG:{epsg} non pris en charge", str(epsg))
+        raise GeometryRejected(
+            "crs", f"unsupported CRS EPSG:{epsg}", f"système de coordonnées EPSG:{epsg} non pris en charge", str(epsg)
+        )
     if epsg != 4326:
         geom = shapely.transform(geom, lambda c: _stack(_transformer(epsg).transform(c[:, 0], c[:, 1])))
 
@@ -141,8 +160,12 @@ def normalise_geometry(raw: RawGeometry, expected_type: str, bounds: tuple[float
         corrections.append("axis_swapped")
         lon, lat = lat, lon
     if not _inside(bounds, lon, lat):
-        raise GeometryRejected("out_of_area", f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
-                               f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données", f"{lon:.5f},{lat:.5f}")
+        raise GeometryRejected(
+            "out_of_area",
+            f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
+            f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
+            f"{lon:.5f},{lat:.5f}",
+        )
 
     if expected_type == "MultiPolygon" and geom.geom_type == "Polygon":
         geom = MultiPolygon([geom])
@@ -159,15 +182,19 @@ def normalise_geometry(raw: RawGeometry, expected_type: str, bounds: tuple[float
         geom = repaired
         corrections.append("repaired")
     if geom.geom_type != expected_type:
-        raise GeometryRejected("geometry_type", f"expected {expected_type}, got {geom.geom_type}",
-                               f"{expected_type} attendu, {geom.geom_type} reçu", geom.geom_type)
+        raise GeometryRejected(
+            "geometry_type",
+            f"expected {expected_type}, got {geom.geom_type}",
+            f"{expected_type} attendu, {geom.geom_type} reçu",
+            geom.geom_type,
+        )
     if isinstance(geom, Point) and (abs(geom.x) < 1e-9 and abs(geom.y) < 1e-9):
-        raise GeometryRejected("placeholder_coordinates", "placeholder coordinates (0, 0)", "coordonnées fictives (0, 0)")
+        raise GeometryRejected(
+            "placeholder_coordinates", "placeholder coordinates (0, 0)", "coordonnées fictives (0, 0)"
+        )
     geom = shapely.set_precision(geom, 1e-7) if epsg != 4326 else geom
     return NormalisedGeometry(geom, epsg, tuple(corrections))
 
 
-def _stack(xy: tuple[object, object]):  # type: ignore[no-untyped-def]
-    import numpy as np
-
+def _stack(xy: tuple[Any, Any]) -> Any:
     return np.column_stack(xy)

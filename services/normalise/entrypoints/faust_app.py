@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -78,9 +78,11 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
         web_bind=settings.web_host,
         producer_acks=-1,
         broker_commit_interval=1.0,
+        datadir=f"{settings.state_dir}/{settings.group_id}",
     )
-    input_topic = app.topic(settings.topic_change_events, value_serializer="raw", key_serializer="raw",
-                            partitions=settings.input_partitions)
+    input_topic = app.topic(
+        settings.topic_change_events, value_serializer="raw", key_serializer="raw", partitions=settings.input_partitions
+    )
 
     def unit_of_work() -> PostgisUnitOfWork:
         return PostgisUnitOfWork(engine)
@@ -97,21 +99,30 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
     @app.agent(input_topic, concurrency=1)
     async def normalise(stream):  # type: ignore[no-untyped-def]
         async for events in stream.take_events(settings.batch_max_events, within=settings.batch_within_seconds):
-            batch = [InboundMessage(e.message.value if isinstance(e.message.value, bytes) else b"",
-                                    SourcePosition(e.message.topic, e.message.partition, e.message.offset))
-                     for e in events]
+            batch = [
+                InboundMessage(
+                    e.message.value if isinstance(e.message.value, bytes) else b"",
+                    SourcePosition(e.message.topic, e.message.partition, e.message.offset),
+                )
+                for e in events
+            ]
             started = time.perf_counter()
             try:
                 report = await retry_transient(
-                    lambda: process_batch(batch, codecs=codecs, normaliser=normaliser, uow_factory=unit_of_work,
-                                          clock=clock),
-                    is_transient=is_transient, what="normalise batch", on_retry=on_db_retry,
-                    on_recovered=on_db_recovered)
+                    lambda batch=batch: process_batch(
+                        batch, codecs=codecs, normaliser=normaliser, uow_factory=unit_of_work, clock=clock
+                    ),
+                    is_transient=is_transient,
+                    what="normalise batch",
+                    on_retry=on_db_retry,
+                    on_recovered=on_db_recovered,
+                )
             except BaseException:
                 # Not transient: a bug. Leaving the generator would ack the batch and lose it; stop the
                 # process instead so the batch is redelivered after the fix.
-                log.critical("non-transient failure while processing a batch; stopping without acking it",
-                             exc_info=True)
+                log.critical(
+                    "non-transient failure while processing a batch; stopping without acking it", exc_info=True
+                )
                 os._exit(70)
             metrics.observe(report, time.perf_counter() - started)
             for e in events[-1:]:
@@ -124,10 +135,20 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
     async def relay_outboxes() -> None:
         producer = make_producer(settings.kafka_bootstrap, "odc-normalise-relay")
         await producer.start()
-        relays = [OutboxRelay(engine, producer, feature_changes_outbox(codecs, settings.topic_feature_changes),
-                              on_sent=lambda name, n: metrics.relayed.labels(name).inc(n)),
-                  OutboxRelay(engine, producer, rejections_outbox(codecs, settings.topic_rejected),
-                              on_sent=lambda name, n: metrics.relayed.labels(name).inc(n))]
+        relays = [
+            OutboxRelay(
+                engine,
+                producer,
+                feature_changes_outbox(codecs, settings.topic_feature_changes),
+                on_sent=lambda name, n: metrics.relayed.labels(name).inc(n),
+            ),
+            OutboxRelay(
+                engine,
+                producer,
+                rejections_outbox(codecs, settings.topic_rejected),
+                on_sent=lambda name, n: metrics.relayed.labels(name).inc(n),
+            ),
+        ]
         try:
             while not app.should_stop:
                 sent = 0
@@ -160,8 +181,9 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
 
     async def prepare() -> None:
         await ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
-        await retry_transient(lambda: create_schema(engine), is_transient=is_transient, what="create schema",
-                              max_attempts=30)
+        await retry_transient(
+            lambda: create_schema(engine), is_transient=is_transient, what="create schema", max_attempts=30
+        )
         health.database = True
         metrics.ready.labels("normalise").set(1)
         await engine.dispose()  # pooled connections belong to this loop; faust runs its own
@@ -173,6 +195,7 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
 
 
 def main() -> None:
+    disable_created_metrics()
     settings = NormaliseSettings()
     configure_logging(settings.log_level)
     app = build_app(settings)

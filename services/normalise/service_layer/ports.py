@@ -22,7 +22,9 @@ class NormaliseUnitOfWork(Protocol):
 
     async def __aenter__(self) -> NormaliseUnitOfWork: ...
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
         """Record these event ids as processed; return those that were NOT seen before."""

@@ -46,11 +46,25 @@ async def process_batch(
 
     def reject(msg: InboundMessage, reason: str, text: str, errors: tuple[FieldError, ...] = (), ev=None) -> None:  # type: ignore[no-untyped-def]
         rid = f"{ev.event_id}:{reason}" if ev is not None else msg.position.as_id()
-        rejections.append(Rejection(
-            rejection_id=rid, rejected_at=now, stage=STAGE, reason=reason, message=text, source=msg.position,
-            original=msg.value, event_id=getattr(ev, "event_id", None), dataset=getattr(ev, "dataset", None),
-            commune=getattr(ev, "commune", None), feature_id=getattr(ev, "feature_id", None), errors=errors))
-        report.rejections[(getattr(ev, "dataset", "") if ev is not None and normaliser.catalogue.get(ev.dataset) else "", reason)] += 1
+        rejections.append(
+            Rejection(
+                rejection_id=rid,
+                rejected_at=now,
+                stage=STAGE,
+                reason=reason,
+                message=text,
+                source=msg.position,
+                original=msg.value,
+                event_id=getattr(ev, "event_id", None),
+                dataset=getattr(ev, "dataset", None),
+                commune=getattr(ev, "commune", None),
+                feature_id=getattr(ev, "feature_id", None),
+                errors=errors,
+            )
+        )
+        report.rejections[
+            (getattr(ev, "dataset", "") if ev is not None and normaliser.catalogue.get(ev.dataset) else "", reason)
+        ] += 1
 
     for msg in messages:
         try:
@@ -74,7 +88,9 @@ async def process_batch(
                 to_decide.append(c)
             else:
                 report.outcomes[(c.key.dataset, Outcome.DUPLICATE.value)] += 1
-        stored = await uow.lock_and_load(sorted({c.key for c in to_decide}, key=lambda k: (k.dataset, k.commune, k.feature_id)))
+        stored = await uow.lock_and_load(
+            sorted({c.key for c in to_decide}, key=lambda k: (k.dataset, k.commune, k.feature_id))
+        )
         decisions = decide_batch(stored, to_decide)
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1

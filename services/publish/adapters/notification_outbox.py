@@ -17,8 +17,12 @@ def notifications_outbox(topic: str) -> OutboxSpec:
         return OutgoingMessage(r.dataset.encode(), bytes(r.payload), headers)
 
     return OutboxSpec(
-        name="notifications", lock_id=NOTIFICATIONS_LOCK, topic=topic,
+        name="notifications",
+        lock_id=NOTIFICATIONS_LOCK,
+        topic=topic,
         select_sql="SELECT id, dataset, headers, payload FROM notification_outbox WHERE sent_at IS NULL "
-                   "ORDER BY id LIMIT :limit",
+        "ORDER BY id LIMIT :limit",
         mark_sql="UPDATE notification_outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))",
-        id_of=lambda r: r.id, to_message=to_message)
+        id_of=lambda r: r.id,
+        to_message=to_message,
+    )

@@ -48,7 +48,9 @@ class PostgresPublishUnitOfWork:
         await self._conn.begin()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         assert self._conn is not None
         try:
             if self._conn.in_transaction():
@@ -65,71 +67,150 @@ class PostgresPublishUnitOfWork:
     async def record_changes(self, changes: Sequence[ReceivedChange], received_at: datetime) -> int:
         if not changes:
             return 0
-        result = await self.conn.execute(text(
-            "INSERT INTO change_log (change_id, dataset, commune, feature_id, kind, before_geometry, before_attributes, "
-            "before_hash, after_geometry, after_attributes, after_hash, received_at) VALUES (:change_id, :dataset, "
-            ":commune, :feature_id, :kind, :bg, :ba, :bh, :ag, :aa, :ah, :received_at) ON CONFLICT DO NOTHING"),
-            [{"change_id": c.change_id, "dataset": c.dataset, "commune": c.commune, "feature_id": c.feature_id,
-              "kind": c.kind.value, "received_at": received_at,
-              **dict(zip(("bg", "ba", "bh"), _cols(c.before), strict=True)),
-              **dict(zip(("ag", "aa", "ah"), _cols(c.after), strict=True))} for c in changes])
+        result = await self.conn.execute(
+            text(
+                "INSERT INTO change_log (change_id, dataset, commune, feature_id, kind, before_geometry, before_attributes, "
+                "before_hash, after_geometry, after_attributes, after_hash, received_at) VALUES (:change_id, :dataset, "
+                ":commune, :feature_id, :kind, :bg, :ba, :bh, :ag, :aa, :ah, :received_at) ON CONFLICT DO NOTHING"
+            ),
+            [
+                {
+                    "change_id": c.change_id,
+                    "dataset": c.dataset,
+                    "commune": c.commune,
+                    "feature_id": c.feature_id,
+                    "kind": c.kind.value,
+                    "received_at": received_at,
+                    **dict(zip(("bg", "ba", "bh"), _cols(c.before), strict=True)),
+                    **dict(zip(("ag", "aa", "ah"), _cols(c.after), strict=True)),
+                }
+                for c in changes
+            ],
+        )
         return max(0, result.rowcount or 0)
 
     async def pending_summaries(self) -> dict[str, PendingSummary]:
-        rows = await self.conn.execute(text(
-            "SELECT dataset, count(*), min(received_at), max(received_at) FROM change_log WHERE version IS NULL "
-            "GROUP BY dataset"))
+        rows = await self.conn.execute(
+            text(
+                "SELECT dataset, count(*), min(received_at), max(received_at) FROM change_log WHERE version IS NULL "
+                "GROUP BY dataset"
+            )
+        )
         return {d: PendingSummary(n, lo, hi) for d, n, lo, hi in rows}
 
     async def lock_dataset(self, dataset: str) -> DatasetState:
-        await self.conn.execute(text(
-            "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
-            "VALUES (:d, 0, 0, :h, now()) ON CONFLICT DO NOTHING"), {"d": dataset, "h": EMPTY_HASH})
-        row = (await self.conn.execute(text(
-            "SELECT last_version, feature_count, content_hash FROM dataset_state WHERE dataset = :d FOR UPDATE"),
-            {"d": dataset})).one()
+        await self.conn.execute(
+            text(
+                "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
+                "VALUES (:d, 0, 0, :h, now()) ON CONFLICT DO NOTHING"
+            ),
+            {"d": dataset, "h": EMPTY_HASH},
+        )
+        row = (
+            await self.conn.execute(
+                text(
+                    "SELECT last_version, feature_count, content_hash FROM dataset_state WHERE dataset = :d FOR UPDATE"
+                ),
+                {"d": dataset},
+            )
+        ).one()
         return DatasetState(dataset, row[0], row[1], row[2])
 
     async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]:
-        rows = await self.conn.execute(text(
-            "SELECT change_id, commune, feature_id, kind, before_geometry, before_attributes, before_hash, "
-            "after_geometry, after_attributes, after_hash FROM change_log WHERE dataset = :d AND version IS NULL "
-            "ORDER BY change_id LIMIT :n"), {"d": dataset, "n": limit})
-        return [ReceivedChange(r[0], dataset, r[1], r[2], ChangeKind(r[3]), _state(r[4], r[5], r[6]),
-                               _state(r[7], r[8], r[9])) for r in rows]
+        rows = await self.conn.execute(
+            text(
+                "SELECT change_id, commune, feature_id, kind, before_geometry, before_attributes, before_hash, "
+                "after_geometry, after_attributes, after_hash FROM change_log WHERE dataset = :d AND version IS NULL "
+                "ORDER BY change_id LIMIT :n"
+            ),
+            {"d": dataset, "n": limit},
+        )
+        return [
+            ReceivedChange(
+                r[0], dataset, r[1], r[2], ChangeKind(r[3]), _state(r[4], r[5], r[6]), _state(r[7], r[8], r[9])
+            )
+            for r in rows
+        ]
 
-    async def save_version(self, draft: VersionDraft | None, state: DatasetState, change_ids: Sequence[int],
-                           source: str) -> None:
+    async def save_version(
+        self, draft: VersionDraft | None, state: DatasetState, change_ids: Sequence[int], source: str
+    ) -> None:
         version = state.last_version if draft is None else draft.version
-        await self.conn.execute(text("UPDATE change_log SET version = :v WHERE change_id = ANY(CAST(:ids AS bigint[]))"),
-                                {"v": version, "ids": list(change_ids)})
+        await self.conn.execute(
+            text("UPDATE change_log SET version = :v WHERE change_id = ANY(CAST(:ids AS bigint[]))"),
+            {"v": version, "ids": list(change_ids)},
+        )
         if draft is None:
             return
-        await self.conn.execute(text(
-            "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
-            "content_hash, first_change_id, last_change_id) VALUES (:dataset, :version, :published_at, :added, "
-            ":updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id)"),
-            {k: getattr(draft, k) for k in ("dataset", "version", "published_at", "added", "updated", "removed",
-                                            "feature_count", "content_hash", "first_change_id", "last_change_id")})
-        await self.conn.execute(text(
-            "INSERT INTO version_diff (dataset, version, commune, feature_id, kind, before_geometry, before_attributes, "
-            "before_hash, after_geometry, after_attributes, after_hash) VALUES (:d, :v, :c, :f, :k, :bg, :ba, :bh, "
-            ":ag, :aa, :ah)"),
-            [{"d": draft.dataset, "v": draft.version, "c": e.commune, "f": e.feature_id, "k": e.kind.value,
-              **dict(zip(("bg", "ba", "bh"), _cols(e.before), strict=True)),
-              **dict(zip(("ag", "aa", "ah"), _cols(e.after), strict=True))} for e in draft.entries])
-        await self.conn.execute(text(
-            "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t "
-            "WHERE dataset = :d"),
-            {"v": draft.version, "n": draft.feature_count, "h": draft.content_hash, "t": draft.published_at,
-             "d": draft.dataset})
+        await self.conn.execute(
+            text(
+                "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
+                "content_hash, first_change_id, last_change_id) VALUES (:dataset, :version, :published_at, :added, "
+                ":updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id)"
+            ),
+            {
+                k: getattr(draft, k)
+                for k in (
+                    "dataset",
+                    "version",
+                    "published_at",
+                    "added",
+                    "updated",
+                    "removed",
+                    "feature_count",
+                    "content_hash",
+                    "first_change_id",
+                    "last_change_id",
+                )
+            },
+        )
+        await self.conn.execute(
+            text(
+                "INSERT INTO version_diff (dataset, version, commune, feature_id, kind, before_geometry, before_attributes, "
+                "before_hash, after_geometry, after_attributes, after_hash) VALUES (:d, :v, :c, :f, :k, :bg, :ba, :bh, "
+                ":ag, :aa, :ah)"
+            ),
+            [
+                {
+                    "d": draft.dataset,
+                    "v": draft.version,
+                    "c": e.commune,
+                    "f": e.feature_id,
+                    "k": e.kind.value,
+                    **dict(zip(("bg", "ba", "bh"), _cols(e.before), strict=True)),
+                    **dict(zip(("ag", "aa", "ah"), _cols(e.after), strict=True)),
+                }
+                for e in draft.entries
+            ],
+        )
+        await self.conn.execute(
+            text(
+                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t "
+                "WHERE dataset = :d"
+            ),
+            {
+                "v": draft.version,
+                "n": draft.feature_count,
+                "h": draft.content_hash,
+                "t": draft.published_at,
+                "d": draft.dataset,
+            },
+        )
         attrs, data = version_message(draft, source)
-        await self.conn.execute(text(
-            "INSERT INTO notification_outbox (dataset, version, event_id, headers, payload, created_at) "
-            "VALUES (:d, :v, :e, CAST(:h AS jsonb), :p, :t)"),
-            {"d": draft.dataset, "v": draft.version, "e": attrs.id,
-             "h": json.dumps([[k, v.decode()] for k, v in attrs.kafka_headers()]),
-             "p": self._codecs.encode_dataset_version(data), "t": draft.published_at})
+        await self.conn.execute(
+            text(
+                "INSERT INTO notification_outbox (dataset, version, event_id, headers, payload, created_at) "
+                "VALUES (:d, :v, :e, CAST(:h AS jsonb), :p, :t)"
+            ),
+            {
+                "d": draft.dataset,
+                "v": draft.version,
+                "e": attrs.id,
+                "h": json.dumps([[k, v.decode()] for k, v in attrs.kafka_headers()]),
+                "p": self._codecs.encode_dataset_version(data),
+                "t": draft.published_at,
+            },
+        )
 
     async def commit(self) -> None:
         await self.conn.commit()

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 metadata = MetaData()
 
 dataset_state = Table(
-    "dataset_state", metadata,
+    "dataset_state",
+    metadata,
     Column("dataset", Text, primary_key=True),
     Column("last_version", BigInteger, nullable=False),
     Column("feature_count", BigInteger, nullable=False),
@@ -29,22 +30,30 @@ dataset_state = Table(
 
 # Every canonical change received, kept: the dedup record (change_id) and the row-level history.
 change_log = Table(
-    "change_log", metadata,
+    "change_log",
+    metadata,
     Column("change_id", BigInteger, primary_key=True, autoincrement=False),
     Column("dataset", Text, nullable=False),
     Column("commune", Text, nullable=False),
     Column("feature_id", Text, nullable=False),
     Column("kind", Text, nullable=False),
-    Column("before_geometry", Text), Column("before_attributes", Text), Column("before_hash", Text),
-    Column("after_geometry", Text), Column("after_attributes", Text), Column("after_hash", Text),
+    Column("before_geometry", Text),
+    Column("before_attributes", Text),
+    Column("before_hash", Text),
+    Column("after_geometry", Text),
+    Column("after_attributes", Text),
+    Column("after_hash", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("version", BigInteger, nullable=True),  # null while pending
 )
-Index("change_log_pending", change_log.c.dataset, change_log.c.change_id, postgresql_where=change_log.c.version.is_(None))
+Index(
+    "change_log_pending", change_log.c.dataset, change_log.c.change_id, postgresql_where=change_log.c.version.is_(None)
+)
 Index("change_log_feature", change_log.c.dataset, change_log.c.commune, change_log.c.feature_id, change_log.c.change_id)
 
 dataset_version = Table(
-    "dataset_version", metadata,
+    "dataset_version",
+    metadata,
     Column("dataset", Text, nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("published_at", DateTime(timezone=True), nullable=False),
@@ -59,19 +68,25 @@ dataset_version = Table(
 )
 
 version_diff = Table(
-    "version_diff", metadata,
+    "version_diff",
+    metadata,
     Column("dataset", Text, nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("commune", Text, nullable=False),
     Column("feature_id", Text, nullable=False),
     Column("kind", Text, nullable=False),
-    Column("before_geometry", Text), Column("before_attributes", Text), Column("before_hash", Text),
-    Column("after_geometry", Text), Column("after_attributes", Text), Column("after_hash", Text),
+    Column("before_geometry", Text),
+    Column("before_attributes", Text),
+    Column("before_hash", Text),
+    Column("after_geometry", Text),
+    Column("after_attributes", Text),
+    Column("after_hash", Text),
     PrimaryKeyConstraint("dataset", "version", "commune", "feature_id", name="version_diff_pk"),
 )
 
 notification_outbox = Table(
-    "notification_outbox", metadata,
+    "notification_outbox",
+    metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("dataset", Text, nullable=False),
     Column("version", BigInteger, nullable=False),

@@ -24,9 +24,18 @@ class CloudEventAttributes:
     specversion: str = "1.0"
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
-        headers = [(f"ce_{k}", v.encode()) for k, v in (
-            ("specversion", self.specversion), ("id", self.id), ("source", self.source), ("type", self.type),
-            ("subject", self.subject), ("time", self.time), ("dataschema", self.dataschema))]
+        headers = [
+            (f"ce_{k}", v.encode())
+            for k, v in (
+                ("specversion", self.specversion),
+                ("id", self.id),
+                ("source", self.source),
+                ("type", self.type),
+                ("subject", self.subject),
+                ("time", self.time),
+                ("dataschema", self.dataschema),
+            )
+        ]
         headers.append(("content-type", self.datacontenttype.encode()))
         return headers
 
@@ -47,7 +56,15 @@ def version_message(draft: VersionDraft, source: str) -> tuple[CloudEventAttribu
         dataschema="schemas/avro/dataset_version.v1.avsc",
     )
     data = DatasetVersionPublished(
-        dataset=draft.dataset, version=draft.version, published_at=draft.published_at, added=draft.added,
-        updated=draft.updated, removed=draft.removed, feature_count=draft.feature_count,
-        content_hash=draft.content_hash, first_change_id=draft.first_change_id, last_change_id=draft.last_change_id)
+        dataset=draft.dataset,
+        version=draft.version,
+        published_at=draft.published_at,
+        added=draft.added,
+        updated=draft.updated,
+        removed=draft.removed,
+        feature_count=draft.feature_count,
+        content_hash=draft.content_hash,
+        first_change_id=draft.first_change_id,
+        last_change_id=draft.last_change_id,
+    )
     return attrs, data

@@ -74,7 +74,9 @@ class PendingSummary:
     newest_received_at: datetime
 
 
-def should_cut(policy: VersioningPolicy, pending: PendingSummary | None, now: datetime, max_delay_seconds: float) -> bool:
+def should_cut(
+    policy: VersioningPolicy, pending: PendingSummary | None, now: datetime, max_delay_seconds: float
+) -> bool:
     """Cut when the dataset has been quiet for the quiet period, when enough changes wait, or when the
     oldest waiting change has waited too long (a steady stream never goes quiet)."""
     if pending is None or pending.count == 0:
@@ -135,9 +137,18 @@ def build_version(state: DatasetState, changes: list[ReceivedChange], now: datet
         else:
             removed += 1
     return VersionDraft(
-        dataset=state.dataset, version=state.last_version + 1, published_at=now, added=added, updated=updated,
-        removed=removed, feature_count=state.feature_count + added - removed, content_hash=f"{acc:064x}",
-        first_change_id=changes[0].change_id, last_change_id=changes[-1].change_id, entries=tuple(entries))
+        dataset=state.dataset,
+        version=state.last_version + 1,
+        published_at=now,
+        added=added,
+        updated=updated,
+        removed=removed,
+        feature_count=state.feature_count + added - removed,
+        content_hash=f"{acc:064x}",
+        first_change_id=changes[0].change_id,
+        last_change_id=changes[-1].change_id,
+        entries=tuple(entries),
+    )
 
 
 def content_hash_of(features: list[tuple[str, str, str]]) -> str:

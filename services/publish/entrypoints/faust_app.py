@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
@@ -44,10 +44,21 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
     health = {"database": False, "relay": False}
 
     app = faust.App(
-        settings.group_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://", value_serializer="raw",
-        key_serializer="raw", topic_replication_factor=1, topic_partitions=3, consumer_auto_offset_reset="earliest",
-        web_host=settings.web_host, web_port=settings.web_port, web_bind=settings.web_host, producer_acks=-1,
-        broker_commit_interval=1.0)
+        settings.group_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_replication_factor=1,
+        topic_partitions=3,
+        consumer_auto_offset_reset="earliest",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        datadir=f"{settings.state_dir}/{settings.group_id}",
+    )
     changes_topic = app.topic(settings.topic_feature_changes, value_serializer="raw", key_serializer="raw")
 
     def uow() -> PostgresPublishUnitOfWork:
@@ -71,13 +82,22 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                     changes.append(codecs.decode_feature_change(e.message.value))
                 except UndecodableMessage as bad:  # only our normaliser writes here; count, never crash
                     metrics.rejected.labels("", bad.reason).inc()
-                    log.error("undecodable feature change at %s/%s/%s: %s", e.message.topic, e.message.partition,
-                              e.message.offset, bad.message)
+                    log.error(
+                        "undecodable feature change at %s/%s/%s: %s",
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        bad.message,
+                    )
             started = time.perf_counter()
             try:
-                new = await retry_transient(lambda: record_changes(changes, uow_factory=uow, clock=clock),
-                                            is_transient=is_transient, what="record changes", on_retry=on_retry,
-                                            on_recovered=on_recovered)
+                new = await retry_transient(
+                    lambda changes=changes: record_changes(changes, uow_factory=uow, clock=clock),
+                    is_transient=is_transient,
+                    what="record changes",
+                    on_retry=on_retry,
+                    on_recovered=on_recovered,
+                )
             except BaseException:
                 log.critical("non-transient failure recording changes; stopping without acking", exc_info=True)
                 os._exit(70)
@@ -88,7 +108,8 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                 hw = app.consumer.highwater(e.message.tp)
                 if hw is not None:
                     metrics.lag.labels("publish", e.message.tp.topic, str(e.message.tp.partition)).set(
-                        max(0, hw - e.message.offset - 1))
+                        max(0, hw - e.message.offset - 1)
+                    )
 
     @app.task
     async def cut_versions() -> None:
@@ -96,9 +117,18 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
             started = time.perf_counter()
             try:
                 drafts = await retry_transient(
-                    lambda: cut_due_versions(catalogue=catalogue, uow_factory=uow, clock=clock,
-                                             source=settings.event_source, max_delay_seconds=settings.max_delay_seconds),
-                    is_transient=is_transient, what="cut versions", on_retry=on_retry, on_recovered=on_recovered)
+                    lambda: cut_due_versions(
+                        catalogue=catalogue,
+                        uow_factory=uow,
+                        clock=clock,
+                        source=settings.event_source,
+                        max_delay_seconds=settings.max_delay_seconds,
+                    ),
+                    is_transient=is_transient,
+                    what="cut versions",
+                    on_retry=on_retry,
+                    on_recovered=on_recovered,
+                )
             except BaseException:
                 log.critical("non-transient failure cutting versions", exc_info=True)
                 os._exit(70)
@@ -108,16 +138,27 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                 metrics.versions.labels(d.dataset).inc()
                 metrics.latest_version.labels(d.dataset).set(d.version)
                 metrics.features.labels(d.dataset).set(d.feature_count)
-                log.info("published %s version %d (+%d ~%d -%d)", d.dataset, d.version, d.added, d.updated, d.removed,
-                         extra={"dataset": d.dataset, "version": d.version})
+                log.info(
+                    "published %s version %d (+%d ~%d -%d)",
+                    d.dataset,
+                    d.version,
+                    d.added,
+                    d.updated,
+                    d.removed,
+                    extra={"dataset": d.dataset, "version": d.version},
+                )
             await asyncio.sleep(settings.cut_interval_seconds)
 
     @app.task
     async def relay_notifications() -> None:
         producer = make_producer(settings.kafka_bootstrap, "odc-publish-relay")
         await producer.start()
-        relay = OutboxRelay(engine, producer, notifications_outbox(settings.topic_notifications),
-                            on_sent=lambda name, n: metrics.relayed.labels(name).inc(n))
+        relay = OutboxRelay(
+            engine,
+            producer,
+            notifications_outbox(settings.topic_notifications),
+            on_sent=lambda name, n: metrics.relayed.labels(name).inc(n),
+        )
         try:
             while not app.should_stop:
                 try:
@@ -148,10 +189,13 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
         return web.json({"ready": ok, **health}, status=200 if ok else 503)
 
     async def prepare() -> None:
-        await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_feature_changes, 3),
-                                                       TopicSpec(settings.topic_notifications, 3)])
-        await retry_transient(lambda: create_schema(engine), is_transient=is_transient, what="create schema",
-                              max_attempts=30)
+        await ensure_topics(
+            settings.kafka_bootstrap,
+            [TopicSpec(settings.topic_feature_changes, 3), TopicSpec(settings.topic_notifications, 3)],
+        )
+        await retry_transient(
+            lambda: create_schema(engine), is_transient=is_transient, what="create schema", max_attempts=30
+        )
         health["database"] = True
         metrics.ready.labels("publish").set(1)
         await engine.dispose()
@@ -162,6 +206,7 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
 
 
 def main() -> None:
+    disable_created_metrics()
     settings = PublishSettings()
     configure_logging(settings.log_level)
     app = build_app(settings)

@@ -21,8 +21,9 @@ async def record_changes(changes: Sequence[FeatureChange], *, uow_factory: UnitO
     return new
 
 
-async def cut_due_versions(*, catalogue: DatasetCatalogue, uow_factory: UnitOfWorkFactory, clock: Clock,
-                           source: str, max_delay_seconds: float) -> list[VersionDraft]:
+async def cut_due_versions(
+    *, catalogue: DatasetCatalogue, uow_factory: UnitOfWorkFactory, clock: Clock, source: str, max_delay_seconds: float
+) -> list[VersionDraft]:
     """Cut one version for every dataset whose policy says it is due; one transaction per version."""
     async with uow_factory() as uow:
         summaries = await uow.pending_summaries()

@@ -17,7 +17,9 @@ class Clock(Protocol):
 class PublishUnitOfWork(Protocol):
     async def __aenter__(self) -> PublishUnitOfWork: ...
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None: ...
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     async def record_changes(self, changes: Sequence[ReceivedChange], received_at: datetime) -> int:
         """Store changes not seen before (idempotent on change_id); return how many were new."""
@@ -31,8 +33,9 @@ class PublishUnitOfWork(Protocol):
 
     async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]: ...
 
-    async def save_version(self, draft: VersionDraft | None, state: DatasetState, change_ids: Sequence[int],
-                           source: str) -> None:
+    async def save_version(
+        self, draft: VersionDraft | None, state: DatasetState, change_ids: Sequence[int], source: str
+    ) -> None:
         """Store the version, its diff and its notification (outbox); mark the changes as included.
         With ``draft`` None the changes had no net effect: they are marked absorbed, nothing is published."""
         ...
