@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
@@ -64,6 +65,7 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
     clock = SystemClock()
     health = Health()
 
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

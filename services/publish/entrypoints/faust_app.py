@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
@@ -43,6 +44,7 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
     clock = SystemClock()
     health = {"database": False, "relay": False}
 
+    Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
