@@ -9,6 +9,7 @@ from typing import Any
 
 from services.contract.avro_catalogue import SchemaCatalogue, UndecodableMessage
 from services.contract.messages import (
+    ChangedFeature,
     ChangeEvent,
     ChangeKind,
     DatasetVersionPublished,
@@ -16,6 +17,7 @@ from services.contract.messages import (
     FeatureState,
     FieldError,
     GeometryEncoding,
+    Link,
     Operation,
     RawGeometry,
     Rejection,
@@ -192,6 +194,18 @@ class Codecs:
                 "content_hash": v.content_hash,
                 "first_change_id": v.first_change_id,
                 "last_change_id": v.last_change_id,
+                "links": [{"rel": lk.rel, "href": lk.href, "type": lk.type} for lk in v.links],
+                "changes_included": v.changes_included,
+                "changes": [
+                    {
+                        "commune": c.commune,
+                        "feature_id": c.feature_id,
+                        "kind": c.kind,
+                        "before": self._state_to_wire(c.before),
+                        "after": self._state_to_wire(c.after),
+                    }
+                    for c in v.changes
+                ],
             },
         )
 
@@ -208,6 +222,18 @@ class Codecs:
             content_hash=d["content_hash"],
             first_change_id=d["first_change_id"],
             last_change_id=d["last_change_id"],
+            links=tuple(Link(lk["rel"], lk["href"], lk["type"]) for lk in d["links"]),
+            changes_included=d["changes_included"],
+            changes=tuple(
+                ChangedFeature(
+                    c["commune"],
+                    c["feature_id"],
+                    c["kind"],
+                    self._state_from_wire(c["before"]),
+                    self._state_from_wire(c["after"]),
+                )
+                for c in d["changes"]
+            ),
         )
 
 

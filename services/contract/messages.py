@@ -108,6 +108,24 @@ class FeatureChange:
 
 
 @dataclass(frozen=True)
+class Link:
+    rel: str
+    href: str
+    type: str
+
+
+@dataclass(frozen=True)
+class ChangedFeature:
+    """One feature of a version's diff; ``kind`` is ``added``, ``updated`` or ``removed``."""
+
+    commune: str
+    feature_id: str
+    kind: str
+    before: FeatureState | None
+    after: FeatureState | None
+
+
+@dataclass(frozen=True)
 class DatasetVersionPublished:
     dataset: str
     version: int
@@ -119,3 +137,6 @@ class DatasetVersionPublished:
     content_hash: str
     first_change_id: int
     last_change_id: int
+    links: tuple[Link, ...] = ()
+    changes_included: bool = False  # True when ``changes`` is the whole diff (small enough to inline)
+    changes: tuple[ChangedFeature, ...] = ()
