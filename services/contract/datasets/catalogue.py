@@ -1,23 +1,64 @@
-"""Load and check dataset definitions. Adding a dataset is adding a JSON file, not code."""
+"""Load and check dataset definitions. Adding a dataset is adding a folder, not code.
+
+Each dataset is ``definitions/<id>/definition.json`` (identity, geometry and how the schema carries it,
+geometry policy, area, name aliases, same-place policy, versioning) next to its Table Schema: the national
+schema copied unmodified as ``schema.json`` (with a ``SOURCE.md`` naming repository, commit and licence), or
+the project's own canonical schema, written in the same Table Schema form, where France has none.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.contract.datasets.field_names import FieldMatcher
+
 DEFINITIONS_DIR = Path(__file__).resolve().parent / "definitions"
 
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "None"}
-FIELD_TYPES = {"string", "integer", "number", "boolean", "date", "datetime", "time", "year", "any"}
+FIELD_TYPES = {
+    "string",
+    "integer",
+    "number",
+    "boolean",
+    "date",
+    "datetime",
+    "time",
+    "year",
+    "yearmonth",
+    "geopoint",
+    "geojson",
+    "array",
+    "object",
+    "duration",
+    "any",
+}
+# How a schema carries a feature's position: the GeoJSON geometry only, two coordinate columns
+# (Xlong/Ylat, LONGITUDE/LATITUDE, long_coor1/lat_coor1...), one geopoint column, or one WKT column.
+CARRIERS = {"geojson", "xy", "geopoint", "wkt", "none"}
+POLICIES = {"reject", "flag"}
 
-# Areas a dataset's features must fall in (WGS84 lon/lat bounding boxes, with a margin).
-AREAS: dict[str, tuple[float, float, float, float]] = {
+Box = tuple[float, float, float, float]
+# Areas a dataset's features must fall in: WGS84 lon/lat boxes, with a margin.
+AREAS: dict[str, tuple[Box, ...]] = {
     # Métropole de Lyon's 58 communes span about 4.66..5.07 E, 45.55..45.94 N.
-    "metropole_de_lyon": (4.55, 45.45, 5.20, 46.05),
+    "metropole_de_lyon": ((4.55, 45.45, 5.20, 46.05),),
     # Metropolitan France incl. Corsica.
-    "france_metropolitaine": (-5.8, 41.2, 10.0, 51.3),
+    "france_metropolitaine": ((-5.8, 41.2, 10.0, 51.3),),
+    # France with its overseas départements and collectivities (national bases such as the BNLC cover them).
+    "france": (
+        (-5.8, 41.2, 10.0, 51.3),  # metropolitan France and Corsica
+        (-61.9, 15.8, -60.8, 16.6),  # Guadeloupe
+        (-61.3, 14.3, -60.7, 14.95),  # Martinique
+        (-54.7, 2.0, -51.5, 5.9),  # Guyane
+        (55.1, -21.5, 55.9, -20.8),  # La Réunion
+        (44.9, -13.1, 45.4, -12.5),  # Mayotte
+        (-56.5, 46.7, -56.1, 47.2),  # Saint-Pierre-et-Miquelon
+        (-63.2, 17.8, -62.7, 18.2),  # Saint-Martin, Saint-Barthélemy
+    ),
 }
 
 
@@ -36,6 +77,32 @@ class GeometrySpec:
     type: str  # a GeoJSON type, or "None" for datasets without geometry
     carrier: str = "geojson"
     nullable: bool = False
+    x_field: str | None = None  # carrier "xy": the longitude / easting column
+    y_field: str | None = None  # carrier "xy": the latitude / northing column
+    field: str | None = None  # carrier "geopoint" or "wkt": the column
+    # what to do with a position outside the dataset's area, or a placeholder (0,0 / 1,1):
+    # "reject" the record, or "flag" it (accepted, the flag recorded among its corrections)
+    out_of_area: str = "reject"
+    placeholder: str = "reject"
+
+
+@dataclass(frozen=True)
+class SamePlacePolicy:
+    """When two records of different sources are the same real thing (see normalise/domain/same_place.py)."""
+
+    distance_m: float = 0.0  # 0 disables linking for the dataset
+    match_fields: tuple[str, ...] = ()  # must be equal (folded text) when both records have them
+    distinct_fields: tuple[str, ...] = ()  # when both have them and they differ, the records stay distinct
+
+
+@dataclass(frozen=True)
+class NationalSchema:
+    name: str
+    version: str
+    repository: str
+    path: str
+    commit: str
+    licence: str
 
 
 @dataclass(frozen=True)
@@ -43,24 +110,44 @@ class DatasetDefinition:
     id: str
     title_fr: str
     title_en: str
-    identity_field: str
+    identity_fields: tuple[str, ...]
     commune_field: str | None
     geometry: GeometrySpec
     area: str
     versioning: VersioningPolicy
     table_schema: dict[str, Any]
-    national_schema: dict[str, Any] | None = None
+    national_schema: NationalSchema | None = None
     schema_note: str = ""
     field_names: tuple[str, ...] = field(default=())
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    same_place: SamePlacePolicy = field(default_factory=SamePlacePolicy)
 
     @property
-    def bounds(self) -> tuple[float, float, float, float]:
+    def identity_field(self) -> str:
+        """The identity field, or the first of a composite identity."""
+        return self.identity_fields[0]
+
+    @property
+    def boxes(self) -> tuple[Box, ...]:
         return AREAS[self.area]
 
+    @property
+    def bounds(self) -> Box:
+        """The envelope of the dataset's area boxes."""
+        bs = self.boxes
+        return (min(b[0] for b in bs), min(b[1] for b in bs), max(b[2] for b in bs), max(b[3] for b in bs))
 
-def _definition_from_dict(raw: dict[str, Any], origin: str) -> DatasetDefinition:
+    def matcher(self) -> FieldMatcher:
+        return FieldMatcher(self.field_names, self.aliases)
+
+
+def _check_field(origin: str, names: tuple[str, ...], what: str, name: str | None) -> None:
+    if name is not None and name not in names:
+        raise DefinitionError(f"{origin}: {what} {name!r} is not a schema field")
+
+
+def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: str) -> DatasetDefinition:
     try:
-        schema = raw["schema"]
         fields = schema["fields"]
         names = tuple(f["name"] for f in fields)
         for f in fields:
@@ -69,30 +156,81 @@ def _definition_from_dict(raw: dict[str, Any], origin: str) -> DatasetDefinition
         geometry = GeometrySpec(**raw["geometry"])
         if geometry.type not in GEOMETRY_TYPES:
             raise DefinitionError(f"{origin}: unknown geometry type {geometry.type!r}")
+        if geometry.carrier not in CARRIERS:
+            raise DefinitionError(f"{origin}: unknown geometry carrier {geometry.carrier!r}")
+        if geometry.out_of_area not in POLICIES or geometry.placeholder not in POLICIES:
+            raise DefinitionError(f"{origin}: geometry policies must be one of {sorted(POLICIES)}")
+        if geometry.carrier == "xy" and (geometry.x_field is None or geometry.y_field is None):
+            raise DefinitionError(f"{origin}: carrier 'xy' needs x_field and y_field")
+        if geometry.carrier in ("geopoint", "wkt") and geometry.field is None:
+            raise DefinitionError(f"{origin}: carrier {geometry.carrier!r} needs field")
+        for what, name in (
+            ("x_field", geometry.x_field),
+            ("y_field", geometry.y_field),
+            ("geometry field", geometry.field),
+        ):
+            _check_field(origin, names, what, name)
         area = raw.get("area", "france_metropolitaine")
         if area not in AREAS:
             raise DefinitionError(f"{origin}: unknown area {area!r}")
-        if raw["identity_field"] not in names:
-            raise DefinitionError(f"{origin}: identity_field {raw['identity_field']!r} is not a schema field")
+        identity = raw["identity_field"]
+        identity_fields = tuple(identity) if isinstance(identity, list) else (identity,)
+        for name in identity_fields:
+            _check_field(origin, names, "identity_field", name)
         commune_field = raw.get("commune_field")
-        if commune_field is not None and commune_field not in names:
-            raise DefinitionError(f"{origin}: commune_field {commune_field!r} is not a schema field")
+        _check_field(origin, names, "commune_field", commune_field)
+        aliases = {k: tuple(v) for k, v in raw.get("aliases", {}).items()}
+        for name in aliases:
+            _check_field(origin, names, "alias target", name)
+        sp = raw.get("same_place", {})
+        same_place = SamePlacePolicy(
+            distance_m=float(sp.get("distance_m", 0.0)),
+            match_fields=tuple(sp.get("match_fields", ())),
+            distinct_fields=tuple(sp.get("distinct_fields", ())),
+        )
+        for name in (*same_place.match_fields, *same_place.distinct_fields):
+            _check_field(origin, names, "same_place field", name)
+        ns = raw.get("national_schema")
         return DatasetDefinition(
             id=raw["id"],
             title_fr=raw["title"]["fr"],
             title_en=raw["title"]["en"],
-            identity_field=raw["identity_field"],
+            identity_fields=identity_fields,
             commune_field=commune_field,
             geometry=geometry,
             area=area,
             versioning=VersioningPolicy(**raw.get("versioning", {})),
             table_schema=schema,
-            national_schema=raw.get("national_schema"),
+            national_schema=NationalSchema(**ns) if ns else None,
             schema_note=raw.get("schema_note", ""),
             field_names=names,
+            aliases=aliases,
+            same_place=same_place,
         )
     except (KeyError, TypeError) as exc:
         raise DefinitionError(f"{origin}: malformed definition ({exc!r})") from exc
+
+
+def load_definition(folder: Path) -> DatasetDefinition:
+    path = folder / "definition.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    origin = f"{folder.name}/definition.json"
+    schema_ref = raw.get("schema")
+    if isinstance(schema_ref, str):  # a file next to the definition, e.g. the national schema.json
+        schema = json.loads((folder / schema_ref).read_text(encoding="utf-8"))
+    elif isinstance(schema_ref, dict):
+        schema = schema_ref
+    else:
+        raise DefinitionError(f"{origin}: 'schema' must be a file name or an inline Table Schema")
+    if raw.get("national_schema") and schema.get("version") not in (None, raw["national_schema"].get("version")):
+        raise DefinitionError(
+            f"{origin}: national_schema.version {raw['national_schema'].get('version')!r} "
+            f"differs from the schema file's {schema.get('version')!r}"
+        )
+    d = _definition_from_dict(raw, schema, origin)
+    if d.id != folder.name:
+        raise DefinitionError(f"{origin}: id {d.id!r} must match the folder name")
+    return d
 
 
 class DatasetCatalogue:
@@ -102,17 +240,15 @@ class DatasetCatalogue:
     @classmethod
     def load(cls, directory: Path = DEFINITIONS_DIR) -> DatasetCatalogue:
         defs: dict[str, DatasetDefinition] = {}
-        for path in sorted(directory.glob("*.json")):
-            d = _definition_from_dict(json.loads(path.read_text(encoding="utf-8")), path.name)
-            if d.id != path.stem:
-                raise DefinitionError(f"{path.name}: id {d.id!r} must match the file name")
+        for path in sorted(directory.glob("*/definition.json")):
+            d = load_definition(path.parent)
             defs[d.id] = d
         return cls(defs)
 
     def get(self, dataset_id: str) -> DatasetDefinition | None:
         return self._definitions.get(dataset_id)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[DatasetDefinition]:
         return iter(self._definitions.values())
 
     def ids(self) -> list[str]:
