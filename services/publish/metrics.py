@@ -47,3 +47,35 @@ class PublishMetrics:
         self.rejected = Counter(
             "odc_events_rejected_total", "Messages refused, by reason", ["dataset", "reason"], registry=registry
         )
+        self.webhook_attempts = Counter(
+            "odc_webhook_attempts_total",
+            "Webhook delivery attempts, by outcome (delivered, retry, dead)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_attempt_duration = Histogram(
+            "odc_webhook_attempt_duration_seconds",
+            "Time of one webhook delivery attempt",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.webhook_pending = Gauge(
+            "odc_webhook_deliveries_pending", "Webhook deliveries waiting (all active subscriptions)", registry=registry
+        )
+        self.webhook_dead = Gauge(
+            "odc_webhook_deliveries_dead",
+            "Webhook deliveries dead-lettered (all active subscriptions)",
+            registry=registry,
+        )
+        self.webhook_oldest_pending = Gauge(
+            "odc_webhook_oldest_pending_seconds",
+            "Age of the oldest webhook delivery still waiting",
+            registry=registry,
+        )
+        self.sse_clients = Gauge("odc_sse_clients", "Open server-sent event streams", registry=registry)
+        self.api_requests = Counter(
+            "odc_api_requests_total",
+            "HTTP API requests, by route template and status",
+            ["route", "status"],
+            registry=registry,
+        )

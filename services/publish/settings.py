@@ -20,7 +20,28 @@ class PublishSettings(BaseSettings):
     max_delay_seconds: float = 10.0
     relay_interval_seconds: float = 0.05
     event_source: str = "urn:odc:publish"
+    # One HTTP server (uvicorn, run inside the worker process) serves the API, /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"
     web_port: int = 6067
+    # Base of the links put in notifications and documents (what subscribers can reach); default
+    # http://127.0.0.1:<web_port>.
+    public_base_url: str = ""
+    # Notifications inline every changed feature (before and after) when a version has at most this many.
+    notify_max_inline_changes: int = 100
+    webhook_max_attempts: int = 12
+    webhook_backoff_initial_seconds: float = 1.0
+    webhook_backoff_max_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_interval_seconds: float = 0.25
+    # Loopback/private/link-local webhook targets are refused unless this is set (tests, closed networks).
+    webhook_allow_private_targets: bool = False
+    sse_poll_seconds: float = 0.5
+    sse_keepalive_seconds: float = 15.0
     log_level: str = "INFO"
     state_dir: str = ".local/state"  # faust's own working files (no tables are used)
+
+    def base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::", "") else self.web_host
+        return f"http://{host}:{self.web_port}"

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.contract.codecs import Codecs
 from services.contract.messages import ChangeKind, FeatureState
 from services.publish.adapters.tables import metadata
-from services.publish.domain.notifications import version_message
+from services.publish.domain.notifications import encode_event, structured_event, version_message
 from services.publish.domain.versioning import (
     EMPTY_HASH,
     DatasetState,
@@ -26,7 +26,26 @@ from services.publish.domain.versioning import (
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))
+        await conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
         await conn.run_sync(metadata.create_all)
+        # create_all adds no index to a table that already exists (stores created before this release)
+        await conn.execute(
+            text(
+                "CREATE INDEX IF NOT EXISTS version_diff_feature ON version_diff "
+                "(dataset, commune, feature_id, version)"
+            )
+        )
+        # published_feature appeared after the first versions: fill it once from the diffs
+        await conn.execute(
+            text(
+                "INSERT INTO published_feature (dataset, commune, feature_id, geom, geometry, attributes, content_hash, "
+                "version) SELECT dataset, commune, feature_id, ST_SetSRID(ST_GeomFromGeoJSON(after_geometry), 4326), "
+                "after_geometry, after_attributes, after_hash, version FROM (SELECT DISTINCT ON (dataset, commune, "
+                "feature_id) * FROM version_diff vd WHERE NOT EXISTS (SELECT 1 FROM published_feature p WHERE "
+                "p.dataset = vd.dataset) ORDER BY dataset, commune, feature_id, version DESC) latest "
+                "WHERE after_hash IS NOT NULL"
+            )
+        )
 
 
 def _cols(s: FeatureState | None) -> tuple[str | None, str | None, str | None]:
@@ -38,9 +57,11 @@ def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
 
 
 class PostgresPublishUnitOfWork:
-    def __init__(self, engine: AsyncEngine, codecs: Codecs) -> None:
+    def __init__(self, engine: AsyncEngine, codecs: Codecs, *, base_url: str = "", max_inline_changes: int = 0) -> None:
         self._engine = engine
         self._codecs = codecs
+        self._base_url = base_url
+        self._max_inline = max_inline_changes
         self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> PostgresPublishUnitOfWork:
@@ -196,7 +217,8 @@ class PostgresPublishUnitOfWork:
                 "d": draft.dataset,
             },
         )
-        attrs, data = version_message(draft, source)
+        await self._publish_state(draft)
+        attrs, data = version_message(draft, source, base_url=self._base_url, max_inline_changes=self._max_inline)
         await self.conn.execute(
             text(
                 "INSERT INTO notification_outbox (dataset, version, event_id, headers, payload, created_at) "
@@ -211,6 +233,56 @@ class PostgresPublishUnitOfWork:
                 "t": draft.published_at,
             },
         )
+        event = structured_event(draft, source, base_url=self._base_url, max_inline_changes=self._max_inline)
+        await self.conn.execute(
+            text("INSERT INTO version_event (dataset, version, event_id, body) VALUES (:d, :v, :e, :b)"),
+            {"d": draft.dataset, "v": draft.version, "e": attrs.id, "b": encode_event(event)},
+        )
+        # one delivery per matching webhook subscription, in the same transaction (the per-subscription outbox)
+        await self.conn.execute(
+            text(
+                "INSERT INTO webhook_delivery (subscription_id, dataset, version, event_id, state, attempts, "
+                "next_attempt_at, created_at) SELECT id, :d, :v, :e, 'pending', 0, :t, :t FROM webhook_subscription "
+                "WHERE active AND (datasets IS NULL OR :d = ANY(datasets)) ON CONFLICT DO NOTHING"
+            ),
+            {"d": draft.dataset, "v": draft.version, "e": attrs.id, "t": draft.published_at},
+        )
+
+    async def _publish_state(self, draft: VersionDraft) -> None:
+        """Bring published_feature to this version: one row touched per diff entry."""
+        removed = [e for e in draft.entries if e.after is None]
+        upserts = [e for e in draft.entries if e.after is not None]
+        if removed:
+            await self.conn.execute(
+                text(
+                    "DELETE FROM published_feature WHERE dataset = :d AND (commune, feature_id) IN "
+                    "(SELECT * FROM unnest(CAST(:c AS text[]), CAST(:f AS text[])))"
+                ),
+                {"d": draft.dataset, "c": [e.commune for e in removed], "f": [e.feature_id for e in removed]},
+            )
+        if upserts:
+            await self.conn.execute(
+                text(
+                    "INSERT INTO published_feature (dataset, commune, feature_id, geom, geometry, attributes, "
+                    "content_hash, version) VALUES (:d, :c, :f, ST_SetSRID(ST_GeomFromGeoJSON(CAST(:g AS text)), 4326), :g, :a, "
+                    ":h, :v) ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET geom = EXCLUDED.geom, "
+                    "geometry = EXCLUDED.geometry, attributes = EXCLUDED.attributes, "
+                    "content_hash = EXCLUDED.content_hash, version = EXCLUDED.version"
+                ),
+                [
+                    {
+                        "d": draft.dataset,
+                        "c": e.commune,
+                        "f": e.feature_id,
+                        "g": e.after.geometry_geojson,
+                        "a": e.after.attributes_json,
+                        "h": e.after.content_hash,
+                        "v": draft.version,
+                    }
+                    for e in upserts
+                    if e.after is not None
+                ],
+            )
 
     async def commit(self) -> None:
         await self.conn.commit()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from geoalchemy2 import Geometry
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -13,6 +16,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -97,3 +101,75 @@ notification_outbox = Table(
     Column("sent_at", DateTime(timezone=True)),
 )
 Index("notification_outbox_unsent", notification_outbox.c.id, postgresql_where=notification_outbox.c.sent_at.is_(None))
+Index(
+    "version_diff_feature",
+    version_diff.c.dataset,
+    version_diff.c.commune,
+    version_diff.c.feature_id,
+    version_diff.c.version,
+)
+
+# The current published state (the latest version's features), maintained per version in O(changes): what
+# OGC API – Features and the "latest" downloads serve, with a spatial index for bbox queries.
+published_feature = Table(
+    "published_feature",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True), nullable=True),
+    Column("geometry", Text),  # GeoJSON text exactly as in the version's diff
+    Column("attributes", Text, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),  # the version that last changed it
+    PrimaryKeyConstraint("dataset", "commune", "feature_id", name="published_feature_pk"),
+)
+
+# The structured CloudEvent (JSON) of each version: the body of webhook deliveries and SSE events.
+version_event = Table(
+    "version_event",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("body", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("dataset", "version", name="version_event_pk"),
+)
+
+webhook_subscription = Table(
+    "webhook_subscription",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("datasets", ARRAY(Text), nullable=True),  # null: every dataset
+    Column("secret", Text, nullable=False),  # needed to sign; never logged, never returned after creation
+    Column("description", Text, nullable=False, server_default=""),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per (subscription, version): the per-subscription outbox, delivered in id order.
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("subscription_id", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("state", Text, nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("subscription_id", "event_id", name="webhook_delivery_once"),
+)
+Index(
+    "webhook_delivery_pending",
+    webhook_delivery.c.subscription_id,
+    webhook_delivery.c.id,
+    postgresql_where=webhook_delivery.c.state == "pending",
+)

@@ -157,3 +157,16 @@ def content_hash_of(features: list[tuple[str, str, str]]) -> str:
     for commune, fid, chash in features:
         acc ^= feature_digest(commune, fid, chash)
     return f"{acc:064x}"
+
+
+FeatureKey = tuple[str, str]  # (commune, feature_id)
+
+
+def apply_entries(snapshot: dict[FeatureKey, FeatureState], entries: tuple[DiffEntry, ...] | list[DiffEntry]) -> None:
+    """Apply one version's diff to a snapshot in place: the reference for "version n = version 1 + diffs 2..n"."""
+    for e in entries:
+        key = (e.commune, e.feature_id)
+        if e.after is None:
+            snapshot.pop(key, None)
+        else:
+            snapshot[key] = e.after

@@ -4,14 +4,18 @@ and the notification outbox relay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import random
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+import uvicorn
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
@@ -21,10 +25,16 @@ from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
+from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
 from services.publish.adapters.notification_outbox import notifications_outbox
 from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork, create_schema
+from services.publish.adapters.read_model import PostgresReadModel
+from services.publish.adapters.webhook_store import PostgresDeliveryStore, PostgresSubscriptionQueries
+from services.publish.domain.webhooks import DeliveryState, RetryPolicy
+from services.publish.entrypoints.http_api import build_api
 from services.publish.metrics import PublishMetrics
 from services.publish.service_layer.handlers import cut_due_versions, record_changes
+from services.publish.service_layer.webhooks import deliver_due
 from services.publish.settings import PublishSettings
 
 log = logging.getLogger("odc.publish")
@@ -35,6 +45,14 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the faust worker's event loop: the worker owns the signals and the shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def build_app(settings: PublishSettings, registry: CollectorRegistry | None = None) -> faust.App:
     registry = registry or CollectorRegistry()
     metrics = PublishMetrics(registry)
@@ -43,6 +61,7 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
     engine = make_engine(settings.database_url.get_secret_value())
     clock = SystemClock()
     health = {"database": False, "relay": False}
+    base_url = settings.base_url()
 
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
@@ -54,9 +73,7 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
         topic_replication_factor=1,
         topic_partitions=3,
         consumer_auto_offset_reset="earliest",
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_bind=settings.web_host,
+        web_enabled=False,  # the HTTP API below (uvicorn) serves /metrics, /healthz and /readyz too
         producer_acks=-1,
         broker_commit_interval=1.0,
         datadir=f"{settings.state_dir}/{settings.group_id}",
@@ -64,7 +81,29 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
     changes_topic = app.topic(settings.topic_feature_changes, value_serializer="raw", key_serializer="raw")
 
     def uow() -> PostgresPublishUnitOfWork:
-        return PostgresPublishUnitOfWork(engine, codecs)
+        return PostgresPublishUnitOfWork(
+            engine, codecs, base_url=base_url, max_inline_changes=settings.notify_max_inline_changes
+        )
+
+    def delivery_store() -> PostgresDeliveryStore:
+        return PostgresDeliveryStore(engine)
+
+    resolver = SystemResolver()
+    api = build_api(
+        base_url=base_url,
+        catalogue=catalogue,
+        read_model=PostgresReadModel(engine),
+        subscriptions=PostgresSubscriptionQueries(engine),
+        delivery_store_factory=delivery_store,
+        resolver=resolver,
+        clock=clock,
+        metrics=metrics,
+        registry=registry,
+        health=health,
+        allow_private_targets=settings.webhook_allow_private_targets,
+        sse_poll_seconds=settings.sse_poll_seconds,
+        sse_keepalive_seconds=settings.sse_keepalive_seconds,
+    )
 
     def on_retry(error: BaseException, attempt: int) -> None:
         health["database"] = False
@@ -177,18 +216,75 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
         finally:
             await producer.stop()
 
-    @app.page("/metrics")
-    async def metrics_page(web, request):  # type: ignore[no-untyped-def]
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+    @app.task
+    async def serve_http() -> None:
+        config = uvicorn.Config(
+            api,
+            host=settings.web_host,
+            port=settings.web_port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        server = EmbeddedServer(config)
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits when it cannot bind
+            log.critical("the HTTP server could not start on %s:%s; stopping", settings.web_host, settings.web_port)
+            os._exit(70)
+        finally:
+            server.should_exit = True
+        if not app.should_stop:
+            log.critical("the HTTP server stopped (port %s taken?); stopping", settings.web_port)
+            os._exit(70)
 
-    @app.page("/healthz")
-    async def healthz(web, request):  # type: ignore[no-untyped-def]
-        return web.json({"status": "ok", "service": "publish"})
-
-    @app.page("/readyz")
-    async def readyz(web, request):  # type: ignore[no-untyped-def]
-        ok = health["database"] and health["relay"]
-        return web.json({"ready": ok, **health}, status=200 if ok else 503)
+    @app.task
+    async def deliver_webhooks() -> None:
+        sender = HttpxWebhookSender(settings.webhook_timeout_seconds)
+        policy = RetryPolicy(
+            settings.webhook_max_attempts,
+            settings.webhook_backoff_initial_seconds,
+            settings.webhook_backoff_max_seconds,
+        )
+        try:
+            while not app.should_stop:
+                try:
+                    outcomes = await deliver_due(
+                        store_factory=delivery_store,
+                        sender=sender,
+                        resolver=resolver,
+                        clock=clock,
+                        policy=policy,
+                        jitter=random.random,
+                        allow_private=settings.webhook_allow_private_targets,
+                        monotonic=time.monotonic,
+                    )
+                except Exception as error:
+                    if not is_transient(error):
+                        raise
+                    metrics.transient.labels("publish", "webhooks").inc()
+                    log.warning("webhook delivery round failed, will retry: %s", error)
+                    await asyncio.sleep(1.0)
+                    continue
+                for o in outcomes:
+                    state = o.decision.state
+                    outcome = "retry" if state is DeliveryState.PENDING else state.value
+                    metrics.webhook_attempts.labels(outcome).inc()
+                    metrics.webhook_attempt_duration.observe(o.seconds)
+                    if state is not DeliveryState.DELIVERED:
+                        log.warning(
+                            "webhook delivery %d of %s to subscription %s: %s (attempt %d)",
+                            o.delivery_id,
+                            o.event_id,
+                            o.subscription_id,
+                            "dead-lettered" if state is DeliveryState.DEAD else "will retry",
+                            o.decision.attempts,
+                        )
+                if not outcomes:
+                    await asyncio.sleep(settings.webhook_interval_seconds)
+        finally:
+            await sender.close()
 
     async def prepare() -> None:
         await ensure_topics(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
 from services.publish.domain.versioning import DatasetState, PendingSummary, ReceivedChange, VersionDraft
+from services.publish.domain.webhooks import AttemptResult, DeliveryDecision
 
 
 class Clock(Protocol):
@@ -45,3 +47,68 @@ class PublishUnitOfWork(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> PublishUnitOfWork: ...
+
+
+# -- webhooks ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """The oldest pending delivery of a subscription, locked for one attempt."""
+
+    id: int
+    subscription_id: str
+    url: str
+    secret: str
+    event_id: str
+    dataset: str
+    version: int
+    attempts: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    id: str
+    url: str
+    datasets: tuple[str, ...] | None
+    secret: str
+    description: str
+    created_at: datetime
+
+
+class DeliveryStore(Protocol):
+    async def __aenter__(self) -> DeliveryStore: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def due_subscriptions(self, now: datetime, limit: int) -> list[str]:
+        """Subscriptions whose oldest pending delivery is due."""
+        ...
+
+    async def claim_head(self, subscription_id: str, now: datetime) -> ClaimedDelivery | None:
+        """Lock the subscription (skipping it if another worker holds it) and return its oldest pending
+        delivery if due: one attempt at a time per subscription, in order."""
+        ...
+
+    async def record_attempt(
+        self, delivery_id: int, decision: DeliveryDecision, result: AttemptResult, now: datetime
+    ) -> None: ...
+
+    async def add_subscription(self, s: NewSubscription) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class DeliveryStoreFactory(Protocol):
+    def __call__(self) -> DeliveryStore: ...
+
+
+class WebhookSender(Protocol):
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult: ...
+
+
+class AddressResolver(Protocol):
+    async def resolve(self, host: str, port: int) -> list[str]: ...

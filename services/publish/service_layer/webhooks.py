@@ -1,0 +1,162 @@
+"""Webhook handlers: register a subscription; attempt the due deliveries (one at a time per subscription,
+in order, signed; retried with backoff and jitter; dead-lettered after the last attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from services.publish.domain.webhooks import (
+    AttemptResult,
+    DeliveryDecision,
+    JitterSource,
+    RetryPolicy,
+    TargetRefused,
+    check_target_addresses,
+    check_url_shape,
+    decide,
+    signature_header,
+)
+from services.publish.service_layer.ports import (
+    AddressResolver,
+    Clock,
+    DeliveryStoreFactory,
+    NewSubscription,
+    WebhookSender,
+)
+
+CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+
+
+class InvalidSubscription(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    delivery_id: int
+    subscription_id: str
+    event_id: str
+    result: AttemptResult
+    decision: DeliveryDecision
+    seconds: float
+
+
+async def check_target(url: str, resolver: AddressResolver, allow_private: bool) -> None:
+    host, port = check_url_shape(url)
+    try:
+        addresses = await resolver.resolve(host, port)
+    except OSError as exc:
+        raise TargetRefused(f"the host does not resolve ({exc.strerror or exc})") from exc
+    check_target_addresses(addresses, allow_private)
+
+
+async def register_subscription(
+    url: str,
+    datasets: Iterable[str] | None,
+    secret: str | None,
+    description: str,
+    *,
+    known_datasets: set[str],
+    store_factory: DeliveryStoreFactory,
+    resolver: AddressResolver,
+    allow_private: bool,
+    clock: Clock,
+    new_id: Callable[[], str],
+    new_secret: Callable[[], str],
+) -> NewSubscription:
+    filter_ = None if datasets is None else tuple(sorted(set(datasets)))
+    if filter_ is not None:
+        unknown = sorted(set(filter_) - known_datasets)
+        if unknown:
+            raise InvalidSubscription(f"unknown datasets: {', '.join(unknown)}")
+        if not filter_:
+            raise InvalidSubscription("datasets must name at least one dataset, or be omitted for all")
+    if secret is not None and len(secret) < 16:
+        raise InvalidSubscription("the secret must be at least 16 characters (or omit it to get one)")
+    try:
+        await check_target(url, resolver, allow_private)
+    except TargetRefused as refused:
+        raise InvalidSubscription(f"webhook URL refused: {refused}") from refused
+    sub = NewSubscription(new_id(), url, filter_, secret or new_secret(), description[:500], clock.now())
+    async with store_factory() as store:
+        await store.add_subscription(sub)
+        await store.commit()
+    return sub
+
+
+async def deliver_one(
+    subscription_id: str,
+    *,
+    store_factory: DeliveryStoreFactory,
+    sender: WebhookSender,
+    resolver: AddressResolver,
+    clock: Clock,
+    policy: RetryPolicy,
+    jitter: JitterSource,
+    allow_private: bool,
+    monotonic: Callable[[], float],
+) -> DeliveryOutcome | None:
+    """Attempt the head delivery of one subscription if it is due; None if nothing was due or another
+    worker holds the subscription. The attempt and its outcome are one transaction."""
+    async with store_factory() as store:
+        d = await store.claim_head(subscription_id, clock.now())
+        if d is None:
+            return None
+        started = monotonic()
+        try:
+            await check_target(d.url, resolver, allow_private)
+        except TargetRefused as refused:
+            result = AttemptResult(None, f"target refused: {refused}")
+        else:
+            timestamp = int(clock.now().timestamp())
+            headers = {
+                "Content-Type": CONTENT_TYPE,
+                "X-Odc-Signature": signature_header(d.secret, timestamp, d.body),
+                "X-Odc-Event-Id": d.event_id,
+                "X-Odc-Delivery-Id": str(d.id),
+                "X-Odc-Delivery-Attempt": str(d.attempts + 1),
+                "User-Agent": "odc-webhooks/1",
+            }
+            result = await sender.post(d.url, d.body, headers)
+        now = clock.now()
+        decision = decide(result, d.attempts, policy, now, jitter())
+        await store.record_attempt(d.id, decision, result, now)
+        await store.commit()
+        return DeliveryOutcome(d.id, subscription_id, d.event_id, result, decision, monotonic() - started)
+
+
+async def deliver_due(
+    *,
+    store_factory: DeliveryStoreFactory,
+    sender: WebhookSender,
+    resolver: AddressResolver,
+    clock: Clock,
+    policy: RetryPolicy,
+    jitter: JitterSource,
+    allow_private: bool,
+    monotonic: Callable[[], float],
+    max_subscriptions: int = 50,
+) -> list[DeliveryOutcome]:
+    """One round: every subscription with a due head delivery gets one attempt, concurrently across
+    subscriptions (a slow receiver delays only its own deliveries)."""
+    async with store_factory() as store:
+        due = await store.due_subscriptions(clock.now(), max_subscriptions)
+    results = await asyncio.gather(
+        *(
+            deliver_one(
+                s,
+                store_factory=store_factory,
+                sender=sender,
+                resolver=resolver,
+                clock=clock,
+                policy=policy,
+                jitter=jitter,
+                allow_private=allow_private,
+                monotonic=monotonic,
+            )
+            for s in due
+        )
+    )
+    return [r for r in results if r is not None]
