@@ -83,8 +83,16 @@ def frictionless_verdict(csv_path: Path, schema_path: Path) -> Verdict:
     if any(e.type in ("error", "resource-error", "scheme-error", "format-error", "encoding-error") for e in task.errors):
         return Verdict(True, frozenset(), 0)
     rows = int(task.stats.get("rows") or 0)
-    invalid = {(e.row_number - 1, e.field_name or "") for e in task.errors if getattr(e, "row_number", None)}
-    required = {f["name"] for f in schema["fields"] if f.get("constraints", {}).get("required")}
+    pk = schema.get("primaryKey") or []
+    pk = [pk] if isinstance(pk, str) else pk
+    # an empty primary key is a row error without a field name for frictionless; the stream names the field
+    invalid = {
+        (e.row_number - 1, e.field_name or (pk[0] if e.type == "primary-key" and len(pk) == 1 else ""))
+        for e in task.errors
+        if getattr(e, "row_number", None)
+    }
+    # Table Schema: primary key fields are required
+    required = {f["name"] for f in schema["fields"] if f.get("constraints", {}).get("required")} | set(pk)
     # A required column absent from the header is one file-level error for frictionless: every row of the
     # file lacks a required value. The stream has no file, so it refuses each record; compare like for like.
     for e in task.errors:

@@ -98,9 +98,10 @@ def test_self_intersecting_polygon_is_repaired_and_promoted() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected", "rule"),
     [
-        (gj({"type": "Point", "coordinates": [0, 0]}), "Point", "out_of_area"),
+        (gj({"type": "Point", "coordinates": [0, 0]}), "Point", "placeholder_coordinates"),
         (gj({"type": "Point", "coordinates": [2.35, 48.85]}), "Point", "out_of_area"),  # Paris, not Lyon
-        (wkt("POINT (1 1)"), "Point", "out_of_area"),
+        (wkt("POINT (1 1)"), "Point", "placeholder_coordinates"),
+        (wkt("POLYGON ((0 0, 0 0, 0 0, 0 0))"), "Polygon", "placeholder_coordinates"),
         (wkt("POINT (NaN 45)"), "Point", "coordinates_not_finite"),
         (gj({"type": "Point", "coordinates": [4.8]}), "Point", "geometry_syntax"),
         (wkt("POINT (4.8 45.7"), "Point", "geometry_syntax"),
@@ -140,3 +141,31 @@ def test_any_point_in_lyon_comes_back_in_place_whatever_its_axis_order(lon: floa
 def test_random_geometry_bytes_are_rejections_not_crashes(data: bytes, enc: GeometryEncoding) -> None:
     with contextlib.suppress(GeometryRejected):
         normalise_geometry(RawGeometry(enc, data), "Point", LYON)
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule"),
+    [
+        (wkt("POINT (1 1)"), "flagged:placeholder"),
+        (gj({"type": "Point", "coordinates": [0, 0]}), "flagged:placeholder"),
+        (gj({"type": "Point", "coordinates": [2.35, 48.85]}), "flagged:out_of_area"),
+    ],
+)
+def test_a_flag_policy_accepts_the_feature_and_records_the_flag(raw: RawGeometry, rule: str) -> None:
+    out = normalise_geometry(raw, "Point", LYON, out_of_area="flag", placeholder="flag")
+    assert rule in out.corrections
+
+
+def test_an_area_of_several_boxes_accepts_overseas_positions_and_swaps_per_box() -> None:
+    france = ((-5.8, 41.2, 10.0, 51.3), (55.1, -21.5, 55.9, -20.8))  # with La Réunion
+    assert normalise_geometry(wkt("POINT (55.45 -20.9)"), "Point", france).corrections == ()
+    swapped = normalise_geometry(wkt("POINT (-20.9 55.45)"), "Point", france)
+    assert swapped.corrections == ("axis_swapped",)
+    assert (round(swapped.geometry.x, 2), round(swapped.geometry.y, 2)) == (55.45, -20.9)
+
+
+def test_undeclared_lambert93_from_montpellier_is_recognised_by_its_range() -> None:
+    # VilleMTP_MTP_Defibrilateurs.geojson, first feature: EPSG:2154 with no crs member
+    out = normalise_geometry(gj({"type": "Point", "coordinates": [771027.9784, 6279070.6495]}), "Point", ((-5.8, 41.2, 10.0, 51.3),))
+    assert out.corrections == ("crs_inferred:2154",)
+    assert abs(out.geometry.x - 3.8795) < 1e-3 and abs(out.geometry.y - 43.6071) < 1e-3

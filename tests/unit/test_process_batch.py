@@ -129,7 +129,7 @@ async def test_bad_events_are_rejected_with_reasons_and_good_ones_flow(store: In
     undecodable = next(r for r in store.rejections.values() if r.reason == "undecodable")
     assert undecodable.original == b"\x00garbage" and undecodable.rejection_id == "in/0/0"
     geo = next(r for r in store.rejections.values() if r.reason == "invalid_geometry")
-    assert geo.errors[0].rule == "out_of_area" and geo.feature_id == "3" and geo.commune == "69266"
+    assert geo.errors[0].rule == "placeholder_coordinates" and geo.feature_id == "3" and geo.commune == "69266"
 
 
 async def test_attribute_errors_name_field_rule_and_value(store: InMemoryNormaliseStore) -> None:

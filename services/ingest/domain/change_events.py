@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from services.contract.datasets.catalogue import DatasetDefinition
-from services.contract.messages import ChangeEvent, Operation
+from services.contract.datasets.field_names import FieldMatcher
+from services.contract.messages import AttributeValue, ChangeEvent, Operation
 from services.ingest.domain.source_records import SourceRecord
 
 
@@ -28,6 +30,31 @@ def feature_id_of(value: object) -> str:
     return str(value).strip()
 
 
+# Where a file names its commune when the dataset's schema has no commune column (CEREMA, SCDL).
+_COMMUNE_COLUMNS = ("code_insee", "insee", "codinsee", "code_commune_insee", "coll_insee", "com_insee")
+
+
+def commune_of(attributes: dict[str, AttributeValue], definition: DatasetDefinition, matcher: FieldMatcher) -> str:
+    if definition.commune_field:
+        return commune_code(matcher.value(attributes, definition.commune_field))
+    lower = {k.lower(): v for k, v in attributes.items()}
+    return commune_code(next((lower[c] for c in _COMMUNE_COLUMNS if lower.get(c) not in (None, "")), None))
+
+
+def identity_of(attributes: dict[str, AttributeValue], definition: DatasetDefinition, matcher: FieldMatcher) -> str:
+    """The record's feature id: its identity field, or the identity fields joined by '|' for a composite
+    identity (a schema with no identifier column, such as SCDL subsidies). Read under whichever name the
+    source used for the field (case, accents, declared aliases)."""
+    parts = [feature_id_of(matcher.value(attributes, name)) for name in definition.identity_fields]
+    if not any(parts):
+        return ""
+    if len(parts) == 1:
+        return parts[0]
+    # composite: readable head, and a digest of every part so the id stays short and stable
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
+    return "|".join([*parts[:2], digest])
+
+
 def upsert_events(
     records: Iterable[SourceRecord],
     definition: DatasetDefinition,
@@ -40,13 +67,14 @@ def upsert_events(
 ) -> Iterator[ChangeEvent]:
     """One upsert per record. With ``commune`` None each record's commune is read from the dataset's
     commune field (a sender acting for several communes, like the Métropole's own exports)."""
+    matcher = definition.matcher()
     for r in records:
-        c = commune if commune is not None else commune_code(r.attributes.get(definition.commune_field or ""))
+        c = commune if commune is not None else commune_of(r.attributes, definition, matcher)
         yield ChangeEvent(
             event_id=new_id(),
             dataset=definition.id,
             commune=c,
-            feature_id=feature_id_of(r.attributes.get(definition.identity_field)),
+            feature_id=identity_of(r.attributes, definition, matcher),
             operation=Operation.UPSERT,
             occurred_at=occurred_at,
             sequence=sequence,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from services.contract.datasets.catalogue import DatasetCatalogue
-from services.contract.messages import ChangeEvent, FieldError, Operation
+from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
+from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
 from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
 
@@ -117,12 +117,57 @@ def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
     return errs
 
 
+def _coordinate_text(value: object) -> str:
+    return str(value).strip().replace(",", ".")
+
+
+def carrier_geometry(spec: GeometrySpec, values: dict[str, object], missing: frozenset[str]) -> RawGeometry | None:
+    """The position a record carries in its attributes, the way its schema carries it."""
+
+    def present(v: object) -> bool:
+        return v is not None and not (isinstance(v, str) and v.strip() in missing)
+
+    if spec.carrier == "xy" and spec.x_field and spec.y_field:
+        x, y = values.get(spec.x_field), values.get(spec.y_field)
+        if present(x) and present(y):
+            return RawGeometry(
+                GeometryEncoding.WKT, f"POINT ({_coordinate_text(x)} {_coordinate_text(y)})".encode(), None
+            )
+    elif spec.carrier == "geopoint" and spec.field:
+        v = values.get(spec.field)
+        if present(v):
+            parts = str(v).strip().strip("[]").split(",")
+            if len(parts) == 2:
+                return RawGeometry(
+                    GeometryEncoding.WKT, f"POINT ({_coordinate_text(parts[0])} {_coordinate_text(parts[1])})".encode()
+                )
+            return RawGeometry(GeometryEncoding.WKT, str(v).encode())  # unreadable: the parser says why
+    elif spec.carrier == "wkt" and spec.field:
+        v = values.get(spec.field)
+        if present(v):
+            return RawGeometry(GeometryEncoding.WKT, str(v).strip().encode())
+    return None
+
+
+def write_carrier(spec: GeometrySpec, values: dict[str, object], geometry: BaseGeometry) -> None:
+    """Put the corrected WGS84 position back into the columns the schema carries it in, so the canonical
+    record says the same thing in its attributes as in its geometry (after an axis swap or a reprojection)."""
+    if spec.carrier in ("xy", "geopoint") and geometry.geom_type == "Point":
+        lon, lat = round(geometry.x, 7), round(geometry.y, 7)
+        if spec.carrier == "xy" and spec.x_field and spec.y_field:
+            values[spec.x_field], values[spec.y_field] = lon, lat
+        elif spec.field:
+            values[spec.field] = f"{lon}, {lat}"
+    elif spec.carrier == "wkt" and spec.field:
+        values[spec.field] = shapely.to_wkt(geometry, rounding_precision=7)
+
+
 class EventNormaliser:
     """Compiles every dataset's schema once, then turns events into candidates or rejections."""
 
     def __init__(self, catalogue: DatasetCatalogue) -> None:
         self.catalogue = catalogue
-        self._schemas = {d.id: CompiledSchema(d.table_schema) for d in catalogue}
+        self._schemas = {d.id: CompiledSchema(d.table_schema, d.aliases) for d in catalogue}
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
         definition = self.catalogue.get(ev.dataset)
@@ -142,15 +187,63 @@ class EventNormaliser:
                 ),
             )
         envelope = _envelope_errors(ev, now)
-        if envelope:
+        if envelope and ev.operation is Operation.DELETE:
             return Invalid(ev, "invalid_envelope", "; ".join(e.message_en for e in envelope), tuple(envelope))
         key = FeatureKey(ev.dataset, ev.commune, ev.feature_id)
         if ev.operation is Operation.DELETE:
             return Candidate(ev, key, None)
+        identity = ", ".join(definition.identity_fields)
+        envelope = [
+            replace(
+                e,
+                message_en=f"feature_id: no usable value in the identity field {identity} (1 to {MAX_ID_LEN} characters)",
+                message_fr=f"feature_id : pas de valeur utilisable dans le champ identifiant {identity} (1 à {MAX_ID_LEN} caractères)",
+            )
+            if e.rule == "feature_id"
+            else e
+            for e in envelope
+        ]
 
-        result = self._schemas[ev.dataset].validate(ev.attributes)
-        errors = list(result.errors)
+        schema = self._schemas[ev.dataset]
+        named = schema.matcher.map(ev.attributes)
+        values: dict[str, object] = dict(named.values)
+        corrections: list[str] = [f"renamed:{a}->{b}" for a, b in named.renamed]
         commune_field = definition.commune_field
+        if commune_field and schema.is_missing(values.get(commune_field)):
+            values[commune_field] = ev.commune  # the sender said which commune the record belongs to
+            corrections.append(f"filled:{commune_field}=commune")
+
+        errors: list[FieldError] = []
+        geometry = None
+        spec = definition.geometry
+        if spec.type != "None":
+            raw_geometry = ev.geometry or carrier_geometry(spec, values, schema.missing)
+            if raw_geometry is None:
+                if not spec.nullable:
+                    errors.append(
+                        FieldError(
+                            "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
+                        )
+                    )
+            else:
+                try:
+                    ng = normalise_geometry(
+                        raw_geometry,
+                        spec.type,
+                        definition.boxes,
+                        out_of_area=spec.out_of_area,
+                        placeholder=spec.placeholder,
+                    )
+                    geometry = ng.geometry
+                    corrections.extend(ng.corrections)
+                    write_carrier(spec, values, geometry)
+                except GeometryRejected as bad:
+                    errors.append(
+                        FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value)
+                    )
+
+        result = schema.validate_mapped(values, named.ignored, named.renamed)
+        errors[:0] = [*envelope, *result.errors]  # everything wrong with the record, reported at once
         if commune_field and result.values.get(commune_field) not in (None, ev.commune):
             errors.append(
                 FieldError(
@@ -161,28 +254,9 @@ class EventNormaliser:
                     str(result.values[commune_field]),
                 )
             )
-        geometry = None
-        corrections: list[str] = [f"renamed:{a}->{b}" for a, b in result.field_mapping]
-        if definition.geometry.type != "None":
-            if ev.geometry is None:
-                if not definition.geometry.nullable:
-                    errors.append(
-                        FieldError(
-                            "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
-                        )
-                    )
-            else:
-                try:
-                    ng = normalise_geometry(ev.geometry, definition.geometry.type, definition.bounds)
-                    geometry = ng.geometry
-                    corrections.extend(ng.corrections)
-                except GeometryRejected as bad:
-                    errors.append(
-                        FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value)
-                    )
         if errors:
             geometric = all(e.field == "geometry" for e in errors)
-            reason = "invalid_geometry" if geometric else "invalid_attributes"
+            reason = "invalid_envelope" if envelope else "invalid_geometry" if geometric else "invalid_attributes"
             return Invalid(ev, reason, "; ".join(e.message_en for e in errors[:5]), tuple(errors))
         feature = CanonicalFeature(result.values, geometry, content_hash(result.values, geometry), tuple(corrections))
         return Candidate(ev, key, feature)

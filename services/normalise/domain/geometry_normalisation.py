@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import Transformer
-from shapely.geometry import MultiPolygon, Point, shape
+from shapely.geometry import MultiPolygon, shape
 from shapely.geometry.base import BaseGeometry
 
 from services.contract.messages import GeometryEncoding, RawGeometry
@@ -74,8 +74,21 @@ def _transformer(epsg: int) -> Transformer:
     return Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
 
 
-def _inside(bounds: tuple[float, float, float, float], x: float, y: float) -> bool:
-    return bounds[0] <= x <= bounds[2] and bounds[1] <= y <= bounds[3]
+Box = tuple[float, float, float, float]
+PLACEHOLDERS = ((0.0, 0.0), (1.0, 1.0))  # what exports write when a position is unknown
+
+
+def _inside(boxes: tuple[Box, ...], x: float, y: float) -> bool:
+    return any(b[0] <= x <= b[2] and b[1] <= y <= b[3] for b in boxes)
+
+
+def _boxes(area: Box | tuple[Box, ...]) -> tuple[Box, ...]:
+    return (area,) if isinstance(area[0], int | float) else area  # type: ignore[return-value]
+
+
+def is_placeholder(coords: Any) -> bool:
+    """Every vertex at (0, 0) or at (1, 1): a placeholder, not a position."""
+    return any(bool(np.all(np.abs(coords - np.array(p)) < 1e-9)) for p in PLACEHOLDERS)
 
 
 def _load(raw: RawGeometry) -> BaseGeometry:
@@ -113,8 +126,16 @@ def _swap(g: BaseGeometry) -> BaseGeometry:
 
 
 def normalise_geometry(
-    raw: RawGeometry, expected_type: str, bounds: tuple[float, float, float, float]
+    raw: RawGeometry,
+    expected_type: str,
+    area: Box | tuple[Box, ...],
+    *,
+    out_of_area: str = "reject",
+    placeholder: str = "reject",
 ) -> NormalisedGeometry:
+    """``out_of_area`` and ``placeholder`` are the dataset's policies: "reject" refuses the record, "flag"
+    accepts it and records ``flagged:<rule>`` among its corrections."""
+    boxes = _boxes(area)
     geom = _load(raw)
     if geom is None or geom.is_empty:
         raise GeometryRejected("geometry_empty", "empty geometry", "géométrie vide")
@@ -128,7 +149,18 @@ def normalise_geometry(
         raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
     if shapely.has_z(geom):
         geom = shapely.force_2d(geom)
+        coords = coords[:, :2]
     corrections: list[str] = []
+    if is_placeholder(coords):
+        x0, y0 = float(coords[0][0]), float(coords[0][1])
+        if placeholder == "reject":
+            raise GeometryRejected(
+                "placeholder_coordinates",
+                f"placeholder coordinates ({x0:g}, {y0:g}) instead of a position",
+                f"coordonnées fictives ({x0:g}, {y0:g}) au lieu d'une position",
+                f"{x0:g},{y0:g}",
+            )
+        return NormalisedGeometry(_as_type(geom, expected_type, corrections), 4326, (*corrections, "flagged:placeholder"))
 
     declared = parse_crs(raw.crs)
     x0, y0 = float(coords[0][0]), float(coords[0][1])
@@ -155,24 +187,21 @@ def normalise_geometry(
     # Per-feature axis order: WFS 2.0 with EPSG:4326/4171 is lat-first, often re-labelled as CRS84.
     c = shapely.get_coordinates(geom)
     lon, lat = float(c[:, 0].mean()), float(c[:, 1].mean())
-    if not _inside(bounds, lon, lat) and _inside(bounds, lat, lon) and epsg in (4326, 4171):
+    if not _inside(boxes, lon, lat) and _inside(boxes, lat, lon) and epsg in (4326, 4171):
         geom = _swap(geom)
         corrections.append("axis_swapped")
         lon, lat = lat, lon
-    if not _inside(bounds, lon, lat):
-        raise GeometryRejected(
-            "out_of_area",
-            f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
-            f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
-            f"{lon:.5f},{lat:.5f}",
-        )
+    if not _inside(boxes, lon, lat):
+        if out_of_area == "reject":
+            raise GeometryRejected(
+                "out_of_area",
+                f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
+                f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
+                f"{lon:.5f},{lat:.5f}",
+            )
+        corrections.append("flagged:out_of_area")
 
-    if expected_type == "MultiPolygon" and geom.geom_type == "Polygon":
-        geom = MultiPolygon([geom])
-        corrections.append("promoted_to_multi")
-    if expected_type == "MultiPoint" and geom.geom_type == "Point":
-        geom = shapely.multipoints([geom])
-        corrections.append("promoted_to_multi")
+    geom = _as_type(geom, expected_type, corrections)
     if not geom.is_valid:
         repaired = shapely.make_valid(geom)
         if expected_type == "MultiPolygon":
@@ -188,12 +217,18 @@ def normalise_geometry(
             f"{expected_type} attendu, {geom.geom_type} reçu",
             geom.geom_type,
         )
-    if isinstance(geom, Point) and (abs(geom.x) < 1e-9 and abs(geom.y) < 1e-9):
-        raise GeometryRejected(
-            "placeholder_coordinates", "placeholder coordinates (0, 0)", "coordonnées fictives (0, 0)"
-        )
     geom = shapely.set_precision(geom, 1e-7) if epsg != 4326 else geom
     return NormalisedGeometry(geom, epsg, tuple(corrections))
+
+
+def _as_type(geom: BaseGeometry, expected_type: str, corrections: list[str]) -> BaseGeometry:
+    if expected_type == "MultiPolygon" and geom.geom_type == "Polygon":
+        corrections.append("promoted_to_multi")
+        return MultiPolygon([geom])
+    if expected_type == "MultiPoint" and geom.geom_type == "Point":
+        corrections.append("promoted_to_multi")
+        return shapely.multipoints([geom])
+    return geom
 
 
 def _stack(xy: tuple[Any, Any]) -> Any:
