@@ -58,7 +58,8 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
             "title": d.title_fr,
             "geometry": d.geometry.type,
             "identity": d.identity_field,
-            "national_schema": (d.national_schema or {}).get("name"),
+            "national_schema": f"{d.national_schema.name} {d.national_schema.version}" if d.national_schema else None,
+            "carrier": d.geometry.carrier,
         }
         for d in cat
     ]
@@ -69,6 +70,18 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
     for r in rows:
         table.add_row(r["id"], r["title"], r["geometry"], r["identity"], r["national_schema"] or "—")
     console.print(table)
+
+
+@app.command()
+def report(
+    commune: Annotated[str, typer.Option(help="INSEE code of the commune")],
+    dataset: Annotated[str | None, typer.Option(help="only this dataset")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Why the commune's records were refused: per field and rule (Validata-like), then per record."""
+    from services.cli.report_command import print_report
+
+    print_report(CliSettings().database_url.get_secret_value(), commune, dataset, as_json, console)
 
 
 def _probe(url: str) -> bool:

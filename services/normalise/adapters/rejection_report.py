@@ -1,0 +1,40 @@
+"""Read-only query behind ``odc report``: a commune's outstanding rejections, from the ``rejection`` table.
+
+Outstanding means the latest rejection of a feature that no later accepted state has superseded (the
+commune fixed it and re-sent it); a record with no usable identity is kept as it is, one line each.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from services.normalise.domain.rejection_summary import RejectedRecord
+
+_OUTSTANDING = """
+SELECT dataset, commune, feature_id, rejected_at, reason, errors FROM (
+  SELECT DISTINCT ON (r.dataset, CASE WHEN coalesce(r.feature_id, '') <> '' THEN r.feature_id ELSE r.rejection_id END)
+    r.dataset, r.commune, coalesce(r.feature_id, '') AS feature_id, r.rejected_at, r.reason, r.errors
+  FROM rejection r
+  WHERE r.commune = %(commune)s AND (%(dataset)s::text IS NULL OR r.dataset = %(dataset)s)
+    AND NOT EXISTS (
+      SELECT 1 FROM canonical_feature f
+      WHERE f.dataset = r.dataset AND f.commune = r.commune AND f.feature_id = r.feature_id
+        AND f.updated_at > r.rejected_at AND NOT f.deleted)
+  ORDER BY r.dataset, CASE WHEN coalesce(r.feature_id, '') <> '' THEN r.feature_id ELSE r.rejection_id END,
+    r.rejected_at DESC
+) latest
+ORDER BY rejected_at DESC, dataset, feature_id
+LIMIT %(limit)s
+"""
+
+
+def outstanding_rejections(
+    database_url: str, commune: str, dataset: str | None = None, limit: int = 10_000
+) -> list[RejectedRecord]:
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        rows = conn.execute(_OUTSTANDING, {"commune": commune, "dataset": dataset, "limit": limit}).fetchall()
+    return [
+        RejectedRecord(d or "", c or "", fid, at.isoformat(), reason, list(errors or []))
+        for d, c, fid, at, reason, errors in rows
+    ]
