@@ -117,7 +117,12 @@ def cmd_run(root: Path) -> int:
         took = svc.wait_ready()
         _say(f"{svc.name} {'already running' if was_up else 'ready'} on {svc.base_url} ({took:.1f}s)")
     broker, cluster = _broker(root), _cluster(root)
-    env = {**os.environ, "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap, "ODC_DATABASE_URL": cluster.dsn}
+    env = {
+        **os.environ,
+        "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "ODC_INGEST_DATABASE_URL": cluster.dsn,
+        "ODC_DATABASE_URL": cluster.dsn,
+    }
     for path, dataset in SAMPLES:
         _say(f"loading {path} into {dataset}...")
         subprocess.run(

@@ -39,8 +39,7 @@ def service_env(
         f"{prefix}WEB_PORT": str(port),
         f"{prefix}WEB_HOST": "127.0.0.1",
     }
-    if name != "ingest":
-        env[f"{prefix}DATABASE_URL"] = database_url
+    env[f"{prefix}DATABASE_URL"] = database_url
     env.update(extra or {})
     return env
 

@@ -12,14 +12,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli import subscription_commands
 from services.cli.settings import CliSettings
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.ingest.entrypoints.commune_commands import commune_status, connector_app, key_app, token_app
 
 app = typer.Typer(
     help="odc: live open data for the Métropole de Lyon's communes", no_args_is_help=True, add_completion=False
 )
 console = Console()
 err = Console(stderr=True)
+app.add_typer(token_app, name="token")
+app.add_typer(key_app, name="key")
+app.add_typer(connector_app, name="connector")
 
 
 @app.command()
@@ -31,14 +36,18 @@ def send(
         typer.Option(help="INSEE code of the commune; omit to read it per record from the dataset's commune field"),
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="geojson or csv (default: from the file name)")] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="signing key file from `odc key create` (default: the operator's key)")
+    ] = None,
 ) -> None:
     """Publish one upsert event per feature of FILE to the input topic."""
     from services.ingest.domain.source_records import UnreadableFile
     from services.ingest.entrypoints.send_command import SendError, run_send
+    from services.ingest.service_layer.ports import PublishFailed
 
     try:
-        summary = run_send(file, dataset, commune, fmt, show_progress=sys.stderr.isatty())
-    except (SendError, UnreadableFile) as bad:
+        summary = run_send(file, dataset, commune, fmt, show_progress=sys.stderr.isatty(), key_file=key_file)
+    except (SendError, UnreadableFile, PublishFailed) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
@@ -93,8 +102,16 @@ def _probe(url: str) -> bool:
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    commune: Annotated[
+        str | None, typer.Option(help="INSEE code: what became of this commune's events, per dataset")
+    ] = None,
+) -> None:
     """Features and latest version per dataset, and whether each service is up."""
+    if commune is not None:
+        commune_status(commune, as_json)
+        return
     from services.publish.adapters.status_queries import dataset_status
 
     s = CliSettings()
@@ -121,6 +138,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     console.print(t2)
     if db_error:
         err.print(f"[red]database unreachable:[/red] {db_error}")
+
+
+subscription_commands.register(app)  # odc subscribe, odc subscriptions (webhooks, via the publish API)
 
 
 def main() -> None:

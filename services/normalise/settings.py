@@ -23,3 +23,7 @@ class NormaliseSettings(BaseSettings):
     web_port: int = 6066
     log_level: str = "INFO"
     state_dir: str = ".local/state"  # faust's own working files (no tables are used)
+    # Kafka path authorisation (services/contract/event_signature.py): refuse events without a valid
+    # per-commune signature. True in production; keys are re-read at most this often.
+    require_signed_events: bool = True
+    signing_keys_max_age_seconds: float = 5.0

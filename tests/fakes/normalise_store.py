@@ -3,7 +3,8 @@ tests/contracts/test_normalise_store_contract.py runs the same checks against it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 
@@ -18,6 +19,7 @@ class InMemoryNormaliseStore:
         self.processed: set[str] = set()
         self.changes: list[tuple[int, Decision]] = []
         self.rejections: dict[str, Rejection] = {}
+        self.tally: Counter[tuple[str, str, str]] = Counter()
         self._next_change = 1
 
 
@@ -29,6 +31,7 @@ class InMemoryUnitOfWork:
         self._finals: dict[FeatureKey, StoredFeature] = {}
         self._changes: list[Decision] = []
         self._rejections: list[Rejection] = []
+        self._tally: Counter[tuple[str, str, str]] = Counter()
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
         return self
@@ -37,6 +40,7 @@ class InMemoryUnitOfWork:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._claimed, self._finals, self._changes, self._rejections = set(), {}, [], []
+        self._tally = Counter()
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
         fresh = {e for e in event_ids if e not in self.store.processed and e not in self._claimed}
@@ -54,7 +58,11 @@ class InMemoryUnitOfWork:
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
         self._rejections = list(rejections)
 
+    async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:
+        self._tally.update(tally)
+
     async def commit(self) -> None:
+        self.store.tally.update(self._tally)
         self.store.processed |= self._claimed
         self.store.features.update(self._finals)
         for d in self._changes:

@@ -22,7 +22,10 @@ from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
 from services.contract.codecs import Codecs
+from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent, GeometryEncoding, Operation, RawGeometry
+from services.infrastructure.database import make_engine
+from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import event_key
 from services.ingest.entrypoints.send_command import SendSummary, send_file
 from services.ingest.settings import IngestSettings
@@ -55,6 +58,7 @@ class Pipeline:
     run_dir: Path
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     codecs: Codecs = field(default_factory=Codecs)
+    _admin_key: SigningKey | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, names: tuple[str, ...] = SERVICE_NAMES, extra_env: dict[str, str] | None = None) -> None:
@@ -77,23 +81,47 @@ class Pipeline:
     def send_file(
         self, path: Path, dataset: str, commune: str | None = None, sequence: int | None = None
     ) -> SendSummary:
-        settings = IngestSettings(kafka_bootstrap=self.broker.bootstrap)
+        settings = IngestSettings(kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn)
         return asyncio.run(send_file(path, dataset, commune, settings, sequence=sequence))
 
-    def produce(self, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+    def admin_key(self) -> SigningKey:
+        """The Métropole's signing key in the test database (the normaliser requires signed events)."""
+        if self._admin_key is None:
+
+            async def go() -> SigningKey:
+                engine = make_engine(self.db.dsn, pool_size=1)
+                try:
+                    return await named_admin_key(engine, "test-harness-admin", "integration tests")
+                finally:
+                    await engine.dispose()
+
+            self._admin_key = asyncio.run(go())
+        return self._admin_key
+
+    def produce(
+        self,
+        values: list[bytes],
+        keys: list[bytes | None] | None = None,
+        headers: list[list[tuple[str, bytes]] | None] | None = None,
+    ) -> None:
         async def go() -> None:
             p = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, enable_idempotence=True)
             await p.start()
             try:
                 for i, v in enumerate(values):
-                    await p.send_and_wait(TOPICS["input"], value=v, key=(keys[i] if keys else None))
+                    await p.send_and_wait(
+                        TOPICS["input"], value=v, key=(keys[i] if keys else None), headers=(headers[i] if headers else None)
+                    )
             finally:
                 await p.stop()
 
         asyncio.run(go())
 
-    def produce_events(self, events: list[ChangeEvent]) -> None:
-        self.produce([self.codecs.encode_change_event(e) for e in events], [event_key(e) for e in events])
+    def produce_events(self, events: list[ChangeEvent], key: SigningKey | None = None) -> None:
+        """Produce events signed with ``key`` (default: the Métropole's admin key)."""
+        values = [self.codecs.encode_change_event(e) for e in events]
+        signer = key or self.admin_key()
+        self.produce(values, [event_key(e) for e in events], [sign(v, signer) for v in values])
 
     # -- output -------------------------------------------------------------------------------------
     def read_topic(self, topic: str, timeout: float = 5.0) -> list[Any]:

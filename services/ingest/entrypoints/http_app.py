@@ -1,51 +1,346 @@
-"""The ingest service process: provisions the input topic and serves health and metrics.
-
-In this slice communes' events reach Kafka through ``odc send`` (entrypoints/send_command.py); the
-authenticated HTTP push API is issue #5 and will be mounted on this app."""
+"""The ingest service process: the communes' push API (FastAPI), their status, the snapshot connector
+scheduler, and /metrics /healthz /readyz. ``build_app(settings)`` is the composition root."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from aiohttp import web
+import uvicorn
+from fastapi import FastAPI, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.contract.codecs import Codecs
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.retry import retry_transient
+from services.infrastructure.signing_keys import named_admin_key
+from services.ingest.adapters.connector_store import PostgresConnectorStore
+from services.ingest.adapters.idempotency_store import PostgresIdempotencyStore
+from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
+from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
+from services.ingest.adapters.status_read_model import PostgresStatusReadModel
+from services.ingest.adapters.tables import create_ingest_schema
+from services.ingest.adapters.token_store import PostgresTokenStore
+from services.ingest.domain.api_tokens import Principal, authenticate, parse_token
+from services.ingest.domain.rate_limit import TokenBuckets
+from services.ingest.entrypoints.api_models import ChangeBatch, CommuneStatus, ErrorDoc, PushAccepted
 from services.ingest.metrics import IngestMetrics
+from services.ingest.service_layer.ports import (
+    EventSink,
+    IdempotencyStore,
+    PublishFailed,
+    StatusReadModel,
+    TokenStore,
+)
+from services.ingest.service_layer.push_changes import PushLimits, push_changes
+from services.ingest.service_layer.run_connector import RunReport, run_connector
 from services.ingest.settings import IngestSettings
 
 log = logging.getLogger("odc.ingest")
+INSEE_PATTERN = r"^(\d{5}|2[AB]\d{3})$"
 
 
-def build_app(settings: IngestSettings, registry: CollectorRegistry | None = None) -> web.Application:
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@dataclass
+class ApiPorts:
+    """What the push API talks to. Built from the settings at start-up, or given by a test (fakes)."""
+
+    tokens: TokenStore
+    idempotency: IdempotencyStore
+    sink: EventSink
+    status: StatusReadModel
+
+
+@dataclass
+class Runtime:
+    """What the lifespan builds; None until started."""
+
+    ports: ApiPorts | None = None
+    engine: AsyncEngine | None = None
+    ready: bool = False
+    scheduler: asyncio.Task[None] | None = None
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDoc, "description": "Malformed body (not JSON, not a batch of records)"},
+    401: {"model": ErrorDoc, "description": "Missing, unknown or revoked token"},
+    403: {"model": ErrorDoc, "description": "The token's commune may not write (or read) this commune"},
+}
+
+
+def build_app(
+    settings: IngestSettings,
+    registry: CollectorRegistry | None = None,
+    *,
+    catalogue: DatasetCatalogue | None = None,
+    ports: ApiPorts | None = None,
+) -> FastAPI:
+    """The ingest service. With ``ports`` (tests) nothing external is started: no database, broker or
+    connector scheduler."""
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
-    state = {"topics": False}
+    catalogue = catalogue or DatasetCatalogue.load()
+    clock = SystemClock()
+    buckets = TokenBuckets(settings.rate_limit_records_per_second, settings.rate_limit_burst_records)
+    limits = PushLimits(max_records=settings.max_records_per_request)
+    rt = Runtime()
 
-    async def provision(app: web.Application) -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if ports is not None:
+            rt.ports, rt.ready = ports, True
+            yield
+            return
+        rt.engine = make_engine(settings.database_url.get_secret_value())
+        await retry_transient(
+            lambda: create_ingest_schema(rt.engine),  # type: ignore[arg-type]
+            is_transient=is_transient,
+            what="create ingest schema",
+            max_attempts=30,
+        )
+        key = await named_admin_key(rt.engine, settings.service_signing_key_id, "ingest service (HTTP API, connectors)")
         await ensure_topics(
             settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
         )
-        state["topics"] = True
+        publisher = KafkaEventPublisher(
+            settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key, request_timeout_ms=15000
+        )
+        await publisher.start()
+        rt.ports = ApiPorts(
+            tokens=PostgresTokenStore(rt.engine),
+            idempotency=PostgresIdempotencyStore(rt.engine, settings.idempotency_ttl_hours),
+            sink=publisher,
+            status=PostgresStatusReadModel(rt.engine),
+        )
+        if settings.run_connectors:
+            rt.scheduler = asyncio.create_task(scheduler_loop(), name="odc-connector-scheduler")
+        rt.ready = True
         metrics.ready.labels("ingest").set(1)
+        try:
+            yield
+        finally:
+            rt.ready = False
+            if rt.scheduler is not None:
+                rt.scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await rt.scheduler
+            await publisher.stop()
+            await rt.engine.dispose()
 
-    async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+    async def run_one(name: str) -> RunReport:
+        assert rt.engine is not None and rt.ports is not None
+        report = await run_connector(
+            name,
+            store=PostgresConnectorStore(rt.engine),
+            fetcher=SnapshotFetcherAdapter(
+                timeout=settings.connector_fetch_timeout_seconds, max_bytes=settings.connector_max_snapshot_bytes
+            ),
+            sink=rt.ports.sink,
+            catalogue=catalogue,
+            clock=clock,
+            new_id=lambda: str(uuid.uuid4()),
+        )
+        metrics.connector_runs.labels(report.status).inc()
+        return report
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "service": "ingest"})
+    async def scheduler_loop() -> None:
+        """Run every connector that is due; one failing connector does not stop the others."""
+        assert rt.engine is not None
+        store = PostgresConnectorStore(rt.engine)
+        while True:
+            try:
+                for name in await store.due(clock.now()):
+                    try:
+                        report = await run_one(name)
+                    except PublishFailed as failed:  # broker down: the state is unchanged, retried when due
+                        await store.record_run(name, "failed", {"error": str(failed)})
+                        metrics.connector_runs.labels("failed").inc()
+                        continue
+                    log.info("connector %s: %s %s", name, report.status, report.summary())
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("connector scheduler: database unavailable, will retry: %s", exc)
+            await asyncio.sleep(settings.connector_poll_seconds)
 
-    async def readyz(request: web.Request) -> web.Response:
-        return web.json_response({"ready": state["topics"]}, status=200 if state["topics"] else 503)
+    app = FastAPI(
+        title="odc ingest — communes' push API",
+        version="1.0.0",
+        description=(
+            "Communes push changes to their datasets (each token writes for one commune; the Métropole's admin "
+            "token for any) and read what became of them. The full validation happens in the stream; refusals "
+            "here are about the envelope and the record shape. See docs/ingest.md."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.odc_runtime = rt
+    app.state.odc_metrics = metrics
 
-    app = web.Application(client_max_size=1 << 20)
-    app.on_startup.append(provision)
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app["metrics"] = metrics
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
+        return _error(400, "bad_request", "the request is not valid", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.http_requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    async def principal_of(authorization: str | None) -> Principal | JSONResponse:
+        unauthorised = {"WWW-Authenticate": 'Bearer realm="odc"'}
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return _error(401, "unauthenticated", "an Authorization: Bearer <token> header is required", unauthorised)
+        text = authorization[7:].strip()
+        parsed = parse_token(text)
+        if parsed is None:
+            return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
+        if rt.ports is None:
+            return _error(503, "not_ready", "the service is starting")
+        principal = authenticate(text, await rt.ports.tokens.get(parsed[0]))
+        if principal is None:
+            return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
+        return principal
+
+    async def read_body(request: Request) -> bytes | JSONResponse:
+        declared = request.headers.get("content-length")
+        too_large = _error(
+            413,
+            "payload_too_large",
+            f"the body exceeds {settings.max_body_bytes} bytes",
+            max_bytes=settings.max_body_bytes,
+        )
+        if declared is not None:
+            if not declared.isdigit():
+                return _error(400, "bad_request", "invalid Content-Length")
+            if int(declared) > settings.max_body_bytes:
+                return too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                return too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.post(
+        "/v1/datasets/{dataset}/changes",
+        status_code=202,
+        response_model=PushAccepted,
+        responses={
+            **ERRORS,
+            404: {"model": ErrorDoc, "description": "Unknown dataset"},
+            409: {"model": ErrorDoc, "description": "A request with this Idempotency-Key is still being handled"},
+            413: {"model": ErrorDoc, "description": "Body larger than the limit, or too many records"},
+            422: {"model": ErrorDoc, "description": "Idempotency-Key reused with a different body"},
+            429: {"model": ErrorDoc, "description": "Rate limited; see Retry-After"},
+            503: {"model": ErrorDoc, "description": "Broker unavailable; nothing was published, retry"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ChangeBatch.model_json_schema()}},
+            }
+        },
+        summary="Push a batch of upserts and deletes for one dataset",
+    )
+    async def push(
+        request: Request,
+        dataset: str = Path(description="Canonical dataset id, e.g. public_toilets", max_length=100),
+        authorization: str | None = Header(default=None, description="Bearer <token> (odc token create)"),
+        idempotency_key: str | None = Header(
+            default=None, max_length=200, description="Same key + same body: the first answer is replayed"
+        ),
+    ) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        assert rt.ports is not None
+        result = await push_changes(
+            principal=principal,
+            dataset=dataset,
+            body=body,
+            idempotency_key=idempotency_key,
+            catalogue=catalogue,
+            sink=rt.ports.sink,
+            idempotency=rt.ports.idempotency,
+            buckets=buckets,
+            clock=clock,
+            new_id=lambda: str(uuid.uuid4()),
+            limits=limits,
+        )
+        if result.status == 202 and "Idempotent-Replayed" not in result.headers:
+            metrics.published.labels(dataset, "http").inc(len(result.body["accepted"]))
+            for r in result.body["refused"]:
+                metrics.records_refused.labels(dataset, r["reason"]).inc()
+        return JSONResponse(result.body, status_code=result.status, headers=result.headers or None)
+
+    @app.get(
+        "/v1/communes/{insee}/status",
+        response_model=CommuneStatus,
+        responses=ERRORS,
+        summary="What became of a commune's events, per dataset",
+    )
+    async def commune_status(
+        insee: str = Path(pattern=INSEE_PATTERN, description="INSEE code of the commune"),
+        authorization: str | None = Header(default=None, description="Bearer <token> of this commune, or admin"),
+    ) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
+        if not principal.may_write(insee):
+            return _error(403, "forbidden_commune", f"this token is for commune {principal.commune}, not {insee}")
+        assert rt.ports is not None
+        doc = await rt.ports.status.commune_status(insee, catalogue.ids())
+        return JSONResponse(doc)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_page() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": "ingest"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        scheduler_ok = rt.scheduler is None or not rt.scheduler.done()
+        ok = rt.ready and scheduler_ok
+        return JSONResponse({"ready": ok, "connector_scheduler": scheduler_ok}, status_code=200 if ok else 503)
+
     return app
 
 
@@ -53,6 +348,5 @@ def main() -> None:
     disable_created_metrics()
     settings = IngestSettings()
     configure_logging(settings.log_level)
-    web.run_app(
-        build_app(settings), host=settings.web_host, port=settings.web_port, print=None, loop=asyncio.new_event_loop()
-    )
+    app = build_app(settings)
+    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_config=None, access_log=False)

@@ -1,8 +1,13 @@
-"""``odc send FILE --dataset D [--commune INSEE]``: publish one upsert per feature of a commune's file."""
+"""``odc send FILE --dataset D [--commune INSEE]``: publish one upsert per feature of a commune's file.
+
+Events are signed (services/contract/event_signature.py): with the key file a commune got from
+``odc key create`` (``--key-file`` / ODC_INGEST_SIGNING_KEY_FILE), else, on the Métropole's side with
+database access, with the operator's admin key ``odc-operator-send`` (created on first use)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,7 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.event_signature import SigningKey
+from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
+from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.domain.change_events import upsert_events
 from services.ingest.domain.source_records import reader_for
@@ -22,6 +30,29 @@ from services.ingest.settings import IngestSettings
 
 class SendError(Exception):
     pass
+
+
+OPERATOR_KEY_ID = "odc-operator-send"
+
+
+def read_key_file(path: Path) -> SigningKey:
+    """A key file written by ``odc key create``: {"key_id", "secret" (hex), "commune"}."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return SigningKey(str(doc["key_id"]), bytes.fromhex(doc["secret"]), doc.get("commune"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SendError(f"cannot read the signing key file {path}: {exc}") from exc
+
+
+async def signing_key_for(settings: IngestSettings, key_file: Path | None = None) -> SigningKey:
+    path = key_file or (Path(settings.signing_key_file) if settings.signing_key_file else None)
+    if path is not None:
+        return read_key_file(path)
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
+    try:
+        return await named_admin_key(engine, OPERATOR_KEY_ID, "odc send on the Métropole's side")
+    finally:
+        await engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,8 @@ async def send_file(
     sequence: int | None = None,
     source: str = "odc-send",
     show_progress: bool = False,
+    signing_key: SigningKey | None = None,
+    key_file: Path | None = None,
 ) -> SendSummary:
     catalogue = DatasetCatalogue.load()
     definition = catalogue.get(dataset)
@@ -61,8 +94,9 @@ async def send_file(
         occurred_at=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
     )
+    key = signing_key or await signing_key_for(settings, key_file)
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
-    publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs())
+    publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key)
     await publisher.start()
     try:
         if show_progress:
@@ -79,6 +113,13 @@ async def send_file(
 
 
 def run_send(
-    path: Path, dataset: str, commune: str | None, fmt: str | None = None, show_progress: bool = True
+    path: Path,
+    dataset: str,
+    commune: str | None,
+    fmt: str | None = None,
+    show_progress: bool = True,
+    key_file: Path | None = None,
 ) -> SendSummary:
-    return asyncio.run(send_file(path, dataset, commune, IngestSettings(), fmt=fmt, show_progress=show_progress))
+    return asyncio.run(
+        send_file(path, dataset, commune, IngestSettings(), fmt=fmt, show_progress=show_progress, key_file=key_file)
+    )

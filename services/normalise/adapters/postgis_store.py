@@ -8,7 +8,7 @@ Writers of the same feature are serialised by transaction-scoped advisory locks 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 
@@ -238,6 +238,21 @@ class PostgisUnitOfWork:
                     "original": r.original,
                 }
                 for r in rejections
+            ],
+        )
+
+    async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:
+        if not tally:
+            return
+        await self.conn.execute(
+            text(
+                "INSERT INTO commune_event_tally AS t (dataset, commune, outcome, events, last_at) "
+                "VALUES (:dataset, :commune, :outcome, :events, :at) ON CONFLICT (dataset, commune, outcome) "
+                "DO UPDATE SET events = t.events + EXCLUDED.events, last_at = greatest(t.last_at, EXCLUDED.last_at)"
+            ),
+            [
+                {"dataset": d, "commune": c, "outcome": o, "events": n, "at": at}
+                for (d, c, o), n in sorted(tally.items())
             ],
         )
 

@@ -95,4 +95,17 @@ rejection = Table(
 Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
 Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
 
+# Accepted events per commune, counted in the batch transaction that claims their ids (so exactly once);
+# read by the ingest's status for communes. Rejections are counted from ``rejection`` itself.
+commune_event_tally = Table(
+    "commune_event_tally",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("dataset", "commune", "outcome", name="commune_event_tally_pk"),
+)
+
 PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]

@@ -21,17 +21,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.event_signature import EventAuthenticator
 from services.contract.messages import SourcePosition
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
+from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
 from services.normalise.adapters.outboxes import feature_changes_outbox, rejections_outbox
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
 from services.normalise.domain.canonical_feature import EventNormaliser
 from services.normalise.metrics import NormaliseMetrics
-from services.normalise.service_layer.process_batch import InboundMessage, process_batch
+from services.normalise.service_layer.process_batch import BatchReport, InboundMessage, process_batch
 from services.normalise.settings import NormaliseSettings
 
 log = logging.getLogger("odc.normalise")
@@ -46,6 +48,12 @@ class SystemClock:
 class Health:
     database: bool = False
     relay: bool = False
+
+
+def kafka_headers(raw: object) -> tuple[tuple[str, bytes], ...]:
+    """faust gives headers as a list of pairs or a mapping; the handler wants pairs of (str, bytes)."""
+    items = raw.items() if isinstance(raw, dict) else (raw or ())
+    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)  # type: ignore[union-attr]
 
 
 def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
@@ -64,6 +72,7 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
     engine = make_engine(settings.database_url.get_secret_value())
     clock = SystemClock()
     health = Health()
+    signing_keys = SigningKeyCache(engine, settings.signing_keys_max_age_seconds)
 
     Path(settings.state_dir).mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
@@ -105,15 +114,27 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
                 InboundMessage(
                     e.message.value if isinstance(e.message.value, bytes) else b"",
                     SourcePosition(e.message.topic, e.message.partition, e.message.offset),
+                    kafka_headers(e.message.headers),
                 )
                 for e in events
             ]
+
+            async def handle(batch: list[InboundMessage] = batch) -> BatchReport:
+                keys = await signing_keys.keys()
+                authenticator = EventAuthenticator(keys, require_signed=settings.require_signed_events)
+                return await process_batch(
+                    batch,
+                    codecs=codecs,
+                    normaliser=normaliser,
+                    uow_factory=unit_of_work,
+                    clock=clock,
+                    authenticator=authenticator,
+                )
+
             started = time.perf_counter()
             try:
                 report = await retry_transient(
-                    lambda batch=batch: process_batch(
-                        batch, codecs=codecs, normaliser=normaliser, uow_factory=unit_of_work, clock=clock
-                    ),
+                    handle,
                     is_transient=is_transient,
                     what="normalise batch",
                     on_retry=on_db_retry,
@@ -186,6 +207,7 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
         await retry_transient(
             lambda: create_schema(engine), is_transient=is_transient, what="create schema", max_attempts=30
         )
+        await create_signing_key_schema(engine)
         health.database = True
         metrics.ready.labels("normalise").set(1)
         await engine.dispose()  # pooled connections belong to this loop; faust runs its own

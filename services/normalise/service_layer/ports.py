@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -40,6 +40,10 @@ class NormaliseUnitOfWork(Protocol):
 
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
         """Put rejections in the outbox (idempotent on rejection_id)."""
+        ...
+
+    async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:
+        """Add accepted-event counts per (dataset, commune, outcome): the communes' status reads them."""
         ...
 
     async def commit(self) -> None: ...

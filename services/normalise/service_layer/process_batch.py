@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
+from services.contract.event_signature import EventAuthenticator
 from services.contract.messages import FieldError, Rejection, SourcePosition
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
 from services.normalise.domain.dedup_decisions import Outcome, decide_batch
@@ -20,6 +21,7 @@ STAGE = "normalise"
 class InboundMessage:
     value: bytes
     position: SourcePosition
+    headers: tuple[tuple[str, bytes], ...] = ()  # Kafka headers: the event's signature (event_signature.py)
 
 
 @dataclass
@@ -29,6 +31,8 @@ class BatchReport:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     rejections: Counter[tuple[str, str]] = field(default_factory=Counter)
     changes_written: int = 0
+    # accepted events per (dataset, commune, outcome), for the communes' status (counted once per event id)
+    tally: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 async def process_batch(
@@ -38,6 +42,7 @@ async def process_batch(
     normaliser: EventNormaliser,
     uow_factory: UnitOfWorkFactory,
     clock: Clock,
+    authenticator: EventAuthenticator | None = None,
 ) -> BatchReport:
     now = clock.now()
     report = BatchReport(received=len(messages))
@@ -72,6 +77,10 @@ async def process_batch(
         except UndecodableMessage as bad:
             reject(msg, bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),))
             continue
+        refusal = authenticator.check(msg.value, msg.headers, ev.commune) if authenticator is not None else None
+        if refusal is not None:
+            reject(msg, refusal.reason, refusal.message, refusal.errors, ev)
+            continue
         result = normaliser.normalise(ev, now)
         if isinstance(result, Invalid):
             reject(msg, result.reason, result.message, result.errors, ev)
@@ -94,7 +103,9 @@ async def process_batch(
         decisions = decide_batch(stored, to_decide)
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1
+            report.tally[(d.candidate.key.dataset, d.candidate.key.commune, d.outcome.value)] += 1
         report.changes_written = await uow.save(decisions, now)
+        await uow.record_tally(report.tally, now)
         await uow.record_rejections(rejections)
         await uow.commit()
     return report

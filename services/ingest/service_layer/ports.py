@@ -1,0 +1,106 @@
+"""The ports the ingest handlers need. Real adapters in ``services/ingest/adapters``; in-memory fakes in
+``tests/fakes/ingest_ports.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.contract.messages import ChangeEvent
+from services.ingest.domain.api_tokens import StoredToken
+from services.ingest.domain.snapshot_diff import FeatureRef
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class TokenStore(Protocol):
+    async def get(self, token_id: str) -> StoredToken | None: ...
+
+
+class EventSink(Protocol):
+    async def publish(
+        self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
+    ) -> int:
+        """Send every event, signed, and return once the broker acknowledged all of them."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    request_sha256: str
+    status: int | None  # None while the first request with this key is still being handled
+    body: dict[str, Any] | None
+
+
+class IdempotencyStore(Protocol):
+    async def get(self, scope: str, key: str) -> StoredResponse | None: ...
+
+    async def claim(self, scope: str, key: str, request_sha256: str) -> bool:
+        """Reserve the key for this request; False when another request holds it already."""
+        ...
+
+    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None: ...
+
+    async def release(self, scope: str, key: str) -> None:
+        """Forget a claim whose request failed (e.g. the broker was down), so the client can retry."""
+        ...
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    name: str
+    commune: str | None  # None: a Métropole connector (commune read per record)
+    dataset: str
+    source: str  # local path or http(s) URL
+    fmt: str | None
+    every_seconds: float
+    max_delete_share: float
+
+
+class ConnectorStore(Protocol):
+    async def get(self, name: str) -> ConnectorConfig | None: ...
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Hold the connector's run lock (across processes); yields False when another run holds it."""
+        ...
+
+    async def state(self, name: str) -> dict[FeatureRef, str]:
+        """The last applied snapshot: fingerprint per feature."""
+        ...
+
+    async def apply(
+        self,
+        name: str,
+        upserts: Mapping[FeatureRef, str],
+        removed: Iterable[FeatureRef],
+        summary: dict[str, Any],
+    ) -> None:
+        """Record the applied snapshot's state and the run, in one transaction."""
+        ...
+
+    async def record_run(self, name: str, status: str, summary: dict[str, Any]) -> None:
+        """Record a run that changed no state (held, failed, nothing to do)."""
+        ...
+
+
+class StatusReadModel(Protocol):
+    async def commune_status(self, commune: str, datasets: list[str], recent: int = 20) -> dict[str, Any]: ...
+
+
+class SnapshotFetcher(Protocol):
+    async def fetch(self, source: str) -> bytes: ...
+
+
+class PublishFailed(Exception):
+    """The broker did not acknowledge every event (transient): nothing is recorded as done."""
+
+
+class SnapshotUnavailable(Exception):
+    """The source could not be read (file missing, HTTP error, too large): the run fails, nothing changes."""

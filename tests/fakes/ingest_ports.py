@@ -1,0 +1,144 @@
+"""In-memory fakes of the ingest service's own ports (services/ingest/service_layer/ports.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.contract.messages import ChangeEvent
+from services.ingest.domain.api_tokens import StoredToken, format_token, hash_secret
+from services.ingest.domain.snapshot_diff import FeatureRef
+from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, StoredResponse
+
+
+class FakeClock:
+    def __init__(self, start: datetime = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) -> None:
+        self.t = start
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class InMemoryTokens:
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredToken] = {}
+        self._n = 0
+
+    def issue(self, commune: str | None) -> str:
+        self._n += 1
+        token_id = f"{self._n:012x}"
+        secret = f"{self._n:043d}"
+        self.rows[token_id] = StoredToken(token_id, commune, hash_secret(secret), False)
+        return format_token(token_id, secret)
+
+    def revoke(self, token: str) -> None:
+        token_id = token.split("_")[1]
+        t = self.rows[token_id]
+        self.rows[token_id] = StoredToken(t.token_id, t.commune, t.secret_sha256, True)
+
+    async def get(self, token_id: str) -> StoredToken | None:
+        return self.rows.get(token_id)
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.events: list[ChangeEvent] = []
+        self.fail = False
+
+    async def publish(
+        self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
+    ) -> int:
+        batch = list(events)
+        if self.fail:
+            raise PublishFailed("broker down (fake)")
+        self.events.extend(batch)
+        if on_sent and batch:
+            on_sent(len(batch))
+        return len(batch)
+
+
+class InMemoryIdempotency:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], StoredResponse] = {}
+
+    async def get(self, scope: str, key: str) -> StoredResponse | None:
+        return self.rows.get((scope, key))
+
+    async def claim(self, scope: str, key: str, request_sha256: str) -> bool:
+        if (scope, key) in self.rows:
+            return False
+        self.rows[(scope, key)] = StoredResponse(request_sha256, None, None)
+        return True
+
+    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None:
+        self.rows[(scope, key)] = StoredResponse(self.rows[(scope, key)].request_sha256, status, body)
+
+    async def release(self, scope: str, key: str) -> None:
+        self.rows.pop((scope, key), None)
+
+
+class FixedStatus:
+    async def commune_status(self, commune: str, datasets: list[str], recent: int = 20) -> dict[str, Any]:
+        return {"commune": commune, "datasets": [], "recent_rejections": []}
+
+
+@dataclass
+class InMemoryConnectors:
+    configs: dict[str, ConnectorConfig] = field(default_factory=dict)
+    states: dict[str, dict[FeatureRef, str]] = field(default_factory=dict)
+    runs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    locked: set[str] = field(default_factory=set)
+
+    async def get(self, name: str) -> ConnectorConfig | None:
+        return self.configs.get(name)
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        if name in self.locked:
+            yield False
+            return
+        self.locked.add(name)
+        try:
+            yield True
+        finally:
+            self.locked.discard(name)
+
+    async def state(self, name: str) -> dict[FeatureRef, str]:
+        return dict(self.states.get(name, {}))
+
+    async def apply(
+        self, name: str, upserts: Mapping[FeatureRef, str], removed: Iterable[FeatureRef], summary: dict[str, Any]
+    ) -> None:
+        st = self.states.setdefault(name, {})
+        st.update(upserts)
+        for r in removed:
+            st.pop(r, None)
+        self.runs.append((name, "applied", summary))
+
+    async def record_run(self, name: str, status: str, summary: dict[str, Any]) -> None:
+        self.runs.append((name, status, summary))
+
+
+class BytesFetcher:
+    """Serves snapshots from a dict source -> bytes; a missing source is SnapshotUnavailable."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    async def fetch(self, source: str) -> bytes:
+        from services.ingest.service_layer.ports import SnapshotUnavailable
+
+        if source not in self.files:
+            raise SnapshotUnavailable(f"no such file {source}")
+        return self.files[source]
