@@ -1,0 +1,297 @@
+"""``make bench``: end-to-end throughput and send-to-notification latency on real data.
+
+Builds N change events from the bundled real files (fresh feature ids, so every event is a creation),
+runs them through a throwaway stack (real Kafka, real PostGIS, the three services as processes) and
+measures:
+
+- throughput: events/s from the first send to the moment every feature is committed in PostGIS
+  (polled every 20 ms), for a point dataset (toilets) and a polygon dataset (parks);
+- latency: at a steady send rate, the time from each event's send to the arrival of the version
+  notification that includes it (p50 / p99 / max).
+
+Prints a table and appends it, with the machine's description, to docs/benchmarks.md; raw numbers go to
+docs/benchmarks/<timestamp>.json. Not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from benchmarks.stack import BenchStack, machine_description
+from services.contract.codecs import Codecs
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.event_signature import SigningKey, sign
+from services.contract.messages import ChangeEvent
+from services.infrastructure.database import make_engine
+from services.infrastructure.signing_keys import named_admin_key
+from services.ingest.adapters.kafka_event_publisher import event_key
+from services.ingest.domain.change_events import upsert_events
+from services.ingest.domain.source_records import read_geojson
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = {
+    "public_toilets": ROOT / "samples/grandlyon/toilettes.geojson",
+    "parks_gardens": ROOT / "samples/grandlyon/parcs.geojson",
+}
+INPUT_TOPIC = "odc.change-events"
+VERSIONS_TOPIC = "odc.dataset-versions"
+
+
+def build_events(dataset: str, n: int, seq: int) -> list[ChangeEvent]:
+    definition = DatasetCatalogue.load().get(dataset)
+    assert definition is not None
+    records = list(read_geojson(SAMPLES[dataset].read_bytes()))
+    base = list(
+        upsert_events(
+            records,
+            definition,
+            commune=None,
+            source="bench",
+            sequence=seq,
+            occurred_at=datetime.now(UTC),
+            new_id=lambda: str(uuid.uuid4()),
+        )
+    )
+    out: list[ChangeEvent] = []
+    round_ = 0
+    while len(out) < n:
+        for ev in base:
+            if len(out) >= n:
+                break
+            out.append(replace(ev, event_id=str(uuid.uuid4()), feature_id=f"{ev.feature_id}-b{round_}"))
+        round_ += 1
+    return out
+
+
+def bench_key(stack: BenchStack) -> SigningKey:
+    """The Métropole's signing key in the bench database (the normaliser accepts only signed events)."""
+    assert stack.db is not None
+
+    async def go() -> SigningKey:
+        engine = make_engine(stack.db.dsn)  # type: ignore[union-attr]
+        try:
+            return await named_admin_key(engine, "bench-admin", "make bench")
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def signed_values(stack: BenchStack, events: list[ChangeEvent]) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    codecs, key = Codecs(), bench_key(stack)
+    out = []
+    for e in events:
+        value = codecs.encode_change_event(e)
+        out.append((event_key(e), value, sign(value, key)))
+    return out
+
+
+async def produce(
+    bootstrap: str, values: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], rate: float | None = None
+) -> list[float]:
+    """Send all values; return each one's send time (monotonic). With ``rate``, pace to events/s."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=1 << 20
+    )
+    await producer.start()
+    sent_at: list[float] = []
+    try:
+        futures = []
+        start = time.monotonic()
+        for i, (key, value, headers) in enumerate(values):
+            if rate is not None:
+                due = start + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            sent_at.append(time.monotonic())
+            futures.append(await producer.send(INPUT_TOPIC, value=value, key=key, headers=headers))
+        for f in futures:
+            await f
+    finally:
+        await producer.stop()
+    return sent_at
+
+
+def run_throughput(stack: BenchStack, dataset: str, n: int) -> dict[str, Any]:
+    events = build_events(dataset, n, seq=time.time_ns() // 1000)
+    values = signed_values(stack, events)
+    ids = [e.feature_id for e in events]
+    before = int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", dataset)[0][0])
+    assert stack.broker is not None
+    t0 = time.monotonic()
+    asyncio.run(produce(stack.broker.bootstrap, values))
+    t_sent = time.monotonic()
+    while True:
+        count = int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", dataset)[0][0])
+        if count - before >= len(ids):
+            break
+        if time.monotonic() - t0 > 1800:
+            raise RuntimeError(f"only {count - before} of {n} features committed after 30 minutes")
+        time.sleep(0.02)
+    t1 = time.monotonic()
+    return {
+        "dataset": dataset,
+        "events": n,
+        "seconds": t1 - t0,
+        "send_seconds": t_sent - t0,
+        "events_per_second": n / (t1 - t0),
+    }
+
+
+async def _collect_versions(bootstrap: str, stop_after_change: int, deadline: float) -> list[tuple[float, Any]]:
+    codecs = Codecs()
+    consumer = AIOKafkaConsumer(
+        VERSIONS_TOPIC, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest", enable_auto_commit=False
+    )
+    await consumer.start()
+    out: list[tuple[float, Any]] = []
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            for records in batch.values():
+                for r in records:
+                    data = codecs.decode_dataset_version(r.value)
+                    out.append((now, data))
+            if out and max(d.last_change_id for _, d in out) >= stop_after_change:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def run_latency(stack: BenchStack, dataset: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Steady ``rate`` events/s for ``seconds``; latency = notification arrival - send, per event."""
+    n = int(rate * seconds)
+    events = build_events(dataset, n, seq=time.time_ns() // 1000)
+    values = signed_values(stack, events)
+    assert stack.broker is not None
+    bootstrap = stack.broker.bootstrap
+
+    async def go() -> tuple[list[float], list[tuple[float, Any]]]:
+        max_change = int(stack.sql("SELECT coalesce(max(change_id), 0) FROM feature_change_outbox")[0][0])
+        collector = asyncio.create_task(_collect_versions(bootstrap, max_change + n, time.monotonic() + seconds + 120))
+        await asyncio.sleep(1.0)  # let the consumer get its assignment
+        sent = await produce(bootstrap, values, rate=rate)
+        return sent, await collector
+
+    sent, versions = asyncio.run(go())
+    event_ids = [e.event_id for e in events]
+    change_of = dict(
+        stack.sql("SELECT event_id, change_id FROM feature_change_outbox WHERE event_id = ANY(%s)", event_ids)
+    )  # type: ignore[arg-type]
+    latencies: list[float] = []
+    for i, eid in enumerate(event_ids):
+        cid = change_of.get(eid)
+        if cid is None:
+            continue
+        arrival = next((t for t, d in versions if d.first_change_id <= cid <= d.last_change_id), None)
+        if arrival is not None:
+            latencies.append(arrival - sent[i])
+    latencies.sort()
+    if not latencies:
+        raise RuntimeError(
+            f"no version notification matched the events sent ({len(versions)} notifications "
+            f"received, {len(change_of)} of {n} events found in the outbox)"
+        )
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+    return {
+        "dataset": dataset,
+        "rate": rate,
+        "seconds": seconds,
+        "events": n,
+        "matched": len(latencies),
+        "p50": statistics.median(latencies),
+        "p99": pct(0.99),
+        "max": latencies[-1],
+        "versions": len(versions),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=50_000, help="events for the point dataset")
+    parser.add_argument("--polygons", type=int, default=20_000, help="events for the polygon dataset")
+    parser.add_argument("--rate", type=float, default=500.0, help="steady send rate for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=0.5,
+        help="publisher max delay before a version is cut under a steady stream (s)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/")
+    args = parser.parse_args()
+
+    stack = BenchStack()
+    print(f"starting a throwaway stack in {stack.root} ...", flush=True)
+    stack.start(extra_env={"ODC_PUBLISH_MAX_DELAY_SECONDS": str(args.max_delay)})
+    try:
+        results: dict[str, Any] = {
+            "machine": machine_description(),
+            "settings": vars(args),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        print(f"throughput: {args.points} point events ...", flush=True)
+        results["throughput_points"] = run_throughput(stack, "public_toilets", args.points)
+        print(f"throughput: {args.polygons} polygon events ...", flush=True)
+        results["throughput_polygons"] = run_throughput(stack, "parks_gardens", args.polygons)
+        print(f"latency: {args.rate:.0f} events/s for {args.latency_seconds:.0f} s ...", flush=True)
+        results["latency"] = run_latency(stack, "public_toilets", args.rate, args.latency_seconds)
+    finally:
+        stack.stop()
+    table = render(results)
+    print(table)
+    if not args.no_write:
+        out_dir = ROOT / "docs" / "benchmarks"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (out_dir / f"{stamp}.json").write_text(json.dumps(results, indent=2, default=str))
+        with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as fh:
+            fh.write(f"\n## Run {stamp}\n\n{table}\nRaw numbers: `docs/benchmarks/{stamp}.json`.\n")
+        print(f"appended to docs/benchmarks.md (raw: docs/benchmarks/{stamp}.json)")
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    tp, tg, lat = r["throughput_points"], r["throughput_polygons"], r["latency"]
+    return "\n".join(
+        [
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, Linux {m['kernel']}, Python {m['python']}, "
+            f"{m['postgres']}, {m['kafka']}.",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| end-to-end throughput, points ({tp['events']} toilets events, fresh ids) | "
+            f"{tp['events_per_second']:,.0f} events/s ({tp['seconds']:.1f} s; sending took {tp['send_seconds']:.1f} s) |",
+            f"| end-to-end throughput, polygons ({tg['events']} parks events, fresh ids) | "
+            f"{tg['events_per_second']:,.0f} events/s ({tg['seconds']:.1f} s; sending took {tg['send_seconds']:.1f} s) |",
+            f"| send → version notification at {lat['rate']:.0f} events/s for {lat['seconds']:.0f} s, p50 | "
+            f"{lat['p50'] * 1000:,.0f} ms |",
+            f"| same, p99 | {lat['p99'] * 1000:,.0f} ms |",
+            f"| same, max | {lat['max'] * 1000:,.0f} ms ({lat['matched']} of {lat['events']} events matched, "
+            f"{lat['versions']} versions) |",
+            "",
+            f"Publisher max delay under a steady stream: {r['settings']['max_delay']} s.",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""A throwaway stack for benchmarks: real broker, real PostGIS, the three services as processes."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from deploy.local.kafka import KafkaBroker
+from deploy.local.ports import free_port
+from deploy.local.postgres import PostgresCluster
+from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
+
+
+@dataclass
+class BenchStack:
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="odc-bench-")))
+    broker: KafkaBroker | None = None
+    db: PostgresCluster | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        self.broker = KafkaBroker(self.root / "kafka", free_port(), free_port(), heap="1g")
+        self.broker.start(timeout=120)
+        self.db = PostgresCluster(self.root / "pg", free_port())
+        self.db.start(timeout=120)
+        self.start_services(extra_env)
+
+    def start_services(self, extra_env: dict[str, str] | None = None, names: tuple[str, ...] = SERVICE_NAMES) -> None:
+        assert self.broker is not None and self.db is not None
+        for name in names:
+            svc = ServiceProcess(
+                name,
+                self.root,
+                free_port(),
+                service_env(
+                    name, kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn, port=0, extra=extra_env
+                ),
+            )
+            svc.env[f"ODC_{name.upper()}_WEB_PORT"] = str(svc.port)
+            svc.start()
+            self.services[name] = svc
+        for name in names:
+            self.services[name].wait_ready(timeout=120)
+
+    def stop(self) -> None:
+        for svc in self.services.values():
+            svc.stop()
+        if self.db is not None:
+            self.db.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
+        assert self.db is not None
+        with psycopg.connect(self.db.dsn) as conn:
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+def machine_description() -> dict[str, str]:
+    def sh(cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    cpu = sh("lscpu | sed -n 's/^Model name:[ \\t]*//p' | head -1")
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": sh("nproc"),
+        "memory": sh("free -h | awk '/^Mem:/{print $2}'"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": sh("/usr/lib/postgresql/15/bin/postgres --version"),
+        "kafka": "kafka_2.13 4.1.2 (deploy/local/kafka/pom.xml)",
+    }
