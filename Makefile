@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run down status test test-unit test-integration lint bench deps lock clean
+.PHONY: help run down status test test-unit test-integration lint bench acceptance deps lock clean
 
 help:
 	@echo "make run      install what is missing, start Kafka, PostGIS and the three services, load the samples"
@@ -16,6 +16,7 @@ help:
 	@echo "make test     the whole test suite, on its own throwaway Kafka and PostGIS"
 	@echo "make lint     ruff, mypy (strict on the cores), import-linter contracts"
 	@echo "make bench    end-to-end throughput and latency on real data; appends to docs/benchmarks.md"
+	@echo "make acceptance  every real file of ../shared/data/real through odc send on a throwaway stack; writes docs/data-quality.md"
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (odc needs Python 3.11)"; exit 1; }
@@ -58,6 +59,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.pipeline_throughput
+
+acceptance: $(STAMP)
+	$(PY) -m acceptance
 
 clean: down
 	rm -rf .local $(VENV)

@@ -26,57 +26,170 @@ class Excluded:
 MONTPELLIER = "34172"
 ENTRIES: tuple[Entry, ...] = (
     # Métropole de Lyon layers
-    Entry("grandlyon-itineraire-fraicheur/toilettes.geojson", "public_toilets"),
-    Entry("grandlyon-itineraire-fraicheur/parcs.geojson", "parks_gardens"),
-    Entry("grandlyon-parcs-jardins-2021/com_donnees_communales.comparcjardin_1_0_0.geojson", "parks_gardens"),
-    Entry("grandlyon-itineraire-fraicheur/fontaines_potables.geojson", "drinking_fountains"),
+    Entry(
+        "grandlyon-itineraire-fraicheur/toilettes.geojson",
+        "public_toilets",
+        note="479 of 480 points are written lat,lon under a CRS84 declaration (WFS 2.0 axis order re-labelled): each is swapped back per feature (`axis_swapped`); the Givors toilet, written lon,lat, is left alone.",
+    ),
+    Entry(
+        "grandlyon-itineraire-fraicheur/parcs.geojson",
+        "parks_gardens",
+        note="4 self-intersecting polygons repaired with `make_valid` (`repaired`), kept as MultiPolygon.",
+    ),
+    Entry(
+        "grandlyon-parcs-jardins-2021/com_donnees_communales.comparcjardin_1_0_0.geojson",
+        "parks_gardens",
+        note="Sent after the 2024 layer: the 343 uids in common are updates, 21 parks only the 2021 export has are created. Its features are Polygons, promoted to the dataset's MultiPolygon (`promoted_to_multi`); 19 self-intersecting ones are repaired. `eau`/`toilettes` = `nr` (non renseigné) is the layer's missing-value marker, now declared in the parks schema's missingValues (a first run refused those 13 records: a pipeline fault, fixed).",
+    ),
+    Entry(
+        "grandlyon-itineraire-fraicheur/fontaines_potables.geojson",
+        "drinking_fountains",
+        note="True defect: the Métropole's fountain layer (id, insee, commune, source, gid) carries none of the national schema's four required fields (type_fontaine, conditions_acces, accessible_pmr, remplissage_contenant_possible). Positions and INSEE codes are valid (`insee` mapped to `code_commune_insee`, the position written to latitude/longitude).",
+    ),
     Entry("grandlyon-marches/eco_economie.ecomarcheinstance_latest.json", "markets"),
     # national car-sharing base, three real versions in order
     Entry("bnlc-lieux-covoiturage/bnlc-_2020-11-09_initial.csv", "carpool_places"),
-    Entry("bnlc-lieux-covoiturage/bnlc-_2026-05-19.csv", "carpool_places"),
-    Entry("bnlc-lieux-covoiturage/bnlc-_2026-05-21.csv", "carpool_places"),
+    Entry(
+        "bnlc-lieux-covoiturage/bnlc-_2026-05-19.csv",
+        "carpool_places",
+        note="Against the 2020 version: 1641 places changed, 833 new. The 2020 places absent in 2026 stay: odc send publishes upserts; mirroring deletions of a snapshot is the connectors' job (issue 5).",
+    ),
+    Entry(
+        "bnlc-lieux-covoiturage/bnlc-_2026-05-21.csv",
+        "carpool_places",
+        note="Identical to 05-19 for its 2473 places (`unchanged`); the one place removed between them (63308-C-001) is not deleted, for the same reason.",
+    ),
     # delivery areas (CEREMA)
     Entry("cerema-aires-livraison/exemple-grand-lyon.csv", "delivery_areas", "69123"),
-    Entry("cerema-aires-livraison/antibes/antibes_aires_livraison.csv", "delivery_areas", "06004"),
-    Entry("cerema-aires-livraison/antibes/antibes_aires_livraison--mr.csv", "delivery_areas", "06004"),
-    Entry("cerema-aires-livraison/hauts-de-seine/aires-de-livraison.csv", "delivery_areas"),
+    Entry(
+        "cerema-aires-livraison/antibes/antibes_aires_livraison.csv",
+        "delivery_areas",
+        "06004",
+        note="True defects: the v0.1 layout has no UUID (primary key of v1.0.0) and no position (GEOM_XY and GEOM_WKT empty); EMPRISE_LONGUEUR (alias of LONGUEUR) is in metres (`12`) where v1.0.0 wants centimetres (minimum 100).",
+    ),
+    Entry(
+        "cerema-aires-livraison/antibes/antibes_aires_livraison--mr.csv",
+        "delivery_areas",
+        "06004",
+        note="True defects: no UUID; GEOM_XY is the placeholder `1,1` on every row (GEOM_XY is not a column the reader takes as a position, so these show as `geometry_required`); lengths in metres as above.",
+    ),
+    Entry(
+        "cerema-aires-livraison/hauts-de-seine/aires-de-livraison.csv",
+        "delivery_areas",
+        note="True defects against v1.0.0: no UUID column; `type` is `LIVRAISON` (enum: aire périodique, aire permanente, zone marchandises); lengths in metres (`10.0`), widths the placeholder `0.0`; one address contains `/`, outside the ADRESSE pattern. The positions (OpenDataSoft `geo_point_2d`, lat-first) are read without error.",
+    ),
     # Montpellier 2014, into the datasets that have a national schema
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrillateurs.csv", "defibrillators", MONTPELLIER),
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrilateurs.geojson", "defibrillators", MONTPELLIER),
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_FontainesPublic/VilleMTP_MTP_FontainesPublic.csv", "drinking_fountains", MONTPELLIER),
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_FontainesPublic/VilleMTP_MTP_FontainesPublic.geojson", "drinking_fountains", MONTPELLIER),
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_ParkingOuvrage/VilleMTP_MTP_ParkingOuv.csv", "parking", MONTPELLIER),
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.csv", "public_facilities", MONTPELLIER),
-    Entry("montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.geojson", "public_facilities", MONTPELLIER),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrillateurs.csv",
+        "defibrillators",
+        MONTPELLIER,
+        note="True defects: a 2014 export of name, address, phone and position against GéoDAE 1.0.7, which requires the serial number (the identifier, hence `feature_id`), the operator, the model, availability...; phones written `04 67 ...` where the schema wants `+33...`. Positions (decimal commas in Coord_X/Coord_Y, aliases of long_coor1/lat_coor1) read without error.",
+    ),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrilateurs.geojson",
+        "defibrillators",
+        MONTPELLIER,
+        note="Same records and defects; here the positions are Lambert-93 with no CRS declared, recognised from their range and reprojected (no geometry error).",
+    ),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_FontainesPublic/VilleMTP_MTP_FontainesPublic.csv",
+        "drinking_fountains",
+        MONTPELLIER,
+        note="True defects: none of the required national fields, and no position at all in the CSV.",
+    ),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_FontainesPublic/VilleMTP_MTP_FontainesPublic.geojson",
+        "drinking_fountains",
+        MONTPELLIER,
+        note="True defects: none of the required national fields; the undeclared Lambert-93 positions are read without error.",
+    ),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_ParkingOuvrage/VilleMTP_MTP_ParkingOuv.csv",
+        "parking",
+        MONTPELLIER,
+        note="True defects: ids `1`... instead of `<insee>-P-<nnn>`; no type_usagers, gratuit, hauteur_max, num_siret (required).",
+    ),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.csv",
+        "public_facilities",
+        MONTPELLIER,
+        note="True defects: no EQUIP_UID (the identifier) nor any SCDL field but the name (LIBEL, alias of EQUIP_NOM). Latin-1, `;`, DBF headers: read correctly.",
+    ),
+    Entry(
+        "montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.geojson",
+        "public_facilities",
+        MONTPELLIER,
+        note="Same records, same defects.",
+    ),
     # the schema authors' own example files, into the catalogue's datasets
     Entry("schema-repo-examples/etalab--schema-lieux-covoiturage/exemple-valide.csv", "carpool_places"),
-    Entry("schema-repo-examples/etalab--schema-lieux-covoiturage/exemple-invalide.csv", "carpool_places"),
+    Entry(
+        "schema-repo-examples/etalab--schema-lieux-covoiturage/exemple-invalide.csv",
+        "carpool_places",
+        note="As its authors intend: the date `24-06-2019` is refused; the other row (same id as exemple-valide) is identical to what that file stored.",
+    ),
     Entry("schema-repo-examples/etalab--schema-stationnement/exemple-valide.csv", "parking"),
-    Entry("schema-repo-examples/etalab--schema-stationnement/exemple-invalide.csv", "parking"),
+    Entry(
+        "schema-repo-examples/etalab--schema-stationnement/exemple-invalide.csv",
+        "parking",
+        note="As intended: id `P-001` breaks the pattern, `inconnu` is outside tarif_pmr's enum.",
+    ),
     Entry("schema-repo-examples/openmaraude--schema-stationstaxi/exemple-valide.csv", "taxi_ranks"),
-    Entry("schema-repo-examples/openmaraude--schema-stationstaxi/exemple-non-valide.csv", "taxi_ranks"),
+    Entry(
+        "schema-repo-examples/openmaraude--schema-stationstaxi/exemple-non-valide.csv",
+        "taxi_ranks",
+        note="Accepted, as frictionless accepts it: `lon,lat` without space is a valid geopoint, a phone without its 0 is text, the 2 extra columns are ignored. The 1 update: that phone differs from the valid file's.",
+    ),
     Entry("schema-repo-examples/datagouv--schema-fontaine-eau/exemple-valide.csv", "drinking_fountains"),
-    Entry("schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemples/exemple_valide.csv", "subsidies", "06004"),
+    Entry(
+        "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemples/exemple_valide.csv",
+        "subsidies",
+        "06004",
+    ),
     Entry(
         "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemples/exemple_invalide_erreurs_cellules.csv",
         "subsidies",
         "06004",
+        note="As its authors intend, 11 rows refused (percentages of 100, RNA `W3222`, notificationUE `no`, a SIREN in idAttribuant, `_` in a period, an empty amount, an unknown nature). Its French dates and decimal commas are accepted by design (docs/validation.md).",
     ),
     Entry(
         "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemples/exemple_invalide_erreurs_colonnes.csv",
         "subsidies",
         "06004",
+        note="Same cells; re-ordered columns and `NOM_Beneficiaire` are mapped by name (`renamed`), so the same 18 rows go through (17 identical to the previous file's).",
     ),
-    Entry("schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemple-duplicate-column.csv", "subsidies", "06004"),
+    Entry(
+        "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemple-duplicate-column.csv",
+        "subsidies",
+        "06004",
+        note="Refused as a file, as frictionless refuses it: two `notificationUE` columns, no way to know which holds the value.",
+    ),
 )
 
 EXCLUDED: tuple[Excluded, ...] = (
-    Excluded("grandlyon-velov-snapshots/*", "Vélo'v availability feed: not one of the programme's datasets (a real-time connector's input, issue 5)."),
-    Excluded("bnlc-lieux-covoiturage/datasets.csv, disabled_datasets.csv", "lists of the BNLC's source datasets, not places."),
-    Excluded("cerema-aires-livraison/schema.json, schemas-schema-data-gouv-fr/*", "schemas, not data (the catalogue copies the published ones)."),
-    Excluded("montpellier-opendata-2014/VilleMTP_MTP_AttribSub/*.ods", "an OpenDocument spreadsheet: odc send reads CSV, GeoJSON and JSON; export the sheet as CSV first."),
-    Excluded("montpellier-opendata-2014/VilleMTP_MTP_PlacesGIG/*", "the CSV has neither identifier nor position (positions only in the KML, which odc send does not read)."),
-    Excluded("montpellier-opendata-2014/VilleMTP_MTP_PlacesReserv/*", "one layer mixing disabled, delivery and taxi kerb places with only a date, a type and a position: no canonical dataset takes it whole and it has no identifier."),
+    Excluded(
+        "grandlyon-velov-snapshots/*",
+        "Vélo'v availability feed: not one of the programme's datasets (a real-time connector's input, issue 5).",
+    ),
+    Excluded(
+        "bnlc-lieux-covoiturage/datasets.csv, disabled_datasets.csv", "lists of the BNLC's source datasets, not places."
+    ),
+    Excluded(
+        "cerema-aires-livraison/schema.json, schemas-schema-data-gouv-fr/*",
+        "schemas, not data (the catalogue copies the published ones).",
+    ),
+    Excluded(
+        "montpellier-opendata-2014/VilleMTP_MTP_AttribSub/*.ods",
+        "an OpenDocument spreadsheet: odc send reads CSV, GeoJSON and JSON; export the sheet as CSV first.",
+    ),
+    Excluded(
+        "montpellier-opendata-2014/VilleMTP_MTP_PlacesGIG/*",
+        "the CSV has neither identifier nor position (positions only in the KML, which odc send does not read).",
+    ),
+    Excluded(
+        "montpellier-opendata-2014/VilleMTP_MTP_PlacesReserv/*",
+        "one layer mixing disabled, delivery and taxi kerb places with only a date, a type and a position: no canonical dataset takes it whole and it has no identifier.",
+    ),
     Excluded(
         "montpellier-opendata-2014/VilleMTP_MTP_EspacesVertsGlobal, BureauxVote, OSM_MTP_Recyclage",
         "outside the Métropole de Lyon: parks, polling stations and recycling points have no national schema, their canonical schema and area are the Métropole's own.",

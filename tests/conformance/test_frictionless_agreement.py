@@ -80,7 +80,9 @@ def frictionless_verdict(csv_path: Path, schema_path: Path) -> Verdict:
         detector=Detector(schema_sync=True),
     )
     task = resource.validate(limit_errors=100_000).tasks[0]
-    if any(e.type in ("error", "resource-error", "scheme-error", "format-error", "encoding-error") for e in task.errors):
+    if any(
+        e.type in ("error", "resource-error", "scheme-error", "format-error", "encoding-error") for e in task.errors
+    ):
         return Verdict(True, frozenset(), 0)
     rows = int(task.stats.get("rows") or 0)
     pk = schema.get("primaryKey") or []

@@ -25,13 +25,33 @@ ABOUT_80M_EAST = (4.8237500, 45.6724498)
     ("a", "b", "policy", "expected"),
     [
         # the same market sent by the commune and by the Métropole: one real thing
-        (rec("irigny", *IRIGNY, type="mixte", jourtenue="Samedi"), rec("metropole", *ABOUT_8M_NORTH, type="Mixte", jourtenue="samedi"), MARKETS, Link.SAME),
+        (
+            rec("irigny", *IRIGNY, type="mixte", jourtenue="Samedi"),
+            rec("metropole", *ABOUT_8M_NORTH, type="Mixte", jourtenue="samedi"),
+            MARKETS,
+            Link.SAME,
+        ),
         # one spot, two days: two markets
-        (rec("irigny", *IRIGNY, type="mixte", jourtenue="Samedi"), rec("metropole", *IRIGNY, type="mixte", jourtenue="Mercredi"), MARKETS, Link.DISTINCT),
+        (
+            rec("irigny", *IRIGNY, type="mixte", jourtenue="Samedi"),
+            rec("metropole", *IRIGNY, type="mixte", jourtenue="Mercredi"),
+            MARKETS,
+            Link.DISTINCT,
+        ),
         # a distinct field missing on one side does not separate them
-        (rec("irigny", *IRIGNY, type="mixte", jourtenue="Samedi"), rec("metropole", *IRIGNY, type="mixte", jourtenue=None), MARKETS, Link.SAME),
+        (
+            rec("irigny", *IRIGNY, type="mixte", jourtenue="Samedi"),
+            rec("metropole", *IRIGNY, type="mixte", jourtenue=None),
+            MARKETS,
+            Link.SAME,
+        ),
         # same spot, different kind of market
-        (rec("irigny", *IRIGNY, type="alimentaire"), rec("metropole", *IRIGNY, type="mixte"), MARKETS, Link.ATTRIBUTES_DIFFER),
+        (
+            rec("irigny", *IRIGNY, type="alimentaire"),
+            rec("metropole", *IRIGNY, type="mixte"),
+            MARKETS,
+            Link.ATTRIBUTES_DIFFER,
+        ),
         # too far apart
         (rec("irigny", *IRIGNY, type="mixte"), rec("metropole", *ABOUT_80M_EAST, type="mixte"), MARKETS, Link.TOO_FAR),
         # one source's two records are never merged behind its back
@@ -40,8 +60,18 @@ ABOUT_80M_EAST = (4.8237500, 45.6724498)
         (rec("a", *IRIGNY), rec("b", *ABOUT_8M_NORTH), SamePlacePolicy(distance_m=8.01), Link.SAME),
         (rec("a", *IRIGNY), rec("b", *IRIGNY), SamePlacePolicy(distance_m=0), Link.DISABLED),
         # text compared folded (case, accents, spaces), numbers as written
-        (rec("a", *IRIGNY, nom="Parc de la Tête d'Or"), rec("b", *IRIGNY, nom="PARC DE LA TETE D'OR"), SamePlacePolicy(10, ("nom",)), Link.SAME),
-        (rec("a", *IRIGNY, numero=1), rec("b", *IRIGNY, numero=2), SamePlacePolicy(15, ("numero",), ("numero",)), Link.DISTINCT),
+        (
+            rec("a", *IRIGNY, nom="Parc de la Tête d'Or"),
+            rec("b", *IRIGNY, nom="PARC DE LA TETE D'OR"),
+            SamePlacePolicy(10, ("nom",)),
+            Link.SAME,
+        ),
+        (
+            rec("a", *IRIGNY, numero=1),
+            rec("b", *IRIGNY, numero=2),
+            SamePlacePolicy(15, ("numero",), ("numero",)),
+            Link.DISTINCT,
+        ),
     ],
 )
 def test_link_decision(a: PlacedRecord, b: PlacedRecord, policy: SamePlacePolicy, expected: Link) -> None:

@@ -33,7 +33,11 @@ _DIGITS = re.compile(r"\d{1,17}")
 _TIME = re.compile(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d+)?)?")
 _YEARMONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 _FORMATS: dict[str, tuple[re.Pattern[str], str, str]] = {
-    "email": (re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"), "not an e-mail address", "ce n'est pas une adresse électronique"),
+    "email": (
+        re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+"),
+        "not an e-mail address",
+        "ce n'est pas une adresse électronique",
+    ),
     "uri": (
         re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[^\s]+"),
         "not a URI (a scheme such as https: is required)",
@@ -334,18 +338,18 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
         lo = _bound(spec, c["minimum"])
 
         def check_minimum(v: Canonical) -> None:
-            if type(v) is type(lo) or (isinstance(v, int | float) and isinstance(lo, int | float)):
-                if v < lo:  # type: ignore[operator]
-                    raise _Invalid("minimum", f"below the minimum {lo}", f"inférieur au minimum {lo}")
+            comparable = type(v) is type(lo) or (isinstance(v, int | float) and isinstance(lo, int | float))
+            if comparable and v < lo:
+                raise _Invalid("minimum", f"below the minimum {lo}", f"inférieur au minimum {lo}")
 
         checks.append(check_minimum)
     if "maximum" in c:
         hi = _bound(spec, c["maximum"])
 
         def check_maximum(v: Canonical) -> None:
-            if type(v) is type(hi) or (isinstance(v, int | float) and isinstance(hi, int | float)):
-                if v > hi:  # type: ignore[operator]
-                    raise _Invalid("maximum", f"above the maximum {hi}", f"supérieur au maximum {hi}")
+            comparable = type(v) is type(hi) or (isinstance(v, int | float) and isinstance(hi, int | float))
+            if comparable and v > hi:
+                raise _Invalid("maximum", f"above the maximum {hi}", f"supérieur au maximum {hi}")
 
         checks.append(check_maximum)
     if "minLength" in c:

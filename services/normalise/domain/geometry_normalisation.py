@@ -83,7 +83,7 @@ def _inside(boxes: tuple[Box, ...], x: float, y: float) -> bool:
 
 
 def _boxes(area: Box | tuple[Box, ...]) -> tuple[Box, ...]:
-    return (area,) if isinstance(area[0], int | float) else area  # type: ignore[return-value]
+    return (area,) if isinstance(area[0], int | float) else area
 
 
 def is_placeholder(coords: Any) -> bool:
@@ -160,7 +160,9 @@ def normalise_geometry(
                 f"coordonnées fictives ({x0:g}, {y0:g}) au lieu d'une position",
                 f"{x0:g},{y0:g}",
             )
-        return NormalisedGeometry(_as_type(geom, expected_type, corrections), 4326, (*corrections, "flagged:placeholder"))
+        return NormalisedGeometry(
+            _as_type(geom, expected_type, corrections), 4326, (*corrections, "flagged:placeholder")
+        )
 
     declared = parse_crs(raw.crs)
     x0, y0 = float(coords[0][0]), float(coords[0][1])
