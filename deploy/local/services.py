@@ -51,14 +51,19 @@ class ServiceProcess:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
+    instance: str = ""  # a second worker of the same service gets its own pid and log files
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.instance}" if self.instance else self.name
 
     @property
     def pid_path(self) -> Path:
-        return self.run_dir / f"{self.name}.pid"
+        return self.run_dir / f"{self.label}.pid"
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "logs" / f"{self.name}.log"
+        return self.run_dir / "logs" / f"{self.label}.log"
 
     @property
     def base_url(self) -> str:

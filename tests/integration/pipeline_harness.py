@@ -105,13 +105,22 @@ class Pipeline:
         headers: list[list[tuple[str, bytes]] | None] | None = None,
     ) -> None:
         async def go() -> None:
-            p = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, enable_idempotence=True)
+            # Idempotent producer: order is kept per partition even with many sends in flight.
+            p = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, enable_idempotence=True, linger_ms=5)
             await p.start()
             try:
+                pending = []
                 for i, v in enumerate(values):
-                    await p.send_and_wait(
-                        TOPICS["input"], value=v, key=(keys[i] if keys else None), headers=(headers[i] if headers else None)
+                    pending.append(
+                        await p.send(
+                            TOPICS["input"],
+                            value=v,
+                            key=(keys[i] if keys else None),
+                            headers=(headers[i] if headers else None),
+                        )
                     )
+                for fut in pending:
+                    await fut
             finally:
                 await p.stop()
 
