@@ -32,7 +32,7 @@ class IngestSettings(BaseSettings):
 
     # snapshot connectors
     run_connectors: bool = True  # the service runs connectors that are due
-    connector_poll_seconds: float = 15.0
+    connector_poll_seconds: float = 5.0
     connector_max_delete_share: float = 0.5  # default guard for new connectors
     connector_fetch_timeout_seconds: float = 60.0
     connector_max_snapshot_bytes: int = 200 * 1024 * 1024

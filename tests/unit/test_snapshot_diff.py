@@ -96,8 +96,7 @@ def test_diff(
 
 
 def test_volatile_fields_of_the_definition_are_not_business_fields() -> None:
-    volatile = replace(TOILETS, schema_note="")  # type: ignore[type-var]
-    object.__setattr__(volatile, "volatile_fields", ("adresse",))
+    volatile = replace(TOILETS, volatile_fields=("adresse",))  # type: ignore[type-var]
     assert "adresse" not in business_fields(volatile) and "adresse" in business_fields(TOILETS)  # type: ignore[arg-type]
     a, b = rec(1, "rue"), rec(1, "avenue")
     fields = business_fields(volatile)
@@ -226,3 +225,19 @@ async def test_a_failed_publish_records_no_state_so_the_next_run_sends_the_same_
     assert not store.states.get("c")
     sink.fail = False
     assert (await run(store, fetcher, sink)).added == 1
+
+
+def test_a_definition_can_only_call_its_own_schema_fields_volatile() -> None:
+    from services.contract.datasets.catalogue import DefinitionError, _definition_from_dict
+
+    bike = CATALOGUE.get("bike_share_stations")
+    assert bike is not None and bike.volatile_fields == ("last_update",)
+    raw = {
+        "id": "x",
+        "title": {"fr": "x", "en": "x"},
+        "identity_field": "a",
+        "geometry": {"type": "None", "carrier": "none"},
+        "volatile_fields": ["b"],
+    }
+    with pytest.raises(DefinitionError, match="volatile field"):
+        _definition_from_dict(raw, {"fields": [{"name": "a"}]}, "x")

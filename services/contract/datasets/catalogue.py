@@ -121,6 +121,9 @@ class DatasetDefinition:
     field_names: tuple[str, ...] = field(default=())
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     same_place: SamePlacePolicy = field(default_factory=SamePlacePolicy)
+    # schema fields that change without the thing changing (a timestamp, live counts): snapshot
+    # connectors leave them out of change detection (services/ingest/domain/snapshot_diff.py)
+    volatile_fields: tuple[str, ...] = ()
 
     @property
     def identity_field(self) -> str:
@@ -182,6 +185,9 @@ def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: s
         aliases = {k: tuple(v) for k, v in raw.get("aliases", {}).items()}
         for name in aliases:
             _check_field(origin, names, "alias target", name)
+        volatile_fields = tuple(raw.get("volatile_fields", ()))
+        for name in volatile_fields:
+            _check_field(origin, names, "volatile field", name)
         sp = raw.get("same_place", {})
         same_place = SamePlacePolicy(
             distance_m=float(sp.get("distance_m", 0.0)),
@@ -206,6 +212,7 @@ def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: s
             field_names=names,
             aliases=aliases,
             same_place=same_place,
+            volatile_fields=volatile_fields,
         )
     except (KeyError, TypeError) as exc:
         raise DefinitionError(f"{origin}: malformed definition ({exc!r})") from exc

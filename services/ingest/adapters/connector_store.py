@@ -97,8 +97,8 @@ class PostgresConnectorStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT name FROM snapshot_connector WHERE last_run_at IS NULL "
-                    "OR last_run_at + make_interval(secs => every_seconds) <= :now ORDER BY name"
+                    "SELECT name FROM snapshot_connector WHERE every_seconds > 0 AND (last_run_at IS NULL "
+                    "OR last_run_at + make_interval(secs => every_seconds) <= :now) ORDER BY name"
                 ),
                 {"now": now},
             )

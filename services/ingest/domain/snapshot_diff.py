@@ -72,7 +72,7 @@ def _fold(name: str) -> str:
 
 def business_fields(definition: DatasetDefinition) -> tuple[str, ...]:
     """The schema's fields less the volatile ones (``volatile_fields`` in the definition, when it has any)."""
-    volatile = set(getattr(definition, "volatile_fields", ()) or ())
+    volatile = set(definition.volatile_fields)
     return tuple(f for f in definition.field_names if f not in volatile)
 
 

@@ -76,7 +76,9 @@ def _check_insee(commune: str) -> str:
 
 
 def parse_duration(text: str) -> float:
-    """``10m``, ``1h30m``, ``45s``, ``1d`` -> seconds."""
+    """``10m``, ``1h30m``, ``45s``, ``1d`` -> seconds; ``manual`` -> 0 (never scheduled, run by hand)."""
+    if text.strip().lower() == "manual":
+        return 0.0
     parts = _DURATION.findall(text.strip().lower())
     if not parts or _DURATION.sub("", text.strip().lower()).strip():
         raise typer.BadParameter(f"{text!r}: use a duration like 30s, 10m, 1h or 1h30m")
@@ -207,7 +209,9 @@ def connector_add(
         bool, typer.Option("--all-communes", help="a Métropole connector: each record's commune from the file")
     ] = False,
     name: Annotated[str | None, typer.Option(help="connector name (default <commune>-<dataset>)")] = None,
-    every: Annotated[str, typer.Option(help="how often the service runs it: 30s, 10m, 1h...")] = "1h",
+    every: Annotated[
+        str, typer.Option(help="how often the ingest service runs it: 30s, 10m, 1h... or manual (odc connector run)")
+    ] = "1h",
     fmt: Annotated[str | None, typer.Option("--format", help="geojson, json or csv (default: from the name)")] = None,
     max_delete_share: Annotated[
         float | None, typer.Option(help="hold a run deleting more than this share of the features (0..1)")
