@@ -4,6 +4,7 @@ numbered versions (``dcat:hasVersion``, each a ``dcat:Dataset`` with its own Geo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,6 @@ CONTEXT = {
     "dct:modified": {"@type": "xsd:dateTime"},
     "dcat:accessURL": {"@type": "@id"},
     "dcat:downloadURL": {"@type": "@id"},
-    "dct:conformsTo": {"@type": "@id"},
     "dct:license": {"@type": "@id"},
 }
 LICENSE = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
@@ -36,6 +36,15 @@ class VersionSummary:
     updated: int
     removed: int
     content_hash: str
+
+
+def national_schema_json(ns: Any) -> dict[str, Any] | None:
+    """The dataset definition's national schema reference as plain JSON (a dataclass or a mapping)."""
+    if ns is None:
+        return None
+    if dataclasses.is_dataclass(ns) and not isinstance(ns, type):
+        return dataclasses.asdict(ns)
+    return dict(ns)
 
 
 def _iso(t: datetime) -> str:
@@ -80,8 +89,13 @@ def dataset_node(
         ],
         "adms:versionNotes": f"{total_versions} numbered versions; each lists the features added, updated and removed.",
     }
-    if d.national_schema and d.national_schema.get("url"):
-        node["dct:conformsTo"] = d.national_schema["url"]
+    schema = national_schema_json(d.national_schema)
+    if schema and schema.get("name"):
+        node["dct:conformsTo"] = {
+            "@type": "dct:Standard",
+            "dct:title": str(schema["name"]),
+            "dcat:version": str(schema.get("version", "")),
+        }
     if latest is not None:
         node["dct:modified"] = _iso(latest.published_at)
         node["dcat:version"] = str(latest.version)

@@ -257,7 +257,7 @@ def build_api(
             "id": d.id,
             "title": {"fr": d.title_fr, "en": d.title_en},
             "geometry_type": d.geometry.type,
-            "national_schema": d.national_schema,
+            "national_schema": dcat.national_schema_json(d.national_schema),
             "latest_version": state.last_version if state else 0,
             "feature_count": state.feature_count if state else 0,
             "content_hash": state.content_hash if state else None,
