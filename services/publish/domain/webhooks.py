@@ -61,7 +61,7 @@ class RetryPolicy:
 def backoff_delay(policy: RetryPolicy, attempts_made: int, jitter: float) -> float:
     """Delay before the next attempt after ``attempts_made`` failed ones: exponential, capped, with full
     jitter in [50 %, 100 %] (``jitter`` is a number in [0, 1) from an injected source)."""
-    base = min(policy.max_delay_seconds, policy.initial_delay_seconds * 2 ** max(0, attempts_made - 1))
+    base = min(policy.max_delay_seconds, policy.initial_delay_seconds * 2.0 ** max(0, attempts_made - 1))
     return base * (0.5 + 0.5 * jitter)
 
 
