@@ -219,6 +219,15 @@ class Pipeline:
             lambda: self.sql("SELECT count(*) FROM feature_change_outbox WHERE sent_at IS NULL")[0][0] == 0,
             timeout,
         )
+        # the outbox drains before the publisher has consumed what it sent: wait until it has recorded them
+        wait_for(
+            "the publisher to record every canonical change",
+            lambda: self.sql(
+                "SELECT (SELECT coalesce(max(change_id), 0) FROM feature_change_outbox) <= "
+                "(SELECT coalesce(max(change_id), 0) FROM change_log)"
+            )[0][0],
+            timeout,
+        )
         wait_for(f"no pending changes for {dataset}", lambda: self.pending_changes(dataset) == 0 or None, timeout)
 
 
