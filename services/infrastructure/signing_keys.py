@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -130,7 +131,8 @@ async def load_signing_keys(engine: AsyncEngine) -> dict[str, SigningKey]:
 
 
 class SigningKeyCache:
-    """The keys as of at most ``max_age`` seconds ago: a new or revoked key takes effect within that delay."""
+    """The keys as of at most ``max_age`` seconds ago, so a revocation takes effect within that delay; a
+    key id not in the cache is looked up at once (at most one query per batch), so a new key works at once."""
 
     def __init__(self, engine: AsyncEngine, max_age: float = 5.0) -> None:
         self._engine = engine
@@ -139,9 +141,10 @@ class SigningKeyCache:
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
 
-    async def keys(self) -> dict[str, SigningKey]:
+    async def keys(self, needed: Iterable[str] = ()) -> dict[str, SigningKey]:
         async with self._lock:
-            if time.monotonic() - self._loaded_at >= self._max_age:
+            stale = time.monotonic() - self._loaded_at >= self._max_age
+            if stale or any(k not in self._keys for k in needed):
                 self._keys = await load_signing_keys(self._engine)
                 self._loaded_at = time.monotonic()
             return self._keys

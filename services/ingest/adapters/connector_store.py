@@ -70,10 +70,10 @@ class PostgresConnectorStore:
             row = (await conn.execute(select(snapshot_connector).where(snapshot_connector.c.name == name))).first()
         return None if row is None else _config(row)
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list_all(self) -> list[dict[str, Any]]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(select(snapshot_connector).order_by(snapshot_connector.c.name))).all()
-            counts = dict(
+            counts: dict[str, int] = dict(
                 (await conn.execute(text("SELECT connector, count(*) FROM connector_feature GROUP BY connector"))).all()
             )
         return [

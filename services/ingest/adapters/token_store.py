@@ -53,7 +53,7 @@ class PostgresTokenStore:
             )
         return bool(res.rowcount)
 
-    async def list(self, commune: str | None = None) -> list[dict[str, Any]]:
+    async def list_all(self, commune: str | None = None) -> list[dict[str, Any]]:
         q = select(
             api_token.c.token_id, api_token.c.commune, api_token.c.label, api_token.c.created_at, api_token.c.revoked_at
         ).order_by(api_token.c.created_at)

@@ -121,7 +121,7 @@ def token_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List tokens (never their secrets)."""
-    rows = _run(lambda e: PostgresTokenStore(e).list(commune))
+    rows = _run(lambda e: PostgresTokenStore(e).list_all(commune))
     if as_json:
         print(json.dumps(rows, ensure_ascii=False))
         return
@@ -356,7 +356,7 @@ class _Clock:
 @connector_app.command("list")
 def connector_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Connectors, their schedule and their last run."""
-    rows = _run(lambda e: PostgresConnectorStore(e).list())
+    rows = _run(lambda e: PostgresConnectorStore(e).list_all())
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, default=str))
         return

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
-from services.contract.event_signature import EventAuthenticator
+from services.contract.event_signature import HEADER_KEY_ID, EventAuthenticator
 from services.contract.messages import SourcePosition
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
@@ -120,7 +120,9 @@ def build_app(settings: NormaliseSettings, registry: CollectorRegistry | None = 
             ]
 
             async def handle(batch: list[InboundMessage] = batch) -> BatchReport:
-                keys = await signing_keys.keys()
+                keys = await signing_keys.keys(
+                    {v.decode("ascii", "replace") for m in batch for k, v in m.headers if k == HEADER_KEY_ID}
+                )
                 authenticator = EventAuthenticator(keys, require_signed=settings.require_signed_events)
                 return await process_batch(
                     batch,
