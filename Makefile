@@ -15,6 +15,8 @@ help:
 	@echo "make status   what is running (JSON)"
 	@echo "make test     the whole test suite, on its own throwaway Kafka and PostGIS"
 	@echo "make lint     ruff, mypy (strict on the cores), import-linter contracts"
+	@echo "make test-faults  only the fault-injection tests (kill -9, broker/database down), with reconciliation"
+	@echo "make fuzz     coverage-guided fuzzing (atheris) of every decoder and validator, FUZZ_SECONDS each"
 	@echo "make bench    end-to-end throughput and latency on real data; appends to docs/benchmarks.md"
 	@echo "make acceptance  every real file of ../shared/data/real through odc send on a throwaway stack; writes docs/data-quality.md"
 
@@ -56,6 +58,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check services deploy tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m faults
+
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	@for t in change_event geometry structured_geometry source_files attributes signatures; do \
+	  echo "== fuzzing $$t for $(FUZZ_SECONDS) s"; $(PY) -m fuzz.run $$t $(FUZZ_SECONDS) || exit 1; done
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.pipeline_throughput

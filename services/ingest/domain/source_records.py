@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from services.contract.messages import AttributeValue, GeometryEncoding, RawGeometry
 
@@ -163,7 +164,15 @@ def read_csv(data: bytes) -> Iterator[SourceRecord]:
         delimiter = dialect.delimiter
     except csv.Error:
         delimiter = ";" if sample.count(";") > sample.count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    # newline="": the csv module handles \r, \n and \r\n itself (a bare \r inside a field was a crash: fuzz finding)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        yield from _csv_records(reader)
+    except csv.Error as exc:
+        raise UnreadableFile(f"CSV is malformed near line {reader.line_num}: {exc}") from exc
+
+
+def _csv_records(reader: Any) -> Iterator[SourceRecord]:
     try:
         header = [clean_header(h) for h in next(reader)]
     except StopIteration:
