@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help run down status test test-unit test-integration lint bench acceptance deps lock clean
+.PHONY: help run down status test test-unit test-integration test-faults fuzz lint bench acceptance deps lock clean
 
 help:
 	@echo "make run      install what is missing, start Kafka, PostGIS and the three services, load the samples"
