@@ -3,7 +3,9 @@ throwaway directories, started by the suite itself. A failure to start them fail
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +30,19 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         broker.stop()
 
 
+def postgres_data_dir(prefix: str) -> Path:
+    """PostgreSQL runs as an unprivileged user that must traverse its data dir's parents. pytest's own
+    tmp tree is reset to 0700 whenever another pytest session starts, so keep the cluster outside it."""
+    return Path(tempfile.mkdtemp(prefix=f"odc-{prefix}-"))
+
+
 @pytest.fixture(scope="session")
-def postgis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster(tmp_path_factory.mktemp("pg"), free_port())
+def postgis() -> Iterator[PostgresCluster]:
+    root = postgres_data_dir("test-pg")
+    cluster = PostgresCluster(root, free_port())
     cluster.start(timeout=120)
     try:
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
