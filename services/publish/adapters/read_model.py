@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contract.messages import FeatureState
 from services.publish.domain.change_feed import FeedPosition
@@ -259,7 +259,3 @@ class PostgresReadModel:
             n=limit,
         )
         return [(int(r[0]), bytes(r[1])) for r in rows]
-
-
-async def ping(conn: AsyncConnection) -> None:
-    await conn.execute(text("SELECT 1"))
