@@ -331,3 +331,17 @@ def test_diff_kinds_are_the_avro_enum_symbols() -> None:
         "items"
     ]["fields"][2]["type"]["symbols"]
     assert symbols == [k.value for k in DiffKind]
+
+
+@pytest.mark.parametrize("definition", list(CATALOGUE), ids=lambda d: d.id)
+def test_every_catalogue_dataset_has_a_csv_layout_dcat_node_and_ogc_collection(definition) -> None:  # type: ignore[no-untyped-def]
+    columns = csv_columns(definition)
+    assert columns[: len(definition.field_names)] == list(definition.field_names)
+    assert len(columns) == len(definition.field_names) + (
+        1 if definition.national_schema is None and definition.geometry.type != "None" else 0
+    )
+    node = dcat.dataset_node("http://h", definition, [dcat.VersionSummary(1, T0, 1, 1, 0, 0, "0" * 64)], 1)
+    json.dumps(node)  # plain JSON, whatever the definition's national schema object is
+    if definition.national_schema is not None:
+        assert node["dct:conformsTo"]["@type"] == "dct:Standard"
+    assert ogc_features.collection("http://h/ogc", definition, None, 1)["id"] == definition.id
