@@ -68,7 +68,7 @@ fuzz: $(STAMP)
 	  echo "== fuzzing $$t for $(FUZZ_SECONDS) s"; $(PY) -m fuzz.run $$t $(FUZZ_SECONDS) || exit 1; done
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.pipeline_throughput
+	$(PY) -m benchmarks.suite $(BENCH_ARGS)
 
 acceptance: $(STAMP)
 	$(PY) -m acceptance
