@@ -64,6 +64,12 @@ def token(p: Pipeline, *args: str) -> str:
     return out.stdout.strip()
 
 
+@pytest.fixture(scope="module")
+def villeurbanne(pipeline: Pipeline) -> str:
+    """A push API token of Villeurbanne (69266), made with the CLI."""
+    return token(pipeline, "--commune", "69266", "--label", "Villeurbanne SIG")
+
+
 def input_size(p: Pipeline) -> int:
     """Messages ever written to the input topic (sum of end offsets): proves 'nothing was written'."""
 
@@ -114,8 +120,10 @@ def live(p: Pipeline, dataset: str, commune: str, fid: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------- the push API
-def test_a_commune_pushes_records_over_http_and_sees_them_applied_and_versioned(pipeline: Pipeline) -> None:
-    tok = token(pipeline, "--commune", "69266", "--label", "Villeurbanne SIG")
+def test_a_commune_pushes_records_over_http_and_sees_them_applied_and_versioned(
+    pipeline: Pipeline, villeurbanne: str
+) -> None:
+    tok = villeurbanne
     a, b, bad = gid(), gid(), gid()
     before = received(pipeline)
     r = push(
@@ -160,8 +168,8 @@ def test_a_commune_pushes_records_over_http_and_sees_them_applied_and_versioned(
     assert (cli_toilets["accepted"], cli_toilets["rejected"]) == (toilets["accepted"], toilets["rejected"])
 
 
-def test_a_commune_token_cannot_write_or_read_another_commune(pipeline: Pipeline) -> None:
-    tok = token(pipeline, "--commune", "69266")
+def test_a_commune_token_cannot_write_or_read_another_commune(pipeline: Pipeline, villeurbanne: str) -> None:
+    tok = villeurbanne
     fid = gid()
     size, before = input_size(pipeline), received(pipeline)
     r = push(pipeline, tok, [{"gid": fid, "codinsee": "69123", "geometry": POINT}])
@@ -203,9 +211,9 @@ def test_the_metropoles_admin_token_writes_any_commune(pipeline: Pipeline) -> No
     ids=["no-token", "unknown-token", "truncated-json", "not-utf8", "array", "oversized"],
 )
 def test_bad_requests_get_the_right_status_and_nothing_is_written(
-    pipeline: Pipeline, auth: str | None, kwargs: dict[str, Any], status: int, code: str
+    pipeline: Pipeline, villeurbanne: str, auth: str | None, kwargs: dict[str, Any], status: int, code: str
 ) -> None:
-    tok = token(pipeline, "--commune", "69266") if auth == "valid" else auth
+    tok = villeurbanne if auth == "valid" else auth
     size = input_size(pipeline)
     r = push(pipeline, tok, None, headers={"Content-Type": "application/json"}, **kwargs)
     assert (r.status_code, r.json()["error"]) == (status, code), r.text
@@ -225,8 +233,8 @@ def test_a_revoked_token_is_refused(pipeline: Pipeline) -> None:
     assert tok.split("_", 2)[2] not in stored
 
 
-def test_an_idempotency_key_replays_the_answer_and_publishes_once(pipeline: Pipeline) -> None:
-    tok = token(pipeline, "--commune", "69266")
+def test_an_idempotency_key_replays_the_answer_and_publishes_once(pipeline: Pipeline, villeurbanne: str) -> None:
+    tok = villeurbanne
     headers = {"Idempotency-Key": f"sig-export-{uuid.uuid4()}"}
     records = [{"gid": gid(), "geometry": POINT}]
     size = input_size(pipeline)
@@ -511,3 +519,29 @@ def test_served_openapi_document_is_the_committed_one(pipeline: Pipeline) -> Non
     committed = json.loads((REPO / "docs" / "openapi" / "ingest.json").read_text(encoding="utf-8"))
     assert httpx.get(f"{api(pipeline)}/openapi.json", timeout=10).json() == committed
     assert httpx.get(f"{api(pipeline)}/readyz", timeout=10).json()["connector_scheduler"] is True
+
+
+def test_a_communes_producer_sends_a_file_signed_with_its_key_file(pipeline: Pipeline, tmp_path: Path) -> None:
+    key_file = tmp_path / "villeurbanne.key"
+    out = cli(pipeline, "key", "create", "--commune", "69266", "--out", str(key_file))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(key_file.read_text())["commune"] == "69266" and key_file.stat().st_mode & 0o077 == 0
+    fid = gid()
+    data = tmp_path / "toilettes.geojson"
+    data.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [{"type": "Feature", "properties": {"gid": fid, "codinsee": "69266"}, "geometry": POINT}],
+            }
+        )
+    )
+    refused = cli(
+        pipeline, "send", str(data), "--dataset", "public_toilets", "--commune", "69123", "--key-file", str(key_file)
+    )
+    assert refused.returncode == 2 and "signs for commune 69266" in refused.stderr
+    before = received(pipeline)
+    sent = cli(pipeline, "send", str(data), "--dataset", "public_toilets", "--key-file", str(key_file))
+    assert sent.returncode == 0, sent.stderr
+    pipeline.settle("public_toilets", before, 1)
+    assert live(pipeline, "public_toilets", "69266", str(fid))

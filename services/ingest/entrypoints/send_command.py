@@ -83,6 +83,11 @@ async def send_file(
     if not path.is_file():
         raise SendError(f"no such file: {path}")
     records = list(reader_for(path.name, fmt)(path.read_bytes()))
+    key = signing_key or await signing_key_for(settings, key_file)
+    if key.commune is not None:  # a commune's key writes that commune only: say so now, not in a rejection
+        if commune is not None and commune != key.commune:
+            raise SendError(f"the key {key.key_id} signs for commune {key.commune}, not {commune}")
+        commune = key.commune
     started = time.perf_counter()
     seq = sequence if sequence is not None else time.time_ns() // 1000  # microseconds: later sends win
     events = upsert_events(
@@ -94,7 +99,6 @@ async def send_file(
         occurred_at=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
     )
-    key = signing_key or await signing_key_for(settings, key_file)
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
     publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key)
     await publisher.start()
