@@ -366,7 +366,7 @@ def connector_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
             r["name"],
             r["commune"] or "all",
             r["dataset"],
-            f"{r['every_seconds']:.0f}s",
+            f"{r['every_seconds']:.0f}s" if r["every_seconds"] else "manual",
             str(r["features"]),
             (r["last_run_at"] or "never")[:19],
             r["last_status"] or "",
