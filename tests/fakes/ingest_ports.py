@@ -85,7 +85,9 @@ class InMemoryIdempotency:
         self.rows[(scope, key)] = StoredResponse(self.rows[(scope, key)].request_sha256, status, body)
 
     async def release(self, scope: str, key: str) -> None:
-        self.rows.pop((scope, key), None)
+        row = self.rows.get((scope, key))
+        if row is not None and row.status is None:
+            del self.rows[(scope, key)]
 
 
 class FixedStatus:
