@@ -135,6 +135,7 @@ class _Shaped:
     operation: Operation
     record: SourceRecord
     commune: str | None  # as stated in the record (explicit member or the dataset's commune field)
+    explicit_commune: str | None  # the record's own ``commune`` member, if any
     feature_id: str | None  # explicit, for deletes of flat records or a Feature's id
     sequence: int
 
@@ -211,6 +212,7 @@ def _shape(
         operation,
         SourceRecord(index + 1, attributes, geometry if operation is Operation.UPSERT else None),
         commune,
+        commune_code(raw["commune"]) if raw.get("commune") not in (None, "") else None,
         None if explicit_id is None else str(explicit_id).strip(),
         sequence,
     )
@@ -239,6 +241,7 @@ def parse_batch(
         crs = props.get("name") if isinstance(props, dict) else None
     accepted: list[AcceptedRecord] = []
     refused: list[RecordRefusal] = []
+    shaped_records: list[_Shaped] = []
     for index, raw in enumerate(records):
         shaped = _shape(index, raw, definition, crs, sequence)
         if isinstance(shaped, RecordRefusal):
@@ -253,16 +256,28 @@ def parse_batch(
                 )
             )
             continue
-        event_commune = commune if commune is not None else (shaped.commune or "")
-        (event,) = upsert_events(
-            [shaped.record],
+        shaped_records.append(shaped)
+    # One upsert_events call per (commune, sequence) group: the record -> event rules (identity and commune
+    # read under any spelling of the field) are change_events.py's, applied once per batch, not per record.
+    groups: dict[tuple[str | None, int], list[_Shaped]] = {}
+    for shaped in shaped_records:
+        groups.setdefault((commune or shaped.explicit_commune, shaped.sequence), []).append(shaped)
+    events: dict[int, ChangeEvent] = {}
+    for (group_commune, group_sequence), members in groups.items():
+        produced = upsert_events(
+            [m.record for m in members],
             definition,
-            commune=event_commune,
+            commune=group_commune,
             source=source,
-            sequence=shaped.sequence,
+            sequence=group_sequence,
             occurred_at=occurred_at,
             new_id=new_id,
         )
+        for m, ev in zip(members, produced, strict=True):
+            events[m.record.line] = ev
+    for shaped in shaped_records:
+        index = shaped.record.line - 1
+        event = events[shaped.record.line]
         if shaped.feature_id and not event.feature_id:
             event = replace(event, feature_id=shaped.feature_id)
         if shaped.operation is Operation.DELETE:
@@ -300,4 +315,6 @@ def parse_batch(
             )
             continue
         accepted.append(AcceptedRecord(index, event))
+    accepted.sort(key=lambda a: a.index)
+    refused.sort(key=lambda r: r.index)
     return ParsedBatch(tuple(accepted), tuple(refused))

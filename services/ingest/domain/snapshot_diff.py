@@ -96,12 +96,11 @@ def fingerprint(record: SourceRecord, fields: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def _identify(record: SourceRecord, definition: DatasetDefinition) -> ChangeEvent:
-    """Read the record's feature id and commune exactly as the upsert events will (change_events.py)."""
-    (ev,) = upsert_events(
-        [record], definition, commune=None, source="", sequence=0, occurred_at=_EPOCH, new_id=lambda: ""
+def _identified(records: list[SourceRecord], definition: DatasetDefinition) -> list[ChangeEvent]:
+    """Each record's feature id and commune, read exactly as the upsert events will (change_events.py)."""
+    return list(
+        upsert_events(records, definition, commune=None, source="", sequence=0, occurred_at=_EPOCH, new_id=lambda: "")
     )
-    return ev
 
 
 def index_snapshot(
@@ -111,10 +110,9 @@ def index_snapshot(
     mirrors every commune of the file (each record's commune from the dataset's commune field)."""
     fields = business_fields(definition)
     entries: dict[FeatureRef, SnapshotEntry] = {}
-    n = unidentified = duplicates = other = 0
-    for record in records:
-        n += 1
-        ev = _identify(record, definition)
+    records = list(records)
+    unidentified = duplicates = other = 0
+    for record, ev in zip(records, _identified(records, definition), strict=True):
         record_commune = ev.commune
         if commune is not None:
             if record_commune and record_commune != commune:
@@ -128,7 +126,7 @@ def index_snapshot(
         if ref in entries:
             duplicates += 1
         entries[ref] = SnapshotEntry(ref, fingerprint(record, fields), record)
-    return SnapshotIndex(entries, n, unidentified, duplicates, other)
+    return SnapshotIndex(entries, len(records), unidentified, duplicates, other)
 
 
 def diff(previous: Mapping[FeatureRef, str], current: SnapshotIndex) -> SnapshotDiff:
@@ -166,17 +164,21 @@ def mirror_events(
     new_id: Callable[[], str],
 ) -> Iterator[ChangeEvent]:
     """Upserts for added and changed features, then deletes for removed ones."""
+    by_commune: dict[str, list[FeatureRef]] = {}
     for ref in (*d.added, *d.changed):
-        (ev,) = upsert_events(
-            [index.entries[ref].record],
+        by_commune.setdefault(ref.commune, []).append(ref)
+    for group_commune, refs in by_commune.items():
+        produced = upsert_events(
+            [index.entries[ref].record for ref in refs],
             definition,
-            commune=ref.commune,
+            commune=group_commune,
             source=source,
             sequence=sequence,
             occurred_at=occurred_at,
             new_id=new_id,
         )
-        yield replace(ev, feature_id=ref.feature_id)
+        for ref, ev in zip(refs, produced, strict=True):
+            yield replace(ev, feature_id=ref.feature_id)
     for ref in d.removed:
         yield ChangeEvent(
             event_id=new_id(),
