@@ -43,7 +43,10 @@ def print_report(database_url: str, commune: str, dataset: str | None, as_json: 
     detail = Table("dataset", "feature id", "refused at", "errors")
     for r in records[:50]:
         detail.add_row(
-            r.dataset, r.feature_id or "—", r.rejected_at[:19], "; ".join(f"{e.get('field')}: {e.get('rule')}" for e in r.errors)
+            r.dataset,
+            r.feature_id or "—",
+            r.rejected_at[:19],
+            "; ".join(f"{e.get('field')}: {e.get('rule')}" for e in r.errors),
         )
     console.print(detail)
     if len(records) > 50:
