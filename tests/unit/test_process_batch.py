@@ -152,3 +152,36 @@ async def test_attribute_errors_name_field_rule_and_value(store: InMemoryNormali
     assert {(e.field, e.rule) for e in rej.errors} == {("payant", "type"), ("codinsee", "commune_mismatch")}
     payant = next(e for e in rej.errors if e.field == "payant")
     assert payant.value == "peut-être" and "booléen" in payant.message_fr
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "rule"),
+    [
+        ({"adresse": "a\x00b"}, "invalid_attributes", "control_character"),
+        ({"feature_id": "12\x00"}, "invalid_envelope", "control_character"),
+        ({"source": "odc\x00send"}, "invalid_envelope", "control_character"),
+    ],
+)
+async def test_nul_and_control_characters_are_rejections_not_database_errors(
+    store: InMemoryNormaliseStore, change: dict[str, str], reason: str, rule: str
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb: such values must be refused before any store sees them."""
+    ev = toilet(1)
+    attrs = {**ev.attributes, **{k: v for k, v in change.items() if k == "adresse"}}
+    fields = {k: v for k, v in change.items() if k != "adresse"}
+    bad = ChangeEvent(
+        fields.get("event_id", ev.event_id),
+        ev.dataset,
+        ev.commune,
+        fields.get("feature_id", ev.feature_id),
+        ev.operation,
+        ev.occurred_at,
+        ev.sequence,
+        fields.get("source", ev.source),
+        ev.geometry,
+        attrs,
+    )
+    await run(store, bad)
+    assert not store.features
+    (rej,) = store.rejections.values()
+    assert rej.reason == reason and rule in {e.rule for e in rej.errors}

@@ -73,6 +73,14 @@ def _state_cols(f: CanonicalFeature | None) -> tuple[str | None, str | None, str
     return f.geometry_geojson(), f.attributes_json(), f.content_hash
 
 
+def _pg_text(value: str | None) -> str | None:
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
+def _pg_json(document: str) -> str:
+    return document.replace("\\u0000", "\\ufffd")
+
+
 class PostgisUnitOfWork:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -204,33 +212,37 @@ class PostgisUnitOfWork:
         return len(changes)
 
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
+        """Rejections quote what the sender wrote; PostgreSQL refuses NUL in text and jsonb, so NUL is stored
+        as U+FFFD in these columns (the original bytes are kept untouched in ``original``)."""
         if not rejections:
             return
         await self.conn.execute(
             _REJECTION_INSERT,
             [
                 {
-                    "rejection_id": r.rejection_id,
+                    "rejection_id": _pg_text(r.rejection_id),
                     "rejected_at": r.rejected_at,
                     "stage": r.stage,
                     "reason": r.reason,
-                    "message": r.message,
-                    "event_id": r.event_id,
-                    "dataset": r.dataset,
-                    "commune": r.commune,
-                    "feature_id": r.feature_id,
-                    "errors": json.dumps(
-                        [
-                            {
-                                "field": e.field,
-                                "rule": e.rule,
-                                "value": e.value,
-                                "message_en": e.message_en,
-                                "message_fr": e.message_fr,
-                            }
-                            for e in r.errors
-                        ],
-                        ensure_ascii=False,
+                    "message": _pg_text(r.message),
+                    "event_id": _pg_text(r.event_id),
+                    "dataset": _pg_text(r.dataset),
+                    "commune": _pg_text(r.commune),
+                    "feature_id": _pg_text(r.feature_id),
+                    "errors": _pg_json(
+                        json.dumps(
+                            [
+                                {
+                                    "field": e.field,
+                                    "rule": e.rule,
+                                    "value": e.value,
+                                    "message_en": e.message_en,
+                                    "message_fr": e.message_fr,
+                                }
+                                for e in r.errors
+                            ],
+                            ensure_ascii=False,
+                        )
                     ),
                     "source_topic": r.source.topic,
                     "source_partition": r.source.partition,
@@ -251,7 +263,7 @@ class PostgisUnitOfWork:
                 "DO UPDATE SET events = t.events + EXCLUDED.events, last_at = greatest(t.last_at, EXCLUDED.last_at)"
             ),
             [
-                {"dataset": d, "commune": c, "outcome": o, "events": n, "at": at}
+                {"dataset": _pg_text(d), "commune": _pg_text(c), "outcome": o, "events": n, "at": at}
                 for (d, c, o), n in sorted(tally.items())
             ],
         )

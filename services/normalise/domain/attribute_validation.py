@@ -101,6 +101,8 @@ def _string_caster(spec: Mapping[str, Any], lenient: bool) -> Callable[[Any], Ca
                 raise _Invalid("type", "expected text, got a non-finite number", "texte attendu, nombre non fini reçu")
             s = restore_zeros(_number_text(v))
         elif isinstance(v, str):
+            if "\x00" in v:
+                raise _Invalid("control_character", "contains a NUL character", "contient un caractère NUL")
             if len(v) > MAX_TEXT:
                 raise _Invalid(
                     "maxLength", f"text longer than {MAX_TEXT} characters", f"texte de plus de {MAX_TEXT} caractères"

@@ -72,8 +72,49 @@ def content_hash(attributes: dict[str, Canonical], geometry: BaseGeometry | None
     return h.hexdigest()
 
 
+# Control characters no store or consumer should receive in an identifier (PostgreSQL refuses NUL outright).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _contains_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
+def printable(text: str) -> str:
+    """For messages and reports: control characters shown as U+FFFD, so a hostile value can be quoted."""
+    return _CONTROL.sub("\ufffd", text)
+
+
 def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
     errs: list[FieldError] = []
+    if not ev.event_id or len(ev.event_id) > MAX_ID_LEN or _CONTROL.search(ev.event_id):
+        errs.append(
+            FieldError(
+                "event_id",
+                f"event_id: must be 1 to {MAX_ID_LEN} characters without control characters (a UUID is expected)",
+                f"event_id : 1 à {MAX_ID_LEN} caractères sans caractère de contrôle (un UUID est attendu)",
+                "event_id",
+                printable(ev.event_id[:50]),
+            )
+        )
+    for name in ("feature_id", "source"):
+        value = getattr(ev, name)
+        if _CONTROL.search(value):
+            errs.append(
+                FieldError(
+                    "control_character",
+                    f"{name}: contains a control character (NUL, tab, line break...)",
+                    f"{name} : contient un caractère de contrôle (NUL, tabulation, saut de ligne...)",
+                    name,
+                    printable(value[:50]),
+                )
+            )
     if not _INSEE.match(ev.commune):
         errs.append(
             FieldError(
@@ -81,7 +122,7 @@ def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
                 "commune: not an INSEE code (5 characters)",
                 "commune : ce n'est pas un code INSEE (5 caractères)",
                 "commune",
-                ev.commune[:50],
+                printable(ev.commune[:50]),
             )
         )
     if not ev.feature_id.strip() or len(ev.feature_id) > MAX_ID_LEN:
@@ -91,7 +132,7 @@ def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
                 f"feature_id: must be 1 to {MAX_ID_LEN} characters",
                 f"feature_id : doit compter de 1 à {MAX_ID_LEN} caractères",
                 "feature_id",
-                ev.feature_id[:50],
+                printable(ev.feature_id[:50]),
             )
         )
     if (ev.occurred_at - now).total_seconds() > 86_400:
@@ -175,14 +216,14 @@ class EventNormaliser:
             return Invalid(
                 ev,
                 "unknown_dataset",
-                f"unknown dataset {ev.dataset[:100]!r}",
+                f"unknown dataset {printable(ev.dataset[:100])!r}",
                 (
                     FieldError(
                         "unknown_dataset",
-                        f"dataset {ev.dataset[:100]!r} is not in the catalogue",
-                        f"le jeu de données {ev.dataset[:100]!r} n'est pas au catalogue",
+                        f"dataset {printable(ev.dataset[:100])!r} is not in the catalogue",
+                        f"le jeu de données {printable(ev.dataset[:100])!r} n'est pas au catalogue",
                         "dataset",
-                        ev.dataset[:100],
+                        printable(ev.dataset[:100]),
                     ),
                 ),
             )
@@ -207,7 +248,7 @@ class EventNormaliser:
         schema = self._schemas[ev.dataset]
         named = schema.matcher.map(ev.attributes)
         values: dict[str, object] = dict(named.values)
-        corrections: list[str] = [f"renamed:{a}->{b}" for a, b in named.renamed]
+        corrections: list[str] = [f"renamed:{printable(a)}->{b}" for a, b in named.renamed]
         commune_field = definition.commune_field
         if commune_field and schema.is_missing(values.get(commune_field)):
             values[commune_field] = ev.commune  # the sender said which commune the record belongs to
@@ -252,6 +293,15 @@ class EventNormaliser:
                     f"{commune_field} : {result.values[commune_field]} n'est pas la commune émettrice {ev.commune}",
                     commune_field,
                     str(result.values[commune_field]),
+                )
+            )
+        if not errors and _contains_nul(result.values):
+            # a NUL inside a JSON value (array, object, any): no store accepts it
+            errors.append(
+                FieldError(
+                    "control_character",
+                    "a value contains a NUL character",
+                    "une valeur contient un caractère NUL",
                 )
             )
         if errors:
