@@ -4,6 +4,7 @@ except the first (which starts from an empty store)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -21,36 +22,47 @@ def live_features(p: Pipeline, dataset: str) -> int:
 
 
 def test_toilets_file_gives_480_features_and_one_version_notification(pipeline: Pipeline) -> None:
+    """Counts the file's own features and the notifications it causes: independent of earlier tests."""
+    file_ids = [
+        str(f["properties"]["gid"]) for f in json.loads((SAMPLES / "toilettes.geojson").read_text())["features"]
+    ]
+    assert pipeline.sql(
+        "SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND feature_id = ANY(%s)", file_ids
+    ) == [(0,)], "the file was sent before this test"
+    version_before = pipeline.latest_version("public_toilets")
+    live_before = live_features(pipeline, "public_toilets")
+    notes_before = len(pipeline.version_notifications("public_toilets"))
     before = pipeline.metric("normalise", "odc_events_received_total")
     summary = pipeline.send_file(SAMPLES / "toilettes.geojson", "public_toilets")
     assert summary.events == 480
     pipeline.settle("public_toilets", before, 480)
-    assert live_features(pipeline, "public_toilets") == 480
+    mine = "dataset = 'public_toilets' AND feature_id = ANY(%s) AND NOT deleted"
+    assert pipeline.sql(f"SELECT count(*) FROM canonical_feature WHERE {mine}", file_ids) == [(480,)]
     # every one of them lies in the Métropole, in lon/lat order, after the per-feature axis fix
-    assert (
-        pipeline.sql(
-            "SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND "
-            "ST_X(geom) BETWEEN 4.6 AND 5.1 AND ST_Y(geom) BETWEEN 45.5 AND 46.0"
-        )[0][0]
-        == 480
+    assert pipeline.sql(
+        f"SELECT count(*) FROM canonical_feature WHERE {mine} AND "
+        "ST_X(geom) BETWEEN 4.6 AND 5.1 AND ST_Y(geom) BETWEEN 45.5 AND 46.0",
+        file_ids,
+    ) == [(480,)]
+    assert pipeline.sql(
+        f"SELECT count(*) FROM canonical_feature WHERE {mine} AND corrections ? 'axis_swapped'", file_ids
+    ) == [(479,)]
+    notes = wait_for(
+        "the version notification", lambda: (n := pipeline.version_notifications("public_toilets")[notes_before:]) and n
     )
-    assert (
-        pipeline.sql(
-            "SELECT count(*) FROM canonical_feature WHERE dataset = 'public_toilets' AND corrections ? 'axis_swapped'"
-        )[0][0]
-        == 479
-    )
-    notes = wait_for("the version notification", lambda: pipeline.version_notifications("public_toilets"))
     assert len(notes) == 1
     headers, data = notes[0]
-    assert (data.version, data.added, data.updated, data.removed, data.feature_count) == (1, 480, 0, 0, 480)
-    assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == "public_toilets:v1"
+    assert (data.version, data.added, data.updated, data.removed) == (version_before + 1, 480, 0, 0)
+    assert data.feature_count == live_before + 480
+    assert headers["ce_specversion"] == "1.0" and headers["ce_id"] == f"public_toilets:v{version_before + 1}"
     assert headers["ce_type"] == "fr.grandlyon.odc.dataset.version.published"
     assert headers["content-type"] == "application/avro"
 
 
 def test_resending_the_same_file_changes_nothing_and_cuts_no_version(pipeline: Pipeline) -> None:
     version = pipeline.latest_version("public_toilets")
+    live = live_features(pipeline, "public_toilets")
+    notes = len(pipeline.version_notifications("public_toilets"))
     unchanged = pipeline.metric("normalise", "odc_events_accepted_total", dataset="public_toilets", outcome="unchanged")
     before = pipeline.metric("normalise", "odc_events_received_total")
     pipeline.send_file(SAMPLES / "toilettes.geojson", "public_toilets")
@@ -60,35 +72,32 @@ def test_resending_the_same_file_changes_nothing_and_cuts_no_version(pipeline: P
         == unchanged + 480
     )
     assert pipeline.latest_version("public_toilets") == version
-    assert live_features(pipeline, "public_toilets") == 480
-    assert len(pipeline.version_notifications("public_toilets")) == version
+    assert live_features(pipeline, "public_toilets") == live
+    assert len(pipeline.version_notifications("public_toilets")) == notes
 
 
 def test_parks_file_with_invalid_polygons_is_loaded_and_repaired(pipeline: Pipeline) -> None:
+    uids = [f["properties"]["uid"] for f in json.loads((SAMPLES / "parcs.geojson").read_text())["features"]]
+    mine = "dataset = 'parks_gardens' AND feature_id = ANY(%s) AND NOT deleted"
+    assert pipeline.sql(f"SELECT count(*) FROM canonical_feature WHERE {mine}", uids) == [(0,)]
+    version_before = pipeline.latest_version("parks_gardens")
+    notes_before = len(pipeline.version_notifications("parks_gardens"))
     before = pipeline.metric("normalise", "odc_events_received_total")
     pipeline.send_file(SAMPLES / "parcs.geojson", "parks_gardens")
     pipeline.settle("parks_gardens", before, 510)
-    assert live_features(pipeline, "parks_gardens") == 510
-    assert (
-        pipeline.sql("SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND NOT ST_IsValid(geom)")[
-            0
-        ][0]
-        == 0
+    assert pipeline.sql(f"SELECT count(*) FROM canonical_feature WHERE {mine}", uids) == [(510,)]
+    assert pipeline.sql(f"SELECT count(*) FROM canonical_feature WHERE {mine} AND NOT ST_IsValid(geom)", uids) == [(0,)]
+    assert pipeline.sql(f"SELECT count(*) FROM canonical_feature WHERE {mine} AND corrections ? 'repaired'", uids) == [
+        (4,)
+    ]
+    assert pipeline.sql(f"SELECT array_agg(DISTINCT GeometryType(geom)) FROM canonical_feature WHERE {mine}", uids) == [
+        (["MULTIPOLYGON"],)
+    ]
+    notes = wait_for(
+        "the parks version notification",
+        lambda: (n := pipeline.version_notifications("parks_gardens")[notes_before:]) and n,
     )
-    assert (
-        pipeline.sql(
-            "SELECT count(*) FROM canonical_feature WHERE dataset = 'parks_gardens' AND corrections ? 'repaired'"
-        )[0][0]
-        == 4
-    )
-    assert (
-        pipeline.sql(
-            "SELECT count(DISTINCT GeometryType(geom)) FROM canonical_feature WHERE dataset = 'parks_gardens'"
-        )[0][0]
-        == 1
-    )
-    ((_, data),) = pipeline.version_notifications("parks_gardens")
-    assert (data.version, data.added) == (1, 510)
+    assert [(d.version, d.added) for _, d in notes] == [(version_before + 1, 510)]
 
 
 def test_the_same_event_twice_is_applied_once(pipeline: Pipeline) -> None:
