@@ -175,7 +175,10 @@ async def _collect_versions(bootstrap: str, stop_after_change: int, deadline: fl
 def run_latency(stack: BenchStack, dataset: str, rate: float, seconds: float) -> dict[str, Any]:
     """Steady ``rate`` events/s for ``seconds``; latency = notification arrival - send, per event."""
     n = int(rate * seconds)
-    events = build_events(dataset, n, seq=time.time_ns() // 1000)
+    # fresh ids: a re-sent feature with identical content is 'unchanged' and would cut no version
+    events = [
+        replace(e, feature_id=f"{e.feature_id}-lat") for e in build_events(dataset, n, seq=time.time_ns() // 1000)
+    ]
     values = signed_values(stack, events)
     assert stack.broker is not None
     bootstrap = stack.broker.bootstrap

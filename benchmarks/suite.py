@@ -205,6 +205,12 @@ def main() -> None:
         r["replay"] = replay(stack, expected, total)
         print("version cost ...", flush=True)
         r["version_cost"] = version_cost(stack, [int(s) for s in args.version_sizes.split(",")], repeats=5)
+    except BaseException:
+        partial = ROOT / "docs" / "benchmarks" / "partial-last-run.json"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(r, indent=2, default=str))
+        print(f"a stage failed; what was measured is in {partial}", flush=True)
+        raise
     finally:
         stack.stop()
     table = render(r)
