@@ -84,10 +84,30 @@ def create_database(stack: BenchStack, name: str) -> str:
     return dsn
 
 
+def copy_signing_keys(stack: BenchStack, dsn: str) -> None:
+    from services.infrastructure.database import make_engine
+    from services.infrastructure.signing_keys import create_signing_key_schema
+
+    async def schema() -> None:
+        engine = make_engine(dsn)
+        try:
+            await create_signing_key_schema(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(schema())
+    cols = "key_id, commune, secret, label, created_at, revoked_at"
+    with psycopg.connect(stack.db.dsn) as src, psycopg.connect(dsn) as dst:  # type: ignore[union-attr]
+        rows = src.execute(f"SELECT {cols} FROM commune_signing_key").fetchall()
+        with dst.cursor() as cur:
+            cur.executemany(f"INSERT INTO commune_signing_key ({cols}) VALUES (%s, %s, %s, %s, %s, %s)", rows)
+
+
 def replay(stack: BenchStack, expected: dict[str, int], total_events: int) -> dict[str, Any]:
     """A second normaliser, new consumer group, empty database: rebuild from the start of the log."""
     assert stack.broker is not None
     dsn = create_database(stack, "odc_replay")
+    copy_signing_keys(stack, dsn)  # the log's events are signed: the replay must know the keys
     port = free_port()
     svc = ServiceProcess("normalise", stack.root, port, instance="replay")
     svc.env = service_env(
