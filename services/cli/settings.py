@@ -13,3 +13,5 @@ class CliSettings(BaseSettings):
     ingest_url: str = "http://127.0.0.1:6065"
     normalise_url: str = "http://127.0.0.1:6066"
     publish_url: str = "http://127.0.0.1:6067"
+    # Operator (admin) token for the publish API's subscription routes (`odc token create --admin`).
+    token: SecretStr | None = None

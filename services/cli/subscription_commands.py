@@ -1,4 +1,5 @@
-"""``odc subscribe`` and ``odc subscriptions``: webhook subscriptions through the publish HTTP API."""
+"""``odc subscribe`` and ``odc subscriptions``: webhook subscriptions through the publish HTTP API, with
+an operator (admin) token (``--token`` or ODC_TOKEN)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,34 @@ console = Console()
 err = Console(stderr=True)
 
 
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="operator (admin) token from `odc token create --admin` (default: the ODC_TOKEN environment variable)",
+        show_default=False,
+    ),
+]
+
+
 def _api() -> str:
     return CliSettings().publish_url.rstrip("/")
 
 
-def _call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _token(given: str | None) -> str:
+    if given:
+        return given
+    configured = CliSettings().token
+    if configured is None or not configured.get_secret_value():
+        err.print("[red]error:[/red] managing subscriptions needs an operator token: --token or ODC_TOKEN")
+        raise typer.Exit(2)
+    return configured.get_secret_value()
+
+
+def _call(method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
     url = f"{_api()}{path}"
     try:
-        r = httpx.request(method, url, json=body, timeout=30)
+        r = httpx.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     except httpx.HTTPError as error:
         err.print(f"[red]error:[/red] cannot reach the publish API at {_api()}: {error}")
         raise typer.Exit(3) from error
@@ -44,11 +65,13 @@ def subscribe(
     ] = None,
     description: Annotated[str, typer.Option(help="free text to recognise the subscription")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    token: TokenOption = None,
 ) -> None:
     """Register a webhook: every new version of the chosen datasets is POSTed to URL, signed, in order."""
     created = _call(
         "POST",
         "/subscriptions",
+        _token(token),
         {"url": url, "datasets": dataset or None, "secret": secret, "description": description},
     )
     if as_json:
@@ -59,9 +82,12 @@ def subscribe(
     console.print(f"secret (keep it, it is not shown again): [bold]{created['secret']}[/bold]")
 
 
-def subscriptions(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+def subscriptions(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    token: TokenOption = None,
+) -> None:
     """Every webhook subscription and the state of its deliveries."""
-    doc = _call("GET", "/subscriptions")
+    doc = _call("GET", "/subscriptions", _token(token))
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
         return

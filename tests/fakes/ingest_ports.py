@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.contract.api_tokens import StoredToken, format_token, hash_secret
 from services.contract.messages import ChangeEvent
-from services.ingest.domain.api_tokens import StoredToken, format_token, hash_secret
 from services.ingest.domain.snapshot_diff import FeatureRef
 from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, StoredResponse
 

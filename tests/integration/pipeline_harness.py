@@ -24,6 +24,7 @@ from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
 from services.contract.codecs import Codecs
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent, GeometryEncoding, Operation, RawGeometry
+from services.infrastructure.api_tokens import PostgresTokenStore, create_api_token_schema
 from services.infrastructure.database import make_engine
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import event_key
@@ -97,6 +98,19 @@ class Pipeline:
 
             self._admin_key = asyncio.run(go())
         return self._admin_key
+
+    def operator_token(self, label: str = "integration tests") -> str:
+        """A new operator (admin) API token in the test database: manages the publish API's subscriptions."""
+
+        async def go() -> str:
+            engine = make_engine(self.db.dsn, pool_size=1)
+            try:
+                await create_api_token_schema(engine)
+                return (await PostgresTokenStore(engine).issue(None, label))[1]
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(go())
 
     def produce(
         self,

@@ -5,6 +5,7 @@ every check is relative to the state the module starts from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -23,6 +24,8 @@ from pytest_httpserver import HTTPServer
 from deploy.local.ports import free_port
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import Operation
+from services.infrastructure.api_tokens import PostgresTokenStore
+from services.infrastructure.database import make_engine
 from services.publish.domain.webhooks import verify_signature
 from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
 
@@ -48,6 +51,12 @@ def api(pipeline: Pipeline) -> Iterator[str]:
     svc.start()
     svc.wait_ready(timeout=120)
     yield svc.base_url
+
+
+@pytest.fixture(scope="module")
+def operator(pipeline: Pipeline) -> dict[str, str]:
+    """Authorization header of an operator (admin) token: the subscription routes need one."""
+    return {"Authorization": f"Bearer {pipeline.operator_token()}"}
 
 
 def get(url: str, **kw: Any) -> httpx.Response:
@@ -323,20 +332,25 @@ def test_sse_stream_resumes_from_last_event_id_and_follows_new_versions(
 # -- webhooks ------------------------------------------------------------------------------------------
 
 
-def subscribe(api: str, url: str, secret: str) -> str:
-    r = httpx.post(f"{api}/subscriptions", json={"url": url, "datasets": [DATASET], "secret": secret}, timeout=30)
+def subscribe(api: str, url: str, secret: str, operator: dict[str, str]) -> str:
+    r = httpx.post(
+        f"{api}/subscriptions",
+        json={"url": url, "datasets": [DATASET], "secret": secret},
+        headers=operator,
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     assert r.json()["secret"] == secret
     return str(r.json()["id"])
 
 
 def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order_signed(
-    api: str, history: Any, pipeline: Pipeline
+    api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
 ) -> None:
     secret = "s3cret-" + uuid.uuid4().hex
     receiver = HTTPServer(host="127.0.0.1", port=free_port())
     receiver.expect_request("/hook", method="POST").respond_with_data("ok")
-    sub = subscribe(api, receiver.url_for("/hook"), secret)  # the receiver is not listening yet: down
+    sub = subscribe(api, receiver.url_for("/hook"), secret, operator)  # the receiver is not listening yet: down
     start = pipeline.latest_version(DATASET)
     ids = new_ids(3)
     for i, fid in enumerate(ids):
@@ -344,14 +358,14 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
     expected = list(range(start + 1, start + 4))
     state = wait_for(
         "failed attempts while the receiver is down",
-        lambda: (s := get(f"{api}/subscriptions/{sub}").json())["last_attempt"]["error"] and s,
+        lambda: (s := get(f"{api}/subscriptions/{sub}", headers=operator).json())["last_attempt"]["error"] and s,
     )
     assert state["deliveries"]["delivered"] == 0 and state["deliveries"]["pending"] == 3
     receiver.start()
     try:
         wait_for(
             "every delivery to succeed",
-            lambda: get(f"{api}/subscriptions/{sub}").json()["deliveries"]["delivered"] == 3,
+            lambda: get(f"{api}/subscriptions/{sub}", headers=operator).json()["deliveries"]["delivered"] == 3,
             timeout=60,
         )
         bodies = []
@@ -366,42 +380,42 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
             bodies.append(json.loads(body))
     finally:
         receiver.stop()
-        httpx.delete(f"{api}/subscriptions/{sub}", timeout=30)
+        httpx.delete(f"{api}/subscriptions/{sub}", headers=operator, timeout=30)
     assert [b["data"]["version"] for b in bodies] == expected  # in order, once each
     assert [b["id"] for b in bodies] == [f"{DATASET}:v{v}" for v in expected]
     assert [b["data"]["changes"][0]["after"]["properties"]["adresse"] for b in bodies] == [
         f"round {i}" for i in range(3)
     ]
-    final = get(f"{api}/subscriptions/{sub}").json()
+    final = get(f"{api}/subscriptions/{sub}", headers=operator).json()
     assert final["deliveries"] == {"pending": 0, "delivered": 3, "dead": 0} and not final["active"]
     assert final["last_delivered_event"] == f"{DATASET}:v{start + 3}"
     assert "secret" not in final
 
 
 def test_a_receiver_that_keeps_failing_is_dead_lettered_visible_and_replayable(
-    api: str, history: Any, pipeline: Pipeline
+    api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
 ) -> None:
     receiver = HTTPServer(host="127.0.0.1", port=free_port())
     receiver.expect_request("/hook", method="POST").respond_with_data("nope", status=500)
     receiver.start()
     try:
-        sub = subscribe(api, receiver.url_for("/hook"), "another-secret-" + uuid.uuid4().hex)
+        sub = subscribe(api, receiver.url_for("/hook"), "another-secret-" + uuid.uuid4().hex, operator)
         dead_before = pipeline.metric("publish", "odc_webhook_attempts_total", outcome="dead")
         publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
         state = wait_for(
             "the delivery to be dead-lettered",
-            lambda: (s := get(f"{api}/subscriptions/{sub}").json())["deliveries"]["dead"] == 1 and s,
+            lambda: (s := get(f"{api}/subscriptions/{sub}", headers=operator).json())["deliveries"]["dead"] == 1 and s,
             timeout=60,
         )
         assert state["last_attempt"]["status"] == 500
         assert len(receiver.log) == int(TEST_ENV["ODC_PUBLISH_WEBHOOK_MAX_ATTEMPTS"])
-        (dead,) = get(f"{api}/subscriptions/{sub}/deliveries?state=dead").json()["deliveries"]
+        (dead,) = get(f"{api}/subscriptions/{sub}/deliveries?state=dead", headers=operator).json()["deliveries"]
         assert dead["attempts"] == int(TEST_ENV["ODC_PUBLISH_WEBHOOK_MAX_ATTEMPTS"]) and dead["last_status"] == 500
         assert pipeline.metric("publish", "odc_webhook_attempts_total", outcome="dead") == dead_before + 1
         assert pipeline.metric("publish", "odc_webhook_deliveries_dead") >= 1
 
-        # the CLI shows it too
-        env = {**os.environ, "ODC_PUBLISH_URL": api}
+        # the CLI shows it too (the token from ODC_TOKEN); without a token it is refused
+        env = {**os.environ, "ODC_PUBLISH_URL": api, "ODC_TOKEN": operator["Authorization"].split()[1]}
         out = subprocess.run(
             [sys.executable, "-m", "services.cli.main", "subscriptions", "--json"],
             capture_output=True,
@@ -413,31 +427,78 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_visible_and_replayable(
         )
         mine = next(s for s in json.loads(out.stdout)["subscriptions"] if s["id"] == sub)
         assert mine["deliveries"]["dead"] == 1
+        refused = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "subscriptions", "--token", "odc_0123456789ab_" + "A" * 43],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 2 and "unknown" in refused.stderr
 
         # replay once the receiver is fixed
         receiver.clear_all_handlers()
         receiver.expect_request("/hook", method="POST").respond_with_data("ok")
-        assert httpx.post(f"{api}/subscriptions/{sub}/redeliver", timeout=30).json() == {"requeued": 1}
+        assert httpx.post(f"{api}/subscriptions/{sub}/redeliver", timeout=30).status_code == 401
+        assert httpx.post(f"{api}/subscriptions/{sub}/redeliver", headers=operator, timeout=30).json() == {
+            "requeued": 1
+        }
         wait_for(
-            "the replayed delivery", lambda: get(f"{api}/subscriptions/{sub}").json()["deliveries"]["delivered"] == 1
+            "the replayed delivery",
+            lambda: get(f"{api}/subscriptions/{sub}", headers=operator).json()["deliveries"]["delivered"] == 1,
         )
     finally:
         receiver.stop()
-        httpx.delete(f"{api}/subscriptions/{sub}", timeout=30)
+        httpx.delete(f"{api}/subscriptions/{sub}", headers=operator, timeout=30)
 
 
-def test_subscriptions_refuse_unknown_datasets_and_bad_urls(api: str) -> None:
+def test_subscriptions_refuse_unknown_datasets_and_bad_urls(api: str, operator: dict[str, str]) -> None:
     for body in (
         {"url": "http://127.0.0.1:9/x", "datasets": ["nope"]},
         {"url": "ftp://example.org/x"},
         {"url": "http://127.0.0.1:9/x", "secret": "short"},
     ):
-        r = httpx.post(f"{api}/subscriptions", json=body, timeout=30)
+        r = httpx.post(f"{api}/subscriptions", json=body, headers=operator, timeout=30)
         assert r.status_code == 422, body
 
 
-def test_odc_subscribe_registers_a_webhook(api: str) -> None:
+def test_subscription_management_needs_an_operator_token_checked_in_postgresql(
+    api: str, pipeline: Pipeline, operator: dict[str, str]
+) -> None:
+    body = {"url": "http://127.0.0.1:9/x", "datasets": [DATASET]}
+    before = pipeline.sql("SELECT count(*) FROM webhook_subscription")[0][0]
+    assert httpx.post(f"{api}/subscriptions", json=body, timeout=30).status_code == 401
+    assert get(f"{api}/subscriptions").status_code == 401
+    # a commune's push token is a valid token, but not an operator's
+    commune = {"Authorization": f"Bearer {_commune_token(pipeline)}"}
+    r = httpx.post(f"{api}/subscriptions", json=body, headers=commune, timeout=30)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert pipeline.sql("SELECT count(*) FROM webhook_subscription")[0][0] == before
+    # a revoked operator token stops working at once
+    revoked = pipeline.operator_token("revoked at once")
+    pipeline.sql("UPDATE api_token SET revoked_at = now() WHERE token_id = %s RETURNING 1", revoked.split("_")[1])
+    assert get(f"{api}/subscriptions", headers={"Authorization": f"Bearer {revoked}"}).status_code == 401
+    assert get(f"{api}/subscriptions", headers=operator).status_code == 200
+    # reading open data needs no token
+    assert get(f"{api}/datasets/{DATASET}/versions").status_code == 200
+
+
+def _commune_token(p: Pipeline) -> str:
+    async def go() -> str:
+        engine = make_engine(p.db.dsn, pool_size=1)
+        try:
+            return (await PostgresTokenStore(engine).issue("69266", "commune, not operator"))[1]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_odc_subscribe_registers_a_webhook(api: str, operator: dict[str, str]) -> None:
     env = {**os.environ, "ODC_PUBLISH_URL": api}
+    token = operator["Authorization"].split()[1]
     out = subprocess.run(
         [
             sys.executable,
@@ -448,6 +509,8 @@ def test_odc_subscribe_registers_a_webhook(api: str) -> None:
             "--dataset",
             DATASET,
             "--json",
+            "--token",
+            token,
         ],
         capture_output=True,
         text=True,
@@ -458,8 +521,18 @@ def test_odc_subscribe_registers_a_webhook(api: str) -> None:
     )
     created = json.loads(out.stdout)
     assert created["datasets"] == [DATASET] and len(created["secret"]) >= 16
-    assert get(f"{api}/subscriptions/{created['id']}").json()["url"] == "http://127.0.0.1:9/hook"
-    httpx.delete(f"{api}/subscriptions/{created['id']}", timeout=30)
+    assert get(f"{api}/subscriptions/{created['id']}", headers=operator).json()["url"] == "http://127.0.0.1:9/hook"
+    httpx.delete(f"{api}/subscriptions/{created['id']}", headers=operator, timeout=30)
+    without = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "subscribe", "http://127.0.0.1:9/hook"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if k != "ODC_TOKEN"},
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+    assert without.returncode == 2 and "operator token" in without.stderr
 
 
 # -- DCAT, OpenAPI, metrics ----------------------------------------------------------------------------

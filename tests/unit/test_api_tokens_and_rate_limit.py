@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.domain.api_tokens import (
+from services.contract.api_tokens import (
     Principal,
     StoredToken,
     authenticate,

@@ -17,22 +17,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.infrastructure.api_tokens import create_api_token_schema
 from services.infrastructure.signing_keys import create_signing_key_schema
 
 metadata = MetaData()
-
-# Push API bearer tokens: only the SHA-256 of the secret part is kept (domain/api_tokens.py).
-api_token = Table(
-    "api_token",
-    metadata,
-    Column("token_id", Text, primary_key=True),
-    Column("commune", Text, nullable=True),  # null: the Métropole's admin token
-    Column("secret_sha256", Text, nullable=False),
-    Column("label", Text, nullable=False, server_default=text("''")),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
-)
-Index("api_token_by_commune", api_token.c.commune)
 
 # Idempotency-Key of push requests, per rate-limit scope (a commune, or one admin token).
 idempotency_record = Table(
@@ -92,4 +80,5 @@ async def create_ingest_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(7431004)"))  # concurrent starters
         await conn.run_sync(metadata.create_all)
+    await create_api_token_schema(engine)  # the push API's tokens (shared with the publish API)
     await create_signing_key_schema(engine)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import (
@@ -33,7 +34,6 @@ from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
-from services.ingest.adapters.token_store import PostgresTokenStore
 from services.ingest.service_layer import run_connector as rc
 from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed
 from services.ingest.settings import IngestSettings

@@ -21,8 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.contract.api_tokens import Principal, authenticate, parse_token
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
@@ -34,8 +36,6 @@ from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
-from services.ingest.adapters.token_store import PostgresTokenStore
-from services.ingest.domain.api_tokens import Principal, authenticate, parse_token
 from services.ingest.domain.rate_limit import TokenBuckets
 from services.ingest.entrypoints.api_models import ChangeBatch, CommuneStatus, ErrorDoc, PushAccepted
 from services.ingest.metrics import IngestMetrics

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from services.contract.api_tokens import StoredToken
 from services.contract.messages import ChangeEvent
-from services.ingest.domain.api_tokens import StoredToken
 from services.ingest.domain.snapshot_diff import FeatureRef
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from services.contract.api_tokens import Principal
 from services.contract.datasets.catalogue import DatasetCatalogue
-from services.ingest.domain.api_tokens import Principal
 from services.ingest.domain.push_records import MalformedBody, RecordRefusal, parse_batch, records_of
 from services.ingest.domain.rate_limit import TokenBuckets
 from services.ingest.service_layer.ports import Clock, EventSink, IdempotencyStore, PublishFailed

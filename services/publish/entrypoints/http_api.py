@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Body, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
+from services.contract.api_tokens import Principal, authenticate, parse_token
 from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition
 from services.publish.adapters.read_model import PostgresReadModel, VersionRecord
 from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
@@ -38,7 +40,7 @@ from services.publish.domain.feature_documents import (
 from services.publish.domain.notifications import diff_entry_json, version_links
 from services.publish.domain.webhooks import DeliveryState
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory
+from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
 from services.publish.service_layer.webhooks import InvalidSubscription, register_subscription
 
 API_VERSION = "1.0.0"
@@ -53,6 +55,21 @@ def _iso(t: datetime) -> str:
 
 def _problem(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
+
+
+class AccessRefused(Exception):
+    """401 (no valid token) or 403 (a valid token without the operator scope), answered as
+    ``{"error": <code>, "detail": <message>}``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+OPERATOR_ONLY: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, malformed, unknown or revoked bearer token"},
+    403: {"description": "The token is not an operator (admin) token"},
+}
 
 
 class SubscriptionRequest(BaseModel):
@@ -140,6 +157,7 @@ def build_api(
     metrics: PublishMetrics,
     registry: CollectorRegistry,
     health: dict[str, bool],
+    tokens: TokenStore,
     allow_private_targets: bool = False,
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
@@ -158,6 +176,34 @@ def build_api(
         ),
     )
     app.add_middleware(RouteMetrics, metrics=metrics)
+    bearer = HTTPBearer(
+        auto_error=False,
+        description="An operator (admin) token from `odc token create --admin`; needed by every /subscriptions route",
+    )
+
+    @app.exception_handler(AccessRefused)
+    async def access_refused(request: Request, exc: AccessRefused) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Bearer realm="odc"'} if exc.status == 401 else None
+        return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    async def operator(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
+        """Subscription management is for operators: an admin token, checked against its stored hash."""
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise AccessRefused(401, "unauthenticated", "an Authorization: Bearer <operator token> header is required")
+        parsed = parse_token(credentials.credentials)
+        principal = None if parsed is None else authenticate(credentials.credentials, await tokens.get(parsed[0]))
+        if principal is None:
+            raise AccessRefused(401, "unauthenticated", "unknown, malformed or revoked token")
+        if not principal.may_operate:
+            raise AccessRefused(
+                403,
+                "forbidden",
+                f"token {principal.token_id} writes for commune {principal.commune}; managing webhook subscriptions "
+                "needs an operator (admin) token",
+            )
+        return principal
+
+    operator_only: dict[str, Any] = {"responses": OPERATOR_ONLY, "dependencies": [Depends(operator)]}
 
     # -- helpers --------------------------------------------------------------------------------------
     def definition(dataset: str) -> DatasetDefinition:
@@ -618,7 +664,12 @@ def build_api(
         return Response(json.dumps(doc, ensure_ascii=False).encode("utf-8"), media_type=GEOJSON)
 
     # -- webhook subscriptions -----------------------------------------------------------------------
-    @app.post("/subscriptions", status_code=201, summary="Register a webhook (the secret is shown only here)")
+    @app.post(
+        "/subscriptions",
+        status_code=201,
+        summary="Register a webhook (the secret is shown only here; operator token)",
+        **operator_only,
+    )
     async def create_subscription(body: Annotated[SubscriptionRequest, Body()]) -> dict[str, Any]:
         try:
             sub = await register_subscription(
@@ -645,18 +696,26 @@ def build_api(
             "links": {"self": f"{base}/subscriptions/{sub.id}"},
         }
 
-    @app.get("/subscriptions", summary="Every subscription with its delivery state")
+    @app.get("/subscriptions", summary="Every subscription with its delivery state (operator token)", **operator_only)
     async def list_subscriptions() -> dict[str, Any]:
         return {"subscriptions": [s.as_json() for s in await subscriptions.subscriptions()]}
 
-    @app.get("/subscriptions/{subscription_id}", summary="One subscription's delivery state")
+    @app.get(
+        "/subscriptions/{subscription_id}",
+        summary="One subscription's delivery state (operator token)",
+        **operator_only,
+    )
     async def get_subscription(subscription_id: str) -> dict[str, Any]:
         s = await subscriptions.subscription(subscription_id)
         if s is None:
             raise _problem(404, "no such subscription")
         return s.as_json()
 
-    @app.get("/subscriptions/{subscription_id}/deliveries", summary="A subscription's deliveries, newest first")
+    @app.get(
+        "/subscriptions/{subscription_id}/deliveries",
+        summary="A subscription's deliveries, newest first (operator token)",
+        **operator_only,
+    )
     async def list_deliveries(
         subscription_id: str,
         state: Annotated[DeliveryState | None, Query()] = None,
@@ -666,13 +725,22 @@ def build_api(
             raise _problem(404, "no such subscription")
         return {"deliveries": await subscriptions.deliveries(subscription_id, state, limit)}
 
-    @app.post("/subscriptions/{subscription_id}/redeliver", summary="Queue a subscription's dead letters again")
+    @app.post(
+        "/subscriptions/{subscription_id}/redeliver",
+        summary="Queue a subscription's dead letters again (operator token)",
+        **operator_only,
+    )
     async def redeliver(subscription_id: str) -> dict[str, Any]:
         if await subscriptions.subscription(subscription_id) is None:
             raise _problem(404, "no such subscription")
         return {"requeued": await subscriptions.redeliver_dead(subscription_id, clock.now())}
 
-    @app.delete("/subscriptions/{subscription_id}", status_code=204, summary="Stop a subscription")
+    @app.delete(
+        "/subscriptions/{subscription_id}",
+        status_code=204,
+        summary="Stop a subscription (operator token)",
+        **operator_only,
+    )
     async def delete_subscription(subscription_id: str) -> Response:
         if not await subscriptions.deactivate(subscription_id):
             raise _problem(404, "no such active subscription")

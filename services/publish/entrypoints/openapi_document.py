@@ -27,6 +27,7 @@ def openapi_document() -> dict[str, Any]:
         metrics=PublishMetrics(registry),
         registry=registry,
         health={},
+        tokens=None,  # type: ignore[arg-type]
     )
     return api.openapi()
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
+from services.contract.api_tokens import StoredToken
 from services.publish.domain.versioning import DatasetState, PendingSummary, ReceivedChange, VersionDraft
 from services.publish.domain.webhooks import AttemptResult, DeliveryDecision
 
@@ -112,3 +113,9 @@ class WebhookSender(Protocol):
 
 class AddressResolver(Protocol):
     async def resolve(self, host: str, port: int) -> list[str]: ...
+
+
+class TokenStore(Protocol):
+    """The API tokens (hashed) shared with the ingest service: operators manage subscriptions with one."""
+
+    async def get(self, token_id: str) -> StoredToken | None: ...

@@ -1,5 +1,6 @@
-"""Bearer tokens of the push API: their text form, the hash that is stored, and who may do what. Pure
-(the random bytes are given by the caller).
+"""Bearer tokens of odc's HTTP APIs (the ingest push API; the publish API's subscription management):
+their text form, the hash that is stored, and who may do what. Pure (the random bytes are given by the
+caller). Shared by both services; the PostgreSQL store is services/infrastructure/api_tokens.py.
 
 A token reads ``odc_<token id>_<secret>``. Only SHA-256 of the secret is stored: the secret has 256 bits
 of entropy, so a slow password hash would add nothing, and a database leak reveals no usable token.
@@ -30,6 +31,11 @@ class Principal:
 
     def may_write(self, commune: str) -> bool:
         return self.is_admin or self.commune == commune
+
+    @property
+    def may_operate(self) -> bool:
+        """Operator actions (webhook subscriptions on the publish API) need an admin token."""
+        return self.is_admin
 
     @property
     def bucket(self) -> str:

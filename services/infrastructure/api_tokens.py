@@ -1,4 +1,6 @@
-"""Push API tokens in PostgreSQL: issue (the secret is shown once, its hash stored), revoke, list, look up."""
+"""API bearer tokens in PostgreSQL (table ``api_token``): issue (the secret is shown once, its hash
+stored), revoke, list, look up. Used by the ingest push API and the publish API (subscription management);
+the token format and the check are pure, in services/contract/api_tokens.py."""
 
 from __future__ import annotations
 
@@ -6,11 +8,31 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Column, DateTime, Index, MetaData, Table, Text, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.adapters.tables import api_token
-from services.ingest.domain.api_tokens import StoredToken, format_token, hash_secret
+from services.contract.api_tokens import StoredToken, format_token, hash_secret
+
+metadata = MetaData()
+
+# Only the SHA-256 of the secret part is kept.
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("token_id", Text, primary_key=True),
+    Column("commune", Text, nullable=True),  # null: the Métropole's admin (operator) token
+    Column("secret_sha256", Text, nullable=False),
+    Column("label", Text, nullable=False, server_default=text("''")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+Index("api_token_by_commune", api_token.c.commune)
+
+
+async def create_api_token_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(7431006)"))  # concurrent starters
+        await conn.run_sync(metadata.create_all)
 
 
 class PostgresTokenStore:
