@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.infrastructure.api_tokens import PostgresTokenStore, create_api_token_schema
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
@@ -100,6 +101,7 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
         metrics=metrics,
         registry=registry,
         health=health,
+        tokens=PostgresTokenStore(engine),
         allow_private_targets=settings.webhook_allow_private_targets,
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
@@ -241,7 +243,9 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
 
     @app.task
     async def deliver_webhooks() -> None:
-        sender = HttpxWebhookSender(settings.webhook_timeout_seconds)
+        sender = HttpxWebhookSender(
+            settings.webhook_timeout_seconds, resolver=resolver, allow_private=settings.webhook_allow_private_targets
+        )
         policy = RetryPolicy(
             settings.webhook_max_attempts,
             settings.webhook_backoff_initial_seconds,
@@ -294,6 +298,7 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
         await retry_transient(
             lambda: create_schema(engine), is_transient=is_transient, what="create schema", max_attempts=30
         )
+        await create_api_token_schema(engine)  # operator tokens (subscription management), shared with ingest
         health["database"] = True
         metrics.ready.labels("publish").set(1)
         await engine.dispose()
