@@ -3,6 +3,8 @@ own ports: in order per subscription, retried with backoff, dead-lettered after 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -26,7 +28,12 @@ from services.publish.domain.webhooks import (
     verify_signature,
 )
 from services.publish.service_layer.ports import ClaimedDelivery, NewSubscription
-from services.publish.service_layer.webhooks import InvalidSubscription, deliver_due, register_subscription
+from services.publish.service_layer.webhooks import (
+    DeliveryDispatcher,
+    InvalidSubscription,
+    deliver_due,
+    register_subscription,
+)
 
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 SECRET = "0123456789abcdef-secret"
@@ -365,3 +372,59 @@ async def test_register_stores_the_subscription_with_a_generated_secret() -> Non
         new_secret=lambda: "g" * 32,
     )
     assert w.subscriptions["id1"] == sub and sub.secret == "g" * 32 and sub.datasets == ("public_toilets",)
+
+
+# -- the dispatcher: subscriptions do not wait for each other -----------------------------------------
+
+
+class HeldReceiver:
+    """Answers 200 at once, except for ``held_url``: those requests wait until ``release`` is set (a
+    receiver slower than any timeout). Records the order in which deliveries were answered."""
+
+    def __init__(self, held_url: str) -> None:
+        self.held_url = held_url
+        self.release = asyncio.Event()
+        self.answered: list[tuple[str, bytes]] = []
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+        if url == self.held_url:
+            await self.release.wait()
+        self.answered.append((url, body))
+        return AttemptResult(200, None)
+
+
+async def test_a_held_receiver_does_not_hold_back_another_subscription() -> None:
+    w = FakeWorld()
+    for sid in ("slow", "fast"):
+        w.subscriptions[sid] = NewSubscription(sid, f"https://{sid}.example.org/h", None, SECRET, "", T0)
+    w.deliveries = [FakeDelivery(i, "slow" if i <= 3 else "fast", f"d:v{i}") for i in range(1, 7)]
+    receiver = HeldReceiver("https://slow.example.org/h")
+    dispatcher = DeliveryDispatcher(
+        store_factory=lambda: FakeStore(w),
+        sender=receiver,
+        resolver=Resolver(["93.184.215.14"]),
+        clock=Clock(),
+        policy=RetryPolicy(3, 1.0, 1.0),
+        jitter=lambda: 0.0,
+        allow_private=False,
+        monotonic=lambda: 0.0,
+    )
+
+    async def run_until(done: Callable[[], bool]) -> None:
+        while not done():
+            await dispatcher.tick()
+            await dispatcher.wait(0.01)
+
+    try:
+        # bounded by wait_for: with rounds that wait for every attempt, this never finishes
+        await asyncio.wait_for(
+            run_until(lambda: all(d.state == "delivered" for d in w.deliveries if d.subscription_id == "fast")), 10
+        )
+        assert [u for u, _ in receiver.answered] == ["https://fast.example.org/h"] * 3
+        assert dispatcher.in_flight == {"slow"}  # its first attempt is still waiting for an answer
+        receiver.release.set()
+        await asyncio.wait_for(run_until(lambda: all(d.state == "delivered" for d in w.deliveries)), 10)
+    finally:
+        await dispatcher.close()
+    slow = [b for u, b in receiver.answered if u == "https://slow.example.org/h"]
+    assert slow == [b'{"n":1}', b'{"n":2}', b'{"n":3}']  # in order, once each

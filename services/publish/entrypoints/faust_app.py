@@ -35,7 +35,7 @@ from services.publish.domain.webhooks import DeliveryState, RetryPolicy
 from services.publish.entrypoints.http_api import build_api
 from services.publish.metrics import PublishMetrics
 from services.publish.service_layer.handlers import cut_due_versions, record_changes
-from services.publish.service_layer.webhooks import deliver_due
+from services.publish.service_layer.webhooks import DeliveryDispatcher
 from services.publish.settings import PublishSettings
 
 log = logging.getLogger("odc.publish")
@@ -251,19 +251,20 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
             settings.webhook_backoff_initial_seconds,
             settings.webhook_backoff_max_seconds,
         )
+        dispatcher = DeliveryDispatcher(
+            store_factory=delivery_store,
+            sender=sender,
+            resolver=resolver,
+            clock=clock,
+            policy=policy,
+            jitter=random.random,
+            allow_private=settings.webhook_allow_private_targets,
+            monotonic=time.monotonic,
+        )
         try:
             while not app.should_stop:
                 try:
-                    outcomes = await deliver_due(
-                        store_factory=delivery_store,
-                        sender=sender,
-                        resolver=resolver,
-                        clock=clock,
-                        policy=policy,
-                        jitter=random.random,
-                        allow_private=settings.webhook_allow_private_targets,
-                        monotonic=time.monotonic,
-                    )
+                    outcomes = await dispatcher.tick()
                 except Exception as error:
                     if not is_transient(error):
                         raise
@@ -284,10 +285,20 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                             o.subscription_id,
                             "dead-lettered" if state is DeliveryState.DEAD else "will retry",
                             o.decision.attempts,
+                            extra={
+                                "event_id": o.event_id,
+                                "dataset": o.dataset,
+                                "version": o.version,
+                                "subscription_id": o.subscription_id,
+                                "delivery_id": o.delivery_id,
+                                "attempt": o.decision.attempts,
+                                "attempt_error": o.result.error,
+                            },
                         )
-                if not outcomes:
-                    await asyncio.sleep(settings.webhook_interval_seconds)
+                if not outcomes:  # until an attempt ends or the next tick: never a busy loop
+                    await dispatcher.wait(settings.webhook_interval_seconds)
         finally:
+            await dispatcher.close()
             await sender.close()
 
     async def prepare() -> None:

@@ -1,10 +1,11 @@
 """Webhook handlers: register a subscription; attempt the due deliveries (one at a time per subscription,
-in order, signed; retried with backoff and jitter; dead-lettered after the last attempt)."""
+in order, signed; retried with backoff and jitter; dead-lettered after the last attempt). The dispatcher
+keeps subscriptions independent: a slow or unreachable receiver holds back only its own queue."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from services.publish.domain.webhooks import (
@@ -38,6 +39,8 @@ class DeliveryOutcome:
     delivery_id: int
     subscription_id: str
     event_id: str
+    dataset: str
+    version: int
     result: AttemptResult
     decision: DeliveryDecision
     seconds: float
@@ -124,7 +127,9 @@ async def deliver_one(
         decision = decide(result, d.attempts, policy, now, jitter())
         await store.record_attempt(d.id, decision, result, now)
         await store.commit()
-        return DeliveryOutcome(d.id, subscription_id, d.event_id, result, decision, monotonic() - started)
+        return DeliveryOutcome(
+            d.id, subscription_id, d.event_id, d.dataset, d.version, result, decision, monotonic() - started
+        )
 
 
 async def deliver_due(
@@ -160,3 +165,78 @@ async def deliver_due(
         )
     )
     return [r for r in results if r is not None]
+
+
+class DeliveryDispatcher:
+    """Keeps at most one attempt in flight per subscription, each running on its own: a new attempt starts
+    as soon as a subscription is due, without waiting for other subscriptions' attempts (a receiver that
+    answers after the timeout would otherwise slow every subscriber's round down to its own pace).
+    ``max_in_flight`` bounds the attempts running at once (each holds a database connection)."""
+
+    def __init__(
+        self,
+        *,
+        store_factory: DeliveryStoreFactory,
+        sender: WebhookSender,
+        resolver: AddressResolver,
+        clock: Clock,
+        policy: RetryPolicy,
+        jitter: JitterSource,
+        allow_private: bool,
+        monotonic: Callable[[], float],
+        max_in_flight: int = 4,
+    ) -> None:
+        self._store_factory = store_factory
+        self._clock = clock
+        self._max = max_in_flight
+        self._tasks: dict[str, asyncio.Task[DeliveryOutcome | None]] = {}
+
+        def attempt(subscription_id: str) -> Awaitable[DeliveryOutcome | None]:
+            return deliver_one(
+                subscription_id,
+                store_factory=store_factory,
+                sender=sender,
+                resolver=resolver,
+                clock=clock,
+                policy=policy,
+                jitter=jitter,
+                allow_private=allow_private,
+                monotonic=monotonic,
+            )
+
+        self._attempt = attempt
+
+    @property
+    def in_flight(self) -> set[str]:
+        """Subscriptions with an attempt still running."""
+        return {sid for sid, task in self._tasks.items() if not task.done()}
+
+    async def tick(self) -> list[DeliveryOutcome]:
+        """Collect the attempts that finished, then start one for each due subscription not already in
+        flight; returns the outcomes collected. An attempt that raised (database down) raises here."""
+        outcomes: list[DeliveryOutcome] = []
+        for sid in [sid for sid, task in self._tasks.items() if task.done()]:
+            outcome = self._tasks.pop(sid).result()
+            if outcome is not None:
+                outcomes.append(outcome)
+        free = self._max - len(self._tasks)
+        if free > 0:
+            async with self._store_factory() as store:
+                due = await store.due_subscriptions(self._clock.now(), free + len(self._tasks))
+            for sid in due:
+                if sid not in self._tasks and len(self._tasks) < self._max:
+                    self._tasks[sid] = asyncio.ensure_future(self._attempt(sid))
+        return outcomes
+
+    async def wait(self, timeout: float) -> None:
+        """Until an attempt finishes, or ``timeout`` seconds."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks.values()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            await asyncio.sleep(timeout)
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
