@@ -166,6 +166,95 @@ def test_an_area_of_several_boxes_accepts_overseas_positions_and_swaps_per_box()
 
 def test_undeclared_lambert93_from_montpellier_is_recognised_by_its_range() -> None:
     # VilleMTP_MTP_Defibrilateurs.geojson, first feature: EPSG:2154 with no crs member
-    out = normalise_geometry(gj({"type": "Point", "coordinates": [771027.9784, 6279070.6495]}), "Point", ((-5.8, 41.2, 10.0, 51.3),))
+    out = normalise_geometry(
+        gj({"type": "Point", "coordinates": [771027.9784, 6279070.6495]}), "Point", ((-5.8, 41.2, 10.0, 51.3),)
+    )
     assert out.corrections == ("crs_inferred:2154",)
     assert abs(out.geometry.x - 3.8795) < 1e-3 and abs(out.geometry.y - 43.6071) < 1e-3
+
+
+# --- the float-only point path must judge every point exactly as the general (shapely) path does ---
+
+from services.normalise.domain.canonical_feature import wkb_2d  # noqa: E402
+from services.normalise.domain.geometry_normalisation import normalise_general  # noqa: E402
+
+_CRS = st.sampled_from(
+    [
+        None,
+        "EPSG:4326",
+        "urn:ogc:def:crs:OGC:1.3:CRS84",
+        "EPSG:2154",
+        "EPSG:3946",
+        "EPSG:3857",
+        "EPSG:4171",
+        "EPSG:9999",
+    ]
+)
+_XY = st.one_of(
+    st.tuples(st.floats(4.5, 5.3), st.floats(45.3, 46.1)),  # Lyon, lon/lat
+    st.tuples(st.floats(45.3, 46.1), st.floats(4.5, 5.3)),  # Lyon, swapped
+    st.tuples(st.floats(780_000, 880_000), st.floats(6_500_000, 6_600_000)),  # Lambert-93
+    st.tuples(st.floats(1_780_000, 1_880_000), st.floats(5_130_000, 5_230_000)),  # CC46
+    st.tuples(st.floats(500_000, 600_000), st.floats(5_650_000, 5_800_000)),  # Web Mercator
+    st.sampled_from([(0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1e-10), (1e-10, 0.0), (1 + 5e-10, 1.0), (2e-9, 0.0)]),
+    st.tuples(st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True)),
+    st.tuples(st.integers(-(10**6), 10**7), st.integers(-(10**6), 10**7)),
+)
+
+
+def _outcome(f, raw: RawGeometry, policy: str):  # type: ignore[no-untyped-def]
+    try:
+        ng = f(raw, "Point", LYON, out_of_area=policy, placeholder=policy)
+    except GeometryRejected as bad:
+        return ("rejected", bad.rule, bad.en, bad.value)
+    return (ng.geometry.geom_type, wkb_2d(ng.geometry), ng.source_epsg, ng.corrections)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    xy=_XY,
+    z=st.one_of(st.none(), st.floats(-100, 1000)),
+    crs=_CRS,
+    as_wkt=st.booleans(),
+    policy=st.sampled_from(["reject", "flag"]),
+)
+def test_point_fast_path_agrees_with_the_general_path(xy, z, crs, as_wkt, policy) -> None:  # type: ignore[no-untyped-def]
+    x, y = xy
+    coords = [x, y] if z is None else [x, y, z]
+    if as_wkt:
+        raw = wkt(f"POINT ({' '.join(repr(float(c)) for c in coords)})", crs)
+    else:
+        try:
+            raw = gj({"type": "Point", "coordinates": coords}, crs)
+        except ValueError:
+            return
+    assert _outcome(normalise_geometry, raw, policy) == _outcome(normalise_general, raw, policy)
+
+
+def test_point_fast_path_is_taken_and_exercised() -> None:
+    """The agreement above would be vacuous if the fast path were never used: check it reads plain points."""
+    from services.normalise.domain.geometry_normalisation import _plain_point
+
+    assert _plain_point(gj({"type": "Point", "coordinates": [4.8, 45.7]})) == (4.8, 45.7)
+    assert _plain_point(wkt("POINT (4.8 45.7)")) == (4.8, 45.7)
+    assert _plain_point(wkt("point(4.8 45.7 12)")) == (4.8, 45.7)
+    assert _plain_point(gj({"type": "Point", "coordinates": [True, 45.7]})) is None
+    assert _plain_point(gj({"type": "Feature", "geometry": {"type": "Point", "coordinates": [4.8, 45.7]}})) is None
+    assert _plain_point(wkt("POINT Z (4.8 45.7 1)")) is None
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        "POINT (4.8 45.7)",
+        "POINT Z (4.8 45.7 3)",
+        "LINESTRING (0 0, 1 1)",
+        "POLYGON ((0 0, 1 0, 1 1, 0 0))",
+        "POINT EMPTY",
+    ],
+)
+def test_wkb_2d_matches_shapely(geometry: str) -> None:
+    import shapely
+
+    g = shapely.from_wkt(geometry)
+    assert wkb_2d(g) == shapely.to_wkb(g, output_dimension=2, byte_order=1, include_srid=False)

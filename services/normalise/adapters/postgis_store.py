@@ -163,15 +163,12 @@ class PostgisUnitOfWork:
             async with cur.copy("COPY stage_feature FROM STDIN") as cp:
                 for key, (state, decision) in finals.items():
                     f = state.feature
-                    wkb = None
-                    if f is not None and f.geometry is not None:
-                        wkb = shapely.to_wkb(f.geometry, output_dimension=2, include_srid=False)
                     await cp.write_row(
                         (
                             key.dataset,
                             key.commune,
                             key.feature_id,
-                            wkb,
+                            None if f is None else f.wkb,
                             None if f is None else f.attributes_json(),
                             None if f is None else f.content_hash,
                             state.sequence,

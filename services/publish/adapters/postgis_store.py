@@ -52,6 +52,12 @@ def _cols(s: FeatureState | None) -> tuple[str | None, str | None, str | None]:
     return (None, None, None) if s is None else (s.geometry_geojson, s.attributes_json, s.content_hash)
 
 
+def _state_arrays(names: tuple[str, str, str], states: Sequence[FeatureState | None]) -> dict[str, list[str | None]]:
+    """Columns of many states as three parallel arrays, for one ``unnest`` statement instead of one per row."""
+    cols = [_cols(s) for s in states]
+    return {name: [c[i] for c in cols] for i, name in enumerate(names)}
+
+
 def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
     return None if a is None or h is None else FeatureState(g, a, h)
 
@@ -88,25 +94,26 @@ class PostgresPublishUnitOfWork:
     async def record_changes(self, changes: Sequence[ReceivedChange], received_at: datetime) -> int:
         if not changes:
             return 0
+        unique = list({c.change_id: c for c in reversed(changes)}.values())[::-1]  # relay resends: first wins
         result = await self.conn.execute(
             text(
                 "INSERT INTO change_log (change_id, dataset, commune, feature_id, kind, before_geometry, before_attributes, "
-                "before_hash, after_geometry, after_attributes, after_hash, received_at) VALUES (:change_id, :dataset, "
-                ":commune, :feature_id, :kind, :bg, :ba, :bh, :ag, :aa, :ah, :received_at) ON CONFLICT DO NOTHING"
+                "before_hash, after_geometry, after_attributes, after_hash, received_at) "
+                "SELECT *, CAST(:received_at AS timestamptz) FROM unnest(CAST(:ids AS bigint[]), CAST(:ds AS text[]), "
+                "CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:ks AS text[]), CAST(:bg AS text[]), CAST(:ba AS text[]), "
+                "CAST(:bh AS text[]), CAST(:ag AS text[]), CAST(:aa AS text[]), CAST(:ah AS text[])) "
+                "ON CONFLICT DO NOTHING"
             ),
-            [
-                {
-                    "change_id": c.change_id,
-                    "dataset": c.dataset,
-                    "commune": c.commune,
-                    "feature_id": c.feature_id,
-                    "kind": c.kind.value,
-                    "received_at": received_at,
-                    **dict(zip(("bg", "ba", "bh"), _cols(c.before), strict=True)),
-                    **dict(zip(("ag", "aa", "ah"), _cols(c.after), strict=True)),
-                }
-                for c in changes
-            ],
+            {
+                "ids": [c.change_id for c in unique],
+                "ds": [c.dataset for c in unique],
+                "cs": [c.commune for c in unique],
+                "fs": [c.feature_id for c in unique],
+                "ks": [c.kind.value for c in unique],
+                **_state_arrays(("bg", "ba", "bh"), [c.before for c in unique]),
+                **_state_arrays(("ag", "aa", "ah"), [c.after for c in unique]),
+                "received_at": received_at,
+            },
         )
         return max(0, result.rowcount or 0)
 
@@ -185,24 +192,23 @@ class PostgresPublishUnitOfWork:
                 )
             },
         )
+        entries = draft.entries
         await self.conn.execute(
             text(
                 "INSERT INTO version_diff (dataset, version, commune, feature_id, kind, before_geometry, before_attributes, "
-                "before_hash, after_geometry, after_attributes, after_hash) VALUES (:d, :v, :c, :f, :k, :bg, :ba, :bh, "
-                ":ag, :aa, :ah)"
+                "before_hash, after_geometry, after_attributes, after_hash) SELECT CAST(:d AS text), CAST(:v AS bigint), * "
+                "FROM unnest(CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:ks AS text[]), CAST(:bg AS text[]), "
+                "CAST(:ba AS text[]), CAST(:bh AS text[]), CAST(:ag AS text[]), CAST(:aa AS text[]), CAST(:ah AS text[]))"
             ),
-            [
-                {
-                    "d": draft.dataset,
-                    "v": draft.version,
-                    "c": e.commune,
-                    "f": e.feature_id,
-                    "k": e.kind.value,
-                    **dict(zip(("bg", "ba", "bh"), _cols(e.before), strict=True)),
-                    **dict(zip(("ag", "aa", "ah"), _cols(e.after), strict=True)),
-                }
-                for e in draft.entries
-            ],
+            {
+                "d": draft.dataset,
+                "v": draft.version,
+                "cs": [e.commune for e in entries],
+                "fs": [e.feature_id for e in entries],
+                "ks": [e.kind.value for e in entries],
+                **_state_arrays(("bg", "ba", "bh"), [e.before for e in entries]),
+                **_state_arrays(("ag", "aa", "ah"), [e.after for e in entries]),
+            },
         )
         await self.conn.execute(
             text(
@@ -261,27 +267,25 @@ class PostgresPublishUnitOfWork:
                 {"d": draft.dataset, "c": [e.commune for e in removed], "f": [e.feature_id for e in removed]},
             )
         if upserts:
+            # one row per feature: a version's entries are collapsed per feature (versioning.collapse)
             await self.conn.execute(
                 text(
                     "INSERT INTO published_feature (dataset, commune, feature_id, geom, geometry, attributes, "
-                    "content_hash, version) VALUES (:d, :c, :f, ST_SetSRID(ST_GeomFromGeoJSON(CAST(:g AS text)), 4326), :g, :a, "
-                    ":h, :v) ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET geom = EXCLUDED.geom, "
+                    "content_hash, version) SELECT CAST(:d AS text), u.c, u.f, "
+                    "ST_SetSRID(ST_GeomFromGeoJSON(u.g), 4326), u.g, u.a, u.h, CAST(:v AS bigint) "
+                    "FROM unnest(CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:gs AS text[]), CAST(:as_ AS text[]), "
+                    "CAST(:hs AS text[])) AS u(c, f, g, a, h) "
+                    "ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET geom = EXCLUDED.geom, "
                     "geometry = EXCLUDED.geometry, attributes = EXCLUDED.attributes, "
                     "content_hash = EXCLUDED.content_hash, version = EXCLUDED.version"
                 ),
-                [
-                    {
-                        "d": draft.dataset,
-                        "c": e.commune,
-                        "f": e.feature_id,
-                        "g": e.after.geometry_geojson,
-                        "a": e.after.attributes_json,
-                        "h": e.after.content_hash,
-                        "v": draft.version,
-                    }
-                    for e in upserts
-                    if e.after is not None
-                ],
+                {
+                    "d": draft.dataset,
+                    "v": draft.version,
+                    "cs": [e.commune for e in upserts],
+                    "fs": [e.feature_id for e in upserts],
+                    **_state_arrays(("gs", "as_", "hs"), [e.after for e in upserts]),
+                },
             )
 
     async def commit(self) -> None:

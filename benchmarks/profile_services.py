@@ -1,0 +1,139 @@
+"""Profile the services while they ingest a throughput run (issue #7: profile before optimising).
+
+Starts a throwaway real stack, sends N signed events of one dataset, and records each service with py-spy
+(sampling, native frames off) from the first send until the last feature is committed. Writes collapsed stacks
+to ``build/profiles/<service>.txt`` and prints, per service, the functions holding the most samples
+(self time and inclusive time). Usage::
+
+    .venv/bin/python -m benchmarks.profile_services --dataset public_toilets --events 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.pipeline_throughput import build_events, produce, signed_values
+from benchmarks.stack import BenchStack
+
+ROOT = Path(__file__).resolve().parents[1]
+PY_SPY = Path(sys.executable).parent / "py-spy"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of its waited-for children (PostgreSQL backends that ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += _cpu_seconds(pid)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def cpu_roots(stack: BenchStack) -> dict[str, int]:
+    assert stack.broker is not None and stack.db is not None
+    roots = {name: svc.pid() for name, svc in stack.services.items()}
+    roots["kafka"] = stack.broker.pid()
+    roots["postgres"] = int((stack.db.pgdata / "postmaster.pid").read_text().split()[0])
+    return {k: v for k, v in roots.items() if v is not None}
+
+
+def summarise(collapsed: Path, top: int) -> str:
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # one entry per function
+        self_time[frames[-1]] += n
+        for f in set(frames):
+            inclusive[f] += n
+    out = [f"{collapsed.stem}: {total} samples", "  self time:"]
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in self_time.most_common(top)]
+    out.append("  inclusive:")
+    out += [f"    {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top * 2)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="public_toilets")
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--services", default="normalise,publish", help="services to profile; empty for none")
+    args = parser.parse_args()
+
+    out_dir = ROOT / "build/profiles"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stack = BenchStack()
+    try:
+        stack.start()
+        events = build_events(args.dataset, args.events, seq=time.time_ns() // 1000)
+        values = signed_values(stack, events)
+        spies = {}
+        for name in filter(None, args.services.split(",")):
+            pid = stack.services[name].pid()
+            spies[name] = subprocess.Popen(
+                [str(PY_SPY), "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
+                 "--output", str(out_dir / f"{name}.txt"), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        time.sleep(1.0)
+        assert stack.broker is not None
+        roots = cpu_roots(stack)
+        cpu_before = {k: tree_cpu_seconds(pid) for k, pid in roots.items()}
+        t0 = time.monotonic()
+        asyncio.run(produce(stack.broker.bootstrap, values))
+        while int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", args.dataset)[0][0]) < len(
+            events
+        ):
+            if time.monotonic() - t0 > 1800:
+                raise RuntimeError("not all features committed after 30 minutes")
+            time.sleep(0.05)
+        seconds = time.monotonic() - t0
+        cpu = {k: tree_cpu_seconds(pid) - cpu_before[k] for k, pid in roots.items()}
+        for spy in spies.values():
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            spy.wait(timeout=60)
+        print(
+            f"{len(events)} events in {seconds:.1f} s = {len(events) / seconds:.0f} ev/s (profiled, slower than unprofiled)"
+        )
+        print("CPU seconds during the run (process and its children; py-spy itself excluded):")
+        for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:10s} {v:6.1f} s  = {1000 * v / len(events):.3f} ms/event")
+        for name in spies:
+            print(summarise(out_dir / f"{name}.txt", args.top))
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
