@@ -1,4 +1,6 @@
-"""JSON log lines on stderr (one object per line), so operators can grep and ship them."""
+"""JSON log lines on stderr (one object per line), so operators can grep and ship them. Whatever a call
+passes in ``extra=`` becomes a top-level field (``event_id``, ``dataset``, ``commune``, ``version``...):
+a line about one event can be found by its id."""
 
 from __future__ import annotations
 
@@ -8,20 +10,25 @@ import sys
 from datetime import UTC, datetime
 
 
+# Attributes every LogRecord has: anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_OWN_FIELDS = frozenset({"time", "level", "logger", "message", "error"})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
+        doc: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("service", "event_id", "dataset", "version", "batch_size"):
-            if hasattr(record, key):
-                doc[key] = getattr(record, key)
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in _OWN_FIELDS and not key.startswith("_"):
+                doc[key] = value
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        return json.dumps(doc, ensure_ascii=False, default=str)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -9,12 +10,13 @@ from dataclasses import dataclass, field
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
 from services.contract.event_signature import EventAuthenticator
-from services.contract.messages import FieldError, Rejection, SourcePosition
+from services.contract.messages import ChangeEvent, FieldError, Rejection, SourcePosition
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
 from services.normalise.domain.dedup_decisions import Outcome, decide_batch
 from services.normalise.service_layer.ports import Clock, UnitOfWorkFactory
 
 STAGE = "normalise"
+log = logging.getLogger("odc.normalise")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ async def process_batch(
         report.rejections[
             (getattr(ev, "dataset", "") if ev is not None and normaliser.catalogue.get(ev.dataset) else "", reason)
         ] += 1
+        log.info("rejected (%s): %s", reason, text, extra=_event_fields(ev, msg, reason=reason))
 
     for msg in messages:
         try:
@@ -91,12 +94,14 @@ async def process_batch(
         fresh = await uow.claim_events(list(dict.fromkeys(c.event.event_id for c in candidates)))
         seen: set[str] = set()
         to_decide: list[Candidate] = []
+        duplicates: list[Candidate] = []
         for c in candidates:
             if c.event.event_id in fresh and c.event.event_id not in seen:
                 seen.add(c.event.event_id)
                 to_decide.append(c)
             else:
                 report.outcomes[(c.key.dataset, Outcome.DUPLICATE.value)] += 1
+                duplicates.append(c)
         stored = await uow.lock_and_load(
             sorted({c.key for c in to_decide}, key=lambda k: (k.dataset, k.commune, k.feature_id))
         )
@@ -104,11 +109,27 @@ async def process_batch(
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1
             report.tally[(d.candidate.key.dataset, d.candidate.key.commune, d.outcome.value)] += 1
+        if log.isEnabledFor(logging.DEBUG):  # one line per event: off unless asked for
+            for c in duplicates:
+                log.debug("duplicate event, already applied", extra=_event_fields(c.event, outcome="duplicate"))
+            for d in decisions:
+                fields = _event_fields(d.candidate.event, outcome=d.outcome.value)
+                log.debug("event %s", d.outcome.value, extra=fields)
         report.changes_written = await uow.save(decisions, now)
         await uow.record_tally(report.tally, now)
         await uow.record_rejections(rejections)
         await uow.commit()
     return report
+
+
+def _event_fields(ev: ChangeEvent | None, msg: InboundMessage | None = None, **more: str) -> dict[str, object]:
+    """The JSON log fields naming one event (services/infrastructure/logging_setup.py)."""
+    fields: dict[str, object] = dict(more)
+    if ev is not None:
+        fields.update(event_id=ev.event_id, dataset=ev.dataset, commune=ev.commune, feature_id=ev.feature_id)
+    if msg is not None:
+        fields["source"] = msg.position.as_id()
+    return fields
 
 
 def _fr(reason: str) -> str:

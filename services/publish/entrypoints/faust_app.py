@@ -131,6 +131,10 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                         e.message.partition,
                         e.message.offset,
                         bad.message,
+                        extra={
+                            "source": f"{e.message.topic}/{e.message.partition}/{e.message.offset}",
+                            "reason": bad.reason,
+                        },
                     )
             started = time.perf_counter()
             try:
@@ -146,6 +150,19 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                 os._exit(70)
             metrics.batch_duration.labels("publish").observe(time.perf_counter() - started)
             metrics.changes_received.labels("new").inc(new)
+            if log.isEnabledFor(logging.DEBUG):  # one line per change: off unless asked for
+                for c in changes:
+                    log.debug(
+                        "recorded change %d",
+                        c.change_id,
+                        extra={
+                            "event_id": c.event_id,
+                            "dataset": c.dataset,
+                            "commune": c.commune,
+                            "feature_id": c.feature_id,
+                            "change_id": c.change_id,
+                        },
+                    )
             metrics.changes_received.labels("duplicate").inc(len(changes) - new)
             for e in events[-1:]:
                 hw = app.consumer.highwater(e.message.tp)
@@ -188,7 +205,12 @@ def build_app(settings: PublishSettings, registry: CollectorRegistry | None = No
                     d.added,
                     d.updated,
                     d.removed,
-                    extra={"dataset": d.dataset, "version": d.version},
+                    extra={
+                        "dataset": d.dataset,
+                        "version": d.version,
+                        "first_change_id": d.first_change_id,
+                        "last_change_id": d.last_change_id,
+                    },
                 )
             await asyncio.sleep(settings.cut_interval_seconds)
 
