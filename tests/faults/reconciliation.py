@@ -93,6 +93,19 @@ def reconcile(p: Pipeline, events: list[ChangeEvent], tag: str, timeout: float =
         ),
         timeout,
     )
+    # the outbox is marked sent before the publisher has consumed it: wait until it has recorded every change
+    # (else "nothing pending" can be read while the last changes are still on their way)
+    wait_for(
+        "the publisher to record every canonical change",
+        lambda: p.sql(
+            "SELECT (SELECT count(*) FROM feature_change_outbox WHERE feature_id LIKE %s) <= "
+            "(SELECT count(*) FROM change_log WHERE dataset = %s AND feature_id LIKE %s)",
+            f"{tag}-%",
+            DATASET,
+            f"{tag}-%",
+        )[0][0],
+        timeout,
+    )
     wait_for("every change to be in a version", lambda: p.pending_changes(DATASET) == 0 or None, timeout)
     like = f"{tag}-%"
     stored = applied_count(p, tag)
