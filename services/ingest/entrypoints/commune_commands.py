@@ -44,7 +44,9 @@ err = Console(stderr=True)
 INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
-token_app = typer.Typer(help="Push API tokens of the communes (stored hashed)", no_args_is_help=True)
+token_app = typer.Typer(
+    help="API tokens: the communes' push tokens and the operators' admin tokens (stored hashed)", no_args_is_help=True
+)
 key_app = typer.Typer(help="Signing keys of the Kafka path (one per commune producer)", no_args_is_help=True)
 connector_app = typer.Typer(help="Snapshot connectors that mirror a commune's published file", no_args_is_help=True)
 
@@ -89,10 +91,14 @@ def parse_duration(text: str) -> float:
 @token_app.command("create")
 def token_create(
     commune: Annotated[str | None, typer.Option(help="INSEE code of the commune the token writes for")] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="the Métropole's token: may write every commune")] = False,
+    admin: Annotated[
+        bool,
+        typer.Option("--admin", help="the Métropole's operator token: writes every commune, manages webhooks"),
+    ] = False,
     label: Annotated[str, typer.Option(help="a note: who holds it")] = "",
 ) -> None:
-    """Create a push API token; it is printed once and only its hash is kept."""
+    """Create an API token (push API; with --admin also the publish API's webhook subscriptions); it is
+    printed once and only its hash is kept."""
     if (commune is None) == (not admin):
         err.print("[red]error:[/red] give either --commune INSEE or --admin")
         raise typer.Exit(2)
