@@ -51,7 +51,8 @@ class PrometheusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(RULES, self.data_dir / "alerts.yml")
         jobs = "\n".join(
-            f"  - job_name: odc-{name}\n    static_configs:\n      - targets: ['{target}']" for name, target in self.targets.items()
+            f"  - job_name: odc-{name}\n    static_configs:\n      - targets: ['{target}']"
+            for name, target in self.targets.items()
         )
         config = self.data_dir / "prometheus.yml"
         config.write_text(
@@ -60,14 +61,20 @@ class PrometheusServer:
         )
         log = open(self.data_dir / "prometheus.log", "ab")  # noqa: SIM115 - kept open for the child
         self._proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:  # noqa: S310 - loopback
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -79,7 +86,7 @@ class PrometheusServer:
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=5) as r:
             doc = json.loads(r.read())
         if doc.get("status") != "success":
             raise PrometheusSetupError(f"query {expr!r} failed: {doc}")

@@ -9,7 +9,6 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-
 # Attributes every LogRecord has: anything else on a record came from ``extra=``.
 _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _OWN_FIELDS = frozenset({"time", "level", "logger", "message", "error"})

@@ -44,7 +44,6 @@ class RecordingSubscriptions:
 
     async def subscription(self, subscription_id: str) -> None:
         self.calls.append("subscription")
-        return None
 
     async def deliveries(self, *args: Any) -> list[Any]:
         self.calls.append("deliveries")
