@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from psycopg.types.array import ListBinaryDumper
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -15,9 +19,18 @@ def async_url(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url), pool_size=pool_size, max_overflow=2, pool_pre_ping=True, pool_recycle=1800
     )
+    event.listen(engine.sync_engine, "connect", _binary_arrays)
+    return engine
+
+
+def _binary_arrays(dbapi_connection: Any, connection_record: Any) -> None:
+    """Send Python lists as binary arrays. psycopg's default for ``%s`` is the text form, which escapes every
+    element with a regular expression: ~15 us per element against ~0.5 us in binary (measured; the set-based
+    statements pass thousands of elements per batch — see docs/performance.md)."""
+    dbapi_connection.driver_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def is_transient(error: BaseException) -> bool:
