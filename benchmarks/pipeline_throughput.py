@@ -28,7 +28,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from benchmarks.stack import BenchStack, machine_description
+from benchmarks.stack import BenchStack, machine_description, wait_until_counted
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey, sign
@@ -133,13 +133,13 @@ def run_throughput(stack: BenchStack, dataset: str, n: int) -> dict[str, Any]:
     t0 = time.monotonic()
     asyncio.run(produce(stack.broker.bootstrap, values))
     t_sent = time.monotonic()
-    while True:
-        count = int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", dataset)[0][0])
-        if count - before >= len(ids):
-            break
-        if time.monotonic() - t0 > 1800:
-            raise RuntimeError(f"only {count - before} of {n} features committed after 30 minutes")
-        time.sleep(0.02)
+    wait_until_counted(
+        lambda: int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", dataset)[0][0]) - before,
+        len(ids),
+        started=t0,
+        timeout=1800,
+        what="features committed",
+    )
     t1 = time.monotonic()
     return {
         "dataset": dataset,

@@ -20,8 +20,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
+
 from benchmarks.pipeline_throughput import build_events, produce, signed_values
-from benchmarks.stack import BenchStack
+from benchmarks.stack import BenchStack, wait_until_counted
 
 ROOT = Path(__file__).resolve().parents[1]
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -95,7 +97,10 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     stack = BenchStack()
     try:
-        stack.start()
+        stack.start(pg_settings={"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"})
+        assert stack.db is not None
+        with psycopg.connect(stack.db.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         events = build_events(args.dataset, args.events, seq=time.time_ns() // 1000)
         values = signed_values(stack, events)
         spies = {}
@@ -110,14 +115,16 @@ def main() -> None:
         assert stack.broker is not None
         roots = cpu_roots(stack)
         cpu_before = {k: tree_cpu_seconds(pid) for k, pid in roots.items()}
+        stack.sql("SELECT pg_stat_statements_reset() IS NULL")
         t0 = time.monotonic()
         asyncio.run(produce(stack.broker.bootstrap, values))
-        while int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", args.dataset)[0][0]) < len(
-            events
-        ):
-            if time.monotonic() - t0 > 1800:
-                raise RuntimeError("not all features committed after 30 minutes")
-            time.sleep(0.05)
+        wait_until_counted(
+            lambda: int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", args.dataset)[0][0]),
+            len(events),
+            started=t0,
+            timeout=1800,
+            what="features committed",
+        )
         seconds = time.monotonic() - t0
         cpu = {k: tree_cpu_seconds(pid) - cpu_before[k] for k, pid in roots.items()}
         for spy in spies.values():
@@ -129,6 +136,14 @@ def main() -> None:
         print("CPU seconds during the run (process and its children; py-spy itself excluded):")
         for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
             print(f"  {k:10s} {v:6.1f} s  = {1000 * v / len(events):.3f} ms/event")
+        print("PostgreSQL statements by total execution time (pg_stat_statements):")
+        for calls, total_ms, rows, query in stack.sql(
+            "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
+            "ORDER BY total_exec_time DESC LIMIT 15"
+        ):
+            print(
+                f"  {total_ms / len(events) * 1000:7.1f} us/event  calls={calls:<7} rows={rows:<8} {str(query)[:150]}"
+            )
         for name in spies:
             print(summarise(out_dir / f"{name}.txt", args.top))
     finally:

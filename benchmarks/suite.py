@@ -28,7 +28,7 @@ import psycopg
 
 from benchmarks import anchors
 from benchmarks.pipeline_throughput import build_events, run_latency, signed_values
-from benchmarks.stack import BenchStack, machine_description
+from benchmarks.stack import BenchStack, machine_description, wait_until_counted
 from deploy.local.ports import free_port
 from deploy.local.services import ServiceProcess, service_env
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -60,10 +60,9 @@ def pipeline_throughput(stack: BenchStack, dataset: str, events: list, values: l
     t0 = time.monotonic()
     asyncio.run(produce(stack.broker.bootstrap, values))
     t_sent = time.monotonic()
-    while count_features(stack, dataset) - before < len(events):
-        if time.monotonic() - t0 > 3600:
-            raise RuntimeError("throughput run did not finish within an hour")
-        time.sleep(0.05)
+    wait_until_counted(
+        lambda: count_features(stack, dataset) - before, len(events), started=t0, timeout=3600, what="throughput run"
+    )
     seconds = time.monotonic() - t0
     return {
         "dataset": dataset,
@@ -126,10 +125,13 @@ def replay(stack: BenchStack, expected: dict[str, int], total_events: int) -> di
     svc.start()
     svc.wait_ready(180)
     try:
-        while any(count_features(stack, d, dsn) < n for d, n in expected.items()):
-            if time.monotonic() - t0 > 3600:
-                raise RuntimeError("replay did not finish within an hour")
-            time.sleep(0.1)
+        wait_until_counted(
+            lambda: sum(min(n, count_features(stack, d, dsn)) for d, n in expected.items()),
+            sum(expected.values()),
+            started=t0,
+            timeout=3600,
+            what="replay",
+        )
         seconds = time.monotonic() - t0
         rss = peak_rss_mb(svc)
     finally:

@@ -140,8 +140,10 @@ class PostgresCluster:
         password: str = "odc",
         database: str = "odc",
         superuser: bool = True,
+        extra_settings: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.extra_settings = dict(extra_settings or {})  # e.g. pg_stat_statements for profiling
         self.port = int(port)
         self.user = user
         self.password = password
@@ -320,6 +322,7 @@ class PostgresCluster:
             "log_timezone": "'UTC'",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
             "logging_collector": "off",
+            **self.extra_settings,
         }
 
     def _write_conf(self) -> None:

@@ -22,7 +22,9 @@ class NormaliseSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "INFO"
-    state_dir: str = ".local/state"  # faust's own working files (no tables are used)
+    # A batch held longer than this (database down) makes the consumer leave its group; its events are then
+    # read again by whoever takes the partitions, and counted as duplicates.
+    max_poll_interval_seconds: int = 300
     # Kafka path authorisation (services/contract/event_signature.py): refuse events without a valid
     # per-commune signature. True in production; keys are re-read at most this often.
     require_signed_events: bool = True

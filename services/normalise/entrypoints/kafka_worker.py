@@ -1,0 +1,308 @@
+"""Composition root of the normaliser: a plain aiokafka consumer loop, the outbox relay and the web pages.
+
+Why not faust here: consuming alone costs faust ~200 us of CPU per event against ~5 us for aiokafka's
+``getmany`` (benchmarks/consumer_overhead.py, docs/performance.md) — more than the normaliser's own work per
+event, on the service that bounds the pipeline's throughput. The loop is the design the stream-processing
+notes give for this case: manual offset commits after the database transaction, nothing else.
+
+Delivery: at least once. A batch is committed to PostgreSQL (event ids claimed in the same transaction),
+then its offsets to Kafka. A crash or a rebalance between the two only replays events already claimed,
+which the next transaction counts as duplicates. A transient failure (database or broker down) is retried
+with backoff for as long as it lasts, without polling further; a non-transient one stops the process
+before the offsets move, so the batch is read again after the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+
+from services.contract.codecs import Codecs
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.event_signature import HEADER_KEY_ID, EventAuthenticator
+from services.contract.messages import SourcePosition
+from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
+from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.outbox_relay import OutboxRelay, make_producer
+from services.infrastructure.retry import retry_transient
+from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
+from services.normalise.adapters.outboxes import feature_changes_outbox, rejections_outbox
+from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
+from services.normalise.domain.canonical_feature import EventNormaliser
+from services.normalise.metrics import NormaliseMetrics
+from services.normalise.service_layer.process_batch import BatchReport, InboundMessage, process_batch
+from services.normalise.settings import NormaliseSettings
+
+log = logging.getLogger("odc.normalise")
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Health:
+    database: bool = False
+    relay: bool = False
+    consumer: bool = False
+
+
+def kafka_headers(raw: object) -> tuple[tuple[str, bytes], ...]:
+    """Headers as pairs of (str, bytes), whatever shape the client gives them in."""
+    items = raw.items() if isinstance(raw, dict) else (raw or ())
+    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)  # type: ignore[union-attr]
+
+
+def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
+    return [
+        TopicSpec(s.topic_change_events, s.input_partitions),
+        TopicSpec(s.topic_feature_changes, 3),
+        TopicSpec(s.topic_rejected, 3),
+    ]
+
+
+def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:  # type: ignore[type-arg]
+    return [
+        InboundMessage(
+            r.value if isinstance(r.value, bytes) else b"",
+            SourcePosition(r.topic, r.partition, r.offset),
+            kafka_headers(r.headers),
+        )
+        for r in records
+    ]
+
+
+class NormaliseWorker:
+    """Everything the process runs: consumer loop, relay loop, web pages; stopped by SIGTERM/SIGINT."""
+
+    def __init__(self, settings: NormaliseSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = NormaliseMetrics(self.registry)
+        self.codecs = Codecs()
+        self.normaliser = EventNormaliser(DatasetCatalogue.load())
+        self.engine = make_engine(settings.database_url.get_secret_value())
+        self.clock = SystemClock()
+        self.health = Health()
+        self.signing_keys = SigningKeyCache(self.engine, settings.signing_keys_max_age_seconds)
+        self.stopping = asyncio.Event()
+        self.failed = False
+
+    # --- database readiness, as the metrics and /readyz show it ---
+    def _db_down(self, error: BaseException, attempt: int) -> None:
+        self.health.database = False
+        self.metrics.ready.labels("normalise").set(0)
+        self.metrics.transient.labels("normalise", "batch_transaction").inc()
+
+    def _db_up(self) -> None:
+        self.health.database = True
+        self.metrics.ready.labels("normalise").set(1)
+
+    async def prepare(self) -> None:
+        await retry_transient(
+            lambda: ensure_topics(self.settings.kafka_bootstrap, topic_specs(self.settings)),
+            is_transient=lambda e: isinstance(e, KafkaError | OSError),
+            what="create topics",
+            max_attempts=30,
+        )
+        await retry_transient(
+            lambda: create_schema(self.engine), is_transient=is_transient, what="create schema", max_attempts=30
+        )
+        await create_signing_key_schema(self.engine)
+        self._db_up()
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> BatchReport:  # type: ignore[type-arg]
+        batch = to_inbound(records)
+
+        async def once() -> BatchReport:
+            keys = await self.signing_keys.keys(
+                {v.decode("ascii", "replace") for m in batch for k, v in m.headers if k == HEADER_KEY_ID}
+            )
+            authenticator = EventAuthenticator(keys, require_signed=self.settings.require_signed_events)
+            return await process_batch(
+                batch,
+                codecs=self.codecs,
+                normaliser=self.normaliser,
+                uow_factory=lambda: PostgisUnitOfWork(self.engine),
+                clock=self.clock,
+                authenticator=authenticator,
+            )
+
+        return await retry_transient(
+            once, is_transient=is_transient, what="normalise batch", on_retry=self._db_down, on_recovered=self._db_up
+        )
+
+    async def consume(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            s.topic_change_events,
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.group_id,
+            client_id=f"odc-normalise-{os.getpid()}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.batch_max_events,
+            fetch_max_wait_ms=int(s.batch_within_seconds * 1000),
+            max_poll_interval_ms=s.max_poll_interval_seconds * 1000,
+        )
+        await retry_transient(
+            consumer.start,
+            is_transient=lambda e: isinstance(e, KafkaError | OSError),
+            what="connect the consumer",
+            max_delay=5.0,
+        )
+        self.health.consumer = True
+        try:
+            while not self.stopping.is_set():
+                by_partition = await consumer.getmany(
+                    timeout_ms=int(s.batch_within_seconds * 1000), max_records=s.batch_max_events
+                )
+                records = [r for rs in by_partition.values() for r in rs]
+                if not records:
+                    continue
+                started = time.perf_counter()
+                try:
+                    report = await self.handle(records)
+                except Exception:
+                    # Not transient: a bug. Moving the offsets would lose the batch; stop the process instead so
+                    # the batch is read again after the fix.
+                    log.critical(
+                        "non-transient failure while processing a batch; stopping without committing it", exc_info=True
+                    )
+                    os._exit(70)
+                self.metrics.observe(report, time.perf_counter() - started)
+                await self.commit(consumer, {tp: rs[-1].offset + 1 for tp, rs in by_partition.items() if rs})
+        finally:
+            self.health.consumer = False
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit after the transaction. If the group rebalanced meanwhile, the new owner reads these events
+        again and finds them claimed (duplicates); a broker outage is retried until it ends or we stop."""
+        attempt = 0
+        while True:
+            try:
+                await consumer.commit(offsets)
+                break
+            except (CommitFailedError, IllegalStateError) as error:
+                log.warning(
+                    "offsets not committed (the group rebalanced); their events will be read as duplicates: %s", error
+                )
+                break
+            except KafkaError as error:
+                attempt += 1
+                self.metrics.transient.labels("normalise", "offset_commit").inc()
+                if self.stopping.is_set():
+                    log.warning("offsets not committed before stopping: %s", error)
+                    break
+                log.warning("offset commit failed (attempt %d), retrying: %s", attempt, error)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        for tp, next_offset in offsets.items():
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                self.metrics.lag.labels("normalise", tp.topic, str(tp.partition)).set(max(0, hw - next_offset))
+
+    async def relay(self) -> None:
+        s = self.settings
+        producer = make_producer(s.kafka_bootstrap, "odc-normalise-relay")
+        await retry_transient(
+            producer.start, is_transient=lambda e: isinstance(e, KafkaError | OSError), what="connect the relay"
+        )
+
+        def sent(name: str, n: int) -> None:
+            self.metrics.relayed.labels(name).inc(n)
+
+        relays = [
+            OutboxRelay(
+                self.engine, producer, feature_changes_outbox(self.codecs, s.topic_feature_changes), on_sent=sent
+            ),
+            OutboxRelay(self.engine, producer, rejections_outbox(self.codecs, s.topic_rejected), on_sent=sent),
+        ]
+        try:
+            while not self.stopping.is_set():
+                n = 0
+                for relay in relays:
+                    try:
+                        n += await relay.relay_once()
+                        self.health.relay = True
+                    except Exception as error:  # noqa: BLE001 - retried on the next tick, counted and logged
+                        self.health.relay = False
+                        self.metrics.transient.labels("normalise", f"relay_{relay.spec.name}").inc()
+                        log.warning("outbox relay %s failed, will retry: %s", relay.spec.name, error)
+                        await asyncio.sleep(1.0)
+                if n == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), s.relay_interval_seconds)
+        finally:
+            await producer.stop()
+
+    def web_app(self) -> web.Application:
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "service": "normalise"})
+
+        async def readyz(request: web.Request) -> web.Response:
+            h = self.health
+            ok = h.database and h.relay and h.consumer
+            body = {"ready": ok, "database": h.database, "relay": h.relay, "consumer": h.consumer}
+            return web.json_response(body, status=200 if ok else 503)
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        return app
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        runner = web.AppRunner(self.web_app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.settings.web_host, self.settings.web_port).start()
+        try:
+            await self.prepare()
+            tasks = [
+                asyncio.create_task(self.consume(), name="consume"),
+                asyncio.create_task(self.relay(), name="relay"),
+            ]
+            stop = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            self.stopping.set()
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    self.failed = True
+                    log.critical("%s stopped with an error", t.get_name(), exc_info=t.exception())
+            await asyncio.gather(*tasks, return_exceptions=True)
+            stop.cancel()
+        finally:
+            await runner.cleanup()
+            await self.engine.dispose()
+        log.info("normaliser stopped")
+
+
+def main() -> None:
+    disable_created_metrics()
+    settings = NormaliseSettings()
+    configure_logging(settings.log_level)
+    worker = NormaliseWorker(settings)
+    asyncio.run(worker.run())
+    if worker.failed:
+        raise SystemExit(70)
