@@ -220,11 +220,12 @@ def _normalise_point(
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
+            mlon, mlat = lon + 0.0, lat + 0.0  # -0.0 shown as 0.0, as the general path's mean gives it
             raise GeometryRejected(
                 "out_of_area",
-                f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
-                f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
-                f"{lon:.5f},{lat:.5f}",
+                f"geometry at ({mlon:.5f}, {mlat:.5f}) is outside the dataset's area",
+                f"géométrie en ({mlon:.5f}, {mlat:.5f}) hors de la zone du jeu de données",
+                f"{mlon:.5f},{mlat:.5f}",
             )
         corrections.append("flagged:out_of_area")
     geom: BaseGeometry = Point(lon, lat)
