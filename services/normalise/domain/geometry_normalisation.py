@@ -104,7 +104,11 @@ def _load(raw: RawGeometry) -> BaseGeometry:
         )
     try:
         if raw.encoding is GeometryEncoding.GEOJSON:
-            obj = json.loads(raw.value.decode("utf-8"))
+            text = raw.value.decode("utf-8")
+            fast = _from_geojson(text)
+            if fast is not None:
+                return fast
+            obj = json.loads(text)
             if not isinstance(obj, dict) or "type" not in obj:
                 raise ValueError("not a GeoJSON geometry object")
             if obj.get("type") == "Feature":
@@ -123,6 +127,17 @@ def _load(raw: RawGeometry) -> BaseGeometry:
             f"géométrie {raw.encoding.value} illisible : {exc}",
             text,
         ) from exc
+
+
+def _from_geojson(text: str) -> BaseGeometry | None:
+    """GEOS's own GeoJSON reader (C): ~10x cheaper than json.loads + shape() on polygons, whose coordinates
+    shape() walks in Python. Anything it refuses or reads as a collection (a FeatureCollection, say) goes the
+    json.loads + shape() way, which accepts more (strings as numbers, unclosed rings) and words the refusals."""
+    try:
+        g = shapely.from_geojson(text, on_invalid="raise")
+    except Exception:  # noqa: BLE001 - the slower reader decides
+        return None
+    return None if g is None or g.geom_type == "GeometryCollection" else g
 
 
 def _swap(g: BaseGeometry) -> BaseGeometry:
