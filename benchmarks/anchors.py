@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -54,6 +55,23 @@ def features_geojson(
         props["feature_id"] = e.feature_id
         feats.append({"type": "Feature", "properties": props, "geometry": json.loads(shapely.to_geojson(geom))})
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+
+
+def ensure_gdal_installed() -> None:
+    """``make bench`` installs what it needs, like ``make run``: GDAL's ogr2ogr from Debian's gdal-bin."""
+    if shutil.which("ogr2ogr") is not None:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise RuntimeError("ogr2ogr not found and cannot install it here: run sudo apt-get install -y gdal-bin")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"],
+        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "gdal-bin"],
+    ):
+        print("installing GDAL for the bulk-load anchor:", " ".join(cmd), flush=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
 
 
 def ogr2ogr_bulk_load(

@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--scale-out-points", type=int, default=100_000)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    anchors.ensure_gdal_installed()
 
     catalogue = DatasetCatalogue.load()
     stack = BenchStack()

@@ -1,7 +1,8 @@
 """Retry transient failures with capped exponential backoff and jitter, forever or to a deadline.
 
-Used where giving up would lose a message: faust acks a batch when the agent raises, so a batch whose
-database transaction fails transiently is retried here until the database is back."""
+Used where giving up would lose a message: the workers commit a batch's offsets only after its
+transaction, and a batch whose transaction fails transiently is retried here until the database is back
+(the consumer does not poll further meanwhile)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,6 @@ class PublishSettings(BaseSettings):
     sse_poll_seconds: float = 0.5
     sse_keepalive_seconds: float = 15.0
     log_level: str = "INFO"
-    state_dir: str = ".local/state"  # faust's own working files (no tables are used)
 
     def base_url(self) -> str:
         if self.public_base_url:
