@@ -185,3 +185,34 @@ async def test_nul_and_control_characters_are_rejections_not_database_errors(
     assert not store.features
     (rej,) = store.rejections.values()
     assert rej.reason == reason and rule in {e.rule for e in rej.errors}
+
+
+def test_a_batch_prepared_in_slices_is_the_batch_prepared_at_once() -> None:
+    """The worker prepares a batch in slices (yielding between them) and merges them: same candidates,
+    rejections and counters as one prepare, in the same order."""
+    from services.normalise.service_layer.process_batch import PreparedBatch, prepare_batch
+
+    batch = msgs(toilet(1), b"junk", toilet(2, commune="6926"), toilet(3), toilet(4, coords=(0.0, 0.0)), toilet(5))
+
+    def prep(part: list[InboundMessage]) -> PreparedBatch:
+        return prepare_batch(part, codecs=CODECS, normaliser=NORMALISER, now=NOW)
+
+    whole = prep(batch)
+    sliced = PreparedBatch.merge([prep(batch[i : i + 2]) for i in range(0, len(batch), 2)])
+    assert [c.event.event_id for c in sliced.candidates] == [c.event.event_id for c in whole.candidates]
+    assert [r.rejection_id for r in sliced.rejections] == [r.rejection_id for r in whole.rejections]
+    assert sliced.report.received == whole.report.received == 6
+    assert sliced.report.rejections == whole.report.rejections
+    assert len(whole.candidates) == 3 and len(whole.rejections) == 3
+
+
+async def test_apply_batch_can_be_retried_without_counting_twice() -> None:
+    from services.normalise.service_layer.process_batch import apply_batch, prepare_batch
+
+    store = InMemoryNormaliseStore()
+    prepared = prepare_batch(msgs(toilet(1), b"junk"), codecs=CODECS, normaliser=NORMALISER, now=NOW)
+    first = await apply_batch(prepared, normaliser=NORMALISER, uow_factory=lambda: InMemoryUnitOfWork(store))
+    again = await apply_batch(prepared, normaliser=NORMALISER, uow_factory=lambda: InMemoryUnitOfWork(store))
+    assert sum(first.rejections.values()) == sum(again.rejections.values()) == 1
+    assert first.outcomes[("public_toilets", "created")] == 1
+    assert again.outcomes[("public_toilets", "duplicate")] == 1 and again.outcomes[("public_toilets", "created")] == 0

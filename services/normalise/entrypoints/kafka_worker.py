@@ -43,10 +43,12 @@ from services.normalise.adapters.outboxes import feature_changes_outbox, rejecti
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
 from services.normalise.domain.canonical_feature import EventNormaliser
 from services.normalise.metrics import NormaliseMetrics
-from services.normalise.service_layer.process_batch import BatchReport, InboundMessage, process_batch
+from services.normalise.service_layer.process_batch import InboundMessage, PreparedBatch, apply_batch, prepare_batch
 from services.normalise.settings import NormaliseSettings
 
 log = logging.getLogger("odc.normalise")
+
+PREPARE_SLICE = 100  # events prepared between two yields to the event loop
 
 
 class SystemClock:
@@ -125,26 +127,56 @@ class NormaliseWorker:
         await create_signing_key_schema(self.engine)
         self._db_up()
 
-    async def handle(self, records: Sequence[ConsumerRecord]) -> BatchReport:  # type: ignore[type-arg]
+    async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:  # type: ignore[type-arg]
+        """Decode, authenticate and normalise, in slices that yield to the event loop between them, so the
+        previous batch's transaction (awaiting PostgreSQL) goes on meanwhile."""
         batch = to_inbound(records)
-
-        async def once() -> BatchReport:
-            keys = await self.signing_keys.keys(
+        keys = await retry_transient(
+            lambda: self.signing_keys.keys(
                 {v.decode("ascii", "replace") for m in batch for k, v in m.headers if k == HEADER_KEY_ID}
-            )
-            authenticator = EventAuthenticator(keys, require_signed=self.settings.require_signed_events)
-            return await process_batch(
-                batch,
-                codecs=self.codecs,
-                normaliser=self.normaliser,
-                uow_factory=lambda: PostgisUnitOfWork(self.engine),
-                clock=self.clock,
-                authenticator=authenticator,
-            )
-
-        return await retry_transient(
-            once, is_transient=is_transient, what="normalise batch", on_retry=self._db_down, on_recovered=self._db_up
+            ),
+            is_transient=is_transient,
+            what="load signing keys",
+            on_retry=self._db_down,
+            on_recovered=self._db_up,
         )
+        authenticator = EventAuthenticator(keys, require_signed=self.settings.require_signed_events)
+        now, parts = self.clock.now(), []
+        for start in range(0, len(batch), PREPARE_SLICE):
+            parts.append(
+                prepare_batch(
+                    batch[start : start + PREPARE_SLICE],
+                    codecs=self.codecs,
+                    normaliser=self.normaliser,
+                    now=now,
+                    authenticator=authenticator,
+                )
+            )
+            await asyncio.sleep(0)
+        return PreparedBatch.merge(parts)
+
+    async def apply_and_commit(
+        self, consumer: AIOKafkaConsumer, prepared: PreparedBatch, offsets: dict[TopicPartition, int], started: float
+    ) -> None:
+        try:
+            report = await retry_transient(
+                lambda: apply_batch(
+                    prepared, normaliser=self.normaliser, uow_factory=lambda: PostgisUnitOfWork(self.engine)
+                ),
+                is_transient=is_transient,
+                what="normalise batch",
+                on_retry=self._db_down,
+                on_recovered=self._db_up,
+            )
+        except Exception:
+            # Not transient: a bug. Moving the offsets would lose the batch; stop the process instead so the
+            # batch is read again after the fix.
+            log.critical(
+                "non-transient failure while processing a batch; stopping without committing it", exc_info=True
+            )
+            os._exit(70)
+        self.metrics.observe(report, time.perf_counter() - started)
+        await self.commit(consumer, offsets)
 
     async def consume(self) -> None:
         s = self.settings
@@ -166,6 +198,9 @@ class NormaliseWorker:
             max_delay=5.0,
         )
         self.health.consumer = True
+        # Two stages in flight at most: batch n+1 is prepared (CPU) while batch n's transaction and offset
+        # commit run (waiting on PostgreSQL and the broker). Transactions stay strictly one after the other.
+        in_flight: asyncio.Task[None] | None = None
         try:
             while not self.stopping.is_set():
                 by_partition = await consumer.getmany(
@@ -176,16 +211,16 @@ class NormaliseWorker:
                     continue
                 started = time.perf_counter()
                 try:
-                    report = await self.handle(records)
+                    prepared = await self.prepare_records(records)
                 except Exception:
-                    # Not transient: a bug. Moving the offsets would lose the batch; stop the process instead so
-                    # the batch is read again after the fix.
-                    log.critical(
-                        "non-transient failure while processing a batch; stopping without committing it", exc_info=True
-                    )
+                    log.critical("failure while preparing a batch; stopping without committing it", exc_info=True)
                     os._exit(70)
-                self.metrics.observe(report, time.perf_counter() - started)
-                await self.commit(consumer, {tp: rs[-1].offset + 1 for tp, rs in by_partition.items() if rs})
+                if in_flight is not None:
+                    await in_flight
+                offsets = {tp: rs[-1].offset + 1 for tp, rs in by_partition.items() if rs}
+                in_flight = asyncio.create_task(self.apply_and_commit(consumer, prepared, offsets, started))
+            if in_flight is not None:
+                await in_flight
         finally:
             self.health.consumer = False
             with contextlib.suppress(Exception):

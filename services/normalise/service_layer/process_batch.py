@@ -1,4 +1,7 @@
-"""The normaliser's one handler: a batch of raw messages in, one transaction, a report out."""
+"""The normaliser's handler: a batch of raw messages in, one transaction, a report out.
+
+``process_batch`` = ``prepare_batch`` (decode, authenticate, normalise: no I/O) + ``apply_batch`` (the one
+transaction). The worker calls the two halves itself to prepare a batch while the previous one commits."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
@@ -37,16 +41,39 @@ class BatchReport:
     tally: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
-async def process_batch(
+@dataclass
+class PreparedBatch:
+    """A batch decoded, authenticated and normalised: everything that needs no database. Pure to build, so
+    the worker prepares the next batch while the previous one's transaction runs."""
+
+    now: datetime
+    report: BatchReport
+    candidates: list[Candidate]
+    rejections: list[Rejection]
+
+    @staticmethod
+    def merge(parts: Sequence[PreparedBatch]) -> PreparedBatch:
+        """Parts prepared one after the other (in message order) as one batch."""
+        report = BatchReport()
+        for p in parts:
+            report.received += p.report.received
+            report.rejections.update(p.report.rejections)
+        return PreparedBatch(
+            parts[0].now if parts else datetime.now(UTC),
+            report,
+            [c for p in parts for c in p.candidates],
+            [r for p in parts for r in p.rejections],
+        )
+
+
+def prepare_batch(
     messages: Sequence[InboundMessage],
     *,
     codecs: Codecs,
     normaliser: EventNormaliser,
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
+    now: datetime,
     authenticator: EventAuthenticator | None = None,
-) -> BatchReport:
-    now = clock.now()
+) -> PreparedBatch:
     report = BatchReport(received=len(messages))
     rejections: list[Rejection] = []
     candidates: list[Candidate] = []
@@ -90,6 +117,30 @@ async def process_batch(
         else:
             candidates.append(result)
 
+    return PreparedBatch(now, report, candidates, rejections)
+
+
+async def process_batch(
+    messages: Sequence[InboundMessage],
+    *,
+    codecs: Codecs,
+    normaliser: EventNormaliser,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    authenticator: EventAuthenticator | None = None,
+) -> BatchReport:
+    prepared = prepare_batch(
+        messages, codecs=codecs, normaliser=normaliser, now=clock.now(), authenticator=authenticator
+    )
+    return await apply_batch(prepared, normaliser=normaliser, uow_factory=uow_factory)
+
+
+async def apply_batch(
+    prepared: PreparedBatch, *, normaliser: EventNormaliser, uow_factory: UnitOfWorkFactory
+) -> BatchReport:
+    """The batch's one transaction. Safe to retry: it starts from a copy of the prepared report."""
+    now, candidates, rejections = prepared.now, prepared.candidates, prepared.rejections
+    report = BatchReport(received=prepared.report.received, rejections=Counter(prepared.report.rejections))
     async with uow_factory() as uow:
         fresh = await uow.claim_events(list(dict.fromkeys(c.event.event_id for c in candidates)))
         seen: set[str] = set()
