@@ -371,8 +371,7 @@ class KafkaBroker:
             "format",
             "--standalone",
             "--ignore-formatted",
-            "-t",
-            new_cluster_id(),
+            f"--cluster-id={new_cluster_id()}",  # "=": an id may start with "-" (1 in 64), which argparse reads as an option
             "-c",
             str(self.properties_path),
         )
