@@ -33,7 +33,7 @@ from shapely.ops import nearest_points
 from services.contract.datasets.catalogue import SamePlacePolicy
 from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey, content_hash
 from services.normalise.domain.dedup_decisions import Decision, Outcome, StoredFeature, decide
-from services.normalise.domain.same_place import Link, PlacedRecord, distance_m, same_place
+from services.normalise.domain.same_place import Link, PlacedRecord, attributes_allow, distance_m, same_place
 
 PROVENANCE = "odc:provenance"  # the attribute that lists a linked feature's members (not a schema field)
 _M_PER_DEG = 111_195.0
@@ -158,6 +158,8 @@ def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[Fea
             continue
         if c.key.commune in world.sources_of(key):
             continue  # Link.SAME_SOURCE: one commune's two records stay two
+        if not attributes_allow(c.feature.attributes, s.feature.attributes, policy):
+            continue  # Link.DISTINCT or Link.ATTRIBUTES_DIFFER, known before measuring any distance
         here, there = _placed(c.key.commune, c.feature, s.feature)
         there = replace(there, source=next(iter(sorted(world.sources_of(key)))))
         if same_place(here, there, policy) is Link.SAME:
