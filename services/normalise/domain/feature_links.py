@@ -85,7 +85,8 @@ def group_feature(members: Iterable[Member]) -> CanonicalFeature | None:
 
 
 def _cell_size_deg(policy: SamePlacePolicy) -> float:
-    return max(policy.distance_m, 250.0) / _M_PER_DEG
+    """At least the distance in degrees of longitude up to 60° N (half a degree of latitude's metres)."""
+    return max(policy.distance_m, 250.0) / (_M_PER_DEG * 0.5)
 
 
 class _Grid:
