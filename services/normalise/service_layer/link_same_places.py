@@ -1,8 +1,10 @@
 """Decide a batch's events, linking new records to existing features of another commune when they are the
-same real thing (``domain/feature_links.py`` holds the rules). Set-based: per batch, one query loads the
-linked features the batch touches, one spatial query finds the live features near all its new records, and
-one more locks and loads the canonical rows that adds. Batches with no dataset that links records take the
-plain path and pay nothing."""
+same real thing (``domain/feature_links.py`` holds the rules). Set-based, a few statements per batch
+whatever its size: one loads the linked features the batch touches, one spatial query finds the live
+features near all its new records, one locks and loads the canonical rows that adds, and one reloads the
+linked features once all of them are locked (another worker may have changed one in between). Batches with
+no dataset that links records take the plain path and pay nothing.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ async def decide_with_same_place(
         and (c.key not in stored or stored[c.key].deleted)
     ]
     extra = {m.canonical for m in members.values()}
+    near: set[FeatureKey] = set()
     if creating:
         await links.lock_datasets(sorted({c.key.dataset for c in creating}))
         near = await links.find_nearby(
@@ -54,13 +57,15 @@ async def decide_with_same_place(
                 if c.feature is not None and c.feature.geometry is not None
             ]
         )
-        more = await links.load_groups(sorted(near - members.keys(), key=_order)) if near else {}
-        members = {**members, **more}
-        extra |= near | {m.canonical for m in more.values()}
+        extra |= near  # a live feature is its linked feature's canonical row, if it has one
     extra -= stored.keys()
     loaded = dict(stored)
     if extra:
         loaded.update(await uow.lock_and_load(sorted(extra, key=_order)))
+    if members or near:
+        # again, now that every canonical feature involved is locked: another worker may have changed one of
+        # these linked features between the first read and the lock (a member's canonical never changes)
+        members = await links.load_groups(sorted({c.key for c in linking} | near, key=_order))
     batch = decide_linked_batch(loaded, members, candidates, policies, now)
     if batch.members:
         await links.save_members(batch.members, now)
