@@ -71,7 +71,7 @@ def _sum(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **l
 
 
 def _correction_kind(c: str) -> str:
-    return c.split(":", 1)[0] if c.startswith(("renamed:", "filled:")) else c
+    return c.split(":", 1)[0] if c.startswith(("renamed:", "filled:", "outside_commune:")) else c
 
 
 def run_file(
@@ -99,7 +99,7 @@ def run_file(
             raise TimeoutError(f"{entry.path}: the normaliser did not read all {summary.events} events")
         time.sleep(0.5)
     after = _metrics(normaliser.base_url)
-    for outcome in ("created", "updated", "unchanged", "deleted"):
+    for outcome in ("created", "updated", "unchanged", "deleted", "linked"):
         n = _sum(after, "odc_events_accepted_total", dataset=entry.dataset, outcome=outcome) - _sum(
             before, "odc_events_accepted_total", dataset=entry.dataset, outcome=outcome
         )
@@ -138,8 +138,9 @@ def write_report(results: list[FileResult], seconds: float, path: Path) -> None:
         "",
         "Produced by `make acceptance` (acceptance/__main__.py): each file below went through `odc send` into a",
         "throwaway stack (real Kafka broker, real PostGIS, normaliser and publisher as processes), one file at a time.",
-        "*accepted* counts records applied (created, updated, or identical to what was stored); *repaired* counts the",
-        "accepted features that carry each kind of correction; *rejected* counts refused records by reason, then by",
+        "*accepted* counts records applied (created, updated, identical to what was stored, or linked to another",
+        "commune's feature of the same place, see docs/validation.md); *repaired* counts the accepted features that",
+        "carry each kind of correction or flag; *rejected* counts refused records by reason, then by",
         "field and rule (one record may break several rules). Explanations follow the table; they are part of the",
         f"manifest (acceptance/manifest.py). Run time: {seconds:.0f} s.",
         "",

@@ -34,12 +34,14 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(
         "grandlyon-itineraire-fraicheur/parcs.geojson",
         "parks_gardens",
-        note="4 self-intersecting polygons repaired with `make_valid` (`repaired`), kept as MultiPolygon.",
+        note="4 self-intersecting polygons repaired with `make_valid` (`repaired`), kept as MultiPolygon."
+        " `outside_commune` 1: Square de l'Observance (PAR-69385-09003) has code_insee 69385 (Lyon 5e) but its polygon lies in Lyon 9e, 604 m from the 5e's boundary: a defect of the record's arrondissement code, flagged (the parks' policy).",
     ),
     Entry(
         "grandlyon-parcs-jardins-2021/com_donnees_communales.comparcjardin_1_0_0.geojson",
         "parks_gardens",
-        note="Sent after the 2024 layer: the 343 uids in common are updates, 21 parks only the 2021 export has are created. Its features are Polygons, promoted to the dataset's MultiPolygon (`promoted_to_multi`); 19 self-intersecting ones are repaired. `eau`/`toilettes` = `nr` (non renseigné) is the layer's missing-value marker, now declared in the parks schema's missingValues (a first run refused those 13 records: a pipeline fault, fixed).",
+        note="Sent after the 2024 layer: the 343 uids in common are updates, 21 parks only the 2021 export has are created. Its features are Polygons, promoted to the dataset's MultiPolygon (`promoted_to_multi`); 19 self-intersecting ones are repaired. `eau`/`toilettes` = `nr` (non renseigné) is the layer's missing-value marker, now declared in the parks schema's missingValues (a first run refused those 13 records: a pipeline fault, fixed)."
+        " `outside_commune` 1: the same Square de l'Observance as in the 2024 layer (code 69385, polygon in Lyon 9e).",
     ),
     Entry(
         "grandlyon-itineraire-fraicheur/fontaines_potables.geojson",
@@ -48,11 +50,26 @@ ENTRIES: tuple[Entry, ...] = (
     ),
     Entry("grandlyon-marches/eco_economie.ecomarcheinstance_latest.json", "markets"),
     # national car-sharing base, three real versions in order
-    Entry("bnlc-lieux-covoiturage/bnlc-_2020-11-09_initial.csv", "carpool_places"),
+    Entry(
+        "bnlc-lieux-covoiturage/bnlc-_2020-11-09_initial.csv",
+        "carpool_places",
+        note="`linked` 4: four pairs of places of two communes at exactly the same coordinates (0.0 m) and of the same type, "
+        "which the dataset's same-place policy (50 m, same `type`) makes one feature with two provenances. They are not "
+        "the same place: the base copied coordinates between unrelated places (Edon 16125-C-001 and Champniers "
+        "16078-C-001; Charente 16089-C-001 and Pyrénées-Orientales 66024-C-002; 16028-C-002 and 66164-C-001; "
+        "66008-C-002 and 66136-C-001). A true defect of the input; the link shows it (both ids in `odc:provenance`) "
+        "rather than publishing two places at one point, and a name match in the policy would also refuse the 2026 "
+        "file's true duplicates below.",
+    ),
     Entry(
         "bnlc-lieux-covoiturage/bnlc-_2026-05-19.csv",
         "carpool_places",
-        note="Against the 2020 version: 1641 places changed, 833 new. The 2020 places absent in 2026 stay: odc send publishes upserts; mirroring deletions of a snapshot is the connectors' job (issue 5).",
+        note="`linked` 10: new places within 50 m of a place of another commune, same type. 8 are one place listed "
+        "twice (Eperlecques 23 m, Labourse 17 m, Lillers 16 m, Fouquières-lès-Béthune 29 m, Divion 24 m, Barlin 35 m, "
+        "Quai Gailleton 2 m, Cora Ermont 0 m): linked, rightly. One is a coordinate copy across départements "
+        "(35243-C-001 `ZA des estuaires` at the exact point of 33358-C-001 Romagné): a true defect, shown by the "
+        "link. One pair is named after two roads, D32 and D144, 13 m apart: perhaps one area at their junction, "
+        "which the policy cannot tell. Against the 2020 version: 1641 places changed, 833 new. The 2020 places absent in 2026 stay: odc send publishes upserts; mirroring deletions of a snapshot is the connectors' job (issue 5).",
     ),
     Entry(
         "bnlc-lieux-covoiturage/bnlc-_2026-05-21.csv",
@@ -60,7 +77,14 @@ ENTRIES: tuple[Entry, ...] = (
         note="Identical to 05-19 for its 2473 places (`unchanged`); the one place removed between them (63308-C-001) is not deleted, for the same reason.",
     ),
     # delivery areas (CEREMA)
-    Entry("cerema-aires-livraison/exemple-grand-lyon.csv", "delivery_areas", "69123"),
+    Entry(
+        "cerema-aires-livraison/exemple-grand-lyon.csv",
+        "delivery_areas",
+        "69123",
+        note="`outside_commune` 3: the file is the Métropole's and is sent here as Lyon's (69123), but GL-2304, GL-2314 "
+        "and GL-2315 are in Villeurbanne (their ADRESSE says 69100 Villeurbanne), 287 to 825 m outside Lyon: flagged, "
+        "as the delivery areas' policy says. A sender acting for several communes should send each record as its own.",
+    ),
     Entry(
         "cerema-aires-livraison/antibes/antibes_aires_livraison.csv",
         "delivery_areas",

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.normalise.service_layer.process_batch import BatchReport
 
-ACCEPTED_OUTCOMES = {"created", "updated", "deleted", "unchanged"}
+ACCEPTED_OUTCOMES = {"created", "updated", "deleted", "unchanged", "linked"}
 
 
 class NormaliseMetrics:

@@ -8,9 +8,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import nearest_points
+
 from services.contract.messages import Rejection
 from services.normalise.domain.canonical_feature import FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
+from services.normalise.domain.feature_links import Member
+from services.normalise.domain.same_place import PlacedRecord, distance_m
 
 
 class InMemoryNormaliseStore:
@@ -20,7 +25,43 @@ class InMemoryNormaliseStore:
         self.changes: list[tuple[int, Decision]] = []
         self.rejections: dict[str, Rejection] = {}
         self.tally: Counter[tuple[str, str, str]] = Counter()
+        self.members: dict[FeatureKey, Member] = {}
         self._next_change = 1
+
+
+class InMemorySamePlaceStore:
+    def __init__(self, store: InMemoryNormaliseStore) -> None:
+        self.store = store
+        self.staged: dict[FeatureKey, Member] = {}
+        self.locked: list[str] = []
+
+    async def load_groups(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, Member]:
+        members = {**self.store.members, **self.staged}
+        groups = {(m.canonical) for k, m in members.items() if k in set(keys)}
+        return {k: m for k, m in members.items() if m.canonical in groups}
+
+    async def lock_datasets(self, datasets: Sequence[str]) -> None:
+        self.locked.extend(datasets)
+
+    async def find_nearby(self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float]]) -> set[FeatureKey]:
+        out: set[FeatureKey] = set()
+        for key, geometry, metres in probes:
+            for k, s in self.store.features.items():
+                if (
+                    k.dataset != key.dataset
+                    or k.commune == key.commune
+                    or s.deleted
+                    or s.feature is None
+                    or s.feature.geometry is None
+                ):
+                    continue
+                a, b = nearest_points(geometry, s.feature.geometry)
+                if distance_m(PlacedRecord("", a.x, a.y, {}), PlacedRecord("", b.x, b.y, {})) <= metres:
+                    out.add(k)
+        return out
+
+    async def save_members(self, members: Sequence[Member], at: datetime) -> None:
+        self.staged.update({m.key: m for m in members})
 
 
 class InMemoryUnitOfWork:
@@ -32,6 +73,7 @@ class InMemoryUnitOfWork:
         self._changes: list[Decision] = []
         self._rejections: list[Rejection] = []
         self._tally: Counter[tuple[str, str, str]] = Counter()
+        self.same_place = InMemorySamePlaceStore(store)
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
         return self
@@ -41,6 +83,7 @@ class InMemoryUnitOfWork:
     ) -> None:
         self._claimed, self._finals, self._changes, self._rejections = set(), {}, [], []
         self._tally = Counter()
+        self.same_place.staged = {}
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
         fresh = {e for e in event_ids if e not in self.store.processed and e not in self._claimed}
@@ -62,6 +105,7 @@ class InMemoryUnitOfWork:
         self._tally.update(tally)
 
     async def commit(self) -> None:
+        self.store.members.update(self.same_place.staged)
         self.store.tally.update(self._tally)
         self.store.processed |= self._claimed
         self.store.features.update(self._finals)

@@ -37,6 +37,9 @@ BNLC = FIXTURES / "bnlc-lieux-covoiturage"
 VELOV = FIXTURES / "grandlyon-velov-snapshots"
 CATALOGUE = DatasetCatalogue.load()
 POINT = {"type": "Point", "coordinates": [4.8800, 45.7700]}
+# Lyon's records lie in Lyon (place Bellecour): at Villeurbanne's POINT they would be the same toilet as
+# Villeurbanne's and be linked to one feature (same place, two records)
+LYON_POINT = {"type": "Point", "coordinates": [4.8320, 45.7578]}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -172,7 +175,7 @@ def test_a_commune_token_cannot_write_or_read_another_commune(pipeline: Pipeline
     tok = villeurbanne
     fid = gid()
     size, before = input_size(pipeline), received(pipeline)
-    r = push(pipeline, tok, [{"gid": fid, "codinsee": "69123", "geometry": POINT}])
+    r = push(pipeline, tok, [{"gid": fid, "codinsee": "69123", "geometry": LYON_POINT}])
     assert r.status_code == 403 and r.json()["error"] == "forbidden_commune"
     assert (
         httpx.get(f"{api(pipeline)}/v1/communes/69123/status", headers={"Authorization": f"Bearer {tok}"}).status_code
@@ -192,7 +195,7 @@ def test_the_metropoles_admin_token_writes_any_commune(pipeline: Pipeline) -> No
     tok = token(pipeline, "--admin", "--label", "Métropole")
     fid = gid()
     before = received(pipeline)
-    r = push(pipeline, tok, [{"gid": fid, "codinsee": "69123", "geometry": POINT}])
+    r = push(pipeline, tok, [{"gid": fid, "codinsee": "69123", "geometry": LYON_POINT}])
     assert r.status_code == 202, r.text
     pipeline.settle("public_toilets", before, 1)
     assert live(pipeline, "public_toilets", "69123", str(fid))
@@ -264,7 +267,9 @@ def test_on_kafka_a_communes_key_cannot_change_another_communes_feature(pipeline
     own, foreign, unsigned = gid(), gid(), gid()
     # Lyon's feature exists; Villeurbanne's producer tries to overwrite and then delete it
     before = received(pipeline)
-    pipeline.produce_events([toilet_event(str(foreign), seq=1, commune="69123", adresse="Lyon's own")])
+    pipeline.produce_events(
+        [toilet_event(str(foreign), seq=1, commune="69123", adresse="Lyon's own", lon=4.832, lat=45.7578)]
+    )
     pipeline.settle("public_toilets", before, 1)
     overwrite = toilet_event(str(foreign), seq=2, commune="69123", adresse="hijacked")
     delete = toilet_event(str(foreign), seq=3, commune="69123", op=Operation.DELETE)

@@ -40,7 +40,9 @@ def toilet(gid: int, commune: str) -> ChangeEvent:
         NOW,
         1,
         "test",
-        RawGeometry(GeometryEncoding.GEOJSON, json.dumps({"type": "Point", "coordinates": [4.88, 45.77]}).encode()),
+        RawGeometry(
+            GeometryEncoding.GEOJSON, json.dumps({"type": "Point", "coordinates": [4.88 + gid * 0.001, 45.77]}).encode()
+        ),
         {"gid": gid, "codinsee": commune, "adresse": "1 place Lazare Goujon"},
     )
 

@@ -91,3 +91,21 @@ def test_every_dataset_declares_its_policy_and_markets_keep_days_apart() -> None
     linked = [d.id for d in cat if d.same_place.distance_m > 0]
     assert set(linked) >= {"markets", "public_toilets", "defibrillators", "carpool_places", "drinking_fountains"}
     assert cat.get("subsidies").same_place.distance_m == 0  # type: ignore[union-attr]  # no geometry, no place
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "allowed"),
+    [
+        ({"type": "Mixte", "jourtenue": "samedi"}, {"type": "mixte", "jourtenue": "Samedi"}, True),
+        ({"type": "mixte", "jourtenue": "samedi"}, {"type": "mixte", "jourtenue": "mercredi"}, False),
+        ({"type": "alimentaire"}, {"type": "mixte"}, False),
+        ({"type": "mixte", "jourtenue": None}, {"type": "mixte", "jourtenue": "mercredi"}, True),
+    ],
+)
+def test_the_attribute_half_agrees_with_the_whole_decision_at_one_point(
+    a: dict[str, object], b: dict[str, object], allowed: bool
+) -> None:
+    from services.normalise.domain.same_place import attributes_allow
+
+    assert attributes_allow(a, b, MARKETS) is allowed
+    assert (same_place(rec("x", *IRIGNY, **a), rec("y", *IRIGNY, **b), MARKETS) is Link.SAME) is allowed

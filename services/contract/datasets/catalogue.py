@@ -17,6 +17,8 @@ from typing import Any
 from services.contract.datasets.field_names import FieldMatcher
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent / "definitions"
+# Commune boundaries (GeoJSON, WGS84, one feature per INSEE code; see boundaries/SOURCE.md)
+BOUNDARIES_FILE = Path(__file__).resolve().parent / "boundaries" / "metropole_de_lyon_communes.geojson"
 
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "None"}
 FIELD_TYPES = {
@@ -84,6 +86,10 @@ class GeometrySpec:
     # "reject" the record, or "flag" it (accepted, the flag recorded among its corrections)
     out_of_area: str = "reject"
     placeholder: str = "reject"
+    # a position farther than ``commune_tolerance_m`` outside the boundary of the commune that sent it (when
+    # that commune's boundary is known, see ``boundaries/``): "reject" the record or "flag" it
+    outside_commune: str = "flag"
+    commune_tolerance_m: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -161,8 +167,14 @@ def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: s
             raise DefinitionError(f"{origin}: unknown geometry type {geometry.type!r}")
         if geometry.carrier not in CARRIERS:
             raise DefinitionError(f"{origin}: unknown geometry carrier {geometry.carrier!r}")
-        if geometry.out_of_area not in POLICIES or geometry.placeholder not in POLICIES:
+        if (
+            geometry.out_of_area not in POLICIES
+            or geometry.placeholder not in POLICIES
+            or geometry.outside_commune not in POLICIES
+        ):
             raise DefinitionError(f"{origin}: geometry policies must be one of {sorted(POLICIES)}")
+        if not isinstance(geometry.commune_tolerance_m, int | float) or geometry.commune_tolerance_m < 0:
+            raise DefinitionError(f"{origin}: commune_tolerance_m must be a number of metres >= 0")
         if geometry.carrier == "xy" and (geometry.x_field is None or geometry.y_field is None):
             raise DefinitionError(f"{origin}: carrier 'xy' needs x_field and y_field")
         if geometry.carrier in ("geopoint", "wkt") and geometry.field is None:
@@ -240,17 +252,35 @@ def load_definition(folder: Path) -> DatasetDefinition:
     return d
 
 
+def load_commune_boundaries(path: Path = BOUNDARIES_FILE) -> dict[str, dict[str, Any]]:
+    """INSEE code -> GeoJSON geometry (a plain dict: the normaliser's core compiles it with shapely)."""
+    collection = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, dict[str, Any]] = {}
+    for feature in collection["features"]:
+        code = str(feature["properties"]["code"])
+        if code in out:
+            raise DefinitionError(f"{path.name}: INSEE code {code} appears twice")
+        out[code] = feature["geometry"]
+    return out
+
+
 class DatasetCatalogue:
-    def __init__(self, definitions: dict[str, DatasetDefinition]) -> None:
+    def __init__(
+        self,
+        definitions: dict[str, DatasetDefinition],
+        commune_boundaries: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self._definitions = dict(sorted(definitions.items()))
+        # the communes whose boundary is known: positions they send are checked against it
+        self.commune_boundaries: dict[str, dict[str, Any]] = dict(commune_boundaries or {})
 
     @classmethod
-    def load(cls, directory: Path = DEFINITIONS_DIR) -> DatasetCatalogue:
+    def load(cls, directory: Path = DEFINITIONS_DIR, boundaries: Path | None = BOUNDARIES_FILE) -> DatasetCatalogue:
         defs: dict[str, DatasetDefinition] = {}
         for path in sorted(directory.glob("*/definition.json")):
             d = load_definition(path.parent)
             defs[d.id] = d
-        return cls(defs)
+        return cls(defs, load_commune_boundaries(boundaries) if boundaries is not None else None)
 
     def get(self, dataset_id: str) -> DatasetDefinition | None:
         return self._definitions.get(dataset_id)

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.messages import Rejection
+from services.normalise.adapters.same_place_store import PostgisSamePlaceStore
 from services.normalise.adapters.tables import PREAMBLE, metadata
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
@@ -106,6 +107,10 @@ class PostgisUnitOfWork:
     def conn(self) -> AsyncConnection:
         assert self._conn is not None, "use the unit of work as an async context manager"
         return self._conn
+
+    @property
+    def same_place(self) -> PostgisSamePlaceStore:
+        return PostgisSamePlaceStore(self.conn)
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:

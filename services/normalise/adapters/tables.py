@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -106,6 +107,37 @@ commune_event_tally = Table(
     Column("events", BigInteger, nullable=False),
     Column("last_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("dataset", "commune", "outcome", name="commune_event_tally_pk"),
+)
+
+# Same place, two records: the source records (members) of linked canonical features, each with its own
+# position and content; the canonical feature is canonical_feature's row at (dataset, canonical_commune,
+# canonical_feature_id). Rows exist only for linked features (see normalise/domain/feature_links.py).
+feature_provenance = Table(
+    "feature_provenance",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("canonical_commune", Text, nullable=False),
+    Column("canonical_feature_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("removed", Boolean, nullable=False),
+    Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=False), nullable=True),
+    Column("attributes", JSONB, nullable=True),
+    Column("content_hash", Text, nullable=True),
+    Column("corrections", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("distance_m", Float, nullable=False),
+    Column("linked_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("dataset", "commune", "feature_id", name="feature_provenance_pk"),
+)
+Index(
+    "feature_provenance_by_canonical",
+    feature_provenance.c.dataset,
+    feature_provenance.c.canonical_commune,
+    feature_provenance.c.canonical_feature_id,
 )
 
 PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]

@@ -17,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
+from services.normalise.domain.commune_boundary import CommuneBoundaries
 from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
 
 _INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
@@ -247,6 +248,7 @@ class EventNormaliser:
     def __init__(self, catalogue: DatasetCatalogue) -> None:
         self.catalogue = catalogue
         self._schemas = {d.id: CompiledSchema(d.table_schema, d.aliases) for d in catalogue}
+        self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
         definition = self.catalogue.get(ev.dataset)
@@ -316,6 +318,9 @@ class EventNormaliser:
                     geometry = ng.geometry
                     corrections.extend(ng.corrections)
                     write_carrier(spec, values, geometry)
+                    verdict = self._boundaries.judge(ev.commune, geometry, spec)
+                    corrections.extend(verdict.flags)
+                    errors.extend(verdict.errors)
                 except GeometryRejected as bad:
                     errors.append(
                         FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value)

@@ -22,6 +22,7 @@ class Outcome(str, Enum):
     UNCHANGED = "unchanged"  # identical content, or delete of an absent/deleted feature
     STALE = "stale"  # older than what is stored
     DUPLICATE = "duplicate"  # this event id was already applied
+    LINKED = "linked"  # a new record joined an existing canonical feature of another commune (feature_links.py)
 
 
 @dataclass(frozen=True)

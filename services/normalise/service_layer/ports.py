@@ -8,17 +8,45 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
+from shapely.geometry.base import BaseGeometry
+
 from services.contract.messages import Rejection
 from services.normalise.domain.canonical_feature import FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature
+from services.normalise.domain.feature_links import Member
 
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+class SamePlaceStore(Protocol):
+    """Linked canonical features (same place, two records), inside the unit of work's transaction."""
+
+    async def load_groups(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, Member]:
+        """Every member of the linked features that any of these keys is a member of, by member key."""
+        ...
+
+    async def lock_datasets(self, datasets: Sequence[str]) -> None:
+        """Serialise the creation of records in these datasets until commit (two new records of one place
+        sent to two workers at once would otherwise both become features)."""
+        ...
+
+    async def find_nearby(self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float]]) -> set[FeatureKey]:
+        """Live canonical features of each probe's dataset, of another commune than the probe's, within its
+        distance (metres) of its geometry."""
+        ...
+
+    async def save_members(self, members: Sequence[Member], at: datetime) -> None:
+        """Write these members' states (insert or replace)."""
+        ...
+
+
 class NormaliseUnitOfWork(Protocol):
     """One transaction. Nothing is visible to others until ``commit``; leaving without it rolls back."""
+
+    @property
+    def same_place(self) -> SamePlaceStore: ...
 
     async def __aenter__(self) -> NormaliseUnitOfWork: ...
 

@@ -16,7 +16,8 @@ from services.contract.codecs import Codecs
 from services.contract.event_signature import EventAuthenticator
 from services.contract.messages import ChangeEvent, FieldError, Rejection, SourcePosition
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
-from services.normalise.domain.dedup_decisions import Outcome, decide_batch
+from services.normalise.domain.dedup_decisions import Outcome
+from services.normalise.service_layer.link_same_places import decide_with_same_place
 from services.normalise.service_layer.ports import Clock, UnitOfWorkFactory
 
 STAGE = "normalise"
@@ -156,7 +157,7 @@ async def apply_batch(
         stored = await uow.lock_and_load(
             sorted({c.key for c in to_decide}, key=lambda k: (k.dataset, k.commune, k.feature_id))
         )
-        decisions = decide_batch(stored, to_decide)
+        decisions, to_save = await decide_with_same_place(uow, normaliser.catalogue, stored, to_decide, now)
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1
             report.tally[(d.candidate.key.dataset, d.candidate.key.commune, d.outcome.value)] += 1
@@ -166,7 +167,7 @@ async def apply_batch(
             for d in decisions:
                 fields = _event_fields(d.candidate.event, outcome=d.outcome.value)
                 log.debug("event %s", d.outcome.value, extra=fields)
-        report.changes_written = await uow.save(decisions, now)
+        report.changes_written = await uow.save(to_save, now)
         await uow.record_tally(report.tally, now)
         await uow.record_rejections(rejections)
         await uow.commit()

@@ -1,0 +1,138 @@
+"""Linked canonical features on PostGIS (the ``SamePlaceStore`` port), on the unit of work's connection.
+
+The nearby search is one statement for the whole batch: the new records' geometries are unnested with their
+dataset, commune and distance, each turned once into a box widened by the distance in degrees on the safe
+side (1 degree is at least 50 km, in longitude up to 63° N), and the GiST index on ``canonical_feature.geom``
+returns the live features of other communes whose box meets it. The exact test, in metres, is the pure
+core's (``feature_links.find_link``) on these few candidates. Measured (1,000 new parks against 3,000 stored,
+replicated real polygons): ``ST_DWithin`` on geography in the statement cost 11 ms per park, planar
+``ST_DWithin`` 5.5 ms (the probe's WKB re-parsed for every row); the box alone, computed once, is far below.
+``dataset || ''`` keeps the planner on the spatial index alone: combined with the primary key's index on
+dataset it read every row of the dataset per probe. Features of the probe's own commune are left out (one
+commune's records are never linked), so a commune re-sending its own data with new ids costs little here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
+from services.normalise.domain.feature_links import Member
+
+_LOAD_GROUPS = text("""
+SELECT p.dataset, p.commune, p.feature_id, p.canonical_commune, p.canonical_feature_id, p.source, p.sequence,
+  p.occurred_at, p.removed, ST_AsBinary(p.geom), p.attributes, p.content_hash, p.corrections, p.distance_m,
+  p.linked_at FROM feature_provenance p
+JOIN (SELECT DISTINCT q.dataset, q.canonical_commune, q.canonical_feature_id FROM feature_provenance q
+      JOIN unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, f)
+      ON q.dataset = k.d AND q.commune = k.c AND q.feature_id = k.f) g
+ON p.dataset = g.dataset AND p.canonical_commune = g.canonical_commune
+   AND p.canonical_feature_id = g.canonical_feature_id
+""")
+
+_NEARBY = text("""
+WITH k AS MATERIALIZED (
+  SELECT d, c, ST_Expand(ST_SetSRID(ST_GeomFromWKB(wkb), 4326), dist / 50000.0) AS box
+  FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:wkb AS bytea[]), CAST(:dist AS float8[]))
+    AS u(d, c, wkb, dist))
+SELECT DISTINCT f.dataset, f.commune, f.feature_id FROM k
+JOIN canonical_feature f ON f.geom && k.box AND f.dataset || '' = k.d AND f.commune <> k.c AND NOT f.deleted
+""")
+
+_SAVE = text("""
+INSERT INTO feature_provenance AS p (dataset, commune, feature_id, canonical_commune, canonical_feature_id, source,
+  sequence, occurred_at, removed, geom, attributes, content_hash, corrections, distance_m, linked_at, updated_at)
+VALUES (:dataset, :commune, :feature_id, :canonical_commune, :canonical_feature_id, :source, :sequence,
+  :occurred_at, :removed, ST_SetSRID(ST_GeomFromWKB(:wkb), 4326), CAST(:attributes AS jsonb), :content_hash,
+  CAST(:corrections AS jsonb), :distance_m, :linked_at, :updated_at)
+ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET
+  canonical_commune = EXCLUDED.canonical_commune, canonical_feature_id = EXCLUDED.canonical_feature_id,
+  source = EXCLUDED.source, sequence = EXCLUDED.sequence, occurred_at = EXCLUDED.occurred_at,
+  removed = EXCLUDED.removed, geom = EXCLUDED.geom, attributes = EXCLUDED.attributes,
+  content_hash = EXCLUDED.content_hash, corrections = EXCLUDED.corrections, distance_m = EXCLUDED.distance_m,
+  linked_at = EXCLUDED.linked_at, updated_at = EXCLUDED.updated_at
+""")
+
+
+def _key_arrays(keys: Sequence[FeatureKey]) -> dict[str, list[str]]:
+    return {"ds": [k.dataset for k in keys], "co": [k.commune for k in keys], "fi": [k.feature_id for k in keys]}
+
+
+class PostgisSamePlaceStore:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def load_groups(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, Member]:
+        if not keys:
+            return {}
+        rows = await self._conn.execute(_LOAD_GROUPS, _key_arrays(keys))
+        out: dict[FeatureKey, Member] = {}
+        for d, c, f, cc, cf, source, seq, occ, removed, wkb, attrs, chash, corr, dist, linked in rows:
+            feature = None
+            if not removed:
+                geom = shapely.from_wkb(bytes(wkb)) if wkb is not None else None
+                feature = CanonicalFeature(attrs or {}, geom, chash, tuple(corr or ()))
+            key = FeatureKey(d, c, f)
+            out[key] = Member(key, FeatureKey(d, cc, cf), source, seq, occ, removed, feature, dist, linked)
+        return out
+
+    async def lock_datasets(self, datasets: Sequence[str]) -> None:
+        if datasets:
+            await self._conn.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended('same_place/' || d, 0) "
+                    "AS h FROM unnest(CAST(:ds AS text[])) AS d ORDER BY 1) s"
+                ),
+                {"ds": list(datasets)},
+            )
+
+    async def find_nearby(self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float]]) -> set[FeatureKey]:
+        if not probes:
+            return set()
+        rows = await self._conn.execute(
+            _NEARBY,
+            {
+                "ds": [k.dataset for k, _, _ in probes],
+                "co": [k.commune for k, _, _ in probes],
+                "wkb": [shapely.to_wkb(g, output_dimension=2, include_srid=False) for _, g, _ in probes],
+                "dist": [float(d) for _, _, d in probes],
+            },
+        )
+        return {FeatureKey(d, c, f) for d, c, f in rows}
+
+    async def save_members(self, members: Sequence[Member], at: datetime) -> None:
+        if not members:
+            return
+        await self._conn.execute(
+            _SAVE,
+            [
+                {
+                    "dataset": m.key.dataset,
+                    "commune": m.key.commune,
+                    "feature_id": m.key.feature_id,
+                    "canonical_commune": m.canonical.commune,
+                    "canonical_feature_id": m.canonical.feature_id,
+                    "source": m.source,
+                    "sequence": m.sequence,
+                    "occurred_at": m.occurred_at,
+                    "removed": m.removed,
+                    "wkb": None
+                    if m.feature is None or m.feature.geometry is None
+                    else shapely.to_wkb(m.feature.geometry, output_dimension=2, include_srid=False),
+                    "attributes": None if m.feature is None else m.feature.attributes_json(),
+                    "content_hash": None if m.feature is None else m.feature.content_hash,
+                    "corrections": json.dumps([] if m.feature is None else list(m.feature.corrections)),
+                    "distance_m": m.distance_m,
+                    "linked_at": m.linked_at,
+                    "updated_at": at,
+                }
+                for m in members
+            ],
+        )

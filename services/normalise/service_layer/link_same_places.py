@@ -1,0 +1,72 @@
+"""Decide a batch's events, linking new records to existing features of another commune when they are the
+same real thing (``domain/feature_links.py`` holds the rules). Set-based, a few statements per batch
+whatever its size: one loads the linked features the batch touches, one spatial query finds the live
+features near all its new records, one locks and loads the canonical rows that adds, and one reloads the
+linked features once all of them are locked (another worker may have changed one in between). Batches with
+no dataset that links records take the plain path and pay nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.normalise.domain.canonical_feature import Candidate, FeatureKey
+from services.normalise.domain.dedup_decisions import Decision, StoredFeature, decide_batch
+from services.normalise.domain.feature_links import decide_linked_batch
+from services.normalise.service_layer.ports import NormaliseUnitOfWork
+
+
+def _order(k: FeatureKey) -> tuple[str, str, str]:
+    return (k.dataset, k.commune, k.feature_id)
+
+
+async def decide_with_same_place(
+    uow: NormaliseUnitOfWork,
+    catalogue: DatasetCatalogue,
+    stored: Mapping[FeatureKey, StoredFeature],
+    candidates: list[Candidate],
+    now: datetime,
+) -> tuple[list[Decision], list[Decision]]:
+    """Returns (one decision per candidate on its own key, for the report; the decisions to save, on the
+    canonical keys)."""
+    policies = {d.id: d.same_place for d in catalogue if d.same_place.distance_m > 0}
+    linking = [c for c in candidates if c.key.dataset in policies]
+    if not linking:
+        decisions = decide_batch(dict(stored), candidates)
+        return decisions, decisions
+    links = uow.same_place
+    members = await links.load_groups(sorted({c.key for c in linking}, key=_order))
+    creating = [
+        c
+        for c in linking
+        if c.feature is not None
+        and c.feature.geometry is not None
+        and c.key not in members
+        and (c.key not in stored or stored[c.key].deleted)
+    ]
+    extra = {m.canonical for m in members.values()}
+    near: set[FeatureKey] = set()
+    if creating:
+        await links.lock_datasets(sorted({c.key.dataset for c in creating}))
+        near = await links.find_nearby(
+            [
+                (c.key, c.feature.geometry, policies[c.key.dataset].distance_m)
+                for c in creating
+                if c.feature is not None and c.feature.geometry is not None
+            ]
+        )
+        extra |= near  # a live feature is its linked feature's canonical row, if it has one
+    extra -= stored.keys()
+    loaded = dict(stored)
+    if extra:
+        loaded.update(await uow.lock_and_load(sorted(extra, key=_order)))
+    if members or near:
+        # again, now that every canonical feature involved is locked: another worker may have changed one of
+        # these linked features between the first read and the lock (a member's canonical never changes)
+        members = await links.load_groups(sorted({c.key for c in linking} | near, key=_order))
+    batch = decide_linked_batch(loaded, members, candidates, policies, now)
+    if batch.members:
+        await links.save_members(batch.members, now)
+    return batch.reported, batch.to_save
