@@ -32,7 +32,7 @@ from benchmarks.stack import BenchStack, machine_description, wait_until_counted
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey, sign
-from services.contract.messages import ChangeEvent
+from services.contract.messages import ChangeEvent, GeometryEncoding, RawGeometry
 from services.infrastructure.database import make_engine
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import event_key
@@ -69,9 +69,44 @@ def build_events(dataset: str, n: int, seq: int) -> list[ChangeEvent]:
         for ev in base:
             if len(out) >= n:
                 break
-            out.append(replace(ev, event_id=str(uuid.uuid4()), feature_id=f"{ev.feature_id}-b{round_}"))
+            out.append(
+                replace(
+                    ev,
+                    event_id=str(uuid.uuid4()),
+                    feature_id=f"{ev.feature_id}-b{round_}",
+                    geometry=shifted(ev.geometry, round_),
+                )
+            )
         round_ += 1
     return out
+
+
+STEP_DEGREES = 0.0004  # 31 m of longitude, 44 m of latitude at Lyon
+
+
+def _centred(i: int) -> int:
+    """0, 1, -1, 2, -2, ... 10, -10."""
+    return (i + 1) // 2 * (1 if i % 2 else -1)
+
+
+def shifted(geometry: RawGeometry | None, round_: int) -> RawGeometry | None:
+    """Each replica round moves the whole layer by a few tens of metres (441 distinct offsets, at most
+    ~440 m): replicas are distinct places, as 200k real features would be, instead of hundreds of one
+    commune's features stacked on one point (which the same-place lookup would have to wade through, a
+    pathological case measured separately in docs/benchmarks.md). Round 0 is the file as published.
+    Both axes move by the same kind of step, so the file's own axis order does not matter."""
+    if geometry is None or round_ == 0 or geometry.encoding is not GeometryEncoding.GEOJSON:
+        return geometry
+    dx, dy = _centred(round_ % 21) * STEP_DEGREES, _centred((round_ // 21) % 21) * STEP_DEGREES
+
+    def move(c: Any) -> Any:
+        if c and isinstance(c[0], int | float):
+            return [c[0] + dx, c[1] + dy, *c[2:]]
+        return [move(x) for x in c]
+
+    obj = json.loads(geometry.value)
+    obj["coordinates"] = move(obj["coordinates"])
+    return replace(geometry, value=json.dumps(obj).encode())
 
 
 def bench_key(stack: BenchStack) -> SigningKey:
