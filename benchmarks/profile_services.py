@@ -118,12 +118,22 @@ def main() -> None:
         stack.sql("SELECT pg_stat_statements_reset() IS NULL")
         t0 = time.monotonic()
         asyncio.run(produce(stack.broker.bootstrap, values))
+        # Applied events, not features: a record that is the same place as another commune's feature is linked
+        # to it and makes no new feature. Then every change the normaliser made must be in the publisher's log.
         wait_until_counted(
-            lambda: int(stack.sql("SELECT count(*) FROM canonical_feature WHERE dataset = %s", args.dataset)[0][0]),
+            lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]),
             len(events),
             started=t0,
             timeout=1800,
-            what="features committed",
+            what="events applied",
+        )
+        changes = int(stack.sql("SELECT count(*) FROM feature_change_outbox")[0][0])
+        wait_until_counted(
+            lambda: int(stack.sql("SELECT count(*) FROM change_log")[0][0]),
+            changes,
+            started=t0,
+            timeout=1800,
+            what="changes recorded by the publisher",
         )
         seconds = time.monotonic() - t0
         cpu = {k: tree_cpu_seconds(pid) - cpu_before[k] for k, pid in roots.items()}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +30,8 @@ class BenchStack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def start(self, extra_env: dict[str, str] | None = None, pg_settings: dict[str, str] | None = None) -> None:
+        # A benchmark stopped with SIGTERM (timeout, kill) must still stop its broker, cluster and services.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.broker = KafkaBroker(self.root / "kafka", free_port(), free_port(), heap="1g")
         self.broker.start(timeout=120)
         self.db = PostgresCluster(self.root / "pg", free_port(), extra_settings=pg_settings)
@@ -56,6 +62,8 @@ class BenchStack:
             self.db.stop()
         if self.broker is not None:
             self.broker.stop()
+        if not os.environ.get("ODC_BENCH_KEEP"):  # a full run leaves gigabytes of log and table files
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
         assert self.db is not None
