@@ -207,12 +207,12 @@ async def _collect_versions(bootstrap: str, stop_after_change: int, deadline: fl
     return out
 
 
-def run_latency(stack: BenchStack, dataset: str, rate: float, seconds: float) -> dict[str, Any]:
+def run_latency(stack: BenchStack, dataset: str, rate: float, seconds: float, tag: str = "lat") -> dict[str, Any]:
     """Steady ``rate`` events/s for ``seconds``; latency = notification arrival - send, per event."""
     n = int(rate * seconds)
     # fresh ids: a re-sent feature with identical content is 'unchanged' and would cut no version
     events = [
-        replace(e, feature_id=f"{e.feature_id}-lat") for e in build_events(dataset, n, seq=time.time_ns() // 1000)
+        replace(e, feature_id=f"{e.feature_id}-{tag}") for e in build_events(dataset, n, seq=time.time_ns() // 1000)
     ]
     values = signed_values(stack, events)
     assert stack.broker is not None

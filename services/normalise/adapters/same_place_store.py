@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
+from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey, wkb_2d
 from services.normalise.domain.feature_links import Member
 
 _LOAD_GROUPS = text("""
@@ -101,7 +101,7 @@ class PostgisSamePlaceStore:
             {
                 "ds": [k.dataset for k, _, _ in probes],
                 "co": [k.commune for k, _, _ in probes],
-                "wkb": [shapely.to_wkb(g, output_dimension=2, include_srid=False) for _, g, _ in probes],
+                "wkb": [wkb_2d(g) for _, g, _ in probes],
                 "dist": [float(d) for _, _, d in probes],
             },
         )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import cast
 
+from shapely.geometry import Point
 from shapely.ops import nearest_points
 
 from services.contract.datasets.catalogue import SamePlacePolicy
@@ -144,8 +145,11 @@ class _World:
 
 
 def _placed(source: str, here: CanonicalFeature, there: CanonicalFeature) -> tuple[PlacedRecord, PlacedRecord]:
-    assert here.geometry is not None and there.geometry is not None
-    a, b = nearest_points(here.geometry, there.geometry)
+    g, h = here.geometry, there.geometry
+    assert g is not None and h is not None
+    if isinstance(g, Point) and isinstance(h, Point):  # the common case: the nearest points are the points
+        return PlacedRecord(source, g.x, g.y, here.attributes), PlacedRecord("", h.x, h.y, there.attributes)
+    a, b = nearest_points(g, h)
     return PlacedRecord(source, a.x, a.y, here.attributes), PlacedRecord("", b.x, b.y, there.attributes)
 
 
@@ -154,15 +158,20 @@ def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[Fea
     assert c.feature is not None
     best: tuple[float, FeatureKey] | None = None
     for key in world.grid.near(c.key.dataset, c.feature, policy):
+        if key == c.key or (key.commune == c.key.commune and key not in world.groups):
+            continue  # Link.SAME_SOURCE, known from the keys alone (an unlinked feature's only source is its own)
         s = world.stored.get(key)
-        if key == c.key or s is None or s.deleted or s.feature is None or s.feature.geometry is None:
+        if s is None or s.deleted or s.feature is None or s.feature.geometry is None:
             continue
-        if c.key.commune in world.sources_of(key):
-            continue  # Link.SAME_SOURCE: one commune's two records stay two
         if not attributes_allow(c.feature.attributes, s.feature.attributes, policy):
             continue  # Link.DISTINCT or Link.ATTRIBUTES_DIFFER, known before measuring any distance
         here, there = _placed(c.key.commune, c.feature, s.feature)
-        there = replace(there, source=next(iter(sorted(world.sources_of(key)))))
+        if distance_m(here, there) > policy.distance_m:
+            continue  # Link.TOO_FAR, before gathering the feature's sources
+        sources = world.sources_of(key)
+        if c.key.commune in sources:
+            continue  # Link.SAME_SOURCE: one commune's two records stay two
+        there = replace(there, source=min(sources))
         if same_place(here, there, policy) is Link.SAME:
             d = distance_m(here, there)
             if best is None or (d, key.commune, key.feature_id) < (best[0], best[1].commune, best[1].feature_id):

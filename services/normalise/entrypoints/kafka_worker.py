@@ -1,4 +1,5 @@
-"""Composition root of the normaliser: a plain aiokafka consumer loop, the outbox relay and the web pages.
+"""Composition root of the normaliser: a plain aiokafka consumer loop, the outbox relay (in a child process,
+relay_process.py) and the web pages.
 
 Why not faust here: consuming alone costs faust ~200 us of CPU per event against ~5 us for aiokafka's
 ``getmany`` (benchmarks/consumer_overhead.py, docs/performance.md) — more than the normaliser's own work per
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from services.contract.codecs import Codecs
@@ -34,14 +35,14 @@ from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import HEADER_KEY_ID, EventAuthenticator
 from services.contract.messages import SourcePosition
 from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
-from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
-from services.normalise.adapters.outboxes import feature_changes_outbox, rejections_outbox
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
 from services.normalise.domain.canonical_feature import EventNormaliser
+from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
 from services.normalise.metrics import NormaliseMetrics
 from services.normalise.service_layer.process_batch import InboundMessage, PreparedBatch, apply_batch, prepare_batch
 from services.normalise.settings import NormaliseSettings
@@ -180,23 +181,16 @@ class NormaliseWorker:
 
     async def consume(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
+        consumer = make_batch_consumer(
             s.topic_change_events,
-            bootstrap_servers=s.kafka_bootstrap,
+            service="normalise",
+            bootstrap=s.kafka_bootstrap,
             group_id=s.group_id,
-            client_id=f"odc-normalise-{os.getpid()}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=s.batch_max_events,
-            fetch_max_wait_ms=int(s.batch_within_seconds * 1000),
-            max_poll_interval_ms=s.max_poll_interval_seconds * 1000,
+            batch_max_events=s.batch_max_events,
+            batch_within_seconds=s.batch_within_seconds,
+            max_poll_interval_seconds=s.max_poll_interval_seconds,
         )
-        await retry_transient(
-            consumer.start,
-            is_transient=lambda e: isinstance(e, KafkaError | OSError),
-            what="connect the consumer",
-            max_delay=5.0,
-        )
+        await start_consumer(consumer)
         self.health.consumer = True
         # Two stages in flight at most: batch n+1 is prepared (CPU) while batch n's transaction and offset
         # commit run (waiting on PostgreSQL and the broker). Transactions stay strictly one after the other.
@@ -227,64 +221,45 @@ class NormaliseWorker:
                 await consumer.stop()
 
     async def commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        """Commit after the transaction. If the group rebalanced meanwhile, the new owner reads these events
-        again and finds them claimed (duplicates); a broker outage is retried until it ends or we stop."""
-        attempt = 0
-        while True:
-            try:
-                await consumer.commit(offsets)
-                break
-            except (CommitFailedError, IllegalStateError) as error:
-                log.warning(
-                    "offsets not committed (the group rebalanced); their events will be read as duplicates: %s", error
-                )
-                break
-            except KafkaError as error:
-                attempt += 1
-                self.metrics.transient.labels("normalise", "offset_commit").inc()
-                if self.stopping.is_set():
-                    log.warning("offsets not committed before stopping: %s", error)
-                    break
-                log.warning("offset commit failed (attempt %d), retrying: %s", attempt, error)
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        for tp, next_offset in offsets.items():
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                self.metrics.lag.labels("normalise", tp.topic, str(tp.partition)).set(max(0, hw - next_offset))
-
-    async def relay(self) -> None:
-        s = self.settings
-        producer = make_producer(s.kafka_bootstrap, "odc-normalise-relay")
-        await retry_transient(
-            producer.start, is_transient=lambda e: isinstance(e, KafkaError | OSError), what="connect the relay"
+        await commit_offsets(
+            consumer,
+            offsets,
+            service="normalise",
+            transient=self.metrics.transient,
+            lag=self.metrics.lag,
+            stopping=self.stopping.is_set,
+            on_rebalance="their events will be read again and counted as duplicates",
         )
 
-        def sent(name: str, n: int) -> None:
-            self.metrics.relayed.labels(name).inc(n)
-
-        relays = [
-            OutboxRelay(
-                self.engine, producer, feature_changes_outbox(self.codecs, s.topic_feature_changes), on_sent=sent
-            ),
-            OutboxRelay(self.engine, producer, rejections_outbox(self.codecs, s.topic_rejected), on_sent=sent),
-        ]
+    async def relay(self) -> None:
+        """Run the outbox relay in its child process (relay_process.py) and mirror its counts and health."""
+        bridge = RelayBridge.create()
+        process = start_relay_process(self.settings, bridge)
+        seen_sent, seen_failures = [0] * len(OUTBOXES), [0] * len(OUTBOXES)
         try:
             while not self.stopping.is_set():
-                n = 0
-                for relay in relays:
-                    try:
-                        n += await relay.relay_once()
-                        self.health.relay = True
-                    except Exception as error:  # noqa: BLE001 - retried on the next tick, counted and logged
-                        self.health.relay = False
-                        self.metrics.transient.labels("normalise", f"relay_{relay.spec.name}").inc()
-                        log.warning("outbox relay %s failed, will retry: %s", relay.spec.name, error)
-                        await asyncio.sleep(1.0)
-                if n == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), s.relay_interval_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 0.25)
+                for i, name in enumerate(OUTBOXES):
+                    sent, failures = bridge.sent[i], bridge.failures[i]
+                    if sent > seen_sent[i]:
+                        self.metrics.relayed.labels(name).inc(sent - seen_sent[i])
+                    if failures > seen_failures[i]:
+                        self.metrics.transient.labels("normalise", f"relay_{name}").inc(failures - seen_failures[i])
+                    seen_sent[i], seen_failures[i] = sent, failures
+                self.health.relay = bool(bridge.healthy.value) and process.is_alive()
+                if not process.is_alive() and not self.stopping.is_set():
+                    self.metrics.transient.labels("normalise", "relay_process").inc()
+                    log.error("outbox relay process exited with code %s; starting it again", process.exitcode)
+                    bridge.healthy.value = 0
+                    process = start_relay_process(self.settings, bridge)
         finally:
-            await producer.stop()
+            self.health.relay = False
+            bridge.stop.set()
+            await asyncio.get_running_loop().run_in_executor(None, process.join, 15)
+            if process.is_alive():
+                log.warning("outbox relay process did not stop in 15 s; terminating it")
+                process.terminate()
 
     def web_app(self) -> web.Application:
         async def metrics(request: web.Request) -> web.Response:

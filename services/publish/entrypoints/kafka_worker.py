@@ -22,7 +22,6 @@ from typing import Any
 
 import uvicorn
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from services.contract.avro_catalogue import UndecodableMessage
@@ -30,6 +29,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.infrastructure.api_tokens import PostgresTokenStore, create_api_token_schema
 from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
@@ -121,22 +121,15 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         metrics.ready.labels("publish").set(1)
 
     async def record() -> None:
-        consumer = AIOKafkaConsumer(
+        consumer = make_batch_consumer(
             settings.topic_feature_changes,
-            bootstrap_servers=settings.kafka_bootstrap,
+            service="publish",
+            bootstrap=settings.kafka_bootstrap,
             group_id=settings.group_id,
-            client_id=f"odc-publish-{os.getpid()}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.batch_max_events,
-            fetch_max_wait_ms=int(settings.batch_within_seconds * 1000),
+            batch_max_events=settings.batch_max_events,
+            batch_within_seconds=settings.batch_within_seconds,
         )
-        await retry_transient(
-            consumer.start,
-            is_transient=lambda e: isinstance(e, KafkaError | OSError),
-            what="connect the consumer",
-            max_delay=5.0,
-        )
+        await start_consumer(consumer)
         try:
             while not app.should_stop:
                 by_partition = await consumer.getmany(
@@ -151,27 +144,15 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                 await consumer.stop()
 
     async def commit(consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
-        """After the transaction. A rebalance meanwhile: the new owner re-reads recorded changes (ignored by
-        change_id). A broker outage: retried until it ends or the worker stops."""
-        attempt = 0
-        while True:
-            try:
-                await consumer.commit(offsets)
-                break
-            except (CommitFailedError, IllegalStateError) as error:
-                log.warning("offsets not committed (the group rebalanced); the changes will be read again: %s", error)
-                break
-            except KafkaError as error:
-                attempt += 1
-                metrics.transient.labels("publish", "offset_commit").inc()
-                if app.should_stop:
-                    log.warning("offsets not committed before stopping: %s", error)
-                    break
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        for tp, next_offset in offsets.items():
-            hw = consumer.highwater(tp)
-            if hw is not None:
-                metrics.lag.labels("publish", tp.topic, str(tp.partition)).set(max(0, hw - next_offset))
+        await commit_offsets(
+            consumer,
+            offsets,
+            service="publish",
+            transient=metrics.transient,
+            lag=metrics.lag,
+            stopping=lambda: app.should_stop,
+            on_rebalance="the changes will be read again (ignored by change_id)",
+        )
 
     async def record_batch(events: list[Any]) -> None:
         changes = []
