@@ -22,6 +22,11 @@ from deploy.local.postgres import PostgresCluster
 from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
 
 
+def _exit_once(*_: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+    sys.exit(143)
+
+
 @dataclass
 class BenchStack:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="odc-bench-")))
@@ -31,7 +36,7 @@ class BenchStack:
 
     def start(self, extra_env: dict[str, str] | None = None, pg_settings: dict[str, str] | None = None) -> None:
         # A benchmark stopped with SIGTERM (timeout, kill) must still stop its broker, cluster and services.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        signal.signal(signal.SIGTERM, _exit_once)
         self.broker = KafkaBroker(self.root / "kafka", free_port(), free_port(), heap="1g")
         self.broker.start(timeout=120)
         self.db = PostgresCluster(self.root / "pg", free_port(), extra_settings=pg_settings)

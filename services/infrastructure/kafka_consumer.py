@@ -27,7 +27,8 @@ def make_batch_consumer(
     bootstrap: str,
     group_id: str,
     batch_max_events: int,
-    batch_within_seconds: float,
+    fetch_min_bytes: int = 1,
+    fetch_max_wait_seconds: float = 0.5,
     max_poll_interval_seconds: int | None = None,
 ) -> AIOKafkaConsumer:
     extra = {} if max_poll_interval_seconds is None else {"max_poll_interval_ms": max_poll_interval_seconds * 1000}
@@ -39,7 +40,8 @@ def make_batch_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch_max_events,
-        fetch_max_wait_ms=int(batch_within_seconds * 1000),
+        fetch_min_bytes=fetch_min_bytes,
+        fetch_max_wait_ms=int(fetch_max_wait_seconds * 1000),
         **extra,
     )
 

@@ -18,6 +18,11 @@ class NormaliseSettings(BaseSettings):
     input_partitions: int = 6
     batch_max_events: int = 1000
     batch_within_seconds: float = 0.2
+    # The broker holds a fetch until this many bytes wait or the wait ends. With 1 byte (the client default)
+    # a steady trickle makes a fetch per message or two: at 1,000 events/s the broker alone took ~0.6 of a core
+    # (docs/performance.md). The wait bounds the latency this adds.
+    fetch_min_bytes: int = 65536
+    fetch_max_wait_seconds: float = 0.05
     relay_interval_seconds: float = 0.05
     web_host: str = "127.0.0.1"
     web_port: int = 6066

@@ -16,6 +16,11 @@ class PublishSettings(BaseSettings):
     topic_notifications: str = "odc.dataset-versions"
     batch_max_events: int = 2000
     batch_within_seconds: float = 0.2
+    # The broker holds a fetch until this many bytes wait or the wait ends. With 1 byte (the client default)
+    # a steady trickle makes a fetch per message or two: at 1,000 events/s the broker alone took ~0.6 of a core
+    # (docs/performance.md). The wait bounds the latency this adds.
+    fetch_min_bytes: int = 65536
+    fetch_max_wait_seconds: float = 0.05
     cut_interval_seconds: float = 0.2
     max_delay_seconds: float = 10.0
     relay_interval_seconds: float = 0.05

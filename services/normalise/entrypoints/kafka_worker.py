@@ -187,7 +187,8 @@ class NormaliseWorker:
             bootstrap=s.kafka_bootstrap,
             group_id=s.group_id,
             batch_max_events=s.batch_max_events,
-            batch_within_seconds=s.batch_within_seconds,
+            fetch_min_bytes=s.fetch_min_bytes,
+            fetch_max_wait_seconds=s.fetch_max_wait_seconds,
             max_poll_interval_seconds=s.max_poll_interval_seconds,
         )
         await start_consumer(consumer)

@@ -127,7 +127,8 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             bootstrap=settings.kafka_bootstrap,
             group_id=settings.group_id,
             batch_max_events=settings.batch_max_events,
-            batch_within_seconds=settings.batch_within_seconds,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            fetch_max_wait_seconds=settings.fetch_max_wait_seconds,
         )
         await start_consumer(consumer)
         try:
