@@ -33,6 +33,51 @@ class GeometryRejected(Exception):
         self.rule, self.en, self.fr, self.value = rule, en, fr, value
 
 
+def _not_finite() -> GeometryRejected:
+    return GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
+
+
+def _placeholder(x: float, y: float) -> GeometryRejected:
+    return GeometryRejected(
+        "placeholder_coordinates",
+        f"placeholder coordinates ({x:g}, {y:g}) instead of a position",
+        f"coordonnées fictives ({x:g}, {y:g}) au lieu d'une position",
+        f"{x:g},{y:g}",
+    )
+
+
+def _out_of_area(lon: float, lat: float) -> GeometryRejected:
+    return GeometryRejected(
+        "out_of_area",
+        f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
+        f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
+        f"{lon:.5f},{lat:.5f}",
+    )
+
+
+def _source_epsg(crs: str | None, x: float, y: float, corrections: list[str]) -> int:
+    """The EPSG code the coordinates are in: declared, or inferred from the first position (noted)."""
+    declared = parse_crs(crs)
+    if declared is None:
+        epsg = infer_epsg(x, y)
+        if epsg is None:
+            raise GeometryRejected(
+                "crs",
+                "no CRS declared and the coordinates match none of the supported ones",
+                "aucun système de coordonnées déclaré et les coordonnées n'en correspondent à aucun",
+                f"{x},{y}",
+            )
+        if epsg != 4326:
+            corrections.append(f"crs_inferred:{epsg}")
+    else:
+        epsg = declared
+    if epsg not in SUPPORTED_EPSG:
+        raise GeometryRejected(
+            "crs", f"unsupported CRS EPSG:{epsg}", f"système de coordonnées EPSG:{epsg} non pris en charge", str(epsg)
+        )
+    return epsg
+
+
 @dataclass(frozen=True)
 class NormalisedGeometry:
     geometry: BaseGeometry  # WGS84, x=lon, y=lat
@@ -197,51 +242,23 @@ def _normalise_point(
 ) -> NormalisedGeometry:
     """normalise_general's rules for one point, in floats."""
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
+        raise _not_finite()
     corrections: list[str] = []
     if any(abs(x - px) < 1e-9 and abs(y - py) < 1e-9 for px, py in PLACEHOLDERS):
         if placeholder == "reject":
-            raise GeometryRejected(
-                "placeholder_coordinates",
-                f"placeholder coordinates ({x:g}, {y:g}) instead of a position",
-                f"coordonnées fictives ({x:g}, {y:g}) au lieu d'une position",
-                f"{x:g},{y:g}",
-            )
+            raise _placeholder(x, y)
         return NormalisedGeometry(Point(x, y), 4326, ("flagged:placeholder",))
-    declared = parse_crs(crs)
-    if declared is None:
-        epsg = infer_epsg(x, y)
-        if epsg is None:
-            raise GeometryRejected(
-                "crs",
-                "no CRS declared and the coordinates match none of the supported ones",
-                "aucun système de coordonnées déclaré et les coordonnées n'en correspondent à aucun",
-                f"{x},{y}",
-            )
-        if epsg != 4326:
-            corrections.append(f"crs_inferred:{epsg}")
-    else:
-        epsg = declared
-    if epsg not in SUPPORTED_EPSG:
-        raise GeometryRejected(
-            "crs", f"unsupported CRS EPSG:{epsg}", f"système de coordonnées EPSG:{epsg} non pris en charge", str(epsg)
-        )
+    epsg = _source_epsg(crs, x, y, corrections)
     lon, lat = (x, y) if epsg == 4326 else _transformer(epsg).transform(x, y)
     lon, lat = float(lon), float(lat)
     if not (math.isfinite(lon) and math.isfinite(lat)):  # a projection can fail into inf
-        raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
+        raise _not_finite()
     if not _inside(boxes, lon, lat) and _inside(boxes, lat, lon) and epsg in (4326, 4171):
         corrections.append("axis_swapped")
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
-            mlon, mlat = lon + 0.0, lat + 0.0  # -0.0 shown as 0.0, as the general path's mean gives it
-            raise GeometryRejected(
-                "out_of_area",
-                f"geometry at ({mlon:.5f}, {mlat:.5f}) is outside the dataset's area",
-                f"géométrie en ({mlon:.5f}, {mlat:.5f}) hors de la zone du jeu de données",
-                f"{mlon:.5f},{mlat:.5f}",
-            )
+            raise _out_of_area(lon + 0.0, lat + 0.0)  # -0.0 shown as 0.0, as the general path's mean gives it
         corrections.append("flagged:out_of_area")
     geom: BaseGeometry = Point(lon, lat)
     if epsg != 4326:
@@ -269,7 +286,7 @@ def normalise_general(
         )
     coords = shapely.get_coordinates(geom)
     if not bool(np.isfinite(coords).all()):
-        raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
+        raise _not_finite()
     if shapely.has_z(geom):
         geom = shapely.force_2d(geom)
         coords = coords[:, :2]
@@ -277,39 +294,17 @@ def normalise_general(
     if is_placeholder(coords):
         x0, y0 = float(coords[0][0]), float(coords[0][1])
         if placeholder == "reject":
-            raise GeometryRejected(
-                "placeholder_coordinates",
-                f"placeholder coordinates ({x0:g}, {y0:g}) instead of a position",
-                f"coordonnées fictives ({x0:g}, {y0:g}) au lieu d'une position",
-                f"{x0:g},{y0:g}",
-            )
+            raise _placeholder(x0, y0)
         return NormalisedGeometry(
             _as_type(geom, expected_type, corrections), 4326, (*corrections, "flagged:placeholder")
         )
 
-    declared = parse_crs(raw.crs)
     x0, y0 = float(coords[0][0]), float(coords[0][1])
-    if declared is None:
-        epsg = infer_epsg(x0, y0)
-        if epsg is None:
-            raise GeometryRejected(
-                "crs",
-                "no CRS declared and the coordinates match none of the supported ones",
-                "aucun système de coordonnées déclaré et les coordonnées n'en correspondent à aucun",
-                f"{x0},{y0}",
-            )
-        if epsg != 4326:
-            corrections.append(f"crs_inferred:{epsg}")
-    else:
-        epsg = declared
-    if epsg not in SUPPORTED_EPSG:
-        raise GeometryRejected(
-            "crs", f"unsupported CRS EPSG:{epsg}", f"système de coordonnées EPSG:{epsg} non pris en charge", str(epsg)
-        )
+    epsg = _source_epsg(raw.crs, x0, y0, corrections)
     if epsg != 4326:
         geom = shapely.transform(geom, lambda c: _stack(_transformer(epsg).transform(c[:, 0], c[:, 1])))
         if not bool(np.isfinite(shapely.get_coordinates(geom)).all()):  # a projection can fail into inf
-            raise GeometryRejected("coordinates_not_finite", "NaN or infinite coordinate", "coordonnée NaN ou infinie")
+            raise _not_finite()
 
     # Per-feature axis order: WFS 2.0 with EPSG:4326/4171 is lat-first, often re-labelled as CRS84.
     c = shapely.get_coordinates(geom)
@@ -320,12 +315,7 @@ def normalise_general(
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
-            raise GeometryRejected(
-                "out_of_area",
-                f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
-                f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
-                f"{lon:.5f},{lat:.5f}",
-            )
+            raise _out_of_area(lon, lat)
         corrections.append("flagged:out_of_area")
 
     geom = _as_type(geom, expected_type, corrections)

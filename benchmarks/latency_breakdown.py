@@ -1,0 +1,96 @@
+"""Where a change's time goes at a steady rate: send → applied → relayed → received → version → notification.
+
+Starts a throwaway stack, warms it with a bulk run, then sends toilets at ``--rate`` events/s for
+``--seconds`` and reads each stage's timestamp from the tables (normaliser's ``applied_at``, the outbox's
+``sent_at``, the publisher's ``received_at``, the version's ``published_at``, the notification outbox's
+``sent_at``; PostgreSQL's ``now()`` is the transaction's start). Also prints the CPU each process tree used
+during the steady stage and the top PostgreSQL statements. Findings: docs/performance.md. Usage::
+
+    .venv/bin/python -m benchmarks.latency_breakdown --rate 1000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import time
+from dataclasses import replace
+
+import psycopg
+
+from benchmarks import pipeline_throughput as pt
+from benchmarks.profile_services import cpu_roots, tree_cpu_seconds
+from benchmarks.stack import BenchStack
+
+STAGES = ("applied (normaliser)", "relayed to Kafka", "received (publisher)", "version cut", "notification relayed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--warm-up", type=int, default=5000, help="bulk events sent first")
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--max-delay", default="0.25", help="publisher max delay (s)")
+    parser.add_argument("--cut-interval", default="0.2", help="publisher cut check interval (s)")
+    args = parser.parse_args()
+    stack = BenchStack()
+    env = {"ODC_PUBLISH_MAX_DELAY_SECONDS": args.max_delay, "ODC_PUBLISH_CUT_INTERVAL_SECONDS": args.cut_interval}
+    stack.start(
+        extra_env=env,
+        pg_settings={"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"},
+    )
+    try:
+        assert stack.db is not None and stack.broker is not None
+        with psycopg.connect(stack.db.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        print("warm-up:", pt.run_throughput(stack, "public_toilets", args.warm_up), flush=True)
+        n = int(args.rate * args.seconds)
+        events = [
+            replace(e, feature_id=f"{e.feature_id}-steady")
+            for e in pt.build_events("public_toilets", n, seq=time.time_ns() // 1000)
+        ]
+        values = pt.signed_values(stack, events)
+        stack.sql("SELECT pg_stat_statements_reset() IS NULL")
+        roots = cpu_roots(stack)
+        cpu0 = {k: tree_cpu_seconds(p) for k, p in roots.items()}
+        me0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall_offset = time.time() - time.monotonic()
+        t0 = time.monotonic()
+        sent = asyncio.run(pt.produce(stack.broker.bootstrap, values, rate=args.rate))
+        elapsed = time.monotonic() - t0
+        me1 = resource.getrusage(resource.RUSAGE_SELF)
+        cores = {k: (tree_cpu_seconds(p) - cpu0[k]) / elapsed for k, p in roots.items()}
+        cores["load generator"] = (me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime) / elapsed
+        print(f"CPU during the steady {elapsed:.1f} s, in cores:", {k: round(v, 2) for k, v in cores.items()})
+        time.sleep(10)
+        ids = [e.event_id for e in events]
+        rows = stack.sql(
+            "SELECT o.event_id, extract(epoch from o.applied_at), extract(epoch from o.sent_at), "
+            "extract(epoch from c.received_at), extract(epoch from v.published_at), extract(epoch from nb.sent_at) "
+            "FROM feature_change_outbox o JOIN change_log c ON c.change_id = o.change_id "
+            "JOIN dataset_version v ON v.dataset = c.dataset AND v.version = c.version "
+            "JOIN notification_outbox nb ON nb.dataset = v.dataset AND nb.version = v.version "
+            "WHERE o.event_id = ANY(%s)",
+            ids,
+        )
+        sent_wall = {e: wall_offset + t for e, t in zip(ids, sent, strict=True)}
+        print(f"{len(rows)} of {n} events reached a notification; time since sent:")
+        for i, name in enumerate(STAGES):
+            d = sorted(float(r[i + 1]) - sent_wall[str(r[0])] for r in rows if r[i + 1] is not None)  # type: ignore[arg-type]
+            if d:
+                p99 = d[min(len(d) - 1, int(0.99 * len(d)))]
+                print(f"  {name:22s} p50 {statistics.median(d) * 1000:6.0f} ms   p99 {p99 * 1000:6.0f} ms")
+        print("PostgreSQL statements by total time during the steady stage:")
+        for calls, total, mean, query in stack.sql(
+            "SELECT calls, total_exec_time, mean_exec_time, regexp_replace(query, '\\s+', ' ', 'g') "
+            "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+        ):
+            print(f"  {calls:6d} calls {float(total) / 1000:6.2f} s  mean {float(mean):6.2f} ms  {str(query)[:100]}")  # type: ignore[arg-type]
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
