@@ -145,26 +145,21 @@ async def deliver_due(
     max_subscriptions: int = 50,
 ) -> list[DeliveryOutcome]:
     """One round: every subscription with a due head delivery gets one attempt, concurrently across
-    subscriptions (a slow receiver delays only its own deliveries)."""
-    async with store_factory() as store:
-        due = await store.due_subscriptions(clock.now(), max_subscriptions)
-    results = await asyncio.gather(
-        *(
-            deliver_one(
-                s,
-                store_factory=store_factory,
-                sender=sender,
-                resolver=resolver,
-                clock=clock,
-                policy=policy,
-                jitter=jitter,
-                allow_private=allow_private,
-                monotonic=monotonic,
-            )
-            for s in due
-        )
+    subscriptions (a slow receiver delays only its own deliveries); returns when all have finished."""
+    dispatcher = DeliveryDispatcher(
+        store_factory=store_factory,
+        sender=sender,
+        resolver=resolver,
+        clock=clock,
+        policy=policy,
+        jitter=jitter,
+        allow_private=allow_private,
+        monotonic=monotonic,
+        max_in_flight=max_subscriptions,
     )
-    return [r for r in results if r is not None]
+    await dispatcher.start_due()
+    await dispatcher.finish()
+    return dispatcher.collect()
 
 
 class DeliveryDispatcher:
@@ -214,11 +209,21 @@ class DeliveryDispatcher:
     async def tick(self) -> list[DeliveryOutcome]:
         """Collect the attempts that finished, then start one for each due subscription not already in
         flight; returns the outcomes collected. An attempt that raised (database down) raises here."""
+        outcomes = self.collect()
+        await self.start_due()
+        return outcomes
+
+    def collect(self) -> list[DeliveryOutcome]:
+        """The outcomes of the attempts that finished (an attempt that raised raises here)."""
         outcomes: list[DeliveryOutcome] = []
         for sid in [sid for sid, task in self._tasks.items() if task.done()]:
             outcome = self._tasks.pop(sid).result()
             if outcome is not None:
                 outcomes.append(outcome)
+        return outcomes
+
+    async def start_due(self) -> None:
+        """Start one attempt for each due subscription not already in flight, up to ``max_in_flight``."""
         free = self._max - len(self._tasks)
         if free > 0:
             async with self._store_factory() as store:
@@ -226,7 +231,11 @@ class DeliveryDispatcher:
             for sid in due:
                 if sid not in self._tasks and len(self._tasks) < self._max:
                     self._tasks[sid] = asyncio.ensure_future(self._attempt(sid))
-        return outcomes
+
+    async def finish(self) -> None:
+        """Until every attempt in flight has finished (their outcomes stay to be collected)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks.values()))
 
     async def wait(self, timeout: float) -> None:
         """Until an attempt finishes, or ``timeout`` seconds."""
