@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.infrastructure.worker_metrics import WorkerMetrics
 from services.normalise.service_layer.process_batch import BatchReport
 
 ACCEPTED_OUTCOMES = {"created", "updated", "deleted", "unchanged", "linked"}
 
 
-class NormaliseMetrics:
+class NormaliseMetrics(WorkerMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+        super().__init__(
+            registry,
+            batch_help="Time to process one batch, transaction included",
+            rejected_help="Events refused, by reason (see the rejected topic)",
+        )
         self.received = Counter(
             "odc_events_received_total", "Change events read from the input topic", ["service"], registry=registry
         )
@@ -19,12 +24,6 @@ class NormaliseMetrics:
             "odc_events_accepted_total",
             "Valid events applied or found identical (created, updated, deleted, unchanged)",
             ["dataset", "outcome"],
-            registry=registry,
-        )
-        self.rejected = Counter(
-            "odc_events_rejected_total",
-            "Events refused, by reason (see the rejected topic)",
-            ["dataset", "reason"],
             registry=registry,
         )
         self.duplicate = Counter(
@@ -36,13 +35,6 @@ class NormaliseMetrics:
             ["dataset"],
             registry=registry,
         )
-        self.batch_duration = Histogram(
-            "odc_upsert_batch_duration_seconds",
-            "Time to process one batch, transaction included",
-            ["service"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
         self.batch_size = Histogram(
             "odc_batch_size_events",
             "Events per processed batch",
@@ -50,20 +42,6 @@ class NormaliseMetrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
             registry=registry,
         )
-        self.lag = Gauge(
-            "odc_consumer_lag",
-            "Messages behind the end of the partition",
-            ["service", "topic", "partition"],
-            registry=registry,
-        )
-        self.relayed = Counter("odc_outbox_relayed_total", "Outbox rows sent to Kafka", ["outbox"], registry=registry)
-        self.transient = Counter(
-            "odc_transient_failures_total",
-            "Transient failures retried (database or broker down)",
-            ["service", "operation"],
-            registry=registry,
-        )
-        self.ready = Gauge("odc_service_ready", "1 when the service can do its work", ["service"], registry=registry)
 
     def observe(self, report: BatchReport, seconds: float) -> None:
         self.received.labels("normalise").inc(report.received)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.infrastructure.worker_metrics import WorkerMetrics
 
-class PublishMetrics:
+
+class PublishMetrics(WorkerMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+        super().__init__(registry, batch_help="Time to record one batch", rejected_help="Messages refused, by reason")
         self.changes_received = Counter(
             "odc_feature_changes_received_total", "Canonical feature changes consumed", ["outcome"], registry=registry
         )
@@ -25,27 +27,6 @@ class PublishMetrics:
             "Time to cut versions that were due",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=registry,
-        )
-        self.batch_duration = Histogram(
-            "odc_upsert_batch_duration_seconds",
-            "Time to record one batch",
-            ["service"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "odc_consumer_lag",
-            "Messages behind the end of the partition",
-            ["service", "topic", "partition"],
-            registry=registry,
-        )
-        self.relayed = Counter("odc_outbox_relayed_total", "Outbox rows sent to Kafka", ["outbox"], registry=registry)
-        self.transient = Counter(
-            "odc_transient_failures_total", "Transient failures retried", ["service", "operation"], registry=registry
-        )
-        self.ready = Gauge("odc_service_ready", "1 when the service can do its work", ["service"], registry=registry)
-        self.rejected = Counter(
-            "odc_events_rejected_total", "Messages refused, by reason", ["dataset", "reason"], registry=registry
         )
         self.webhook_attempts = Counter(
             "odc_webhook_attempts_total",
