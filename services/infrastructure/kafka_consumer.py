@@ -30,8 +30,14 @@ def make_batch_consumer(
     fetch_min_bytes: int = 1,
     fetch_max_wait_seconds: float = 0.5,
     max_poll_interval_seconds: int | None = None,
+    session_timeout_seconds: int | None = None,
 ) -> AIOKafkaConsumer:
-    extra = {} if max_poll_interval_seconds is None else {"max_poll_interval_ms": max_poll_interval_seconds * 1000}
+    extra: dict[str, int] = {}
+    if max_poll_interval_seconds is not None:
+        extra["max_poll_interval_ms"] = max_poll_interval_seconds * 1000
+    if session_timeout_seconds is not None:
+        extra["session_timeout_ms"] = session_timeout_seconds * 1000
+        extra["heartbeat_interval_ms"] = session_timeout_seconds * 1000 // 3
     return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,

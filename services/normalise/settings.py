@@ -30,6 +30,10 @@ class NormaliseSettings(BaseSettings):
     # A batch held longer than this (database down) makes the consumer leave its group; its events are then
     # read again by whoever takes the partitions, and counted as duplicates.
     max_poll_interval_seconds: int = 300
+    # The consumer's heartbeats run on the worker's event loop; a batch of large polygons with many neighbours
+    # kept it busy past the client's default 10 s in the 100,000-park benchmark (the group dropped the worker
+    # and the batch was read again as duplicates). 30 s, heartbeats every 10 s.
+    session_timeout_seconds: int = 30
     # Kafka path authorisation (services/contract/event_signature.py): refuse events without a valid
     # per-commune signature. True in production; keys are re-read at most this often.
     require_signed_events: bool = True

@@ -170,3 +170,32 @@ async def test_too_far_apart_stays_two() -> None:
     store = InMemoryNormaliseStore()
     await run(store, toilet(1, LYON, BORDER), toilet(7, VILLEURBANNE, (BORDER[0], BORDER[1] + 20 / 111_195)))
     assert len(live(store)) == 2 and store.members == {}
+
+
+def test_the_bounding_box_shortcut_never_refuses_a_pair_within_the_distance() -> None:
+    """``_boxes_farther_than`` skips the nearest-points measure; it must only skip pairs that measure farther."""
+    import random
+
+    from shapely.geometry import box
+
+    from services.normalise.domain.canonical_feature import CanonicalFeature
+    from services.normalise.domain.feature_links import _boxes_farther_than, _placed
+    from services.normalise.domain.same_place import distance_m
+
+    rng = random.Random(7)
+    skipped = 0
+    for _ in range(3000):
+        lat = rng.uniform(-70, 70)
+        lon = rng.uniform(-170, 170)
+        size = rng.uniform(1e-5, 3e-3)
+        a = box(lon, lat, lon + size, lat + size * rng.uniform(0.2, 2))
+        b = box(*(v + rng.uniform(-4e-3, 4e-3) for v in (lon, lat)), lon + 4e-3, lat + 3e-3)
+        if b.is_empty or not b.is_valid:
+            continue
+        fa, fb = CanonicalFeature({}, a, "h"), CanonicalFeature({}, b, "h")
+        limit = rng.choice([10.0, 30.0, 100.0, 300.0])
+        here, there = _placed("x", fa, fb)
+        if _boxes_farther_than(fa, fb, limit):
+            skipped += 1
+            assert distance_m(here, there) > limit
+    assert skipped > 300  # the shortcut is exercised, not vacuous

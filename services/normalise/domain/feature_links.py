@@ -23,6 +23,7 @@ back after a delete), not re-evaluated later.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -153,6 +154,22 @@ def _placed(source: str, here: CanonicalFeature, there: CanonicalFeature) -> tup
     return PlacedRecord(source, a.x, a.y, here.attributes), PlacedRecord("", b.x, b.y, there.attributes)
 
 
+def _boxes_farther_than(a: CanonicalFeature, b: CanonicalFeature, limit_m: float) -> bool:
+    """True when the two geometries' bounding boxes alone put them more than ``limit_m`` apart. A lower bound:
+    any two points of the boxes differ in latitude by at least the gap ``dy`` (``dy`` x metres per degree on a
+    meridian), and in longitude by at least ``dx`` (counted at the boxes' highest latitude, with 10% margin)."""
+    ga, gb = a.geometry, b.geometry
+    if ga is None or gb is None or (isinstance(ga, Point) and isinstance(gb, Point)):
+        return False  # points: the exact distance is as cheap
+    ax0, ay0, ax1, ay1 = ga.bounds
+    bx0, by0, bx1, by1 = gb.bounds
+    dx = max(0.0, max(ax0, bx0) - min(ax1, bx1))
+    dy = max(0.0, max(ay0, by0) - min(ay1, by1))
+    top = max(abs(ay0), abs(ay1), abs(by0), abs(by1))
+    gap = max(dy * _M_PER_DEG, 0.9 * dx * _M_PER_DEG * math.cos(math.radians(min(top, 89.9))))
+    return bool(gap > limit_m)
+
+
 def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[FeatureKey, float] | None:
     """The nearest live canonical feature of another commune that is the same real thing, and its distance."""
     assert c.feature is not None
@@ -165,6 +182,8 @@ def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[Fea
             continue
         if not attributes_allow(c.feature.attributes, s.feature.attributes, policy):
             continue  # Link.DISTINCT or Link.ATTRIBUTES_DIFFER, known before measuring any distance
+        if _boxes_farther_than(c.feature, s.feature, policy.distance_m):
+            continue  # Link.TOO_FAR, known from the bounding boxes (two parks: no nearest points to compute)
         here, there = _placed(c.key.commune, c.feature, s.feature)
         if distance_m(here, there) > policy.distance_m:
             continue  # Link.TOO_FAR, before gathering the feature's sources

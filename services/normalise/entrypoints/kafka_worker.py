@@ -190,6 +190,7 @@ class NormaliseWorker:
             fetch_min_bytes=s.fetch_min_bytes,
             fetch_max_wait_seconds=s.fetch_max_wait_seconds,
             max_poll_interval_seconds=s.max_poll_interval_seconds,
+            session_timeout_seconds=s.session_timeout_seconds,
         )
         await start_consumer(consumer)
         self.health.consumer = True
