@@ -4,6 +4,7 @@ versions and the notifications hold: zero lost, zero applied twice, versions gap
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -37,10 +38,16 @@ def toilet_stream(n: int, tag: str) -> list[ChangeEvent]:
     return [replace(base[i % len(base)], event_id=str(uuid.uuid4()), feature_id=f"{tag}-{i}") for i in range(n)]
 
 
-def send_in_background(p: Pipeline, events: list[ChangeEvent], chunk: int = 2000) -> threading.Thread:
+def send_in_background(
+    p: Pipeline, events: list[ChangeEvent], chunk: int = 2000, pause: float = 0.0
+) -> threading.Thread:
+    """Produce ``events`` in chunks from a thread; ``pause`` seconds after each chunk but the last."""
+
     def run() -> None:
         for i in range(0, len(events), chunk):
             p.produce_events(events[i : i + chunk])
+            if pause and i + chunk < len(events):
+                time.sleep(pause)
 
     t = threading.Thread(target=run, name="fault-test-producer", daemon=True)
     t.start()

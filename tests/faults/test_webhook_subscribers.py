@@ -203,7 +203,9 @@ def test_down_slow_and_failing_subscribers_get_every_version_and_do_not_hold_bac
     operator_thread.start()
     try:
         events = toilet_stream(N, "wh")
-        send_in_background(p, events, chunk=250).join()
+        # Pauses longer than the publisher's max delay (0.5 s) make at least one version per chunk however fast
+        # the pipeline runs (at full speed 3,000 events in one stream gave only 3 versions).
+        send_in_background(p, events, chunk=500, pause=2.5).join()
         rec = reconcile(p, events, "wh")
         rec.assert_clean()
         expected = [f"{DATASET}:v{v}" for v in rec.versions]
