@@ -15,15 +15,17 @@ import argparse
 import asyncio
 import resource
 import statistics
+import subprocess
 import time
 from dataclasses import replace
 
 import psycopg
 
 from benchmarks import pipeline_throughput as pt
-from benchmarks.profile_services import cpu_roots, tree_cpu_seconds
+from benchmarks.profile_services import PY_SPY, ROOT, cpu_roots, summarise, tree_cpu_seconds
 from benchmarks.stack import BenchStack
 
+PROFILES = ROOT / "build/profiles"
 STAGES = ("applied (normaliser)", "relayed to Kafka", "received (publisher)", "version cut", "notification relayed")
 
 
@@ -34,6 +36,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--max-delay", default="0.25", help="publisher max delay (s)")
     parser.add_argument("--cut-interval", default="0.2", help="publisher cut check interval (s)")
+    parser.add_argument(
+        "--profile", default="", help="services to record with py-spy during the steady stage, e.g. normalise,publish"
+    )
     args = parser.parse_args()
     stack = BenchStack()
     env = {"ODC_PUBLISH_MAX_DELAY_SECONDS": args.max_delay, "ODC_PUBLISH_CUT_INTERVAL_SECONDS": args.cut_interval}
@@ -57,6 +62,28 @@ def main() -> None:
         cpu0 = {k: tree_cpu_seconds(p) for k, p in roots.items()}
         me0 = resource.getrusage(resource.RUSAGE_SELF)
         wall_offset = time.time() - time.monotonic()
+        spies = {
+            name: subprocess.Popen(
+                [
+                    str(PY_SPY),
+                    "record",
+                    "--pid",
+                    str(stack.services[name].pid()),
+                    "--subprocesses",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(PROFILES / f"steady-{name}.txt"),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for name in filter(None, args.profile.split(","))
+        }
+        PROFILES.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         sent = asyncio.run(pt.produce(stack.broker.bootstrap, values, rate=args.rate))
         elapsed = time.monotonic() - t0
@@ -64,6 +91,10 @@ def main() -> None:
         cores = {k: (tree_cpu_seconds(p) - cpu0[k]) / elapsed for k, p in roots.items()}
         cores["load generator"] = (me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime) / elapsed
         print(f"CPU during the steady {elapsed:.1f} s, in cores:", {k: round(v, 2) for k, v in cores.items()})
+        for name, spy in spies.items():
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            spy.wait(timeout=60)
+            print(summarise(PROFILES / f"steady-{name}.txt", 25))
         time.sleep(10)
         ids = [e.event_id for e in events]
         rows = stack.sql(

@@ -43,9 +43,11 @@ class InMemorySamePlaceStore:
     async def lock_datasets(self, datasets: Sequence[str]) -> None:
         self.locked.extend(datasets)
 
-    async def find_nearby(self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float]]) -> set[FeatureKey]:
-        out: set[FeatureKey] = set()
-        for key, geometry, metres in probes:
+    async def find_nearby(
+        self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float, tuple[str, ...]]]
+    ) -> list[tuple[int, FeatureKey, dict[str, object]]]:
+        out: list[tuple[int, FeatureKey, dict[str, object]]] = []
+        for i, (key, geometry, metres, names) in enumerate(probes):
             for k, s in self.store.features.items():
                 if (
                     k.dataset != key.dataset
@@ -57,7 +59,7 @@ class InMemorySamePlaceStore:
                     continue
                 a, b = nearest_points(geometry, s.feature.geometry)
                 if distance_m(PlacedRecord("", a.x, a.y, {}), PlacedRecord("", b.x, b.y, {})) <= metres:
-                    out.add(k)
+                    out.append((i, k, {n: s.feature.attributes[n] for n in names if n in s.feature.attributes}))
         return out
 
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:

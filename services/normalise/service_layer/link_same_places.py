@@ -1,7 +1,8 @@
 """Decide a batch's events, linking new records to existing features of another commune when they are the
 same real thing (``domain/feature_links.py`` holds the rules). Set-based, a few statements per batch
 whatever its size: one loads the linked features the batch touches, one spatial query finds the live
-features near all its new records, one locks and loads the canonical rows that adds, and one reloads the
+features near all its new records (with the values of the attributes the dataset compares, so a feature of
+another name is ruled out there and then), one locks and loads the canonical rows that adds, and one reloads the
 linked features once all of them are locked (another worker may have changed one in between). Batches with
 no dataset that links records take the plain path and pay nothing.
 """
@@ -12,11 +13,16 @@ import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 
-from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.datasets.catalogue import DatasetCatalogue, SamePlacePolicy
 from services.normalise.domain.canonical_feature import Candidate, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, decide_batch
 from services.normalise.domain.feature_links import decide_linked_batch
+from services.normalise.domain.same_place import attributes_allow
 from services.normalise.service_layer.ports import NormaliseUnitOfWork
+
+
+def _compared(policy: SamePlacePolicy) -> tuple[str, ...]:
+    return (*policy.distinct_fields, *policy.match_fields)
 
 
 def _order(k: FeatureKey) -> tuple[str, str, str]:
@@ -51,13 +57,21 @@ async def decide_with_same_place(
     near: set[FeatureKey] = set()
     if creating:
         await links.lock_datasets(sorted({c.key.dataset for c in creating}))
-        near = await links.find_nearby(
+        probes = [c for c in creating if c.feature is not None and c.feature.geometry is not None]
+        found = await links.find_nearby(
             [
-                (c.key, c.feature.geometry, policies[c.key.dataset].distance_m)
-                for c in creating
+                (c.key, c.feature.geometry, policies[c.key.dataset].distance_m, _compared(policies[c.key.dataset]))
+                for c in probes
                 if c.feature is not None and c.feature.geometry is not None
             ]
         )
+        # Only the features a probe could be linked to are locked and loaded: a name that differs rules a
+        # feature out before any geometry is read (find_link applies the same test again).
+        near = {
+            key
+            for i, key, values in found
+            if attributes_allow(probes[i].feature.attributes, values, policies[key.dataset])  # type: ignore[union-attr]
+        }
         extra |= near  # a live feature is its linked feature's canonical row, if it has one
     extra -= stored.keys()
     loaded = dict(stored)

@@ -32,9 +32,12 @@ class SamePlaceStore(Protocol):
         sent to two workers at once would otherwise both become features)."""
         ...
 
-    async def find_nearby(self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float]]) -> set[FeatureKey]:
+    async def find_nearby(
+        self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float, tuple[str, ...]]]
+    ) -> list[tuple[int, FeatureKey, dict[str, object]]]:
         """Live canonical features of each probe's dataset, of another commune than the probe's, within its
-        distance (metres) of its geometry."""
+        distance (metres) of its geometry (a store may return a few more, never fewer): (index of the probe,
+        the feature's key, the feature's values of the probe's named attributes that it has)."""
         ...
 
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
