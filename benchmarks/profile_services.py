@@ -55,6 +55,23 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def hwm_mb(pid: int) -> float:
+    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
 def cpu_roots(stack: BenchStack) -> dict[str, int]:
     assert stack.broker is not None and stack.db is not None
     roots = {name: svc.pid() for name, svc in stack.services.items()}
@@ -154,6 +171,13 @@ def main() -> None:
             print(
                 f"  {total_ms / len(events) * 1000:7.1f} us/event  calls={calls:<7} rows={rows:<8} {str(query)[:150]}"
             )
+        for name, svc in stack.services.items():
+            pid = svc.pid()
+            if pid is not None:
+                print(
+                    f"peak RSS (VmHWM) of {name}: "
+                    + ", ".join(f"{p} {hwm_mb(p):.0f} MB" for p in [pid, *children(pid)])
+                )
         for name in spies:
             print(summarise(out_dir / f"{name}.txt", args.top))
     finally:

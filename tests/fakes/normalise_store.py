@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 
-from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
 from services.contract.messages import Rejection
@@ -16,6 +15,7 @@ from services.normalise.domain.canonical_feature import FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
 from services.normalise.domain.feature_links import Member
 from services.normalise.domain.same_place import PlacedRecord, distance_m
+from services.normalise.service_layer.ports import NearbyProbe
 
 
 class InMemoryNormaliseStore:
@@ -43,11 +43,11 @@ class InMemorySamePlaceStore:
     async def lock_datasets(self, datasets: Sequence[str]) -> None:
         self.locked.extend(datasets)
 
-    async def find_nearby(
-        self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float, tuple[str, ...]]]
-    ) -> list[tuple[int, FeatureKey, dict[str, object]]]:
+    async def find_nearby(self, probes: Sequence[NearbyProbe]) -> list[tuple[int, FeatureKey, dict[str, object]]]:
+        """Every feature within the distance (the fake rules nothing out by its values)."""
         out: list[tuple[int, FeatureKey, dict[str, object]]] = []
-        for i, (key, geometry, metres, names) in enumerate(probes):
+        for i, probe in enumerate(probes):
+            key, geometry, metres, names = probe.key, probe.geometry, probe.distance_m, probe.compared
             for k, s in self.store.features.items():
                 if (
                     k.dataset != key.dataset

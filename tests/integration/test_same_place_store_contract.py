@@ -11,15 +11,22 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shapely.geometry import Point, box
 from sqlalchemy import text
 
 from deploy.local.postgres import PostgresCluster
+from services.contract.datasets.field_names import fold
 from services.infrastructure.database import make_engine
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
+from services.normalise.adapters.same_place_store import sql_fold
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import StoredFeature
+from services.normalise.domain.same_place import folded_text_values
+from services.normalise.service_layer.ports import NearbyProbe
 from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
 
 pytestmark = pytest.mark.integration
@@ -85,26 +92,81 @@ async def unit_of_work(request: pytest.FixtureRequest, engine: Any) -> tuple[Any
     return PostgisUnitOfWork(engine), dataset
 
 
-async def test_nearby_features_of_other_communes_come_with_the_named_attribute_values(
+def _probe(key: FeatureKey, geometry: Any, metres: float, **attributes: object) -> NearbyProbe:
+    compared = ("nom",)
+    return NearbyProbe(key, geometry, metres, compared, folded_text_values(attributes, compared))
+
+
+async def _found(uow: Any, probes: list[NearbyProbe]) -> dict[int, dict[FeatureKey, dict[str, object]]]:
+    async with uow:
+        found = await uow.same_place.find_nearby(probes)
+    by_probe: dict[int, dict[FeatureKey, dict[str, object]]] = {i: {} for i in range(len(probes))}
+    for i, key, values in found:
+        by_probe[i][key] = values
+    return by_probe
+
+
+async def test_nearby_features_of_other_communes_come_with_the_compared_attribute_values(
     unit_of_work: tuple[Any, str],
 ) -> None:
     uow, dataset = unit_of_work
-    probe_key = FeatureKey(dataset, LYON, "new")
-    other = FeatureKey(dataset, VILLEURBANNE, "new-point")
-    async with uow:
-        found = await uow.same_place.find_nearby(
-            [
-                (probe_key, PROBE, 50.0, ("nom",)),
-                (other, Point(4.8790, 45.7603), 5.0, ()),  # 0 m from Bron's west park: no names asked
-            ]
-        )
-    by_probe: dict[int, dict[FeatureKey, dict[str, object]]] = {}
-    for i, key, values in found:
-        by_probe.setdefault(i, {})[key] = values
-    assert by_probe[0] == {
-        FeatureKey(dataset, VILLEURBANNE, "east"): {"nom": "Parc de la Feyssine"},
-        FeatureKey(dataset, BRON, "west"): {"nom": "Square Other"},
-        FeatureKey(dataset, BRON, "unnamed"): {},
-    }
-    # the probe's own commune, the deleted feature and the one 2 km away are never returned
-    assert by_probe[1] == {FeatureKey(dataset, BRON, "west"): {}}
+    by_probe = await _found(
+        uow,
+        [
+            _probe(FeatureKey(dataset, LYON, "new"), PROBE, 50.0, nom="PARC DE LA FEYSSINE"),
+            _probe(FeatureKey(dataset, VILLEURBANNE, "new-point"), Point(4.8790, 45.7603), 5.0),  # 0 m from "west"
+        ],
+    )
+    east, west, unnamed = (
+        FeatureKey(dataset, c, f) for c, f in ((VILLEURBANNE, "east"), (BRON, "west"), (BRON, "unnamed"))
+    )
+    # the same name in other case, and a feature without a name, must come back with their values; a feature
+    # of another name may (the fake returns it) or may not (PostGIS rules it out); the probe's own commune,
+    # the deleted feature and the one 2 km away never do
+    assert by_probe[0][east] == {"nom": "Parc de la Feyssine"}
+    assert by_probe[0][unnamed] == {}
+    assert set(by_probe[0]) - {east, unnamed} <= {west}
+    assert by_probe[0].get(west, {"nom": "Square Other"}) == {"nom": "Square Other"}
+    # a probe without a name rules nothing out by name
+    assert by_probe[1] == {west: {"nom": "Square Other"}}
+
+
+async def test_postgis_rules_out_other_names_in_the_nearby_search(engine: Any) -> None:
+    dataset = f"parks-{uuid.uuid4().hex[:8]}"
+    await _insert(engine, _features(dataset))
+    by_probe = await _found(
+        PostgisUnitOfWork(engine),
+        [
+            _probe(FeatureKey(dataset, LYON, "new"), PROBE, 50.0, nom="Parc de la  Feyssine!"),
+            _probe(FeatureKey(dataset, LYON, "other"), PROBE, 50.0, nom="Jardin Émile"),
+            _probe(FeatureKey(dataset, LYON, "empty"), PROBE, 50.0, nom=" - "),
+        ],
+    )
+    east, west, unnamed = (
+        FeatureKey(dataset, c, f) for c, f in ((VILLEURBANNE, "east"), (BRON, "west"), (BRON, "unnamed"))
+    )
+    assert set(by_probe[0]) == {east, unnamed}  # "Square Other" ruled out; case, spaces, punctuation folded
+    assert set(by_probe[1]) == {unnamed}
+    assert set(by_probe[2]) == {east, west, unnamed}  # a name that folds to nothing rules nothing out
+
+
+_TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+        st.sampled_from(list("ÉéÈèÊêËëÀàÂâÎîÏïÔôÙùÛûÜüÇçŒœÆæßİıſKÅﬁ①²ⅫＡｂ-' ")),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(_TEXT, min_size=1, max_size=20))
+def test_the_sql_fold_is_the_python_fold(postgis: PostgresCluster, values: list[str]) -> None:
+    """The nearby search folds stored names in SQL and compares them with names folded in Python: the two
+    folds must agree, or a true link would be missed."""
+    with psycopg.connect(postgis.dsn) as conn:
+        rows = conn.execute(
+            f"SELECT {sql_fold('v')} FROM unnest(%s::text[]) v",  # type: ignore[arg-type]
+            [[v.replace("\x00", "") for v in values]],
+        ).fetchall()
+    assert [r[0] for r in rows] == [fold(v.replace("\x00", "")) for v in values]

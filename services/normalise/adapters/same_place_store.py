@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import shapely
-from shapely.geometry.base import BaseGeometry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey, wkb_2d
 from services.normalise.domain.feature_links import Member
+from services.normalise.service_layer.ports import NearbyProbe
 
 _LOAD_GROUPS = text("""
 SELECT p.dataset, p.commune, p.feature_id, p.canonical_commune, p.canonical_feature_id, p.source, p.sequence,
@@ -39,15 +39,28 @@ ON p.dataset = g.dataset AND p.canonical_commune = g.canonical_commune
    AND p.canonical_feature_id = g.canonical_feature_id
 """)
 
-_NEARBY = text("""
+
+# The SQL fold is domain.same_place's (field_names.fold): NFKD, lower case, keep [a-z0-9]; the marks NFKD
+# splits off are not ASCII, so keeping [a-z0-9] drops them as Python's fold does. A property test holds the two
+# equal on arbitrary text (tests/integration/test_same_place_store_contract.py). A stored value that is not
+# text, or folds to nothing, is never ruled out here.
+def sql_fold(expression: str) -> str:
+    return f"regexp_replace(lower(normalize({expression}, NFKD)), '[^a-z0-9]', '', 'g')"
+
+
+_NEARBY = text(f"""
 WITH k AS MATERIALIZED (
   SELECT i, d, c, ST_Expand(ST_SetSRID(ST_GeomFromWKB(wkb), 4326), dist / 50000.0) AS box,
-    string_to_array(names, ',') AS names
+    string_to_array(names, ',') AS names, CAST(folded AS jsonb) AS folded
   FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:wkb AS bytea[]), CAST(:dist AS float8[]),
-    CAST(:names AS text[])) WITH ORDINALITY AS u(d, c, wkb, dist, names, i))
+    CAST(:names AS text[]), CAST(:folded AS text[])) WITH ORDINALITY AS u(d, c, wkb, dist, names, folded, i))
 SELECT k.i, f.dataset, f.commune, f.feature_id, ARRAY(SELECT f.attributes -> n FROM unnest(k.names) n)
 FROM k
 JOIN canonical_feature f ON f.geom && k.box AND f.dataset || '' = k.d AND f.commune <> k.c AND NOT f.deleted
+WHERE NOT EXISTS (
+  SELECT 1 FROM jsonb_each_text(k.folded) p(n, v)
+  WHERE jsonb_typeof(f.attributes -> p.n) = 'string'
+    AND {sql_fold("f.attributes ->> p.n")} NOT IN ('', p.v))
 """)
 
 _SAVE = text("""
@@ -97,24 +110,23 @@ class PostgisSamePlaceStore:
                 {"ds": list(datasets)},
             )
 
-    async def find_nearby(
-        self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float, tuple[str, ...]]]
-    ) -> list[tuple[int, FeatureKey, dict[str, object]]]:
+    async def find_nearby(self, probes: Sequence[NearbyProbe]) -> list[tuple[int, FeatureKey, dict[str, object]]]:
         if not probes:
             return []
         rows = await self._conn.execute(
             _NEARBY,
             {
-                "ds": [k.dataset for k, _, _, _ in probes],
-                "co": [k.commune for k, _, _, _ in probes],
-                "wkb": [wkb_2d(g) for _, g, _, _ in probes],
-                "dist": [float(d) for _, _, d, _ in probes],
-                "names": [",".join(names) for _, _, _, names in probes],
+                "ds": [p.key.dataset for p in probes],
+                "co": [p.key.commune for p in probes],
+                "wkb": [wkb_2d(p.geometry) for p in probes],
+                "dist": [float(p.distance_m) for p in probes],
+                "names": [",".join(p.compared) for p in probes],
+                "folded": [json.dumps(dict(p.folded)) for p in probes],
             },
         )
         out: list[tuple[int, FeatureKey, dict[str, object]]] = []
         for i, d, c, f, values in rows:
-            names = probes[i - 1][3]
+            names = probes[i - 1].compared
             out.append(
                 (i - 1, FeatureKey(d, c, f), {n: v for n, v in zip(names, values, strict=True) if v is not None})
             )

@@ -51,6 +51,20 @@ def _comparable(value: object) -> str | None:
     return fold(str(value)) if isinstance(value, str) else str(value)
 
 
+def folded_text_values(attributes: Mapping[str, object], names: tuple[str, ...]) -> dict[str, str]:
+    """The folded value of each named attribute that is text with something left once folded: what a store
+    may compare on its side to rule a neighbour out early (other kinds of values are compared by
+    ``attributes_allow`` alone)."""
+    out: dict[str, str] = {}
+    for name in names:
+        value = attributes.get(name)
+        if isinstance(value, str):
+            folded = _comparable(value)
+            if folded:
+                out[name] = folded
+    return out
+
+
 def same_place(a: PlacedRecord, b: PlacedRecord, policy: SamePlacePolicy) -> Link:
     if policy.distance_m <= 0:
         return Link.DISABLED

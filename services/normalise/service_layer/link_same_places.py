@@ -17,12 +17,16 @@ from services.contract.datasets.catalogue import DatasetCatalogue, SamePlacePoli
 from services.normalise.domain.canonical_feature import Candidate, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, decide_batch
 from services.normalise.domain.feature_links import decide_linked_batch
-from services.normalise.domain.same_place import attributes_allow
-from services.normalise.service_layer.ports import NormaliseUnitOfWork
+from services.normalise.domain.same_place import attributes_allow, folded_text_values
+from services.normalise.service_layer.ports import NearbyProbe, NormaliseUnitOfWork
 
 
-def _compared(policy: SamePlacePolicy) -> tuple[str, ...]:
-    return (*policy.distinct_fields, *policy.match_fields)
+def _probe(c: Candidate, policy: SamePlacePolicy) -> NearbyProbe:
+    assert c.feature is not None and c.feature.geometry is not None
+    compared = (*policy.distinct_fields, *policy.match_fields)
+    return NearbyProbe(
+        c.key, c.feature.geometry, policy.distance_m, compared, folded_text_values(c.feature.attributes, compared)
+    )
 
 
 def _order(k: FeatureKey) -> tuple[str, str, str]:
@@ -58,13 +62,7 @@ async def decide_with_same_place(
     if creating:
         await links.lock_datasets(sorted({c.key.dataset for c in creating}))
         probes = [c for c in creating if c.feature is not None and c.feature.geometry is not None]
-        found = await links.find_nearby(
-            [
-                (c.key, c.feature.geometry, policies[c.key.dataset].distance_m, _compared(policies[c.key.dataset]))
-                for c in probes
-                if c.feature is not None and c.feature.geometry is not None
-            ]
-        )
+        found = await links.find_nearby([_probe(c, policies[c.key.dataset]) for c in probes])
         # Only the features a probe could be linked to are locked and loaded: a name that differs rules a
         # feature out before any geometry is read (find_link applies the same test again).
         near = {

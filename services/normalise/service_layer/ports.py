@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -14,6 +15,17 @@ from services.contract.messages import Rejection
 from services.normalise.domain.canonical_feature import FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature
 from services.normalise.domain.feature_links import Member
+
+
+@dataclass(frozen=True)
+class NearbyProbe:
+    """A new record looking for a feature of another commune at the same place."""
+
+    key: FeatureKey
+    geometry: BaseGeometry
+    distance_m: float
+    compared: tuple[str, ...]  # the dataset's match and distinct fields
+    folded: Mapping[str, str]  # the record's folded text values of those fields (domain.same_place)
 
 
 class Clock(Protocol):
@@ -32,12 +44,11 @@ class SamePlaceStore(Protocol):
         sent to two workers at once would otherwise both become features)."""
         ...
 
-    async def find_nearby(
-        self, probes: Sequence[tuple[FeatureKey, BaseGeometry, float, tuple[str, ...]]]
-    ) -> list[tuple[int, FeatureKey, dict[str, object]]]:
+    async def find_nearby(self, probes: Sequence[NearbyProbe]) -> list[tuple[int, FeatureKey, dict[str, object]]]:
         """Live canonical features of each probe's dataset, of another commune than the probe's, within its
-        distance (metres) of its geometry (a store may return a few more, never fewer): (index of the probe,
-        the feature's key, the feature's values of the probe's named attributes that it has)."""
+        distance (metres) of its geometry: (index of the probe, the feature's key, the feature's values of the
+        probe's compared fields that it has). A store may return more than that, never less; it may leave out
+        a feature whose folded text value of a compared field differs from the probe's."""
         ...
 
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
