@@ -17,7 +17,16 @@ from services.publish.settings import PublishSettings
 ROOT = Path(__file__).resolve().parents[2]
 SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|COPY)\b", re.IGNORECASE)
 # Interpolations allowed in SQL text: constant fragments defined in the same module, never values.
-ALLOWED_SQL_FRAGMENTS = {"cond", "where", "order", "_DIFF_COLS", "_VIEW_SQL", "self.spec.select_sql", "table"}
+ALLOWED_SQL_FRAGMENTS = {
+    "cond",
+    "where",
+    "order",
+    "_DIFF_COLS",
+    "_VIEW_SQL",
+    "self.spec.select_sql",
+    "table",
+    "_STORED_NAME_FOLDED",
+}
 
 
 def _sql_fstring_interpolations() -> list[tuple[str, int, str]]:

@@ -48,6 +48,8 @@ def sql_fold(expression: str) -> str:
     return f"regexp_replace(lower(normalize({expression}, NFKD)), '[^a-z0-9]', '', 'g')"
 
 
+_STORED_NAME_FOLDED = sql_fold("f.attributes ->> p.n")  # a constant fragment (no value is interpolated)
+
 _NEARBY = text(f"""
 WITH k AS MATERIALIZED (
   SELECT i, d, c, ST_Expand(ST_SetSRID(ST_GeomFromWKB(wkb), 4326), dist / 50000.0) AS box,
@@ -60,7 +62,7 @@ JOIN canonical_feature f ON f.geom && k.box AND f.dataset || '' = k.d AND f.comm
 WHERE NOT EXISTS (
   SELECT 1 FROM jsonb_each_text(k.folded) p(n, v)
   WHERE jsonb_typeof(f.attributes -> p.n) = 'string'
-    AND {sql_fold("f.attributes ->> p.n")} NOT IN ('', p.v))
+    AND {_STORED_NAME_FOLDED} NOT IN ('', p.v))
 """)
 
 _SAVE = text("""
