@@ -20,11 +20,12 @@ from sqlalchemy import text
 
 from deploy.local.postgres import PostgresCluster
 from services.contract.datasets.field_names import fold
+from services.contract.messages import ChangeEvent, Operation
 from services.infrastructure.database import make_engine
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
 from services.normalise.adapters.same_place_store import sql_fold
-from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
-from services.normalise.domain.dedup_decisions import StoredFeature
+from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey
+from services.normalise.domain.dedup_decisions import Decision, Outcome, StoredFeature
 from services.normalise.domain.same_place import folded_text_values
 from services.normalise.service_layer.ports import NearbyProbe
 from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
@@ -131,9 +132,38 @@ async def test_nearby_features_of_other_communes_come_with_the_compared_attribut
     assert by_probe[1] == {west: {"nom": "Square Other"}}
 
 
-async def test_postgis_rules_out_other_names_in_the_nearby_search(engine: Any) -> None:
+async def _save(engine: Any, features: dict[FeatureKey, StoredFeature]) -> None:
+    """Through the unit of work, as the normaliser writes: with each feature's folded compared values."""
+    decisions = []
+    for key, s in features.items():
+        ev = ChangeEvent(str(uuid.uuid4()), key.dataset, key.commune, key.feature_id, Operation.UPSERT, NOW, 1, "test",
+                         None, {})  # fmt: skip
+        decisions.append(Decision(Candidate(ev, key, s.feature), Outcome.CREATED, None, s))
+    uow = PostgisUnitOfWork(engine, {next(iter(features)).dataset: ("nom",)})
+    async with uow:
+        await uow.save(decisions, NOW)
+        await uow.conn.commit()
+
+
+@pytest.mark.parametrize("written_by", ["unit of work", "an older release"])
+async def test_postgis_rules_out_other_names_in_the_nearby_search(engine: Any, written_by: str) -> None:
+    """Features saved by the unit of work carry their folded names; rows from before that column are folded
+    in SQL. Either way the same neighbours are ruled out."""
     dataset = f"parks-{uuid.uuid4().hex[:8]}"
-    await _insert(engine, _features(dataset))
+    if written_by == "unit of work":
+        await _save(engine, _features(dataset))
+        async with engine.connect() as conn:
+            folded = dict(
+                (
+                    await conn.execute(
+                        text("SELECT feature_id, compared_folded FROM canonical_feature WHERE dataset = :d"),
+                        {"d": dataset},
+                    )
+                ).all()
+            )
+        assert folded["east"] == {"nom": "parcdelafeyssine"} and folded["unnamed"] == {} and folded["deleted"] is None
+    else:
+        await _insert(engine, _features(dataset))
     by_probe = await _found(
         PostgisUnitOfWork(engine),
         [

@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.messages import Rejection
 from services.normalise.adapters.same_place_store import PostgisSamePlaceStore
-from services.normalise.adapters.tables import PREAMBLE, metadata
+from services.normalise.adapters.tables import AFTER_CREATE, PREAMBLE, metadata
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
+from services.normalise.domain.same_place import folded_text_values
 
 
 class StoreInvariantBroken(RuntimeError):
@@ -33,25 +34,29 @@ async def create_schema(engine: AsyncEngine) -> None:
         for stmt in PREAMBLE:
             await conn.execute(text(stmt))
         await conn.run_sync(metadata.create_all)
+        for stmt in AFTER_CREATE:
+            await conn.execute(text(stmt))
 
 
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS stage_feature (
   dataset text, commune text, feature_id text, geom_wkb bytea, attributes text, content_hash text,
   sequence bigint, occurred_at timestamptz, deleted boolean, last_event_id text, corrections text,
-  updated_at timestamptz) ON COMMIT DELETE ROWS
+  updated_at timestamptz, compared_folded text) ON COMMIT DELETE ROWS
 """
 
 _UPSERT = """
 INSERT INTO canonical_feature AS f (dataset, commune, feature_id, geom, attributes, content_hash, sequence,
-  occurred_at, deleted, last_event_id, corrections, updated_at)
+  occurred_at, deleted, last_event_id, corrections, updated_at, compared_folded)
 SELECT dataset, commune, feature_id, ST_SetSRID(ST_GeomFromWKB(geom_wkb), 4326), attributes::jsonb,
-  content_hash, sequence, occurred_at, deleted, last_event_id, corrections::jsonb, updated_at
+  content_hash, sequence, occurred_at, deleted, last_event_id, corrections::jsonb, updated_at,
+  compared_folded::jsonb
 FROM stage_feature
 ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET
   geom = EXCLUDED.geom, attributes = EXCLUDED.attributes, content_hash = EXCLUDED.content_hash,
   sequence = EXCLUDED.sequence, occurred_at = EXCLUDED.occurred_at, deleted = EXCLUDED.deleted,
-  last_event_id = EXCLUDED.last_event_id, corrections = EXCLUDED.corrections, updated_at = EXCLUDED.updated_at
+  last_event_id = EXCLUDED.last_event_id, corrections = EXCLUDED.corrections, updated_at = EXCLUDED.updated_at,
+  compared_folded = EXCLUDED.compared_folded
 WHERE (f.sequence, f.occurred_at) < (EXCLUDED.sequence, EXCLUDED.occurred_at)
 """
 
@@ -83,9 +88,18 @@ def _pg_json(document: str) -> str:
 
 
 class PostgisUnitOfWork:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, compared_fields: Mapping[str, tuple[str, ...]] | None = None) -> None:
+        """``compared_fields``: per dataset that links records, its same-place fields (their folded values are
+        stored with each feature for the nearby search)."""
         self._engine = engine
+        self._compared = compared_fields or {}
         self._conn: AsyncConnection | None = None
+
+    def _compared_folded(self, dataset: str, feature: CanonicalFeature | None) -> str | None:
+        names = self._compared.get(dataset)
+        if names is None or feature is None:
+            return None
+        return json.dumps(folded_text_values(feature.attributes, names), ensure_ascii=False)
 
     async def __aenter__(self) -> PostgisUnitOfWork:
         self._conn = await self._engine.connect()
@@ -182,6 +196,7 @@ class PostgisUnitOfWork:
                             decision.candidate.event.event_id,
                             json.dumps(list(f.corrections) if f is not None else []),
                             applied_at,
+                            self._compared_folded(key.dataset, f),
                         )
                     )
             await cur.execute(_UPSERT)

@@ -40,7 +40,8 @@ ON p.dataset = g.dataset AND p.canonical_commune = g.canonical_commune
 """)
 
 
-# The SQL fold is domain.same_place's (field_names.fold): NFKD, lower case, keep [a-z0-9]; the marks NFKD
+# A feature written with its folded values (canonical_feature.compared_folded) is compared on them; one without
+# (written before that column) has its name folded here. The SQL fold is domain.same_place's (field_names.fold): NFKD, lower case, keep [a-z0-9]; the marks NFKD
 # splits off are not ASCII, so keeping [a-z0-9] drops them as Python's fold does. A property test holds the two
 # equal on arbitrary text (tests/integration/test_same_place_store_contract.py). A stored value that is not
 # text, or folds to nothing, is never ruled out here.
@@ -61,8 +62,8 @@ FROM k
 JOIN canonical_feature f ON f.geom && k.box AND f.dataset || '' = k.d AND f.commune <> k.c AND NOT f.deleted
 WHERE NOT EXISTS (
   SELECT 1 FROM jsonb_each_text(k.folded) p(n, v)
-  WHERE jsonb_typeof(f.attributes -> p.n) = 'string'
-    AND {_STORED_NAME_FOLDED} NOT IN ('', p.v))
+  WHERE CASE WHEN f.compared_folded IS NOT NULL THEN f.compared_folded ->> p.n <> p.v
+    ELSE jsonb_typeof(f.attributes -> p.n) = 'string' AND {_STORED_NAME_FOLDED} NOT IN ('', p.v) END)
 """)
 
 _SAVE = text("""

@@ -37,6 +37,10 @@ canonical_feature = Table(
     Column("last_event_id", Text, nullable=False),
     Column("corrections", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The folded text values of the dataset's same-place fields (domain.same_place.folded_text_values), so
+    # the nearby search compares names instead of folding each one; NULL where not computed (a dataset that
+    # links nothing, a deleted feature, rows written before the column existed: folded in SQL then).
+    Column("compared_folded", JSONB, nullable=True),
     PrimaryKeyConstraint("dataset", "commune", "feature_id", name="canonical_feature_pk"),
 )
 
@@ -141,3 +145,5 @@ Index(
 )
 
 PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]
+# create_all adds no column to a table that already exists (stores created before this release)
+AFTER_CREATE = ["ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb"]

@@ -98,6 +98,11 @@ class NormaliseWorker:
         self.metrics = NormaliseMetrics(self.registry)
         self.codecs = Codecs()
         self.normaliser = EventNormaliser(DatasetCatalogue.load())
+        self.compared_fields = {
+            d.id: (*d.same_place.distinct_fields, *d.same_place.match_fields)
+            for d in self.normaliser.catalogue
+            if d.same_place.distance_m > 0
+        }
         self.engine = make_engine(settings.database_url.get_secret_value())
         self.clock = SystemClock()
         self.health = Health()
@@ -162,7 +167,9 @@ class NormaliseWorker:
         try:
             report = await retry_transient(
                 lambda: apply_batch(
-                    prepared, normaliser=self.normaliser, uow_factory=lambda: PostgisUnitOfWork(self.engine)
+                    prepared,
+                    normaliser=self.normaliser,
+                    uow_factory=lambda: PostgisUnitOfWork(self.engine, self.compared_fields),
                 ),
                 is_transient=is_transient,
                 what="normalise batch",
