@@ -68,8 +68,14 @@ def children(pid: int) -> list[int]:
 
 
 def hwm_mb(pid: int) -> float:
-    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(m.group(1)) / 1024 if m else float("nan")
+    """Peak RSS (VmHWM) of one process in MB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def cpu_roots(stack: BenchStack) -> dict[str, int]:

@@ -28,6 +28,7 @@ import psycopg
 
 from benchmarks import anchors
 from benchmarks.pipeline_throughput import build_events, run_latency, signed_values
+from benchmarks.profile_services import children, hwm_mb
 from benchmarks.stack import BenchStack, machine_description, wait_until_counted
 from deploy.local.ports import free_port
 from deploy.local.services import ServiceProcess, service_env
@@ -36,30 +37,12 @@ from services.contract.datasets.catalogue import DatasetCatalogue
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _vm_hwm_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def peak_rss_mb(svc: ServiceProcess) -> float:
     """Peak RSS (VmHWM) of the service's process plus its children's (the normaliser's relay is a child)."""
     pid = svc.pid()
     if pid is None:
         return float("nan")
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
-                    children.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return _vm_hwm_mb(pid) + sum(_vm_hwm_mb(c) for c in children)
+    return hwm_mb(pid) + sum(hwm_mb(c) for c in children(pid))
 
 
 def count_features(stack: BenchStack, dataset: str, dsn: str | None = None) -> int:

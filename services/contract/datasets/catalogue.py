@@ -100,6 +100,11 @@ class SamePlacePolicy:
     match_fields: tuple[str, ...] = ()  # must be equal (folded text) when both records have them
     distinct_fields: tuple[str, ...] = ()  # when both have them and they differ, the records stay distinct
 
+    @property
+    def compared_fields(self) -> tuple[str, ...]:
+        """Every field the rule compares: the distinct fields, then the match fields."""
+        return (*self.distinct_fields, *self.match_fields)
+
 
 @dataclass(frozen=True)
 class NationalSchema:

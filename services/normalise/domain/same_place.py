@@ -86,7 +86,7 @@ def same_place(a: PlacedRecord, b: PlacedRecord, policy: SamePlacePolicy) -> Lin
 def attributes_allow(a: Mapping[str, object], b: Mapping[str, object], policy: SamePlacePolicy) -> bool:
     """The attribute half of ``same_place`` (no distinct field differs, no match field differs): cheap, so a
     batch checks it before measuring the distance between two polygons."""
-    for name in (*policy.distinct_fields, *policy.match_fields):
+    for name in policy.compared_fields:
         va, vb = _comparable(a.get(name)), _comparable(b.get(name))
         if va is not None and vb is not None and va != vb:
             return False

@@ -99,9 +99,7 @@ class NormaliseWorker:
         self.codecs = Codecs()
         self.normaliser = EventNormaliser(DatasetCatalogue.load())
         self.compared_fields = {
-            d.id: (*d.same_place.distinct_fields, *d.same_place.match_fields)
-            for d in self.normaliser.catalogue
-            if d.same_place.distance_m > 0
+            d.id: d.same_place.compared_fields for d in self.normaliser.catalogue if d.same_place.distance_m > 0
         }
         self.engine = make_engine(settings.database_url.get_secret_value())
         self.clock = SystemClock()

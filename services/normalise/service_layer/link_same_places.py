@@ -23,7 +23,7 @@ from services.normalise.service_layer.ports import NearbyProbe, NormaliseUnitOfW
 
 def _probe(c: Candidate, policy: SamePlacePolicy) -> NearbyProbe:
     assert c.feature is not None and c.feature.geometry is not None
-    compared = (*policy.distinct_fields, *policy.match_fields)
+    compared = policy.compared_fields
     return NearbyProbe(
         c.key, c.feature.geometry, policy.distance_m, compared, folded_text_values(c.feature.attributes, compared)
     )
