@@ -54,11 +54,11 @@ ENTRIES: tuple[Entry, ...] = (
         "bnlc-lieux-covoiturage/bnlc-_2020-11-09_initial.csv",
         "carpool_places",
         note="`linked` 4: four pairs of places of two communes at exactly the same coordinates (0.0 m) and of the same type, "
-        "which the dataset's same-place policy (50 m, same `type`) makes one feature with two provenances. They are not "
+        "which the dataset's same-place policy (50 m, same `type`) links (the second carries `odc:same_place_as`). They are not "
         "the same place: the base copied coordinates between unrelated places (Edon 16125-C-001 and Champniers "
         "16078-C-001; Charente 16089-C-001 and Pyrénées-Orientales 66024-C-002; 16028-C-002 and 66164-C-001; "
-        "66008-C-002 and 66136-C-001). A true defect of the input; the link shows it (both ids in `odc:provenance`) "
-        "rather than publishing two places at one point, and a name match in the policy would also refuse the 2026 "
+        "66008-C-002 and 66136-C-001). A true defect of the input; the link shows it (each is still published as its "
+        "own feature), and a name match in the policy would also refuse the 2026 "
         "file's true duplicates below.",
     ),
     Entry(

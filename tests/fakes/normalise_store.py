@@ -33,10 +33,11 @@ class InMemorySamePlaceStore:
     def __init__(self, store: InMemoryNormaliseStore) -> None:
         self.store = store
         self.staged: dict[FeatureKey, Member] = {}
+        self.forgotten: set[FeatureKey] = set()
         self.locked: list[str] = []
 
     async def load_groups(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, Member]:
-        members = {**self.store.members, **self.staged}
+        members = {k: m for k, m in {**self.store.members, **self.staged}.items() if m.canonical not in self.forgotten}
         groups = {(m.canonical) for k, m in members.items() if k in set(keys)}
         return {k: m for k, m in members.items() if m.canonical in groups}
 
@@ -65,6 +66,9 @@ class InMemorySamePlaceStore:
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
         self.staged.update({m.key: m for m in members})
 
+    async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
+        self.forgotten |= set(canonicals)
+
 
 class InMemoryUnitOfWork:
     def __init__(self, store: InMemoryNormaliseStore) -> None:
@@ -86,6 +90,7 @@ class InMemoryUnitOfWork:
         self._claimed, self._finals, self._changes, self._rejections = set(), {}, [], []
         self._tally = Counter()
         self.same_place.staged = {}
+        self.same_place.forgotten = set()
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
         fresh = {e for e in event_ids if e not in self.store.processed and e not in self._claimed}
@@ -108,6 +113,8 @@ class InMemoryUnitOfWork:
 
     async def commit(self) -> None:
         self.store.members.update(self.same_place.staged)
+        gone = self.same_place.forgotten
+        self.store.members = {k: m for k, m in self.store.members.items() if m.canonical not in gone}
         self.store.tally.update(self._tally)
         self.store.processed |= self._claimed
         self.store.features.update(self._finals)

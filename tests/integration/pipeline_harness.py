@@ -200,6 +200,11 @@ class Pipeline:
         with psycopg.connect(self.db.dsn) as conn:
             return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
+    def execute(self, statement: str, *params: Any) -> int:
+        """Run a statement that returns no rows (tests that build a store as an earlier release left it)."""
+        with psycopg.connect(self.db.dsn) as conn:
+            return conn.execute(statement, params).rowcount  # type: ignore[arg-type]
+
     def metric(self, service: str, name: str, **labels: str) -> float:
         with urllib.request.urlopen(f"{self.services[service].base_url}/metrics", timeout=5) as resp:
             text = resp.read().decode()

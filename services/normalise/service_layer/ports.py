@@ -52,7 +52,12 @@ class SamePlaceStore(Protocol):
         ...
 
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
-        """Write these members' states (insert or replace)."""
+        """Write these members' states (insert or replace). Only tests use it now: to build a store as the
+        previous model left it (groups are no longer made)."""
+        ...
+
+    async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
+        """Delete every member row of these groups (dissolved: each record is its own feature again)."""
         ...
 
 
