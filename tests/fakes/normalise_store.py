@@ -66,6 +66,10 @@ class InMemorySamePlaceStore:
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
         self.staged.update({m.key: m for m in members})
 
+    async def pending_groups(self, limit: int) -> list[FeatureKey]:
+        keys = {m.canonical for m in self.store.members.values() if m.canonical not in self.forgotten}
+        return sorted(keys, key=lambda k: (k.dataset, k.commune, k.feature_id))[:limit]
+
     async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
         self.forgotten |= set(canonicals)
 

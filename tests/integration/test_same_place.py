@@ -239,10 +239,9 @@ def test_a_market_on_two_days_at_one_spot_stays_unlinked(pipeline: Pipeline) -> 
     assert all("odc:same_place_as" not in a for (a,) in attrs)
 
 
-def test_a_group_left_by_the_previous_model_is_dissolved_on_its_next_event(pipeline: Pipeline) -> None:
-    """A store written before issue #13 holds linked features: Lyon's key carrying Villeurbanne's content, both
-    records in ``feature_provenance``. The next event of one record gives each its own feature back, published."""
-    here = (BORDER[0] + 0.004, BORDER[1])  # 310 m east of the first test's toilet
+def make_previous_model_group(pipeline: Pipeline, here: tuple[float, float]) -> tuple[str, str]:
+    """What the model before issue #13 wrote for two communes' records of one toilet: Villeurbanne's newer
+    record merged into Lyon's row (its content, a new hash, the group counter), two ``feature_provenance`` rows."""
     lyon_id, vil_id = new_gid(), new_gid()
     send(pipeline, "public_toilets", [toilet_event(lyon_id, seq=10, commune=LYON, lon=here[0], lat=here[1],
                                                    adresse="Lyon's record")])  # fmt: skip
@@ -277,6 +276,13 @@ def test_a_group_left_by_the_previous_model_is_dissolved_on_its_next_event(pipel
         LYON,
         lyon_id,
     )
+    return lyon_id, vil_id
+
+
+def test_a_group_left_by_the_previous_model_is_dissolved_on_its_next_event(pipeline: Pipeline) -> None:
+    """The next event of one record of a previous-model group gives each record its own feature back, published."""
+    here = (BORDER[0] + 0.004, BORDER[1])  # 310 m east of the first test's toilet
+    lyon_id, vil_id = make_previous_model_group(pipeline, here)
     # Villeurbanne updates its record: both get their own feature back
     send(pipeline, "public_toilets", [toilet_event(vil_id, seq=2, commune=VILLEURBANNE, lon=here[0],
                                                    lat=here[1] + 0.00004, adresse="Villeurbanne v2")])  # fmt: skip
@@ -292,6 +298,32 @@ def test_a_group_left_by_the_previous_model_is_dissolved_on_its_next_event(pipel
                 (published(pipeline, "public_toilets", LYON, lyon_id) or {}).get("adresse") == "Lyon's record"
                 and (published(pipeline, "public_toilets", VILLEURBANNE, vil_id) or {}).get("adresse")
                 == "Villeurbanne v2"
+            )
+            or None
+        ),
+    )
+
+
+def test_groups_that_no_event_reaches_are_dissolved_when_the_normaliser_starts(pipeline: Pipeline) -> None:
+    here = (BORDER[0] + 0.008, BORDER[1])  # 620 m east of the first test's toilet
+    lyon_id, vil_id = make_previous_model_group(pipeline, here)
+    assert canonical(pipeline, LYON, lyon_id)[1]["adresse"] == "Villeurbanne's record"  # type: ignore[index]
+    normaliser = pipeline.services["normalise"]
+    normaliser.stop()
+    normaliser.start()
+    normaliser.wait_ready(timeout=120)
+    assert pipeline.sql("SELECT count(*) FROM feature_provenance") == [(0,)]
+    lyon_state, vil_state = canonical(pipeline, LYON, lyon_id), canonical(pipeline, VILLEURBANNE, vil_id)
+    assert lyon_state is not None and lyon_state[1]["adresse"] == "Lyon's record" and lyon_state[1]["codinsee"] == LYON
+    assert vil_state is not None and vil_state[1]["adresse"] == "Villeurbanne's record"
+    assert vil_state[1]["odc:same_place_as"][0]["feature_id"] == lyon_id  # type: ignore[index]
+    wait_for(
+        "both features published as their own",
+        lambda: (
+            (
+                (published(pipeline, "public_toilets", LYON, lyon_id) or {}).get("adresse") == "Lyon's record"
+                and (published(pipeline, "public_toilets", VILLEURBANNE, vil_id) or {}).get("adresse")
+                == "Villeurbanne's record"
             )
             or None
         ),

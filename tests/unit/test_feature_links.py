@@ -248,3 +248,33 @@ def test_the_bounding_box_shortcut_never_refuses_a_pair_within_the_distance() ->
             skipped += 1
             assert distance_m(here, there) > limit
     assert skipped > 300  # the shortcut is exercised, not vacuous
+
+
+async def test_groups_that_no_event_reaches_are_dissolved_at_start_in_several_transactions() -> None:
+    from services.normalise.service_layer.link_same_places import dissolve_previous_groups
+
+    store = InMemoryNormaliseStore()
+    at = T0 + timedelta(minutes=1)
+    expected: dict[FeatureKey, str] = {}
+    for n in range(5):  # five groups of the previous model: Lyon's key holding Villeurbanne's newer content
+        lon = BORDER[0] + n * 0.01
+        await run(store, toilet(100 + n, LYON, (lon, BORDER[1]), adresse=f"Lyon {n}"))
+        lyon_key = FeatureKey("public_toilets", LYON, str(100 + n))
+        own = store.features[lyon_key]
+        await run(store, toilet(200 + n, VILLEURBANNE, (lon, EIGHT_M_NORTH[1]), minutes=1, adresse=f"Villeurbanne {n}"))
+        vil_key = FeatureKey("public_toilets", VILLEURBANNE, str(200 + n))
+        merged = store.features.pop(vil_key).feature
+        store.features[lyon_key] = StoredFeature(own.sequence + 1, at, False, merged)
+        store.members[lyon_key] = Member(lyon_key, lyon_key, "test", 1, T0, False, own.feature, 0.0, at)
+        store.members[vil_key] = Member(vil_key, lyon_key, "test", 1, at, False, merged, 8.0, at)
+        expected |= {lyon_key: f"Lyon {n}", vil_key: f"Villeurbanne {n}"}
+    changes_before = len(store.changes)
+    assert await dissolve_previous_groups(lambda: InMemoryUnitOfWork(store), FixedClock(), per_transaction=2) == 5
+    assert store.members == {}
+    assert {k: a["adresse"] for k, a in live(store).items()} == expected
+    assert all(SAME_PLACE_AS in a for k, a in live(store).items() if k.commune == VILLEURBANNE)
+    written = [d for _, d in store.changes[changes_before:]]
+    assert len(written) == 10 and {d.change_kind for d in written} == {ChangeKind.UPDATED, ChangeKind.CREATED}
+    assert all(d.candidate.event.event_id.startswith("repair:same-place:public_toilets/69123/") for d in written)
+    # nothing left: a second start does nothing
+    assert await dissolve_previous_groups(lambda: InMemoryUnitOfWork(store), FixedClock()) == 0

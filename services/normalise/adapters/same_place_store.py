@@ -141,6 +141,16 @@ class PostgisSamePlaceStore:
             )
         return out
 
+    async def pending_groups(self, limit: int) -> list[FeatureKey]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT DISTINCT dataset, canonical_commune, canonical_feature_id FROM feature_provenance "
+                "ORDER BY 1, 2, 3 LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return [FeatureKey(d, c, f) for d, c, f in rows]
+
     async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
         if canonicals:
             await self._conn.execute(_FORGET, _key_arrays(canonicals))

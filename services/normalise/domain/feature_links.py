@@ -33,6 +33,7 @@ from shapely.geometry import Point
 from shapely.ops import nearest_points
 
 from services.contract.datasets.catalogue import SamePlacePolicy
+from services.contract.messages import ChangeEvent, Operation
 from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, Outcome, StoredFeature, decide
 from services.normalise.domain.same_place import Link, PlacedRecord, attributes_allow, distance_m, same_place
@@ -244,6 +245,31 @@ def dissolve_group(
         live_before = prior is not None and not prior.deleted
         outcome = Outcome.UPDATED if live_before else Outcome.CREATED
         out.append(Decision(_rekeyed(trigger, m.key, seq, occ, feature), outcome, prior, after))
+    return out
+
+
+def dissolve_groups(
+    groups: Mapping[FeatureKey, Iterable[Member]], stored: Mapping[FeatureKey, StoredFeature], now: datetime
+) -> list[Decision]:
+    """The repair of groups that no event reached: ``dissolve_group`` for each, under an event id that names the
+    repair and the group (``repair:same-place:<dataset>/<commune>/<feature id>``), at ``now``."""
+    out: list[Decision] = []
+    for canonical, members in sorted(groups.items(), key=lambda kv: (kv[0].dataset, kv[0].commune, kv[0].feature_id)):
+        trigger = Candidate(
+            ChangeEvent(
+                f"repair:same-place:{canonical.dataset}/{canonical.commune}/{canonical.feature_id}",
+                canonical.dataset,
+                canonical.commune,
+                canonical.feature_id,
+                Operation.UPSERT,
+                now,
+                0,
+                "odc-repair",
+            ),
+            canonical,
+            None,
+        )
+        out.extend(dissolve_group(canonical, members, stored, trigger))
     return out
 
 

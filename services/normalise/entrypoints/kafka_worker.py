@@ -44,6 +44,7 @@ from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_
 from services.normalise.domain.canonical_feature import EventNormaliser
 from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
 from services.normalise.metrics import NormaliseMetrics
+from services.normalise.service_layer.link_same_places import dissolve_previous_groups
 from services.normalise.service_layer.process_batch import InboundMessage, PreparedBatch, apply_batch, prepare_batch
 from services.normalise.settings import NormaliseSettings
 
@@ -129,6 +130,14 @@ class NormaliseWorker:
             lambda: create_schema(self.engine), is_transient=is_transient, what="create schema", max_attempts=30
         )
         await create_signing_key_schema(self.engine)
+        dissolved = await retry_transient(
+            lambda: dissolve_previous_groups(lambda: PostgisUnitOfWork(self.engine, self.compared_fields), self.clock),
+            is_transient=is_transient,
+            what="dissolve same-place groups of the previous model",
+            max_attempts=30,
+        )
+        if dissolved:
+            log.warning("dissolved %d same-place groups left by the previous model (issue #13)", dissolved)
         self._db_up()
 
     async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:  # type: ignore[type-arg]

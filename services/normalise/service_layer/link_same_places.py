@@ -17,9 +17,9 @@ from datetime import datetime
 from services.contract.datasets.catalogue import DatasetCatalogue, SamePlacePolicy
 from services.normalise.domain.canonical_feature import Candidate, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, decide_batch
-from services.normalise.domain.feature_links import decide_linked_batch
+from services.normalise.domain.feature_links import Member, decide_linked_batch, dissolve_groups
 from services.normalise.domain.same_place import attributes_allow, folded_text_values
-from services.normalise.service_layer.ports import NearbyProbe, NormaliseUnitOfWork
+from services.normalise.service_layer.ports import Clock, NearbyProbe, NormaliseUnitOfWork, UnitOfWorkFactory
 
 
 def _probe(c: Candidate, policy: SamePlacePolicy) -> NearbyProbe:
@@ -87,3 +87,27 @@ async def decide_with_same_place(
     if batch.dissolved:
         await links.forget_groups(batch.dissolved)
     return batch.reported, batch.to_save
+
+
+async def dissolve_previous_groups(uow_factory: UnitOfWorkFactory, clock: Clock, per_transaction: int = 200) -> int:
+    """Dissolve every group the previous model left (issue #13), ``per_transaction`` groups per transaction, each
+    change through the outbox like any other. Run by the normaliser at start; a no-op once none is left. Returns
+    the number of groups dissolved."""
+    done = 0
+    while True:
+        async with uow_factory() as uow:
+            canonicals = await uow.same_place.pending_groups(per_transaction)
+            if not canonicals:
+                return done
+            first = await uow.same_place.load_groups(canonicals)
+            keys = sorted({m.key for m in first.values()} | set(canonicals), key=_order)
+            stored = await uow.lock_and_load(keys)
+            members = await uow.same_place.load_groups(canonicals)  # again, under the locks
+            groups: dict[FeatureKey, list[Member]] = {}
+            for m in members.values():
+                groups.setdefault(m.canonical, []).append(m)
+            now = clock.now()
+            await uow.save(dissolve_groups(groups, stored, now), now)
+            await uow.same_place.forget_groups(canonicals)
+            await uow.commit()
+            done += len(canonicals)

@@ -56,6 +56,10 @@ class SamePlaceStore(Protocol):
         previous model left it (groups are no longer made)."""
         ...
 
+    async def pending_groups(self, limit: int) -> list[FeatureKey]:
+        """Canonical keys of up to ``limit`` groups left by the previous model (none once all are dissolved)."""
+        ...
+
     async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
         """Delete every member row of these groups (dissolved: each record is its own feature again)."""
         ...
