@@ -211,6 +211,10 @@ def cmd_run(root: Path) -> int:
         return rc
     services = _services(root)
     was_up = {svc.name: svc.is_running() for svc in services}
+    given_up = [n for n, v in ((read_state(root) or {}).get("services") or {}).items() if v.get("state") == "given-up"]
+    if given_up:  # a new `make run` gives them a fresh start
+        _say(f"the supervisor had given up on {', '.join(given_up)}: restarting it")
+        _stop_supervisor(root)
     _start_supervisor(root)  # it starts the services that are not running, and restarts any that crash
     _say(f"supervisor started the services (log {root / 'logs' / 'supervisor.log'})")
     for svc in services:
