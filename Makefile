@@ -15,7 +15,7 @@ help:
 	@echo "make down     stop everything started by make run"
 	@echo "make status   what is running, restarts by the supervisor (JSON); exits non-zero when something is down"
 	@echo "make test     the whole test suite, on its own throwaway Kafka and PostGIS"
-	@echo "make lint     ruff, mypy (strict on the cores), import-linter contracts"
+	@echo "make lint     ruff, mypy (strict on every service), import-linter contracts (.ci/run runs it before the tests)"
 	@echo "make test-faults  only the fault-injection tests (kill -9, broker/database down), with reconciliation"
 	@echo "make fuzz     coverage-guided fuzzing (atheris) of every decoder and validator, FUZZ_SECONDS each"
 	@echo "make bench    end-to-end throughput and latency on real data; appends to docs/benchmarks.md"

@@ -7,7 +7,7 @@ import sys
 import urllib.request
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -126,7 +126,7 @@ def status(
     from services.publish.adapters.status_queries import dataset_status
 
     s = CliSettings()
-    services = [
+    services: list[dict[str, Any]] = [
         {"name": name, "metrics_url": f"{base}/metrics", "up": _probe(f"{base}/healthz")}
         for name, base in (("ingest", s.ingest_url), ("normalise", s.normalise_url), ("publish", s.publish_url))
     ]
