@@ -1,37 +1,49 @@
-"""``python -m deploy.local up|run|down|status [--root DIR]``
+"""``python -m deploy.local up|run|down|status|supervise [--root DIR]``
 
 ``up`` starts Kafka and PostgreSQL+PostGIS; ``run`` also starts the three odc services, waits until
-they are ready, loads the bundled samples and prints a summary (what ``make run`` does); ``down``
-stops everything.
+they are ready, starts the supervisor that restarts a crashed service (deploy/local/supervisor.py), loads
+the bundled samples and prints a summary (what ``make run`` does); ``down`` stops everything.
+``supervise`` is the supervisor itself (``run`` starts it in the background; metrics on
+ODC_SUPERVISOR_PORT, default 6068).
 
 Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
 Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
 Ports: Kafka 19092 (controller 19093), Postgres 15432; override with ODC_KAFKA_PORT,
 ODC_KAFKA_CONTROLLER_PORT, ODC_PG_PORT. ``status`` prints JSON
-``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}}``.
-Exit codes: 0 ok; 1 a service failed to start/stop; ``status`` exits 3 if either is down.
+``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}, "services": {...}, "supervisor": {...}}``.
+Exit codes: 0 ok; 1 a service failed to start/stop; ``status`` exits 3 if anything is down (Kafka,
+PostgreSQL, one of the three services, or the supervisor).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from deploy.local import REPO_ROOT
+from deploy.local._proc import signal_group_or_pid, tail, wait_dead
 from deploy.local.kafka import KafkaBroker, KafkaSetupError, ensure_kafka_jars, kafka_libs_dir
 from deploy.local.kafka import _libs_complete as _kafka_libs_complete
 from deploy.local.ports import port_open
 from deploy.local.postgres import PostgresCluster, PostgresSetupError
+from deploy.local.restart_policy import RestartPolicy
 from deploy.local.services import DEFAULT_PORTS, SERVICE_NAMES, ServiceError, ServiceProcess, service_env
+from deploy.local.supervisor import PID_FILE, STATE_FILE, Supervisor, SupervisorMetrics, read_state, supervisor_pid
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_KAFKA_CONTROLLER_PORT = 19093
 DEFAULT_PG_PORT = 15432
+DEFAULT_SUPERVISOR_PORT = 6068
 
 
 def _say(msg: str) -> None:
@@ -101,9 +113,95 @@ def _services(root: Path) -> list[ServiceProcess]:
     return out
 
 
+def _restart_policy() -> RestartPolicy:
+    d = RestartPolicy()
+    return RestartPolicy(
+        base_seconds=float(os.environ.get("ODC_SUPERVISOR_BACKOFF_SECONDS", d.base_seconds)),
+        cap_seconds=float(os.environ.get("ODC_SUPERVISOR_BACKOFF_CAP_SECONDS", d.cap_seconds)),
+        stable_after_seconds=float(os.environ.get("ODC_SUPERVISOR_STABLE_AFTER_SECONDS", d.stable_after_seconds)),
+        give_up_after=int(os.environ.get("ODC_SUPERVISOR_GIVE_UP_AFTER", d.give_up_after)),
+    )
+
+
+def cmd_supervise(root: Path) -> int:
+    """Run the supervisor in the foreground until SIGTERM (``run`` starts it in the background)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    registry = CollectorRegistry()
+    metrics = SupervisorMetrics(registry)
+    port = _env_port("ODC_SUPERVISOR_PORT", DEFAULT_SUPERVISOR_PORT)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    supervisor = Supervisor(_services(root), _restart_policy(), metrics, root / STATE_FILE)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    (root / PID_FILE).write_text(f"{os.getpid()}\n{json.dumps({'port': port})}\n")
+    logging.getLogger("odc.supervisor").info(
+        "watching %s; metrics on http://127.0.0.1:%d/metrics; %s",
+        ", ".join(w.svc.label for w in supervisor.watched),
+        port,
+        supervisor.policy,
+    )
+    supervisor.run(stop)
+    (root / PID_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def _start_supervisor(root: Path, timeout: float = 30) -> None:
+    if supervisor_pid(root) is not None:
+        return
+    log_path = root / "logs" / "supervisor.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    (root / STATE_FILE).unlink(missing_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.local", "supervise", "--root", str(root)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read_state(root) is not None:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise ServiceError(f"the supervisor did not start; log tail:\n{tail(log_path, 30)}")
+
+
+def _wait_ready(root: Path, svc: ServiceProcess, timeout: float = 90) -> float:
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
+        if svc.ready():
+            return time.monotonic() - started
+        state = (read_state(root) or {}).get("services", {}).get(svc.label, {})
+        if state.get("state") == "given-up":
+            raise ServiceError(f"{svc.name} keeps failing at start-up; log tail:\n{tail(svc.log_path, 40)}")
+        time.sleep(0.25)
+    raise ServiceError(f"{svc.name} not ready after {timeout:.0f}s; log tail:\n{tail(svc.log_path, 40)}")
+
+
+def _stop_supervisor(root: Path) -> None:
+    pid = supervisor_pid(root)
+    if pid is None:
+        return
+    _say("stopping the supervisor...")
+    signal_group_or_pid(pid, signal.SIGTERM)
+    if not wait_dead(pid, 10):
+        signal_group_or_pid(pid, signal.SIGKILL)
+        wait_dead(pid, 5)
+    (root / PID_FILE).unlink(missing_ok=True)
+
+
+# (file, dataset, the time its content is as of). Loaded with ``odc send --as-of``: the events' sequence and
+# occurred_at are that time, so every later ``make run`` re-sends stale or unchanged events and never reverts
+# a commune's change made since (samples/grandlyon/SOURCE.md; bump the time when a file is replaced).
 SAMPLES = (
-    ("samples/grandlyon/toilettes.geojson", "public_toilets"),
-    ("samples/grandlyon/parcs.geojson", "parks_gardens"),
+    ("samples/grandlyon/toilettes.geojson", "public_toilets", "2022-04-01T00:00:00+00:00"),
+    ("samples/grandlyon/parcs.geojson", "parks_gardens", "2022-04-01T00:00:00+00:00"),
 )
 
 
@@ -111,22 +209,30 @@ def cmd_run(root: Path) -> int:
     rc = cmd_up(root)
     if rc:
         return rc
-    for svc in _services(root):
-        was_up = svc.is_running()
-        svc.start()
-        took = svc.wait_ready()
-        _say(f"{svc.name} {'already running' if was_up else 'ready'} on {svc.base_url} ({took:.1f}s)")
+    services = _services(root)
+    was_up = {svc.name: svc.is_running() for svc in services}
+    given_up = [n for n, v in ((read_state(root) or {}).get("services") or {}).items() if v.get("state") == "given-up"]
+    if given_up:  # a new `make run` gives them a fresh start
+        _say(f"the supervisor had given up on {', '.join(given_up)}: restarting it")
+        _stop_supervisor(root)
+    _start_supervisor(root)  # it starts the services that are not running, and restarts any that crash
+    _say(f"supervisor started the services (log {root / 'logs' / 'supervisor.log'})")
+    for svc in services:
+        took = _wait_ready(root, svc)
+        _say(f"{svc.name} {'already running' if was_up[svc.name] else 'ready'} on {svc.base_url} ({took:.1f}s)")
     broker, cluster = _broker(root), _cluster(root)
     env = {
         **os.environ,
         "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
         "ODC_INGEST_DATABASE_URL": cluster.dsn,
         "ODC_DATABASE_URL": cluster.dsn,
+        **{f"ODC_{svc.name.upper()}_URL": svc.base_url for svc in services},
     }
-    for path, dataset in SAMPLES:
-        _say(f"loading {path} into {dataset}...")
+    for path, dataset, as_of in SAMPLES:
+        _say(f"loading {path} into {dataset} (as of {as_of})...")
+        send = ["send", str(REPO_ROOT / path), "--dataset", dataset, "--as-of", as_of]
         subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "send", str(REPO_ROOT / path), "--dataset", dataset],
+            [sys.executable, "-m", "services.cli.main", *send],
             check=True,
             env=env,
             cwd=REPO_ROOT,
@@ -143,7 +249,7 @@ def cmd_run(root: Path) -> int:
             env=env,
             cwd=REPO_ROOT,
         )
-        summary = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
+        summary = json.loads(out.stdout) if out.stdout.strip() else {}  # exits non-zero while one is down
         if summary.get("datasets") and all(
             d["version"] > 0 for d in summary["datasets"] if d["id"] in {s[1] for s in SAMPLES}
         ):
@@ -164,6 +270,7 @@ def cmd_run(root: Path) -> int:
 
 def cmd_down(root: Path) -> int:
     rc = 0
+    _stop_supervisor(root)  # first, or it would restart what is being stopped
     for svc in reversed(_services(root)):
         if svc.is_running():
             _say(f"stopping {svc.name}...")
@@ -210,14 +317,25 @@ def _status(root: Path) -> dict[str, dict[str, object]]:
 
 def cmd_status(root: Path) -> int:
     st: dict = _status(root)
-    st["services"] = {s.name: {"up": s.is_running() and s.ready(), "url": s.base_url} for s in _services(root)}
+    supervised = read_state(root)
+    seen = (supervised or {}).get("services", {})
+    st["services"] = {
+        s.name: {"up": s.is_running() and s.ready(), "url": s.base_url, **seen.get(s.label, {})}
+        for s in _services(root)
+    }
+    st["supervisor"] = {
+        "up": supervised is not None,
+        "metrics": f"http://127.0.0.1:{_env_port('ODC_SUPERVISOR_PORT', DEFAULT_SUPERVISOR_PORT)}/metrics",
+    }
     print(json.dumps(st))
-    return 0 if st["kafka"]["up"] and st["postgres"]["up"] else 3
+    everything = [st["kafka"]["up"], st["postgres"]["up"], st["supervisor"]["up"]]
+    everything += [s["up"] for s in st["services"].values()]
+    return 0 if all(everything) else 3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "run", "down", "status"])
+    parser.add_argument("command", choices=["up", "run", "down", "status", "supervise"])
     parser.add_argument(
         "--root",
         type=Path,
@@ -233,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(root)
         if args.command == "down":
             return cmd_down(root)
+        if args.command == "supervise":
+            return cmd_supervise(root)
         return cmd_status(root)
     except (KafkaSetupError, PostgresSetupError, ServiceError, subprocess.CalledProcessError) as e:
         _say(f"ERROR: {e}")

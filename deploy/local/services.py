@@ -79,6 +79,9 @@ class ServiceProcess:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def argv(self) -> list[str]:
+        return [self.python, "-m", f"services.{self.name}"]
+
     def start(self) -> None:
         if self.is_running():
             return
@@ -87,7 +90,7 @@ class ServiceProcess:
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
-                [self.python, "-m", f"services.{self.name}"],
+                self.argv(),
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log,
@@ -134,6 +137,12 @@ class ServiceProcess:
             signal_group_or_pid(pid, signal.SIGKILL)
             wait_dead(pid, 10)
             self._reap()
+
+    def exit_status(self) -> int | None:
+        """The exit status of the process this handle started, once it has exited (negative: killed by that
+        signal); None while it runs or when another process started it."""
+        proc = getattr(self, "_proc", None)
+        return None if proc is None else proc.poll()
 
     def _reap(self) -> None:
         proc = getattr(self, "_proc", None)

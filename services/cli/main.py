@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,6 +40,14 @@ def send(
     key_file: Annotated[
         Path | None, typer.Option(help="signing key file from `odc key create` (default: the operator's key)")
     ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+            help="the time FILE's content is as of (UTC unless it says): a re-send of the same file as of the same "
+            "time changes nothing and never overwrites a change made after it (default: now)",
+        ),
+    ] = None,
 ) -> None:
     """Publish one upsert event per feature of FILE to the input topic."""
     from services.ingest.domain.source_records import UnreadableFile
@@ -46,7 +55,9 @@ def send(
     from services.ingest.service_layer.ports import PublishFailed
 
     try:
-        summary = run_send(file, dataset, commune, fmt, show_progress=sys.stderr.isatty(), key_file=key_file)
+        summary = run_send(
+            file, dataset, commune, fmt, show_progress=sys.stderr.isatty(), key_file=key_file, as_of=as_of
+        )
     except (SendError, UnreadableFile, PublishFailed) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
@@ -108,14 +119,14 @@ def status(
         str | None, typer.Option(help="INSEE code: what became of this commune's events, per dataset")
     ] = None,
 ) -> None:
-    """Features and latest version per dataset, and whether each service is up."""
+    """Features and latest version per dataset, and whether each service is up (exit 3 if one is down)."""
     if commune is not None:
         commune_status(commune, as_json)
         return
     from services.publish.adapters.status_queries import dataset_status
 
     s = CliSettings()
-    services = [
+    services: list[dict[str, Any]] = [
         {"name": name, "metrics_url": f"{base}/metrics", "up": _probe(f"{base}/healthz")}
         for name, base in (("ingest", s.ingest_url), ("normalise", s.normalise_url), ("publish", s.publish_url))
     ]
@@ -125,8 +136,11 @@ def status(
     except Exception as exc:  # noqa: BLE001 - reported, status must still print
         ds, db_error = [], str(exc).splitlines()[0]
     doc = {"datasets": ds, "services": services, "database": {"up": db_error is None, "error": db_error}}
+    down = db_error is not None or not all(sv["up"] for sv in services)
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
+        if down:
+            raise typer.Exit(3)
         return
     t = Table("dataset", "features", "version")
     for d in ds:
@@ -138,6 +152,8 @@ def status(
     console.print(t2)
     if db_error:
         err.print(f"[red]database unreachable:[/red] {db_error}")
+    if down:
+        raise typer.Exit(3)  # something is down: scripts and `make status` see it in the exit status
 
 
 subscription_commands.register(app)  # odc subscribe, odc subscriptions (webhooks, via the publish API)

@@ -71,6 +71,7 @@ async def send_file(
     *,
     fmt: str | None = None,
     sequence: int | None = None,
+    as_of: datetime | None = None,
     source: str = "odc-send",
     show_progress: bool = False,
     signing_key: SigningKey | None = None,
@@ -89,14 +90,18 @@ async def send_file(
             raise SendError(f"the key {key.key_id} signs for commune {key.commune}, not {commune}")
         commune = key.commune
     started = time.perf_counter()
-    seq = sequence if sequence is not None else time.time_ns() // 1000  # microseconds: later sends win
+    # microseconds: later sends win. A file sent "as of" a time gets that time as its sequence and occurred_at,
+    # so re-sending it is stale or unchanged and never overwrites a change made after that time.
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    seq = sequence if sequence is not None else int(as_of.timestamp() * 1_000_000) if as_of else time.time_ns() // 1000
     events = upsert_events(
         records,
         definition,
         commune=commune,
         source=source,
         sequence=seq,
-        occurred_at=datetime.now(UTC),
+        occurred_at=as_of or datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
     )
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
@@ -123,7 +128,17 @@ def run_send(
     fmt: str | None = None,
     show_progress: bool = True,
     key_file: Path | None = None,
+    as_of: datetime | None = None,
 ) -> SendSummary:
     return asyncio.run(
-        send_file(path, dataset, commune, IngestSettings(), fmt=fmt, show_progress=show_progress, key_file=key_file)
+        send_file(
+            path,
+            dataset,
+            commune,
+            IngestSettings(),
+            fmt=fmt,
+            show_progress=show_progress,
+            key_file=key_file,
+            as_of=as_of,
+        )
     )

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 import shapely
 from sqlalchemy import text
@@ -176,7 +177,7 @@ class PostgisUnitOfWork:
         if not finals:
             return 0
         raw = await self.conn.get_raw_connection()
-        pg = raw.driver_connection
+        pg: Any = raw.driver_connection
         async with pg.cursor() as cur:
             await cur.execute(_STAGE_DDL)
             async with cur.copy("COPY stage_feature FROM STDIN") as cp:

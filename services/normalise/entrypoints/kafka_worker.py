@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -65,10 +66,10 @@ class Health:
     consumer: bool = False
 
 
-def kafka_headers(raw: object) -> tuple[tuple[str, bytes], ...]:
+def kafka_headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     """Headers as pairs of (str, bytes), whatever shape the client gives them in."""
     items = raw.items() if isinstance(raw, dict) else (raw or ())
-    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)  # type: ignore[union-attr]
+    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)
 
 
 def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
@@ -79,7 +80,7 @@ def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
     ]
 
 
-def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:  # type: ignore[type-arg]
+def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:
     return [
         InboundMessage(
             r.value if isinstance(r.value, bytes) else b"",
@@ -140,7 +141,7 @@ class NormaliseWorker:
             log.warning("dissolved %d same-place groups left by the previous model (issue #13)", dissolved)
         self._db_up()
 
-    async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:  # type: ignore[type-arg]
+    async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:
         """Decode, authenticate and normalise, in slices that yield to the event loop between them, so the
         previous batch's transaction (awaiting PostgreSQL) goes on meanwhile."""
         batch = to_inbound(records)

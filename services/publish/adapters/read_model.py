@@ -165,6 +165,7 @@ class PostgresReadModel:
     # -- change feed and history --------------------------------------------------------------------
     async def changes(self, dataset: str, start: FeedPosition | None, since: int, limit: int) -> list[FeedRow]:
         """Up to ``limit`` diff rows after ``start`` (a cursor) or, without one, of versions after ``since``."""
+        params: dict[str, Any]
         if start is None:
             cond, params = "vd.version > :since", {"since": since}
         else:

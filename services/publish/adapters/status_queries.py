@@ -10,7 +10,7 @@ import psycopg
 def dataset_status(database_url: str, dataset_ids: list[str]) -> list[dict[str, Any]]:
     url = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, connect_timeout=5) as conn:
-        features = dict(
+        features: dict[str, int] = dict(
             conn.execute(
                 "SELECT dataset, count(*) FROM canonical_feature WHERE NOT deleted GROUP BY dataset"
             ).fetchall()

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,7 +177,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         started = time.perf_counter()
         try:
             new = await retry_transient(
-                lambda changes=changes: record_changes(changes, uow_factory=uow, clock=clock),
+                functools.partial(record_changes, changes, uow_factory=uow, clock=clock),
                 is_transient=is_transient,
                 what="record changes",
                 on_retry=on_retry,
@@ -379,7 +380,7 @@ class PublishWorker:
         self,
         stopping: Stopping,
         prepare: Callable[[], Awaitable[None]],
-        loops: list[Callable[[], Awaitable[None]]],
+        loops: list[Callable[[], Coroutine[Any, Any, None]]],
         engine: Any,
     ) -> None:
         self.stopping, self.prepare, self.loops, self.engine = stopping, prepare, loops, engine
