@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class CliSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ODC_", extra="ignore")
 
+    # The territory served (docs/validation.md "Territory"), the same ODC_TERRITORY the services read.
+    territory: str = "metropole-de-lyon"
+
     database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
     ingest_url: str = "http://127.0.0.1:6065"
     normalise_url: str = "http://127.0.0.1:6066"

@@ -247,7 +247,9 @@ class EventNormaliser:
 
     def __init__(self, catalogue: DatasetCatalogue) -> None:
         self.catalogue = catalogue
-        self._schemas = {d.id: CompiledSchema(d.table_schema, d.aliases) for d in catalogue}
+        self._schemas = {
+            d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
+        }
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
@@ -314,6 +316,7 @@ class EventNormaliser:
                         definition.boxes,
                         out_of_area=spec.out_of_area,
                         placeholder=spec.placeholder,
+                        area_name=definition.area_name,
                     )
                     geometry = ng.geometry
                     corrections.extend(ng.corrections)
