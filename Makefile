@@ -43,7 +43,7 @@ down:
 	@test -x $(PY) && $(PY) -m deploy.local down || true
 
 status: $(STAMP)
-	@$(PY) -m deploy.local status; $(PY) -m services.cli.main status
+	@$(PY) -m deploy.local status --with-odc
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider

@@ -6,9 +6,11 @@ stops everything.
 
 Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
 Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
-Ports: Kafka 19092 (controller 19093), Postgres 15432; override with ODC_KAFKA_PORT,
-ODC_KAFKA_CONTROLLER_PORT, ODC_PG_PORT. ``status`` prints JSON
-``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}}``.
+Ports: Kafka 19092 (controller 19093), Postgres 15432, the services 6065-6067; ONE setting moves them all:
+``ODC_PORT_BASE=N`` uses N..N+5 (services/contract/local_ports.py), and every ``odc`` command follows the same
+variable. A stack already running is found where it runs (its data dir and pid files record its ports).
+``status`` prints JSON ``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}, "services": {...}}``, then
+``odc status`` pointed at those same addresses.
 Exit codes: 0 ok; 1 a service failed to start/stop; ``status`` exits 3 if either is down.
 """
 
@@ -27,20 +29,18 @@ from deploy.local.kafka import KafkaBroker, KafkaSetupError, ensure_kafka_jars, 
 from deploy.local.kafka import _libs_complete as _kafka_libs_complete
 from deploy.local.ports import port_open
 from deploy.local.postgres import PostgresCluster, PostgresSetupError
-from deploy.local.services import DEFAULT_PORTS, SERVICE_NAMES, ServiceError, ServiceProcess, service_env
-
-DEFAULT_KAFKA_PORT = 19092
-DEFAULT_KAFKA_CONTROLLER_PORT = 19093
-DEFAULT_PG_PORT = 15432
+from deploy.local.services import SERVICE_NAMES, ServiceError, ServiceProcess, service_env
+from services.contract.local_ports import PORT_BASE_VARIABLE, LocalPorts, local_ports
 
 
 def _say(msg: str) -> None:
     print(f"[deploy.local] {msg}", file=sys.stderr, flush=True)
 
 
-def _env_port(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
+def _ports() -> LocalPorts:
+    """The ports ``ODC_PORT_BASE`` asks for (unset: the defaults)."""
+    raw = os.environ.get(PORT_BASE_VARIABLE, "").strip()
+    return local_ports(int(raw) if raw else None)
 
 
 def _broker(root: Path) -> KafkaBroker:
@@ -49,11 +49,8 @@ def _broker(root: Path) -> KafkaBroker:
         existing = KafkaBroker.from_data_dir(data)
         if existing.is_running():
             return existing
-    return KafkaBroker(
-        data,
-        _env_port("ODC_KAFKA_PORT", DEFAULT_KAFKA_PORT),
-        _env_port("ODC_KAFKA_CONTROLLER_PORT", DEFAULT_KAFKA_CONTROLLER_PORT),
-    )
+    ports = _ports()
+    return KafkaBroker(data, ports.kafka, ports.kafka_controller)
 
 
 def _cluster(root: Path) -> PostgresCluster:
@@ -62,7 +59,7 @@ def _cluster(root: Path) -> PostgresCluster:
         existing = PostgresCluster.from_data_dir(data)
         if existing.is_running():
             return existing
-    return PostgresCluster(data, _env_port("ODC_PG_PORT", DEFAULT_PG_PORT))
+    return PostgresCluster(data, _ports().postgres)
 
 
 def cmd_up(root: Path) -> int:
@@ -95,7 +92,7 @@ def _services(root: Path) -> list[ServiceProcess]:
     broker, cluster = _broker(root), _cluster(root)
     out = []
     for name in SERVICE_NAMES:
-        port = _env_port(f"ODC_{name.upper()}_WEB_PORT", DEFAULT_PORTS[name])
+        port = ServiceProcess(name, root, 0).recorded_port() or _ports().web(name)
         env = service_env(name, kafka_bootstrap=broker.bootstrap, database_url=cluster.dsn, port=port)
         out.append(ServiceProcess(name, root, port, env))
     return out
@@ -117,12 +114,7 @@ def cmd_run(root: Path) -> int:
         took = svc.wait_ready()
         _say(f"{svc.name} {'already running' if was_up else 'ready'} on {svc.base_url} ({took:.1f}s)")
     broker, cluster = _broker(root), _cluster(root)
-    env = {
-        **os.environ,
-        "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "ODC_INGEST_DATABASE_URL": cluster.dsn,
-        "ODC_DATABASE_URL": cluster.dsn,
-    }
+    env = odc_env(root)
     for path, dataset in SAMPLES:
         _say(f"loading {path} into {dataset}...")
         subprocess.run(
@@ -208,16 +200,33 @@ def _status(root: Path) -> dict[str, dict[str, object]]:
     }
 
 
-def cmd_status(root: Path) -> int:
+def odc_env(root: Path) -> dict[str, str]:
+    """The environment that points ``odc`` at this stack, wherever it runs (what make run and make status use)."""
+    broker, cluster = _broker(root), _cluster(root)
+    env = {
+        **os.environ,
+        "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "ODC_INGEST_DATABASE_URL": cluster.dsn,
+        "ODC_DATABASE_URL": cluster.dsn,
+    }
+    env.update({f"ODC_{s.name.upper()}_URL": s.base_url for s in _services(root)})
+    return env
+
+
+def cmd_status(root: Path, with_odc: bool = False) -> int:
     st: dict = _status(root)
     st["services"] = {s.name: {"up": s.is_running() and s.ready(), "url": s.base_url} for s in _services(root)}
-    print(json.dumps(st))
+    print(json.dumps(st), flush=True)
+    if with_odc:  # `make status`: the pipeline's own view, of the same addresses
+        cmd = [sys.executable, "-m", "services.cli.main", "status"]
+        subprocess.run(cmd, check=False, env=odc_env(root), cwd=REPO_ROOT)
     return 0 if st["kafka"]["up"] and st["postgres"]["up"] else 3
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "run", "down", "status"])
+    parser.add_argument("--with-odc", action="store_true", help="status: then `odc status` on the same addresses")
     parser.add_argument(
         "--root",
         type=Path,
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(root)
         if args.command == "down":
             return cmd_down(root)
-        return cmd_status(root)
+        return cmd_status(root, args.with_odc)
     except (KafkaSetupError, PostgresSetupError, ServiceError, subprocess.CalledProcessError) as e:
         _say(f"ERROR: {e}")
         return 1
