@@ -87,29 +87,33 @@ def _box(text: str) -> Box | None:
 
 
 @lru_cache(maxsize=1)
-def read_communes(path: Path = COMMUNES_FILE) -> tuple[CommuneEntry, ...]:
-    """Every code of the bundled COG (about 37,600 rows)."""
+def _rows(path: Path = COMMUNES_FILE) -> tuple[tuple[str, ...], ...]:
+    """The bundled COG's rows as text (split only: a territory parses the few rows it needs)."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         if header[:3] != ["code", "name", "kind"]:
             raise TerritoryError(f"{path.name}: unexpected header {header}")
-        out = []
-        for line in f:
-            code, name, kind, parent, dep, epci, pop, bbox, former = line.rstrip("\n").split("\t")
-            out.append(
-                CommuneEntry(
-                    code,
-                    name,
-                    kind,
-                    parent,
-                    dep,
-                    epci,
-                    int(pop) if pop else None,
-                    _box(bbox),
-                    tuple(former.split(";")) if former else (),
-                )
-            )
-    return tuple(out)
+        return tuple(tuple(line.rstrip("\n").split("\t")) for line in f)
+
+
+def _entry(row: tuple[str, ...]) -> CommuneEntry:
+    code, name, kind, parent, dep, epci, pop, bbox, former = row
+    return CommuneEntry(
+        code,
+        name,
+        kind,
+        parent,
+        dep,
+        epci,
+        int(pop) if pop else None,
+        _box(bbox),
+        tuple(former.split(";")) if former else (),
+    )
+
+
+def read_communes() -> tuple[CommuneEntry, ...]:
+    """Every code of the bundled COG (about 37,600 rows)."""
+    return tuple(_entry(r) for r in _rows())
 
 
 @lru_cache(maxsize=1)
@@ -160,19 +164,20 @@ def _bbox_polygon(b: Box) -> dict[str, Any]:
 
 def build_territory(spec: dict[str, Any], tid: str, base: Path) -> Territory:
     """A territory from a territory file's content (``base``: the folder relative paths are read from)."""
-    entries = read_communes()
+    rows = _rows()
     groups = _groups()
+    # row: code, name, kind, parent, departement, epci, ...
     if "epci" in spec:
         siren = str(spec["epci"])
-        current = {e.code for e in entries if e.kind == "C" and e.epci == siren}
+        current = {r[0] for r in rows if r[2] == "C" and r[5] == siren}
         default_name = groups["epci"].get(siren, siren)
     elif "departement" in spec:
         dep = str(spec["departement"]).upper()
-        current = {e.code for e in entries if e.kind == "C" and e.departement == dep}
+        current = {r[0] for r in rows if r[2] == "C" and r[4] == dep}
         default_name = groups["departements"].get(dep, dep)
     elif "communes" in spec:
         current = {str(c) for c in spec["communes"]}
-        known = {e.code for e in entries if e.kind == "C"}
+        known = {r[0] for r in rows if r[2] == "C"}
         unknown = sorted(current - known)
         if unknown:
             raise TerritoryError(f"{tid}: not current communes of the COG: {', '.join(unknown[:10])}")
@@ -181,6 +186,7 @@ def build_territory(spec: dict[str, Any], tid: str, base: Path) -> Territory:
         raise TerritoryError(f"{tid}: a territory names its communes by 'epci', 'departement' or 'communes'")
     if not current:
         raise TerritoryError(f"{tid}: no commune of the COG belongs to it")
+    entries = tuple(_entry(r) for r in rows if (r[0] if r[2] == "C" else r[3]) in current)
     codes, heads = _members(current, entries)
     boxes = [e.bbox for e in entries if e.code in codes and e.kind in ("C", "M") and e.bbox is not None]
     if "boundaries" in spec:
