@@ -200,3 +200,11 @@ def test_a_territory_file_lists_its_communes(tmp_path) -> None:  # type: ignore[
     bad.write_text(json.dumps({"name": "x", "communes": ["99999"]}), encoding="utf-8")
     with pytest.raises(TerritoryError):
         load_territory(str(bad))
+
+
+def test_a_malformed_sending_commune_is_told_with_an_example_of_the_territory(montpellier: EventNormaliser) -> None:
+    bad = montpellier.normalise(toilet("3417", MONTPELLIER_COMEDIE, codinsee="34172"), NOW)
+    assert isinstance(bad, Invalid)
+    (err,) = [e for e in bad.errors if e.field == "commune"]
+    assert err.message_en == "commune: not an INSEE code (5 characters, e.g. 34172)"
+    assert "par exemple 34172" in err.message_fr
