@@ -208,3 +208,32 @@ def test_a_malformed_sending_commune_is_told_with_an_example_of_the_territory(mo
     (err,) = [e for e in bad.errors if e.field == "commune"]
     assert err.message_en == "commune: not an INSEE code (5 characters, e.g. 34172)"
     assert "par exemple 34172" in err.message_fr
+
+
+def test_the_publisher_names_the_territory(montpellier: EventNormaliser) -> None:
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from services.publish.domain import dcat
+    from services.publish.entrypoints.http_api import build_api
+    from services.publish.metrics import PublishMetrics
+
+    registry = CollectorRegistry()
+    app = build_api(
+        base_url="http://odc.test",
+        catalogue=montpellier.catalogue,
+        read_model=None,  # type: ignore[arg-type]  # the landing page reads nothing
+        subscriptions=None,  # type: ignore[arg-type]
+        delivery_store_factory=None,  # type: ignore[arg-type]
+        resolver=None,  # type: ignore[arg-type]
+        clock=None,  # type: ignore[arg-type]
+        metrics=PublishMetrics(registry),
+        registry=registry,
+        health={"database": True},
+        tokens=None,  # type: ignore[arg-type]
+    )
+    with TestClient(app) as client:
+        assert client.get("/ogc").json()["title"] == "odc — OpenData des communes (Montpellier Méditerranée Métropole)"
+    doc = dcat.catalogue_document("http://h", [], None, montpellier.catalogue.territory.name)
+    assert doc["dct:publisher"]["foaf:name"] == "Montpellier Méditerranée Métropole — OpenData des communes"
+    assert dcat.catalogue_document("http://h", [], None)["dct:publisher"]["foaf:name"].startswith("Métropole de Lyon")
