@@ -12,12 +12,23 @@ from pathlib import Path
 import pytest
 
 from deploy.local.__main__ import _broker, _cluster, _services, odc_env
+from deploy.local.ports import port_open
 from services.cli.settings import CliSettings
 from services.contract.local_ports import DEFAULT_PORTS, local_ports
 from services.ingest.settings import IngestSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = 41200  # nothing is started on these ports: the tests read which addresses the commands use
+
+
+def _quiet_base() -> int:
+    """A base whose six ports nobody listens on: the tests read which addresses the commands use."""
+    for base in range(41200, 42400, 6):
+        if not any(port_open(base + i) for i in range(6)):
+            return base
+    raise AssertionError("no six quiet ports between 41200 and 42400")
+
+
+BASE = _quiet_base()
 
 
 def test_unset_the_ports_are_the_historical_ones(monkeypatch: pytest.MonkeyPatch) -> None:
