@@ -45,7 +45,7 @@ down:
 
 # exits non-zero when anything is down (a service, the supervisor, Kafka, PostgreSQL)
 status: $(STAMP)
-	@rc=0; $(PY) -m deploy.local status --root $(RUN_ROOT) || rc=$$?; $(PY) -m services.cli.main status || rc=$$?; exit $$rc
+	@$(PY) -m deploy.local status --root $(RUN_ROOT) --with-odc
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider

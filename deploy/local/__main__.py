@@ -4,13 +4,16 @@
 they are ready, starts the supervisor that restarts a crashed service (deploy/local/supervisor.py), loads
 the bundled samples and prints a summary (what ``make run`` does); ``down`` stops everything.
 ``supervise`` is the supervisor itself (``run`` starts it in the background; metrics on
-ODC_SUPERVISOR_PORT, default 6068).
+ODC_SUPERVISOR_PORT, default ODC_PORT_BASE+6 or 6068).
 
 Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
 Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
-Ports: Kafka 19092 (controller 19093), Postgres 15432; override with ODC_KAFKA_PORT,
-ODC_KAFKA_CONTROLLER_PORT, ODC_PG_PORT. ``status`` prints JSON
-``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}, "services": {...}, "supervisor": {...}}``.
+Ports: Kafka 19092 (controller 19093), Postgres 15432, the services 6065-6067; ONE setting moves them all:
+``ODC_PORT_BASE=N`` uses N..N+6 (services/contract/local_ports.py), and every ``odc`` command follows the same
+variable. A stack already running is found where it runs (its data dir and pid files record its ports).
+``status`` prints JSON
+``{"kafka": {"up", "bootstrap"}, "postgres": {"up", "dsn"}, "services": {...}, "supervisor": {...}}``, then
+(``--with-odc``, what ``make status`` runs) ``odc status`` pointed at those same addresses.
 Exit codes: 0 ok; 1 a service failed to start/stop; ``status`` exits 3 if anything is down (Kafka,
 PostgreSQL, one of the three services, or the supervisor).
 """
@@ -37,13 +40,9 @@ from deploy.local.kafka import _libs_complete as _kafka_libs_complete
 from deploy.local.ports import port_open
 from deploy.local.postgres import PostgresCluster, PostgresSetupError
 from deploy.local.restart_policy import RestartPolicy
-from deploy.local.services import DEFAULT_PORTS, SERVICE_NAMES, ServiceError, ServiceProcess, service_env
+from deploy.local.services import SERVICE_NAMES, ServiceError, ServiceProcess, service_env
 from deploy.local.supervisor import PID_FILE, STATE_FILE, Supervisor, SupervisorMetrics, read_state, supervisor_pid
-
-DEFAULT_KAFKA_PORT = 19092
-DEFAULT_KAFKA_CONTROLLER_PORT = 19093
-DEFAULT_PG_PORT = 15432
-DEFAULT_SUPERVISOR_PORT = 6068
+from services.contract.local_ports import PORT_BASE_VARIABLE, LocalPorts, local_ports
 
 
 def _say(msg: str) -> None:
@@ -55,17 +54,20 @@ def _env_port(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _ports() -> LocalPorts:
+    """The ports ``ODC_PORT_BASE`` asks for (unset: the defaults)."""
+    raw = os.environ.get(PORT_BASE_VARIABLE, "").strip()
+    return local_ports(int(raw) if raw else None)
+
+
 def _broker(root: Path) -> KafkaBroker:
     data = root / "kafka"
     if (data / "broker.json").is_file():
         existing = KafkaBroker.from_data_dir(data)
         if existing.is_running():
             return existing
-    return KafkaBroker(
-        data,
-        _env_port("ODC_KAFKA_PORT", DEFAULT_KAFKA_PORT),
-        _env_port("ODC_KAFKA_CONTROLLER_PORT", DEFAULT_KAFKA_CONTROLLER_PORT),
-    )
+    ports = _ports()
+    return KafkaBroker(data, ports.kafka, ports.kafka_controller)
 
 
 def _cluster(root: Path) -> PostgresCluster:
@@ -74,7 +76,7 @@ def _cluster(root: Path) -> PostgresCluster:
         existing = PostgresCluster.from_data_dir(data)
         if existing.is_running():
             return existing
-    return PostgresCluster(data, _env_port("ODC_PG_PORT", DEFAULT_PG_PORT))
+    return PostgresCluster(data, _ports().postgres)
 
 
 def cmd_up(root: Path) -> int:
@@ -107,7 +109,7 @@ def _services(root: Path) -> list[ServiceProcess]:
     broker, cluster = _broker(root), _cluster(root)
     out = []
     for name in SERVICE_NAMES:
-        port = _env_port(f"ODC_{name.upper()}_WEB_PORT", DEFAULT_PORTS[name])
+        port = ServiceProcess(name, root, 0).recorded_port() or _ports().web(name)
         env = service_env(name, kafka_bootstrap=broker.bootstrap, database_url=cluster.dsn, port=port)
         out.append(ServiceProcess(name, root, port, env))
     return out
@@ -128,7 +130,7 @@ def cmd_supervise(root: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     registry = CollectorRegistry()
     metrics = SupervisorMetrics(registry)
-    port = _env_port("ODC_SUPERVISOR_PORT", DEFAULT_SUPERVISOR_PORT)
+    port = _env_port("ODC_SUPERVISOR_PORT", _ports().supervisor)
     start_http_server(port, addr="127.0.0.1", registry=registry)
     supervisor = Supervisor(_services(root), _restart_policy(), metrics, root / STATE_FILE)
     stop = threading.Event()
@@ -221,13 +223,7 @@ def cmd_run(root: Path) -> int:
         took = _wait_ready(root, svc)
         _say(f"{svc.name} {'already running' if was_up[svc.name] else 'ready'} on {svc.base_url} ({took:.1f}s)")
     broker, cluster = _broker(root), _cluster(root)
-    env = {
-        **os.environ,
-        "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "ODC_INGEST_DATABASE_URL": cluster.dsn,
-        "ODC_DATABASE_URL": cluster.dsn,
-        **{f"ODC_{svc.name.upper()}_URL": svc.base_url for svc in services},
-    }
+    env = odc_env(root)
     for path, dataset, as_of in SAMPLES:
         _say(f"loading {path} into {dataset} (as of {as_of})...")
         send = ["send", str(REPO_ROOT / path), "--dataset", dataset, "--as-of", as_of]
@@ -315,7 +311,20 @@ def _status(root: Path) -> dict[str, dict[str, object]]:
     }
 
 
-def cmd_status(root: Path) -> int:
+def odc_env(root: Path) -> dict[str, str]:
+    """The environment that points ``odc`` at this stack, wherever it runs (what make run and make status use)."""
+    broker, cluster = _broker(root), _cluster(root)
+    env = {
+        **os.environ,
+        "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "ODC_INGEST_DATABASE_URL": cluster.dsn,
+        "ODC_DATABASE_URL": cluster.dsn,
+    }
+    env.update({f"ODC_{s.name.upper()}_URL": s.base_url for s in _services(root)})
+    return env
+
+
+def cmd_status(root: Path, with_odc: bool = False) -> int:
     st: dict = _status(root)
     supervised = read_state(root)
     seen = (supervised or {}).get("services", {})
@@ -325,17 +334,23 @@ def cmd_status(root: Path) -> int:
     }
     st["supervisor"] = {
         "up": supervised is not None,
-        "metrics": f"http://127.0.0.1:{_env_port('ODC_SUPERVISOR_PORT', DEFAULT_SUPERVISOR_PORT)}/metrics",
+        "metrics": f"http://127.0.0.1:{_env_port('ODC_SUPERVISOR_PORT', _ports().supervisor)}/metrics",
     }
-    print(json.dumps(st))
+    print(json.dumps(st), flush=True)
     everything = [st["kafka"]["up"], st["postgres"]["up"], st["supervisor"]["up"]]
     everything += [s["up"] for s in st["services"].values()]
-    return 0 if all(everything) else 3
+    rc = 0 if all(everything) else 3
+    if with_odc:  # `make status`: the pipeline's own view, of the same addresses
+        cmd = [sys.executable, "-m", "services.cli.main", "status"]
+        odc = subprocess.run(cmd, check=False, env=odc_env(root), cwd=REPO_ROOT)
+        rc = rc or odc.returncode
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "run", "down", "status", "supervise"])
+    parser.add_argument("--with-odc", action="store_true", help="status: then `odc status` on the same addresses")
     parser.add_argument(
         "--root",
         type=Path,
@@ -353,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_down(root)
         if args.command == "supervise":
             return cmd_supervise(root)
-        return cmd_status(root)
+        return cmd_status(root, args.with_odc)
     except (KafkaSetupError, PostgresSetupError, ServiceError, subprocess.CalledProcessError) as e:
         _say(f"ERROR: {e}")
         return 1

@@ -22,7 +22,6 @@ from deploy.local import REPO_ROOT
 from deploy.local._proc import pid_alive, signal_group_or_pid, tail, wait_dead
 
 SERVICE_NAMES = ("ingest", "normalise", "publish")
-DEFAULT_PORTS = {"ingest": 6065, "normalise": 6066, "publish": 6067}
 
 
 class ServiceError(RuntimeError):
@@ -81,6 +80,15 @@ class ServiceProcess:
 
     def argv(self) -> list[str]:
         return [self.python, "-m", f"services.{self.name}"]
+
+    def recorded_port(self) -> int | None:
+        """The port the running process was started on (its pid file records it), or None."""
+        if self.pid() is None:
+            return None
+        try:
+            return int(json.loads(self.pid_path.read_text().splitlines()[1])["port"])
+        except (OSError, ValueError, IndexError, KeyError, TypeError):
+            return None
 
     def start(self) -> None:
         if self.is_running():

@@ -71,7 +71,7 @@ def send(
 @app.command()
 def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List the canonical datasets of the catalogue."""
-    cat = DatasetCatalogue.load()
+    cat = DatasetCatalogue.load(territory=CliSettings().territory)
     rows = [
         {
             "id": d.id,
@@ -86,9 +86,18 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-reada
     if as_json:
         console.print_json(json.dumps(rows, ensure_ascii=False))
         return
-    table = Table("id", "title", "geometry", "identity field", "national schema")
+    # Readable at 80 columns: no vertical rules, ids and the short columns never cut, titles and schema names
+    # wrap (tests/unit/test_cli_datasets.py).
+    # (the national schema's repository is in --json; the table shows its name and version)
+    table = Table(box=None, padding=(0, 2, 0, 0), caption=f"territory: {cat.territory.name}")
+    table.add_column("id", no_wrap=True, min_width=max(len(r["id"]) for r in rows))
+    table.add_column("title", min_width=max(len(w) for r in rows for w in r["title"].split()))
+    table.add_column("geometry", no_wrap=True)
+    table.add_column("identity", no_wrap=True)
+    table.add_column("national schema", overflow="fold")
     for r in rows:
-        table.add_row(r["id"], r["title"], r["geometry"], r["identity"], r["national_schema"] or "—")
+        schema = (r["national_schema"] or "—").rsplit("/", 1)[-1]
+        table.add_row(r["id"], r["title"], r["geometry"], r["identity"], schema)
     console.print(table)
 
 

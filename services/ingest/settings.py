@@ -3,13 +3,23 @@ environment variables prefixed ODC_INGEST_."""
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.contract.local_ports import local_ports
 
 
 class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ODC_INGEST_", extra="ignore")
 
+    # The territory served (docs/validation.md "Territory"): ONE deployment setting, ODC_TERRITORY, read by
+    # every service and by `odc`. metropole-de-lyon (default), montpellier-mediterranee-metropole, an EPCI
+    # SIREN, departement:XX, or the path of a territory file.
+    territory: str = Field("metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
+
+    # ODC_PORT_BASE: the local stack moved to other ports (services/contract/local_ports.py); the broker, the
+    # database and the web port not given explicitly follow it (`odc send`, `odc key`, `odc connector`...).
+    port_base: int | None = Field(None, validation_alias=AliasChoices("ODC_PORT_BASE"))
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
     topic_change_events: str = "odc.change-events"
@@ -36,3 +46,16 @@ class IngestSettings(BaseSettings):
     connector_max_delete_share: float = 0.5  # default guard for new connectors
     connector_fetch_timeout_seconds: float = 60.0
     connector_max_snapshot_bytes: int = 200 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _follow_port_base(self) -> IngestSettings:
+        if self.port_base is not None:
+            ports = local_ports(self.port_base)
+            given = set(self.model_fields_set)
+            if "kafka_bootstrap" not in given:
+                self.kafka_bootstrap = ports.kafka_bootstrap
+            if "database_url" not in given:
+                self.database_url = SecretStr(ports.database_url)
+            if "web_port" not in given:
+                self.web_port = ports.ingest
+        return self

@@ -60,6 +60,7 @@ class Pipeline:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     codecs: Codecs = field(default_factory=Codecs)
     _admin_key: SigningKey | None = None
+    input_topic: str = TOPICS["input"]  # where produce() writes (another pipeline on the same broker: another topic)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, names: tuple[str, ...] = SERVICE_NAMES, extra_env: dict[str, str] | None = None) -> None:
@@ -127,7 +128,7 @@ class Pipeline:
                 for i, v in enumerate(values):
                     pending.append(
                         await p.send(
-                            TOPICS["input"],
+                            self.input_topic,
                             value=v,
                             key=(keys[i] if keys else None),
                             headers=(headers[i] if headers else None),

@@ -313,7 +313,7 @@ def connector_run(
                         max_bytes=settings.connector_max_snapshot_bytes,
                     ),
                     sink=publisher,
-                    catalogue=DatasetCatalogue.load(),
+                    catalogue=DatasetCatalogue.load(territory=settings.territory),
                     clock=_Clock(),
                     new_id=lambda: str(uuid.uuid4()),
                     dry_run=dry_run,

@@ -104,7 +104,7 @@ def build_app(
     connector scheduler."""
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
-    catalogue = catalogue or DatasetCatalogue.load()
+    catalogue = catalogue or DatasetCatalogue.load(territory=settings.territory)
     clock = SystemClock()
     buckets = TokenBuckets(settings.rate_limit_records_per_second, settings.rate_limit_burst_records)
     limits = PushLimits(max_records=settings.max_records_per_request)

@@ -77,7 +77,7 @@ async def send_file(
     signing_key: SigningKey | None = None,
     key_file: Path | None = None,
 ) -> SendSummary:
-    catalogue = DatasetCatalogue.load()
+    catalogue = DatasetCatalogue.load(territory=settings.territory)
     definition = catalogue.get(dataset)
     if definition is None:
         raise SendError(f"unknown dataset {dataset!r}; known: {', '.join(catalogue.ids())}")

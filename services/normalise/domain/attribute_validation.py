@@ -306,7 +306,10 @@ def _bound(spec: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
-def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], None]]:
+def _constraint_checks(
+    spec: Mapping[str, Any], pattern_words: tuple[str, str] | None = None
+) -> list[Callable[[Canonical], None]]:
+    """``pattern_words``: how a valid value is written (en, fr), shown instead of the pattern."""
     c = spec.get("constraints", {})
     checks: list[Callable[[Canonical], None]] = []
     if "enum" in c:
@@ -330,6 +333,8 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
         rx = re.compile(c["pattern"])
 
         def check_pattern(v: Canonical) -> None:
+            if isinstance(v, str) and not rx.fullmatch(v) and pattern_words is not None:
+                raise _Invalid("pattern", f"expected {pattern_words[0]}", f"attendu : {pattern_words[1]}")
             if isinstance(v, str) and not rx.fullmatch(v):
                 raise _Invalid(
                     "pattern", f"does not match the pattern {c['pattern']}", f"ne respecte pas le motif {c['pattern']}"
@@ -397,8 +402,10 @@ class CompiledSchema:
         aliases: Mapping[str, tuple[str, ...]] | None = None,
         *,
         lenient: bool = True,
+        pattern_words: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.lenient = lenient
+        words = pattern_words or {}
         self.missing = frozenset(table_schema.get("missingValues", [""]))
         pk = table_schema.get("primaryKey") or []
         self.primary_key = frozenset([pk] if isinstance(pk, str) else pk)
@@ -408,7 +415,7 @@ class CompiledSchema:
                 # Table Schema: primary key fields are implicitly required
                 required=bool(f.get("constraints", {}).get("required", False)) or f["name"] in self.primary_key,
                 cast=_caster(f, lenient),
-                checks=tuple(_constraint_checks(f)),
+                checks=tuple(_constraint_checks(f, words.get(f["name"]))),
             )
             for f in table_schema["fields"]
         )

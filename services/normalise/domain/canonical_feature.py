@@ -130,7 +130,8 @@ def printable(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
-def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
+def _envelope_errors(ev: ChangeEvent, now: datetime, example: str = "69123") -> list[FieldError]:
+    """``example``: a commune code of the territory, shown in the message on a malformed commune."""
     errs: list[FieldError] = []
     if not ev.event_id or len(ev.event_id) > MAX_ID_LEN or _CONTROL.search(ev.event_id):
         errs.append(
@@ -158,8 +159,8 @@ def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
         errs.append(
             FieldError(
                 "insee",
-                "commune: not an INSEE code (5 characters)",
-                "commune : ce n'est pas un code INSEE (5 caractères)",
+                f"commune: not an INSEE code (5 characters, e.g. {example})",
+                f"commune : ce n'est pas un code INSEE (5 caractères, par exemple {example})",
                 "commune",
                 printable(ev.commune[:50]),
             )
@@ -247,7 +248,9 @@ class EventNormaliser:
 
     def __init__(self, catalogue: DatasetCatalogue) -> None:
         self.catalogue = catalogue
-        self._schemas = {d.id: CompiledSchema(d.table_schema, d.aliases) for d in catalogue}
+        self._schemas = {
+            d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
+        }
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
@@ -267,7 +270,7 @@ class EventNormaliser:
                     ),
                 ),
             )
-        envelope = _envelope_errors(ev, now)
+        envelope = _envelope_errors(ev, now, self.catalogue.territory.example)
         if envelope and ev.operation is Operation.DELETE:
             return Invalid(ev, "invalid_envelope", "; ".join(e.message_en for e in envelope), tuple(envelope))
         key = FeatureKey(ev.dataset, ev.commune, ev.feature_id)
@@ -314,6 +317,7 @@ class EventNormaliser:
                         definition.boxes,
                         out_of_area=spec.out_of_area,
                         placeholder=spec.placeholder,
+                        area_name=definition.area_name,
                     )
                     geometry = ng.geometry
                     corrections.extend(ng.corrections)

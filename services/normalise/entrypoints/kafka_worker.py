@@ -99,7 +99,7 @@ class NormaliseWorker:
         self.registry = registry or CollectorRegistry()
         self.metrics = NormaliseMetrics(self.registry)
         self.codecs = Codecs()
-        self.normaliser = EventNormaliser(DatasetCatalogue.load())
+        self.normaliser = EventNormaliser(DatasetCatalogue.load(territory=settings.territory))
         self.compared_fields = {
             d.id: d.same_place.compared_fields for d in self.normaliser.catalogue if d.same_place.distance_m > 0
         }

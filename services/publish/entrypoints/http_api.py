@@ -567,7 +567,7 @@ def build_api(
     # -- DCAT ----------------------------------------------------------------------------------------
     async def dcat_node(d: DatasetDefinition, latest: int) -> dict[str, Any]:
         versions = await read_model.versions(d.id, latest + 1, 50, newest_first=True) if latest else []
-        return dcat.dataset_node(base, d, versions, latest)
+        return dcat.dataset_node(base, d, versions, latest, catalogue.territory.name)
 
     @app.get(
         "/datasets/{dataset}/dcat",
@@ -589,12 +589,12 @@ def build_api(
         states = await read_model.datasets()
         nodes = [await dcat_node(d, states[d.id].last_version if d.id in states else 0) for d in catalogue]
         modified = max((s.updated_at for s in states.values()), default=None)
-        return JSONResponse(dcat.catalogue_document(base, nodes, modified), media_type=JSONLD)
+        return JSONResponse(dcat.catalogue_document(base, nodes, modified, catalogue.territory.name), media_type=JSONLD)
 
     # -- OGC API – Features --------------------------------------------------------------------------
     @app.get("/ogc", summary="OGC API – Features landing page", tags=["OGC API – Features"])
     async def ogc_landing() -> dict[str, Any]:
-        return ogc_features.landing_page(ogc, f"{base}/openapi.json")
+        return ogc_features.landing_page(ogc, f"{base}/openapi.json", catalogue.territory.name)
 
     @app.get("/ogc/conformance", summary="OGC API – Features conformance classes", tags=["OGC API – Features"])
     async def ogc_conformance() -> dict[str, Any]:

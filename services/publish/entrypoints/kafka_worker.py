@@ -78,7 +78,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
     registry = registry or CollectorRegistry()
     metrics = PublishMetrics(registry)
     codecs = Codecs()
-    catalogue = DatasetCatalogue.load()
+    catalogue = DatasetCatalogue.load(territory=settings.territory)
     engine = make_engine(settings.database_url.get_secret_value())
     clock = SystemClock()
     health = {"database": False, "relay": False}
