@@ -72,13 +72,13 @@ def send(
 def datasets(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
     """List the canonical datasets of the catalogue."""
     cat = DatasetCatalogue.load(territory=CliSettings().territory)
-    rows = [
+    rows: list[dict[str, str]] = [
         {
             "id": d.id,
             "title": d.title_fr,
             "geometry": d.geometry.type,
             "identity": d.identity_field,
-            "national_schema": f"{d.national_schema.name} {d.national_schema.version}" if d.national_schema else None,
+            "national_schema": f"{d.national_schema.name} {d.national_schema.version}" if d.national_schema else "",
             "carrier": d.geometry.carrier,
         }
         for d in cat

@@ -15,11 +15,11 @@ class IngestSettings(BaseSettings):
     # The territory served (docs/validation.md "Territory"): ONE deployment setting, ODC_TERRITORY, read by
     # every service and by `odc`. metropole-de-lyon (default), montpellier-mediterranee-metropole, an EPCI
     # SIREN, departement:XX, or the path of a territory file.
-    territory: str = Field("metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
+    territory: str = Field(default="metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
 
     # ODC_PORT_BASE: the local stack moved to other ports (services/contract/local_ports.py); the broker, the
     # database and the web port not given explicitly follow it (`odc send`, `odc key`, `odc connector`...).
-    port_base: int | None = Field(None, validation_alias=AliasChoices("ODC_PORT_BASE"))
+    port_base: int | None = Field(default=None, validation_alias=AliasChoices("ODC_PORT_BASE"))
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
     topic_change_events: str = "odc.change-events"

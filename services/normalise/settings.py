@@ -12,7 +12,7 @@ class NormaliseSettings(BaseSettings):
     # The territory served (docs/validation.md "Territory"): ONE deployment setting, ODC_TERRITORY, read by
     # every service and by `odc`. metropole-de-lyon (default), montpellier-mediterranee-metropole, an EPCI
     # SIREN, departement:XX, or the path of a territory file.
-    territory: str = Field("metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
+    territory: str = Field(default="metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
