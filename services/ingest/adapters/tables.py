@@ -75,6 +75,21 @@ connector_run = Table(
 )
 Index("connector_run_by_connector", connector_run.c.connector, connector_run.c.id)
 
+# Source profiles (services/ingest/domain/source_profiles.py): a commune's file layout per (commune, dataset,
+# source), each save a new version. commune '*' is a Métropole profile whose file names each record's commune.
+source_profile = Table(
+    "source_profile",
+    metadata,
+    Column("commune", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("profile", JSONB, nullable=False),
+    Column("saved_by", Text, nullable=False, server_default=""),
+    Column("saved_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("commune", "dataset", "source", "version", name="source_profile_pk"),
+)
+
 
 async def create_ingest_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:

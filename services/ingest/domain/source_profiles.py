@@ -283,3 +283,11 @@ def profile_from_dict(doc: Mapping[str, Any]) -> SourceProfile:
         if isinstance(exc, ProfileError):
             raise
         raise ProfileError(f"malformed profile: {exc!r}") from exc
+
+
+def apply_to_records(
+    profile: SourceProfile, records: list[SourceRecord], identity_fields: tuple[str, ...]
+) -> list[SourceRecord]:
+    """Every record of a file through the profile (``identity_fields``: the dataset's)."""
+    identity = identity_fields[0] if len(identity_fields) == 1 else None
+    return [apply_profile(profile, r, identity_field=identity).record for r in records]

@@ -90,6 +90,31 @@ class ConnectorStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredProfile:
+    commune: str  # an INSEE code, or '*' for a file that names each record's commune
+    dataset: str
+    source: str
+    version: int
+    profile: dict[str, Any]  # the profile document (source_profiles.profile_to_dict)
+    saved_by: str
+    saved_at: datetime
+
+
+class ProfileStore(Protocol):
+    async def save(
+        self, commune: str, dataset: str, source: str, profile: dict[str, Any], saved_by: str
+    ) -> StoredProfile: ...
+
+    async def get(
+        self, commune: str, dataset: str, source: str, version: int | None = None
+    ) -> StoredProfile | None: ...
+
+    async def list_latest(self, commune: str | None = None, dataset: str | None = None) -> list[StoredProfile]: ...
+
+    async def versions(self, commune: str, dataset: str, source: str) -> list[StoredProfile]: ...
+
+
 class StatusReadModel(Protocol):
     async def commune_status(self, commune: str, datasets: list[str], recent: int = 20) -> dict[str, Any]: ...
 
