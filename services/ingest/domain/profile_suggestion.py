@@ -415,13 +415,29 @@ def _schema_fields(definition: DatasetDefinition) -> list[_Field]:
     return out
 
 
+def _enum_target(value: str, enum: tuple[str, ...]) -> str | None:
+    """The schema value a local label stands for: same folded text, a close spelling, or the one listed
+    value that contains it ('Wallace' -> 'fontaine type Wallace')."""
+    v = fold(value)
+    if not v:
+        return None
+    folded = {fold(e): e for e in enum}
+    if v in folded:
+        return folded[v]
+    score, best = max(((fuzz.ratio(v, k), e) for k, e in folded.items()), default=(0.0, ""))
+    if score >= 85:
+        return best
+    containing = [e for k, e in folded.items() if len(v) >= 4 and v in k]
+    return containing[0] if len(containing) == 1 else None
+
+
 def _fits(field: _Field, s: ColumnStats) -> float:
     """Share of the column's values the field would take (1.0 when there is nothing to judge)."""
     if not s.values:
         return 0.5
     if field.enum:
         enum = {fold(e) for e in field.enum}
-        return s.share(lambda v: fold(v) in enum or max(fuzz.ratio(fold(v), e) for e in enum) >= 85)
+        return s.share(lambda v: _enum_target(v, field.enum) is not None)
     if field.type == "boolean":
         return s.share(_is_bool)
     if field.type == "integer":
@@ -453,6 +469,9 @@ def _name_score(column: str, field: _Field, aliases: tuple[str, ...]) -> tuple[f
         if not target:
             continue
         score = 0.93 if cw == target else max(fuzz.ratio(cw, target), fuzz.token_sort_ratio(cw, target)) / 100 * 0.9
+        shared = set(cw.split()) & set(target.split())
+        if any(len(t) >= 3 for t in shared):  # 'PMR' in 'accessibilite pmr', 'remplissage' in 'remplissage contenant'
+            score = max(score, fuzz.token_set_ratio(cw, target) / 100 * 0.85)
         if score > best:
             best, why = score, f"similar to the field's {label} ({target!r})"
     return best, why
@@ -478,14 +497,10 @@ def _value_map(field: _Field, s: ColumnStats) -> tuple[tuple[str, AttributeValue
             elif c in FALSE_WORDS and v not in ("false", "False", "FALSE", "0"):
                 pairs.append((v, False))
     elif field.enum:
-        folded = {fold(e): e for e in field.enum}
         for v in distinct:
             if v in field.enum:
                 continue
-            target = folded.get(fold(v))
-            if target is None:
-                scored = max(((fuzz.ratio(fold(v), k), e) for k, e in folded.items()), default=(0.0, ""))
-                target = scored[1] if scored[0] >= 85 else None
+            target = _enum_target(v, field.enum)
             if target is not None:
                 pairs.append((v, target))
     return tuple(pairs)
@@ -549,6 +564,8 @@ def suggest_profile(
             if fits < 0.5 and name_score < 0.96:
                 continue  # looks like the field, does not hold its kind of values
             confidence = name_score * (0.7 + 0.3 * fits)
+            if fits >= 0.9 and (f.type == "boolean" or f.enum) and len(s.values) >= 2:
+                confidence = min(0.99, confidence + 0.1)  # yes/no or listed values where the field wants them
             # the field's own name is kept whatever the values: validation then says what is wrong with them
             if confidence >= ACCEPT or name_score >= 0.96:
                 scored.append((confidence, s.name, f.name, f"{why}; {fits:.0%} of values fit"))
