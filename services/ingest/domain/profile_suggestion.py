@@ -436,7 +436,6 @@ def _fits(field: _Field, s: ColumnStats) -> float:
     if not s.values:
         return 0.5
     if field.enum:
-        enum = {fold(e) for e in field.enum}
         return s.share(lambda v: _enum_target(v, field.enum) is not None)
     if field.type == "boolean":
         return s.share(_is_bool)
