@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.adapters.tables import source_profile
@@ -67,7 +68,7 @@ class PostgresProfileStore:
         return _stored(row) if row is not None else None
 
     async def list_latest(self, commune: str | None = None, dataset: str | None = None) -> list[StoredProfile]:
-        q = select(_T).distinct(_T.c.commune, _T.c.dataset, _T.c.source)
+        q = select(_T).ext(distinct_on(_T.c.commune, _T.c.dataset, _T.c.source))
         if commune is not None:
             q = q.where(_T.c.commune == commune)
         if dataset is not None:
