@@ -1,4 +1,6 @@
 """Which real file goes to which canonical dataset, for which commune; and which files are left out, why.
+Every file is sent through the source profile suggested for it (``odc profile suggest``), with the confirmed
+edits listed here, if any.
 
 Paths are relative to the real-data folder (``/work/shared/data/real`` by default). ``commune`` None means
 the commune is read per record (the dataset's commune field, or the file's INSEE column).
@@ -6,7 +8,8 @@ the commune is read per record (the dataset's commune field, or the file's INSEE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,10 @@ class Entry:
     dataset: str
     commune: str | None = None
     note: str = ""
+    # Each file goes through the profile `odc profile suggest` proposes for it. A confirmed edit of that
+    # profile (members of the profile document replaced, e.g. {"id_columns": ["ID"]}) is kept here with why.
+    profile_edit: dict[str, Any] = field(default_factory=dict)
+    edit_why: str = ""
 
 
 @dataclass(frozen=True)

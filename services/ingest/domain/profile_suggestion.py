@@ -90,6 +90,10 @@ ABBREVIATIONS: dict[str, str] = {
     "maj": "mise a jour",
 }
 
+# words too common in field names to tie a column to a field on their own ('COLL_NOM' is not 'NOM')
+GENERIC_WORDS = frozenset(
+    {"identifiant", "code", "nom", "type", "date", "numero", "nombre", "libelle", "commune", "adresse", "insee"}
+)
 TRUE_WORDS = ("oui", "o", "1", "x", "vrai", "true", "yes", "y", "t", "ok", "avec", "present", "presente")
 FALSE_WORDS = ("non", "n", "0", "faux", "false", "no", "f", "sans", "absent", "absente")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
@@ -467,9 +471,14 @@ def _name_score(column: str, field: _Field, aliases: tuple[str, ...]) -> tuple[f
     ):
         if not target:
             continue
-        score = 0.93 if cw == target else max(fuzz.ratio(cw, target), fuzz.token_sort_ratio(cw, target)) / 100 * 0.9
+        if cw == target:
+            score = 0.93
+        elif all(t in GENERIC_WORDS for t in cw.split()):
+            score = 0.0  # 'id' is not 'identifiant euro', 'nom' not 'nom du lieu': a generic word matches exactly or not
+        else:
+            score = max(fuzz.ratio(cw, target), fuzz.token_sort_ratio(cw, target)) / 100 * 0.9
         shared = set(cw.split()) & set(target.split())
-        if any(len(t) >= 3 for t in shared):  # 'PMR' in 'accessibilite pmr', 'remplissage' in 'remplissage contenant'
+        if any(len(t) >= 3 and t not in GENERIC_WORDS for t in shared):  # 'PMR' in 'accessibilite pmr', 'remplissage' in 'remplissage contenant'
             score = max(score, fuzz.token_set_ratio(cw, target) / 100 * 0.85)
         if score > best:
             best, why = score, f"similar to the field's {label} ({target!r})"
