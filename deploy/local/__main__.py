@@ -101,10 +101,33 @@ def _services(root: Path) -> list[ServiceProcess]:
     return out
 
 
+# (file, dataset, commune or None for "each record's own"): each sent through the source profile next to it
+# (FILE.profile.json, what `odc profile suggest` proposed), as a commune would send its own layout
 SAMPLES = (
-    ("samples/grandlyon/toilettes.geojson", "public_toilets"),
-    ("samples/grandlyon/parcs.geojson", "parks_gardens"),
+    ("samples/grandlyon/toilettes.geojson", "public_toilets", None),
+    ("samples/grandlyon/parcs.geojson", "parks_gardens", None),
+    ("samples/grandlyon/marches.json", "markets", None),
+    ("samples/grandlyon/fontaines_potables.geojson", "drinking_fountains", None),
+    ("samples/cerema/exemple-grand-lyon.csv", "delivery_areas", "69123"),
+    ("samples/bnlc/bnlc-2026-05-21-rhone.csv", "carpool_places", None),
+    ("samples/schema-examples/stations-taxi.csv", "taxi_ranks", None),
+    ("samples/schema-examples/stationnement.csv", "parking", None),
 )
+
+# samples whose records lack national required fields: refused until incomplete records are taken in (issue 14.2),
+# so no version is waited for
+INCOMPLETE = frozenset({"drinking_fountains"})
+
+
+def sample_command(path: str, dataset: str, commune: str | None) -> list[str]:
+    """The `odc send` arguments for one bundled sample, through its profile when it has one."""
+    args = ["send", str(REPO_ROOT / path), "--dataset", dataset]
+    profile = REPO_ROOT / f"{path}.profile.json"
+    if profile.is_file():
+        args += ["--profile", str(profile)]
+    if commune:
+        args += ["--commune", commune]
+    return args
 
 
 def cmd_run(root: Path) -> int:
@@ -123,10 +146,10 @@ def cmd_run(root: Path) -> int:
         "ODC_INGEST_DATABASE_URL": cluster.dsn,
         "ODC_DATABASE_URL": cluster.dsn,
     }
-    for path, dataset in SAMPLES:
+    for path, dataset, commune in SAMPLES:
         _say(f"loading {path} into {dataset}...")
         subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "send", str(REPO_ROOT / path), "--dataset", dataset],
+            [sys.executable, "-m", "services.cli.main", *sample_command(path, dataset, commune)],
             check=True,
             env=env,
             cwd=REPO_ROOT,
@@ -145,7 +168,9 @@ def cmd_run(root: Path) -> int:
         )
         summary = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else {}
         if summary.get("datasets") and all(
-            d["version"] > 0 for d in summary["datasets"] if d["id"] in {s[1] for s in SAMPLES}
+            d["version"] > 0
+            for d in summary["datasets"]
+            if d["id"] in {s[1] for s in SAMPLES if s[1] != "drinking_fountains"}
         ):
             break
         time.sleep(1)

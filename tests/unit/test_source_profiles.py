@@ -284,3 +284,30 @@ def test_push_records_in_a_commune_layout_go_through_the_profile() -> None:
         profile=profile,
     )
     assert [r.reason for r in other.refused] == ["forbidden_commune"]
+
+
+def test_every_bundled_sample_of_make_run_goes_through_its_profile() -> None:
+    from deploy.local.__main__ import REPO_ROOT
+    from deploy.local.__main__ import SAMPLES as BUNDLED
+
+    assert len({dataset for _, dataset, _ in BUNDLED}) >= 8
+    for path, dataset, _commune in BUNDLED:
+        profile_path = REPO_ROOT / f"{path}.profile.json"
+        profile = profile_from_dict(json.loads(profile_path.read_text(encoding="utf-8")))
+        assert profile.dataset == dataset, path
+        definition = CATALOGUE.get(dataset)
+        assert definition is not None
+        records = list(reader_for(path)((REPO_ROOT / path).read_bytes()))
+        canonical = apply_to_records(profile, records, definition.identity_fields)
+        events = list(
+            upsert_events(
+                canonical,
+                definition,
+                commune=_commune,
+                source="t",
+                sequence=1,
+                occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+                new_id=lambda: "e",
+            )
+        )
+        assert events and all(e.feature_id and e.geometry is not None and len(e.commune) == 5 for e in events), path
