@@ -50,6 +50,7 @@ snapshot_connector = Table(
     Column("last_run_at", DateTime(timezone=True), nullable=True),
     Column("last_status", Text, nullable=True),
     Column("last_summary", JSONB, nullable=True),
+    Column("profile", Text, nullable=True),  # a saved source profile's source name (issue 14.1)
 )
 
 # The last applied snapshot of each connector: one fingerprint of business content per feature.
@@ -95,5 +96,7 @@ async def create_ingest_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(7431004)"))  # concurrent starters
         await conn.run_sync(metadata.create_all)
+        # stores created before source profiles: the connector's profile column
+        await conn.execute(text("ALTER TABLE snapshot_connector ADD COLUMN IF NOT EXISTS profile text"))
     await create_api_token_schema(engine)  # the push API's tokens (shared with the publish API)
     await create_signing_key_schema(engine)

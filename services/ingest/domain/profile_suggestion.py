@@ -474,11 +474,13 @@ def _name_score(column: str, field: _Field, aliases: tuple[str, ...]) -> tuple[f
         if cw == target:
             score = 0.93
         elif all(t in GENERIC_WORDS for t in cw.split()):
-            score = 0.0  # 'id' is not 'identifiant euro', 'nom' not 'nom du lieu': a generic word matches exactly or not
+            # 'id' is not 'identifiant euro', 'nom' not 'nom du lieu': a generic word matches exactly or not
+            score = 0.0
         else:
             score = max(fuzz.ratio(cw, target), fuzz.token_sort_ratio(cw, target)) / 100 * 0.9
         shared = set(cw.split()) & set(target.split())
-        if any(len(t) >= 3 and t not in GENERIC_WORDS for t in shared):  # 'PMR' in 'accessibilite pmr', 'remplissage' in 'remplissage contenant'
+        # a distinctive shared word: 'PMR' in 'accessibilite pmr', 'remplissage' in 'remplissage contenant'
+        if any(len(t) >= 3 and t not in GENERIC_WORDS for t in shared):
             score = max(score, fuzz.token_set_ratio(cw, target) / 100 * 0.85)
         if score > best:
             best, why = score, f"similar to the field's {label} ({target!r})"

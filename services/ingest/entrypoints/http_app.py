@@ -170,6 +170,7 @@ def build_app(
             catalogue=catalogue,
             clock=clock,
             new_id=lambda: str(uuid.uuid4()),
+            profiles=rt.ports.profiles,
         )
         metrics.connector_runs.labels(report.status).inc()
         return report

@@ -62,6 +62,7 @@ class ConnectorConfig:
     fmt: str | None
     every_seconds: float
     max_delete_share: float
+    profile: str | None = None  # the source name of a saved profile (commune, or '*' for a Métropole connector)
 
 
 class ConnectorStore(Protocol):
