@@ -123,7 +123,11 @@ def profile_suggest(
         raise typer.Exit(2) from bad
     target = out or file.with_name(f"{file.name}.{dataset}.profile.json")
     doc = profile_to_dict(s.profile)
-    target.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    try:
+        target.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    except OSError as bad:
+        err.print(f"[red]error:[/red] cannot write the profile to {target}: {bad} (give --out)")
+        raise typer.Exit(2) from bad
     if as_json:
         print(
             json.dumps(
