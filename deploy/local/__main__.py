@@ -107,6 +107,7 @@ SAMPLES = (
     ("samples/grandlyon/toilettes.geojson", "public_toilets", None),
     ("samples/grandlyon/parcs.geojson", "parks_gardens", None),
     ("samples/grandlyon/marches.json", "markets", None),
+    ("samples/grandlyon/velov.json", "bike_share_stations", None),
     ("samples/grandlyon/fontaines_potables.geojson", "drinking_fountains", None),
     ("samples/cerema/exemple-grand-lyon.csv", "delivery_areas", "69123"),
     ("samples/bnlc/bnlc-2026-05-21-rhone.csv", "carpool_places", None),

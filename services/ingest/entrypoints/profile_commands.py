@@ -24,7 +24,7 @@ from services.ingest.domain.source_profiles import (
     profile_from_dict,
     profile_to_dict,
 )
-from services.ingest.domain.source_records import UnreadableFile, reader_for
+from services.ingest.domain.source_records import UnreadableFile, decode_text, reader_for
 from services.ingest.service_layer.ports import StoredProfile
 
 console = Console()
@@ -56,9 +56,19 @@ def suggestion_for(path: Path, dataset: str, fmt: str | None = None) -> ProfileS
     definition = DatasetCatalogue.load().get(dataset)
     if definition is None:
         raise KeyError(dataset)
-    kind = (fmt or path.name.rsplit(".", 1)[-1]).lower()
-    records = list(reader_for(path.name, fmt)(path.read_bytes()))
-    return suggest_profile(records, definition, own_geometry=kind != "csv")
+    data = path.read_bytes()
+    records = list(reader_for(path.name, fmt)(data))
+    return suggest_profile(records, definition, own_geometry=is_geojson(data))
+
+
+def is_geojson(data: bytes) -> bool:
+    """A GeoJSON Feature or FeatureCollection carries its own geometry; the positions the readers guess from the
+    columns of a CSV or a JSON array of flat objects are left for the suggestion to find and show."""
+    try:
+        doc = json.loads(decode_text(data))
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("type") in ("Feature", "FeatureCollection")
 
 
 def load_profile_file(path: Path) -> SourceProfile:
