@@ -17,6 +17,7 @@ from services.cli import subscription_commands
 from services.cli.settings import CliSettings
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.ingest.entrypoints.commune_commands import commune_status, connector_app, key_app, token_app
+from services.ingest.entrypoints.profile_commands import profile_app
 
 app = typer.Typer(
     help="odc: live open data for the Métropole de Lyon's communes", no_args_is_help=True, add_completion=False
@@ -26,6 +27,7 @@ err = Console(stderr=True)
 app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")
 app.add_typer(connector_app, name="connector")
+app.add_typer(profile_app, name="profile")
 
 
 @app.command()
@@ -48,17 +50,44 @@ def send(
             "time changes nothing and never overwrites a change made after it (default: now)",
         ),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="the file's layout: a profile file (odc profile suggest) or the source name of a saved profile"
+        ),
+    ] = None,
 ) -> None:
     """Publish one upsert event per feature of FILE to the input topic."""
+    from services.ingest.domain.source_profiles import ProfileError
     from services.ingest.domain.source_records import UnreadableFile
+    from services.ingest.entrypoints.profile_commands import load_profile_file, saved_profile
     from services.ingest.entrypoints.send_command import SendError, run_send
     from services.ingest.service_layer.ports import PublishFailed
 
     try:
+        layout = None
+        if profile is not None:
+            layout = (
+                load_profile_file(Path(profile))
+                if Path(profile).is_file()
+                else saved_profile(commune, dataset, profile)
+            )
+            if layout is None:
+                raise SendError(
+                    f"{profile!r} is neither a profile file nor a saved profile of "
+                    f"{commune or '*'}/{dataset} (see `odc profile list`)"
+                )
         summary = run_send(
-            file, dataset, commune, fmt, show_progress=sys.stderr.isatty(), key_file=key_file, as_of=as_of
+            file,
+            dataset,
+            commune,
+            fmt,
+            show_progress=sys.stderr.isatty(),
+            key_file=key_file,
+            as_of=as_of,
+            profile=layout,
         )
-    except (SendError, UnreadableFile, PublishFailed) as bad:
+    except (SendError, UnreadableFile, PublishFailed, ProfileError) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
@@ -140,7 +169,7 @@ def status(
         for name, base in (("ingest", s.ingest_url), ("normalise", s.normalise_url), ("publish", s.publish_url))
     ]
     try:
-        ds = dataset_status(s.database_url.get_secret_value(), DatasetCatalogue.load().ids())
+        ds = dataset_status(s.database_url.get_secret_value(), DatasetCatalogue.load(territory=s.territory).ids())
         db_error = None
     except Exception as exc:  # noqa: BLE001 - reported, status must still print
         ds, db_error = [], str(exc).splitlines()[0]

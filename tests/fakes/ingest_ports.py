@@ -11,7 +11,7 @@ from typing import Any
 from services.contract.api_tokens import StoredToken, format_token, hash_secret
 from services.contract.messages import ChangeEvent
 from services.ingest.domain.snapshot_diff import FeatureRef
-from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, StoredResponse
+from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, StoredProfile, StoredResponse
 
 
 class FakeClock:
@@ -144,3 +144,36 @@ class BytesFetcher:
         if source not in self.files:
             raise SnapshotUnavailable(f"no such file {source}")
         return self.files[source]
+
+
+class InMemoryProfiles:
+    """ProfileStore: versions per (commune, dataset, source), in saving order."""
+
+    def __init__(self) -> None:
+        self.rows: list[StoredProfile] = []
+
+    async def save(
+        self, commune: str, dataset: str, source: str, profile: dict[str, Any], saved_by: str
+    ) -> StoredProfile:
+        last = max(
+            (r.version for r in self.rows if (r.commune, r.dataset, r.source) == (commune, dataset, source)), default=0
+        )
+        row = StoredProfile(commune, dataset, source, last + 1, dict(profile), saved_by, datetime.now(UTC))
+        self.rows.append(row)
+        return row
+
+    async def get(self, commune: str, dataset: str, source: str, version: int | None = None) -> StoredProfile | None:
+        rows = await self.versions(commune, dataset, source)
+        if version is not None:
+            rows = [r for r in rows if r.version == version]
+        return rows[-1] if rows else None
+
+    async def list_latest(self, commune: str | None = None, dataset: str | None = None) -> list[StoredProfile]:
+        latest: dict[tuple[str, str, str], StoredProfile] = {}
+        for r in self.rows:
+            if (commune is None or r.commune == commune) and (dataset is None or r.dataset == dataset):
+                latest[(r.commune, r.dataset, r.source)] = r
+        return [latest[k] for k in sorted(latest)]
+
+    async def versions(self, commune: str, dataset: str, source: str) -> list[StoredProfile]:
+        return [r for r in self.rows if (r.commune, r.dataset, r.source) == (commune, dataset, source)]

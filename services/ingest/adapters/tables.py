@@ -50,6 +50,7 @@ snapshot_connector = Table(
     Column("last_run_at", DateTime(timezone=True), nullable=True),
     Column("last_status", Text, nullable=True),
     Column("last_summary", JSONB, nullable=True),
+    Column("profile", Text, nullable=True),  # a saved source profile's source name (issue 14.1)
 )
 
 # The last applied snapshot of each connector: one fingerprint of business content per feature.
@@ -75,10 +76,27 @@ connector_run = Table(
 )
 Index("connector_run_by_connector", connector_run.c.connector, connector_run.c.id)
 
+# Source profiles (services/ingest/domain/source_profiles.py): a commune's file layout per (commune, dataset,
+# source), each save a new version. commune '*' is a Métropole profile whose file names each record's commune.
+source_profile = Table(
+    "source_profile",
+    metadata,
+    Column("commune", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("profile", JSONB, nullable=False),
+    Column("saved_by", Text, nullable=False, server_default=""),
+    Column("saved_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("commune", "dataset", "source", "version", name="source_profile_pk"),
+)
+
 
 async def create_ingest_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(7431004)"))  # concurrent starters
         await conn.run_sync(metadata.create_all)
+        # stores created before source profiles: the connector's profile column
+        await conn.execute(text("ALTER TABLE snapshot_connector ADD COLUMN IF NOT EXISTS profile text"))
     await create_api_token_schema(engine)  # the push API's tokens (shared with the publish API)
     await create_signing_key_schema(engine)

@@ -69,7 +69,13 @@ def upsert_events(
     commune field (a sender acting for several communes, like the Métropole's own exports)."""
     matcher = definition.matcher()
     for r in records:
-        c = commune if commune is not None else commune_of(r.attributes, definition, matcher)
+        c = (
+            commune
+            if commune is not None
+            else commune_code(r.commune)
+            if r.commune
+            else commune_of(r.attributes, definition, matcher)
+        )
         yield ChangeEvent(
             event_id=new_id(),
             dataset=definition.id,

@@ -27,6 +27,7 @@ from services.contract.datasets.catalogue import DatasetDefinition
 from services.contract.event_signature import FORBIDDEN_COMMUNE
 from services.contract.messages import AttributeValue, ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.ingest.domain.change_events import commune_code, upsert_events
+from services.ingest.domain.source_profiles import SourceProfile, apply_profile
 from services.ingest.domain.source_records import SourceRecord
 
 INVALID_ENVELOPE = "invalid_envelope"
@@ -218,6 +219,21 @@ def _shape(
     )
 
 
+def _through_profile(shaped: _Shaped, profile: SourceProfile, definition: DatasetDefinition) -> _Shaped:
+    identity = definition.identity_field if len(definition.identity_fields) == 1 else None
+    profiled = apply_profile(profile, shaped.record, identity_field=identity)
+    record = profiled.record
+    if shaped.operation is Operation.DELETE:
+        record = replace(record, geometry=None)
+    stated = shaped.commune
+    if stated is None and definition.commune_field:
+        value = record.attributes.get(definition.commune_field)
+        stated = commune_code(value) if value not in (None, "") else None
+    if stated is None and profiled.commune:
+        stated = commune_code(profiled.commune)
+    return replace(shaped, record=record, commune=stated)
+
+
 def _is_insee(code: str) -> bool:
     return len(code) == 5 and (code.isdigit() or (code[:2] in ("2A", "2B") and code[2:].isdigit()))
 
@@ -231,9 +247,11 @@ def parse_batch(
     sequence: int,
     occurred_at: datetime,
     new_id: Callable[[], str],
+    profile: SourceProfile | None = None,
 ) -> ParsedBatch:
     """``commune``: the token's commune (None for the Métropole's admin token, which may write any commune
-    and then reads each record's commune). Raises MalformedBody when the body is not a batch at all."""
+    and then reads each record's commune). ``profile``: the records are in a commune's own layout, turned
+    into the dataset's fields by this source profile. Raises MalformedBody when the body is not a batch at all."""
     records = records_of(body)
     crs = None
     if isinstance(body, Mapping) and isinstance(body.get("crs"), dict):
@@ -247,6 +265,8 @@ def parse_batch(
         if isinstance(shaped, RecordRefusal):
             refused.append(shaped)
             continue
+        if profile is not None:
+            shaped = _through_profile(shaped, profile, definition)
         if commune is not None and shaped.commune is not None and shaped.commune != commune:
             en = f"this token writes for commune {commune}; the record belongs to commune {shaped.commune[:10]}"
             fr = f"ce jeton écrit pour la commune {commune} ; l'enregistrement appartient à la commune {shaped.commune[:10]}"

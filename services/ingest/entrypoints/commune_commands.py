@@ -31,6 +31,7 @@ from services.infrastructure.signing_keys import (
 )
 from services.ingest.adapters.connector_store import ConnectorExists, PostgresConnectorStore
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
+from services.ingest.adapters.profile_store import PostgresProfileStore
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
@@ -222,6 +223,10 @@ def connector_add(
     max_delete_share: Annotated[
         float | None, typer.Option(help="hold a run deleting more than this share of the features (0..1)")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="the file's layout: the source name of a profile saved for this commune (odc profile save)"),
+    ] = None,
 ) -> None:
     """Follow a published file: each run mirrors it (upserts for new and changed features, deletes for gone ones)."""
     if (commune is None) == (not all_communes):
@@ -229,7 +234,7 @@ def connector_add(
         raise typer.Exit(2)
     if commune is not None:
         _check_insee(commune)
-    if DatasetCatalogue.load().get(dataset) is None:
+    if DatasetCatalogue.load(territory=IngestSettings().territory).get(dataset) is None:
         err.print(f"[red]error:[/red] unknown dataset {dataset!r} (see `odc datasets`)")
         raise typer.Exit(2)
     share = IngestSettings().connector_max_delete_share if max_delete_share is None else max_delete_share
@@ -243,6 +248,7 @@ def connector_add(
         fmt=fmt,
         every_seconds=parse_duration(every),
         max_delete_share=share,
+        profile=profile,
     )
     try:
         _run(lambda e: PostgresConnectorStore(e).add(cfg))
@@ -321,6 +327,7 @@ def connector_run(
                     progress=rc.Progress(
                         on_total=lambda n: bar.update(task, total=n), on_sent=lambda n: bar.advance(task, n)
                     ),
+                    profiles=PostgresProfileStore(engine),
                 )
         finally:
             await publisher.stop()
@@ -385,7 +392,7 @@ def connector_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
 def commune_status(commune: str, as_json: bool) -> None:
     """``odc status --commune INSEE``: per dataset, what became of the commune's events."""
     _check_insee(commune)
-    doc = _run(lambda e: PostgresStatusReadModel(e).commune_status(commune, DatasetCatalogue.load().ids()))
+    doc = _run(lambda e: PostgresStatusReadModel(e).commune_status(commune, DatasetCatalogue.load(territory=IngestSettings().territory).ids()))
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
         return

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
@@ -33,15 +33,19 @@ from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.connector_store import PostgresConnectorStore
 from services.ingest.adapters.idempotency_store import PostgresIdempotencyStore
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
+from services.ingest.adapters.profile_store import PostgresProfileStore
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
 from services.ingest.domain.rate_limit import TokenBuckets
+from services.ingest.domain.source_profiles import ProfileError, profile_from_dict
 from services.ingest.entrypoints.api_models import ChangeBatch, CommuneStatus, ErrorDoc, PushAccepted
+from services.ingest.entrypoints.profile_routes import ALL_COMMUNES, profile_router
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service_layer.ports import (
     EventSink,
     IdempotencyStore,
+    ProfileStore,
     PublishFailed,
     StatusReadModel,
     TokenStore,
@@ -70,6 +74,7 @@ class ApiPorts:
     idempotency: IdempotencyStore
     sink: EventSink
     status: StatusReadModel
+    profiles: ProfileStore | None = None  # source profiles (None: the profile routes answer 503)
 
 
 @dataclass
@@ -136,6 +141,7 @@ def build_app(
             idempotency=PostgresIdempotencyStore(rt.engine, settings.idempotency_ttl_hours),
             sink=publisher,
             status=PostgresStatusReadModel(rt.engine),
+            profiles=PostgresProfileStore(rt.engine),
         )
         if settings.run_connectors:
             rt.scheduler = asyncio.create_task(scheduler_loop(), name="odc-connector-scheduler")
@@ -164,6 +170,7 @@ def build_app(
             catalogue=catalogue,
             clock=clock,
             new_id=lambda: str(uuid.uuid4()),
+            profiles=rt.ports.profiles,
         )
         metrics.connector_runs.labels(report.status).inc()
         return report
@@ -281,6 +288,11 @@ def build_app(
         idempotency_key: str | None = Header(
             default=None, max_length=200, description="Same key + same body: the first answer is replayed"
         ),
+        profile: str | None = Query(
+            default=None,
+            max_length=200,
+            description="records in a commune's own layout: the source name of a saved profile (/v1/profiles)",
+        ),
     ) -> Any:
         principal = await principal_of(authorization)
         if isinstance(principal, JSONResponse):
@@ -289,6 +301,19 @@ def build_app(
         if isinstance(body, JSONResponse):
             return body
         assert rt.ports is not None
+        layout = None
+        if profile is not None:
+            if rt.ports.profiles is None:
+                return _error(503, "not_ready", "source profiles are not available", {"Retry-After": "5"})
+            stored = await rt.ports.profiles.get(principal.commune or ALL_COMMUNES, dataset, profile)
+            if stored is None:
+                return _error(
+                    404, "unknown_profile", f"no saved profile {principal.commune or ALL_COMMUNES}/{dataset}/{profile}"
+                )
+            try:
+                layout = profile_from_dict(stored.profile)
+            except ProfileError as bad:
+                return _error(409, "invalid_profile", f"the saved profile cannot be used: {bad}")
         result = await push_changes(
             principal=principal,
             dataset=dataset,
@@ -301,6 +326,7 @@ def build_app(
             clock=clock,
             new_id=lambda: str(uuid.uuid4()),
             limits=limits,
+            profile=layout,
         )
         if result.status == 202 and "Idempotent-Replayed" not in result.headers:
             metrics.published.labels(dataset, "http").inc(len(result.body["accepted"]))
@@ -326,6 +352,14 @@ def build_app(
         assert rt.ports is not None
         doc = await rt.ports.status.commune_status(insee, catalogue.ids())
         return JSONResponse(doc)
+
+    app.include_router(
+        profile_router(
+            catalogue=catalogue,
+            principal_of=principal_of,
+            store_of=lambda: rt.ports.profiles if rt.ports is not None else None,
+        )
+    )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_page() -> Response:

@@ -24,6 +24,7 @@ from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.domain.change_events import upsert_events
+from services.ingest.domain.source_profiles import SourceProfile, apply_to_records
 from services.ingest.domain.source_records import reader_for
 from services.ingest.settings import IngestSettings
 
@@ -76,7 +77,9 @@ async def send_file(
     show_progress: bool = False,
     signing_key: SigningKey | None = None,
     key_file: Path | None = None,
+    profile: SourceProfile | None = None,
 ) -> SendSummary:
+    """``profile``: the file's layout (odc profile); its records are turned into the dataset's fields first."""
     catalogue = DatasetCatalogue.load(territory=settings.territory)
     definition = catalogue.get(dataset)
     if definition is None:
@@ -84,6 +87,10 @@ async def send_file(
     if not path.is_file():
         raise SendError(f"no such file: {path}")
     records = list(reader_for(path.name, fmt)(path.read_bytes()))
+    if profile is not None:
+        if profile.dataset != dataset:
+            raise SendError(f"the profile describes a file of {profile.dataset!r}, not {dataset!r}")
+        records = apply_to_records(profile, records, definition.identity_fields)
     key = signing_key or await signing_key_for(settings, key_file)
     if key.commune is not None:  # a commune's key writes that commune only: say so now, not in a rejection
         if commune is not None and commune != key.commune:
@@ -129,6 +136,7 @@ def run_send(
     show_progress: bool = True,
     key_file: Path | None = None,
     as_of: datetime | None = None,
+    profile: SourceProfile | None = None,
 ) -> SendSummary:
     return asyncio.run(
         send_file(
@@ -140,5 +148,6 @@ def run_send(
             show_progress=show_progress,
             key_file=key_file,
             as_of=as_of,
+            profile=profile,
         )
     )

@@ -62,6 +62,7 @@ class ConnectorConfig:
     fmt: str | None
     every_seconds: float
     max_delete_share: float
+    profile: str | None = None  # the source name of a saved profile (commune, or '*' for a Métropole connector)
 
 
 class ConnectorStore(Protocol):
@@ -88,6 +89,31 @@ class ConnectorStore(Protocol):
     async def record_run(self, name: str, status: str, summary: dict[str, Any]) -> None:
         """Record a run that changed no state (held, failed, nothing to do)."""
         ...
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    commune: str  # an INSEE code, or '*' for a file that names each record's commune
+    dataset: str
+    source: str
+    version: int
+    profile: dict[str, Any]  # the profile document (source_profiles.profile_to_dict)
+    saved_by: str
+    saved_at: datetime
+
+
+class ProfileStore(Protocol):
+    async def save(
+        self, commune: str, dataset: str, source: str, profile: dict[str, Any], saved_by: str
+    ) -> StoredProfile: ...
+
+    async def get(
+        self, commune: str, dataset: str, source: str, version: int | None = None
+    ) -> StoredProfile | None: ...
+
+    async def list_latest(self, commune: str | None = None, dataset: str | None = None) -> list[StoredProfile]: ...
+
+    async def versions(self, commune: str, dataset: str, source: str) -> list[StoredProfile]: ...
 
 
 class StatusReadModel(Protocol):

@@ -18,6 +18,7 @@ from services.contract.api_tokens import Principal
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.ingest.domain.push_records import MalformedBody, RecordRefusal, parse_batch, records_of
 from services.ingest.domain.rate_limit import TokenBuckets
+from services.ingest.domain.source_profiles import SourceProfile
 from services.ingest.service_layer.ports import Clock, EventSink, IdempotencyStore, PublishFailed
 
 SOURCE = "odc-http-api"
@@ -78,6 +79,7 @@ async def push_changes(
     clock: Clock,
     new_id: Callable[[], str],
     limits: PushLimits,
+    profile: SourceProfile | None = None,
 ) -> PushResponse:
     definition = catalogue.get(dataset)
     if definition is None:
@@ -106,6 +108,7 @@ async def push_changes(
         sequence=int(now.timestamp() * 1_000_000),
         occurred_at=now,
         new_id=new_id,
+        profile=profile,
     )
     if parsed.forbidden:
         return PushResponse(
