@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.connector_store import PostgresConnectorStore
@@ -43,6 +44,7 @@ from services.ingest.service_layer.ports import (
     EventSink,
     IdempotencyStore,
     PublishFailed,
+    RecordsTooLarge,
     StatusReadModel,
     TokenStore,
 )
@@ -80,6 +82,8 @@ class Runtime:
     engine: AsyncEngine | None = None
     ready: bool = False
     scheduler: asyncio.Task[None] | None = None
+    broker_ok: Callable[[], Awaitable[bool]] | None = None
+    database_ok: Callable[[], Awaitable[bool]] | None = None
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -107,7 +111,7 @@ def build_app(
     catalogue = catalogue or DatasetCatalogue.load()
     clock = SystemClock()
     buckets = TokenBuckets(settings.rate_limit_records_per_second, settings.rate_limit_burst_records)
-    limits = PushLimits(max_records=settings.max_records_per_request)
+    limits = PushLimits(max_records=settings.max_records_per_request, retry_after_seconds=settings.retry_after_seconds)
     rt = Runtime()
 
     @contextlib.asynccontextmanager
@@ -128,7 +132,14 @@ def build_app(
             settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
         )
         publisher = KafkaEventPublisher(
-            settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key, request_timeout_ms=15000
+            settings.kafka_bootstrap,
+            settings.topic_change_events,
+            Codecs(),
+            signing_key=key,
+            request_timeout_ms=15000,
+            max_record_bytes=settings.max_record_bytes,
+            max_request_bytes=settings.producer_max_request_bytes,
+            deadline_seconds=settings.publish_timeout_seconds,
         )
         await publisher.start()
         rt.ports = ApiPorts(
@@ -137,6 +148,11 @@ def build_app(
             sink=publisher,
             status=PostgresStatusReadModel(rt.engine),
         )
+        engine = rt.engine
+        rt.broker_ok = CachedCheck(
+            lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
+        )
+        rt.database_ok = CachedCheck(lambda: database_answers(engine, settings.readiness_timeout_seconds))
         if settings.run_connectors:
             rt.scheduler = asyncio.create_task(scheduler_loop(), name="odc-connector-scheduler")
         rt.ready = True
@@ -177,7 +193,7 @@ def build_app(
                 for name in await store.due(clock.now()):
                     try:
                         report = await run_one(name)
-                    except PublishFailed as failed:  # broker down: the state is unchanged, retried when due
+                    except (PublishFailed, RecordsTooLarge) as failed:  # the state is unchanged, retried when due
                         await store.record_run(name, "failed", {"error": str(failed)})
                         metrics.connector_runs.labels("failed").inc()
                         continue
@@ -216,6 +232,31 @@ def build_app(
         route = request.scope.get("route")
         metrics.http_requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
+
+    def unavailable(what: str, detail: str) -> JSONResponse:
+        retry = settings.retry_after_seconds
+        return _error(
+            503,
+            f"{what}_unavailable",
+            f"the {what} is unavailable ({detail}); nothing was published; retry in {retry} s",
+            {"Retry-After": str(retry)},
+            retry_after=retry,
+        )
+
+    async def answered_in_time(work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a request's work within the answer deadline: a database that is down or does not answer, or a
+        broker the publisher gave up on, is a 503 with Retry-After, never a hang or a bare 500."""
+        try:
+            async with asyncio.timeout(settings.answer_timeout_seconds):
+                return await work()
+        except TimeoutError:
+            log.warning("request not answered within %.1f s: 503", settings.answer_timeout_seconds)
+            return unavailable("service", f"no answer within {settings.answer_timeout_seconds:g} s")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("database unavailable: 503 (%s)", type(exc).__name__)
+            return unavailable("database", type(exc).__name__)
 
     async def principal_of(authorization: str | None) -> Principal | JSONResponse:
         unauthorised = {"WWW-Authenticate": 'Bearer realm="odc"'}
@@ -264,7 +305,10 @@ def build_app(
             413: {"model": ErrorDoc, "description": "Body larger than the limit, or too many records"},
             422: {"model": ErrorDoc, "description": "Idempotency-Key reused with a different body"},
             429: {"model": ErrorDoc, "description": "Rate limited; see Retry-After"},
-            503: {"model": ErrorDoc, "description": "Broker unavailable; nothing was published, retry"},
+            503: {
+                "model": ErrorDoc,
+                "description": "Broker or database unavailable; nothing was published; see Retry-After",
+            },
         },
         openapi_extra={
             "requestBody": {
@@ -282,12 +326,15 @@ def build_app(
             default=None, max_length=200, description="Same key + same body: the first answer is replayed"
         ),
     ) -> Any:
-        principal = await principal_of(authorization)
-        if isinstance(principal, JSONResponse):
-            return principal
         body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
+        return await answered_in_time(lambda: push_one(body, dataset, authorization, idempotency_key))
+
+    async def push_one(body: bytes, dataset: str, authorization: str | None, idempotency_key: str | None) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
         assert rt.ports is not None
         result = await push_changes(
             principal=principal,
@@ -318,6 +365,9 @@ def build_app(
         insee: str = Path(pattern=INSEE_PATTERN, description="INSEE code of the commune"),
         authorization: str | None = Header(default=None, description="Bearer <token> of this commune, or admin"),
     ) -> Any:
+        return await answered_in_time(lambda: status_of(insee, authorization))
+
+    async def status_of(insee: str, authorization: str | None) -> Any:
         principal = await principal_of(authorization)
         if isinstance(principal, JSONResponse):
             return principal
@@ -338,8 +388,16 @@ def build_app(
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         scheduler_ok = rt.scheduler is None or not rt.scheduler.done()
-        ok = rt.ready and scheduler_ok
-        return JSONResponse({"ready": ok, "connector_scheduler": scheduler_ok}, status_code=200 if ok else 503)
+        broker = await rt.broker_ok() if rt.broker_ok is not None else rt.ready
+        database = await rt.database_ok() if rt.database_ok is not None else rt.ready
+        ok = rt.ready and scheduler_ok and broker and database
+        metrics.ready.labels("ingest").set(1 if ok else 0)
+        body = {"ready": ok, "broker": broker, "database": database, "connector_scheduler": scheduler_ok}
+        return JSONResponse(
+            body,
+            status_code=200 if ok else 503,
+            headers=None if ok else {"Retry-After": str(settings.retry_after_seconds)},
+        )
 
     return app
 
