@@ -26,6 +26,7 @@ class NormaliseSettings(BaseSettings):
     relay_interval_seconds: float = 0.05
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    readiness_timeout_seconds: float = 1.0  # /readyz checks the broker and the database live, each within this
     log_level: str = "INFO"
     # A batch held longer than this (database down) makes the consumer leave its group; its events are then
     # read again by whoever takes the partitions, and counted as duplicates.

@@ -38,6 +38,7 @@ from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
@@ -107,6 +108,9 @@ class NormaliseWorker:
         self.signing_keys = SigningKeyCache(self.engine, settings.signing_keys_max_age_seconds)
         self.stopping = asyncio.Event()
         self.failed = False
+        engine, timeout = self.engine, settings.readiness_timeout_seconds
+        self.broker_ok = CachedCheck(lambda: broker_reachable(settings.kafka_bootstrap, timeout))
+        self.database_ok = CachedCheck(lambda: database_answers(engine, timeout))
 
     # --- database readiness, as the metrics and /readyz show it ---
     def _db_down(self, error: BaseException, attempt: int) -> None:
@@ -277,8 +281,15 @@ class NormaliseWorker:
 
         async def readyz(request: web.Request) -> web.Response:
             h = self.health
-            ok = h.database and h.relay and h.consumer
-            body = {"ready": ok, "database": h.database, "relay": h.relay, "consumer": h.consumer}
+            broker, database = await self.broker_ok(), await self.database_ok()
+            ok = h.database and h.relay and h.consumer and broker and database
+            body = {
+                "ready": ok,
+                "database": h.database and database,
+                "broker": broker,
+                "relay": h.relay,
+                "consumer": h.consumer,
+            }
             return web.json_response(body, status=200 if ok else 503)
 
         app = web.Application()
