@@ -42,14 +42,25 @@ def send(
 ) -> None:
     """Publish one upsert event per feature of FILE to the input topic."""
     from services.ingest.domain.source_records import UnreadableFile
-    from services.ingest.entrypoints.send_command import SendError, run_send
+    from services.ingest.entrypoints.send_command import SendError, SendIncomplete, run_send
     from services.ingest.service_layer.ports import PublishFailed
 
     try:
-        summary = run_send(file, dataset, commune, fmt, show_progress=sys.stderr.isatty(), key_file=key_file)
+        summary = run_send(
+            file,
+            dataset,
+            commune,
+            fmt,
+            show_progress=sys.stderr.isatty(),
+            key_file=key_file,
+            notify=lambda line: err.print(f"[yellow]{line}[/yellow]", soft_wrap=True),
+        )
     except (SendError, UnreadableFile, PublishFailed) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
+    except SendIncomplete as incomplete:
+        err.print(f"[red]error:[/red] {incomplete}", soft_wrap=True)
+        raise typer.Exit(1) from incomplete
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     console.print(
         f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "

@@ -142,7 +142,15 @@ class KafkaEventPublisher:
     ) -> int:
         """Send every event and wait until the broker has acknowledged all of them: PublishFailed if not
         (within the deadline), RecordsTooLarge before anything is sent if an event is over the limit."""
-        encoded = self.encode(events)
+        return await self.publish_encoded(self.encode(events), on_sent, window)
+
+    async def publish_encoded(
+        self,
+        encoded: list[tuple[ChangeEvent, bytes]],
+        on_sent: Callable[[int], None] | None = None,
+        window: int = 5000,
+    ) -> int:
+        """``publish`` of events already encoded (and size-checked) by ``encode``."""
         producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self._deadline):
