@@ -112,14 +112,12 @@ def test_broker_stopped_503_with_retry_after_readyz_503_then_202_and_503d_record
     refused = [f"broker-outage-{i}" for i in range(6)]
     assert_outage_answer(push(p, token, refused[:3], key="outage-key-1"), "broker_unavailable")
     assert_outage_answer(push(p, token, refused[3:]), "broker_unavailable")  # the second, on a fresh producer
-    states = wait_for("every /readyz to say 503", lambda: (r := readiness(p)) if set(r.values()) == {503} else None, 30)
-    assert set(states) == {"ingest", "normalise", "publish"}
+    wait_for(
+        "every /readyz to say 503", lambda: readiness(p) == dict.fromkeys(("ingest", "normalise", "publish"), 503), 30
+    )
 
     p.broker.start(timeout=120)
-    after = wait_for(
-        "a 202 after the broker is back", lambda: (r := push(p, token, ["after-broker"])).status_code == 202 and r, 90
-    )
-    assert after.json()["accepted"][0]["feature_id"] == "after-broker"
+    wait_for("a 202 after the broker is back", lambda: push(p, token, ["after-broker"]).status_code == 202, 90)
     wait_for("every service ready again", lambda: set(readiness(p).values()) == {200}, 120)
     published = input_feature_ids(p)
     assert {"before-broker-outage", "after-broker"} <= published  # the topic is read past the outage
@@ -139,7 +137,11 @@ def test_database_stopped_503_with_retry_after_never_500_then_202(outage_stack: 
             timeout=HANG,
         )
         assert_outage_answer(status, "database_unavailable")
-        wait_for("every /readyz to say 503", lambda: set(readiness(p).values()) == {503}, 30)
+        wait_for(
+            "every /readyz to say 503",
+            lambda: readiness(p) == dict.fromkeys(("ingest", "normalise", "publish"), 503),
+            30,
+        )
     finally:
         p.db.start(timeout=120)
     wait_for("a 202 after the database is back", lambda: push(p, token, ["after-db"]).status_code == 202, 90)
@@ -156,8 +158,11 @@ def test_odc_send_with_the_broker_down_from_the_start_exits_1_with_one_line_and_
         "ODC_INGEST_SEND_RETRY_SECONDS": "3",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "send", str(REPO / "samples/grandlyon/toilettes.geojson")]
-        + ["--dataset", "public_toilets", "--commune", "69266", "--key-file", str(key_file)],
+        [
+            *(sys.executable, "-m", "services.cli.main", "send", str(REPO / "samples/grandlyon/toilettes.geojson")),
+            *("--dataset", "public_toilets", "--commune", "69266", "--key-file", str(key_file)),
+        ],
+        check=False,
         env=env,
         cwd=REPO,
         capture_output=True,
