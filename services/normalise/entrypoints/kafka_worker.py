@@ -42,7 +42,9 @@ from services.infrastructure.readiness import CachedCheck, broker_reachable, dat
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
+from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
+from services.normalise.domain.rejection_retention import retention_cutoff
 from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
 from services.normalise.metrics import NormaliseMetrics
 from services.normalise.service_layer.process_batch import InboundMessage, PreparedBatch, apply_batch, prepare_batch
@@ -272,6 +274,24 @@ class NormaliseWorker:
                 log.warning("outbox relay process did not stop in 15 s; terminating it")
                 process.terminate()
 
+    async def prune_rejections(self) -> None:
+        """Every prune interval, delete relayed rejections past the retention (batched). A database outage
+        skips a round; the next one catches up."""
+        s = self.settings
+        while not self.stopping.is_set():
+            try:
+                cutoff = retention_cutoff(self.clock.now(), s.rejection_retention_days)
+                pruned = await prune_rejections(self.engine, cutoff, s.rejection_prune_batch_rows)
+                if pruned:
+                    log.info("pruned %d rejections recorded before %s", pruned, cutoff.isoformat())
+                self.metrics.rejections_pruned.inc(pruned)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("rejection pruning skipped, database unavailable: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), s.rejection_prune_interval_seconds)
+
     def web_app(self) -> web.Application:
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -310,6 +330,7 @@ class NormaliseWorker:
             tasks = [
                 asyncio.create_task(self.consume(), name="consume"),
                 asyncio.create_task(self.relay(), name="relay"),
+                asyncio.create_task(self.prune_rejections(), name="prune-rejections"),
             ]
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
