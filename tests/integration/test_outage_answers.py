@@ -2,7 +2,7 @@
 never the session-wide ones), with the three services as processes (issue #13, point 4):
 
 - broker stopped: the push API answers 503 + Retry-After within its bound (the HTTP client's timeout fails a
-  hang), every service's /readyz is 503; after the broker is back, 202 again and /readyz 200; the records of
+  hang), every service's /readyz is 503, an ingest service started meanwhile starts and answers 503 too; after the broker is back, 202 again and /readyz 200; the records of
   the requests answered 503 never reach the input topic;
 - database stopped: the same, 503 (never a bare 500), then 202 after recovery;
 - ``odc send`` with the broker down from the start: exit code 1, one line saying what was and was not sent,
@@ -90,6 +90,13 @@ def readiness(p: Pipeline) -> dict[str, int]:
     return {name: httpx.get(f"{svc.base_url}/readyz", timeout=HANG).status_code for name, svc in p.services.items()}
 
 
+def healthy(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def input_feature_ids(p: Pipeline) -> set[str]:
     codecs = Codecs()
     return {codecs.decode_change_event(r.value).feature_id for r in p.read_topic(TOPICS["input"], timeout=20)}
@@ -115,6 +122,14 @@ def test_broker_stopped_503_with_retry_after_readyz_503_then_202_and_503d_record
     wait_for(
         "every /readyz to say 503", lambda: readiness(p) == dict.fromkeys(("ingest", "normalise", "publish"), 503), 30
     )
+
+    # an ingest service started while the broker is down starts, says not ready, and answers 503 too
+    ingest = p.services["ingest"]
+    ingest.stop()
+    ingest.start()
+    wait_for("ingest answering without a broker", lambda: healthy(ingest.base_url), 90)
+    assert_outage_answer(push(p, token, refused[:3], key="outage-key-1"), "broker_unavailable")
+    assert readiness(p)["ingest"] == 503
 
     p.broker.start(timeout=120)
     wait_for("a 202 after the broker is back", lambda: push(p, token, ["after-broker"]).status_code == 202, 90)

@@ -19,6 +19,7 @@ from services.contract import size_limits
 from services.contract.api_tokens import StoredToken
 from services.contract.messages import ChangeEvent
 from services.ingest.entrypoints.http_app import ApiPorts, build_app
+from services.ingest.service_layer.ports import StoreUnavailable
 from services.ingest.settings import IngestSettings
 from tests.fakes.ingest_ports import FixedStatus, InMemoryIdempotency, InMemoryTokens, RecordingSink
 
@@ -131,3 +132,18 @@ def test_with_an_idempotency_key_a_retry_after_a_503_carries_the_same_event_ids(
     assert sink.calls[0] == sink.calls[1]  # the same ids: whatever the broker took of the first is applied once
     assert set(sink.calls[2]).isdisjoint(sink.calls[0])  # another key, other ids
     assert [a["event_id"] for a in second.json()["accepted"]] == sink.calls[1]
+
+
+class CompleteFailsIdempotency(InMemoryIdempotency):
+    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None:
+        raise StoreUnavailable("database down (fake)")
+
+
+def test_records_acknowledged_before_the_database_failed_are_answered_202_not_503() -> None:
+    tokens, sink = InMemoryTokens(), RecordingSink()
+    app = build_app(IngestSettings(), ports=ApiPorts(tokens, CompleteFailsIdempotency(), sink, FixedStatus()))
+    headers = {"Authorization": f"Bearer {tokens.issue('69266')}", "Idempotency-Key": "k"}
+    with TestClient(app) as client:
+        r = client.post(URL, json={"records": [{"gid": 1, "geometry": POINT}]}, headers=headers)
+    assert r.status_code == 202 and r.headers["Idempotency-Stored"] == "false"
+    assert [e.event_id for e in sink.events] == [a["event_id"] for a in r.json()["accepted"]]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -82,6 +83,7 @@ class Runtime:
     engine: AsyncEngine | None = None
     ready: bool = False
     scheduler: asyncio.Task[None] | None = None
+    topics: asyncio.Task[None] | None = None
     broker_ok: Callable[[], Awaitable[bool]] | None = None
     database_ok: Callable[[], Awaitable[bool]] | None = None
 
@@ -128,9 +130,7 @@ def build_app(
             max_attempts=30,
         )
         key = await named_admin_key(rt.engine, settings.service_signing_key_id, "ingest service (HTTP API, connectors)")
-        await ensure_topics(
-            settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
-        )
+        rt.topics = asyncio.create_task(topics_ensured(), name="odc-ensure-topics")
         publisher = KafkaEventPublisher(
             settings.kafka_bootstrap,
             settings.topic_change_events,
@@ -141,7 +141,10 @@ def build_app(
             max_request_bytes=settings.producer_max_request_bytes,
             deadline_seconds=settings.publish_timeout_seconds,
         )
-        await publisher.start()
+        try:
+            await publisher.start()
+        except KafkaError as exc:  # started anyway: requests get 503 until the broker answers
+            log.warning("broker unreachable at start (%s); the push API answers 503 until it is back", exc)
         rt.ports = ApiPorts(
             tokens=PostgresTokenStore(rt.engine),
             idempotency=PostgresIdempotencyStore(rt.engine, settings.idempotency_ttl_hours),
@@ -161,12 +164,25 @@ def build_app(
             yield
         finally:
             rt.ready = False
+            for task in (rt.topics, rt.scheduler):
+                if task is not None and not task.done():
+                    task.cancel()
             if rt.scheduler is not None:
                 rt.scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await rt.scheduler
             await publisher.stop()
             await rt.engine.dispose()
+
+    async def topics_ensured() -> None:
+        """The input topic exists (auto-create is off); retried until the broker answers."""
+        spec = [TopicSpec(settings.topic_change_events, settings.input_partitions)]
+        while True:
+            try:
+                await ensure_topics(settings.kafka_bootstrap, spec, timeout=30)
+                return
+            except RuntimeError as exc:
+                log.warning("input topic not checked yet: %s", exc)
 
     async def run_one(name: str) -> RunReport:
         assert rt.engine is not None and rt.ports is not None
@@ -390,9 +406,16 @@ def build_app(
         scheduler_ok = rt.scheduler is None or not rt.scheduler.done()
         broker = await rt.broker_ok() if rt.broker_ok is not None else rt.ready
         database = await rt.database_ok() if rt.database_ok is not None else rt.ready
-        ok = rt.ready and scheduler_ok and broker and database
+        topics = rt.topics is None or (rt.topics.done() and not rt.topics.cancelled() and not rt.topics.exception())
+        ok = rt.ready and scheduler_ok and broker and database and topics
         metrics.ready.labels("ingest").set(1 if ok else 0)
-        body = {"ready": ok, "broker": broker, "database": database, "connector_scheduler": scheduler_ok}
+        body = {
+            "ready": ok,
+            "broker": broker,
+            "database": database,
+            "input_topic": topics,
+            "connector_scheduler": scheduler_ok,
+        }
         return JSONResponse(
             body,
             status_code=200 if ok else 503,

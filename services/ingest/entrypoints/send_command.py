@@ -22,7 +22,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey
 from services.contract.messages import ChangeEvent
-from services.infrastructure.database import make_engine
+from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
@@ -55,6 +55,13 @@ async def signing_key_for(settings: IngestSettings, key_file: Path | None = None
     engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
     try:
         return await named_admin_key(engine, OPERATOR_KEY_ID, "odc send on the Métropole's side")
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise SendError(
+            f"nothing was sent: the database holding the operator's signing key is unreachable "
+            f"({type(exc).__name__}); retry later, or sign with a commune's key (--key-file)"
+        ) from exc
     finally:
         await engine.dispose()
 
