@@ -123,20 +123,26 @@ def test_broker_stopped_503_with_retry_after_readyz_503_then_202_and_503d_record
         "every /readyz to say 503", lambda: readiness(p) == dict.fromkeys(("ingest", "normalise", "publish"), 503), 30
     )
 
-    # an ingest service started while the broker is down starts, says not ready, and answers 503 too
-    ingest = p.services["ingest"]
-    ingest.stop()
-    ingest.start()
-    wait_for("ingest answering without a broker", lambda: healthy(ingest.base_url), 90)
-    assert_outage_answer(push(p, token, refused[:3], key="outage-key-1"), "broker_unavailable")
-    assert readiness(p)["ingest"] == 503
-
     p.broker.start(timeout=120)
     wait_for("a 202 after the broker is back", lambda: push(p, token, ["after-broker"]).status_code == 202, 90)
     wait_for("every service ready again", lambda: set(readiness(p).values()) == {200}, 120)
     published = input_feature_ids(p)
     assert {"before-broker-outage", "after-broker"} <= published  # the topic is read past the outage
     assert published.isdisjoint(refused), "records of requests answered 503 were published"
+
+    # an ingest service started while the broker is down starts, says not ready, and answers 503 too
+    p.broker.stop()
+    ingest = p.services["ingest"]
+    ingest.stop()
+    ingest.start()
+    wait_for("ingest answering without a broker", lambda: healthy(ingest.base_url), 90)
+    assert_outage_answer(push(p, token, ["restarted-outage"]), "broker_unavailable")
+    assert readiness(p)["ingest"] == 503
+    p.broker.start(timeout=120)
+    wait_for("a 202 after the broker is back", lambda: push(p, token, ["after-restart"]).status_code == 202, 90)
+    wait_for("every service ready again", lambda: set(readiness(p).values()) == {200}, 120)
+    published = input_feature_ids(p)
+    assert "after-restart" in published and "restarted-outage" not in published
 
 
 def test_database_stopped_503_with_retry_after_never_500_then_202(outage_stack: tuple[Pipeline, str]) -> None:
