@@ -3,7 +3,9 @@ environment variables prefixed ODC_INGEST_."""
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Annotated
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.contract import size_limits
@@ -41,10 +43,11 @@ class IngestSettings(BaseSettings):
     # outages: the broker must acknowledge a request's records within publish_timeout_seconds, else the
     # request gets 503 + Retry-After and its records are discarded from the producer (docs/ingest.md); a
     # request is answered within answer_timeout_seconds whatever happens (database down included)
-    publish_timeout_seconds: float = 3.0
-    answer_timeout_seconds: float = 5.0
-    retry_after_seconds: int = 5
-    readiness_timeout_seconds: float = 1.0  # /readyz: how long the broker and database checks may take
+    publish_timeout_seconds: Annotated[float, Field(gt=0)] = 3.0
+    answer_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    retry_after_seconds: Annotated[int, Field(ge=1)] = 5
+    # /readyz: how long the broker and the database checks may take
+    readiness_timeout_seconds: Annotated[float, Field(gt=0)] = 1.0
     # `odc send`: how long it keeps retrying while the broker is unreachable before it gives up
     send_retry_seconds: float = 30.0
 

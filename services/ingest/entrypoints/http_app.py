@@ -283,7 +283,8 @@ def build_app(
         if parsed is None:
             return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
         if rt.ports is None:
-            return _error(503, "not_ready", "the service is starting")
+            retry = str(settings.retry_after_seconds)
+            return _error(503, "not_ready", "the service is starting", {"Retry-After": retry})
         principal = authenticate(text, await rt.ports.tokens.get(parsed[0]))
         if principal is None:
             return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)

@@ -157,15 +157,15 @@ async def push_changes(
     except PublishFailed as failed:
         if idempotency_key is not None:
             await idempotency.release(scope, idempotency_key)
-        retry = str(limits.retry_after_seconds)
+        retry_after = str(limits.retry_after_seconds)
         resp = error(
             503,
             "broker_unavailable",
             f"the broker did not acknowledge the records; they are not sent after this answer (see docs/ingest.md, "
-            f"Outages); retry in {retry} s, with the same Idempotency-Key if you sent one: {failed}",
+            f"Outages); retry in {retry_after} s, with the same Idempotency-Key if you sent one: {failed}",
             retry_after=limits.retry_after_seconds,
         )
-        return PushResponse(503, resp.body, {"Retry-After": retry})
+        return PushResponse(503, resp.body, {"Retry-After": retry_after})
     response_body = {
         "dataset": dataset,
         "commune": principal.commune,
