@@ -5,6 +5,7 @@ never the session-wide ones), with the three services as processes (issue #13, p
   hang), every service's /readyz is 503, an ingest service started meanwhile starts and answers 503 too; after the broker is back, 202 again and /readyz 200; the records of
   the requests answered 503 never reach the input topic;
 - database stopped: the same, 503 (never a bare 500), then 202 after recovery;
+- a 3 MB attribute under the 5 MB body limit: 202 with that record refused (``record_too_large``), never 503;
 - ``odc send`` with the broker down from the start: exit code 1, one line saying what was and was not sent,
   no traceback and no client log flood.
 """
@@ -28,6 +29,7 @@ from deploy.local.kafka import KafkaBroker
 from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from services.contract.codecs import Codecs
+from services.contract.size_limits import MAX_RECORD_BYTES
 from services.infrastructure.api_tokens import PostgresTokenStore, create_api_token_schema
 from services.infrastructure.database import make_engine
 from tests.conftest import postgres_data_dir
@@ -106,6 +108,26 @@ def assert_outage_answer(r: httpx.Response, error: str) -> None:
     assert r.status_code == 503, r.text
     assert r.headers["Retry-After"] == "3"
     assert r.json()["error"] == error
+
+
+def test_a_3_mb_attribute_under_the_body_limit_is_refused_at_once_not_503(outage_stack: tuple[Pipeline, str]) -> None:
+    p, token = outage_stack
+    records = [
+        {"gid": "too-large", "adresse": "x" * 3_000_000, "geometry": POINT},
+        {"gid": "beside-too-large", "adresse": "Place Lazare Goujon", "geometry": POINT},
+    ]
+    r = httpx.post(
+        f"{p.services['ingest'].base_url}{URL}",
+        json={"records": records},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=HANG,
+    )
+    assert r.status_code == 202, r.text[:500]
+    [refused] = r.json()["refused"]
+    assert refused["reason"] == "record_too_large" and str(MAX_RECORD_BYTES) in refused["message"]
+    assert [a["feature_id"] for a in r.json()["accepted"]] == ["beside-too-large"]
+    published = input_feature_ids(p)
+    assert "beside-too-large" in published and "too-large" not in published
 
 
 def test_broker_stopped_503_with_retry_after_readyz_503_then_202_and_503d_records_never_published(
