@@ -2,8 +2,9 @@
 never the session-wide ones), with the three services as processes (issue #13, point 4):
 
 - broker stopped: the push API answers 503 + Retry-After within its bound (the HTTP client's timeout fails a
-  hang), every service's /readyz is 503, an ingest service started meanwhile starts and answers 503 too; after the broker is back, 202 again and /readyz 200; the records of
-  the requests answered 503 never reach the input topic;
+  hang), every service's /readyz is 503; after the broker is back, 202 again and /readyz 200; the records of
+  the requests answered 503 never reach the input topic (this fails if the publisher keeps its buffer); an
+  ingest service started while the broker is down starts and answers 503 too;
 - database stopped: the same, 503 (never a bare 500), then 202 after recovery;
 - a 3 MB attribute under the 5 MB body limit: 202 with that record refused (``record_too_large``), never 503;
 - ``odc send`` with the broker down from the start: exit code 1, one line saying what was and was not sent,
