@@ -61,7 +61,7 @@ def send(
     from services.ingest.domain.source_profiles import ProfileError
     from services.ingest.domain.source_records import UnreadableFile
     from services.ingest.entrypoints.profile_commands import load_profile_file, saved_profile
-    from services.ingest.entrypoints.send_command import SendError, run_send
+    from services.ingest.entrypoints.send_command import SendError, SendIncomplete, run_send
     from services.ingest.service_layer.ports import PublishFailed
 
     try:
@@ -86,10 +86,14 @@ def send(
             key_file=key_file,
             as_of=as_of,
             profile=layout,
+            notify=lambda line: err.print(f"[yellow]{line}[/yellow]", soft_wrap=True),
         )
     except (SendError, UnreadableFile, PublishFailed, ProfileError) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
+    except SendIncomplete as incomplete:
+        err.print(f"[red]error:[/red] {incomplete}", soft_wrap=True)
+        raise typer.Exit(1) from incomplete
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     console.print(
         f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "

@@ -103,6 +103,8 @@ class Codecs:
                 "source_partition": r.source.partition,
                 "source_offset": r.source.offset,
                 "original": r.original,
+                "original_sha256": r.original_sha256,
+                "original_size": r.original_size,
             },
         )
 
@@ -116,6 +118,8 @@ class Codecs:
             message=d["message"],
             source=SourcePosition(d["source_topic"], d["source_partition"], d["source_offset"]),
             original=bytes(d["original"]),
+            original_sha256=d["original_sha256"],
+            original_size=d["original_size"],
             event_id=d["event_id"],
             dataset=d["dataset"],
             commune=d["commune"],

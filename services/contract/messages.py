@@ -83,6 +83,10 @@ class Rejection:
     commune: str | None = None
     feature_id: str | None = None
     errors: tuple[FieldError, ...] = ()
+    # ``original`` may be a prefix of what was received (services/contract/size_limits.py): these describe the
+    # whole. None when ``original`` is the whole message (as every rejection written before schema v2).
+    original_sha256: str | None = None
+    original_size: int | None = None
 
 
 @dataclass(frozen=True)

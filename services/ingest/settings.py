@@ -3,9 +3,12 @@ environment variables prefixed ODC_INGEST_."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.contract import size_limits
 from services.contract.local_ports import local_ports
 
 
@@ -29,7 +32,7 @@ class IngestSettings(BaseSettings):
     log_level: str = "INFO"
 
     # HTTP push API
-    max_body_bytes: int = 5 * 1024 * 1024  # 413 above this (OpenDataSoft's push API allows 5 MB)
+    max_body_bytes: int = size_limits.MAX_BODY_BYTES  # 413 above this (OpenDataSoft's push API allows 5 MB)
     max_records_per_request: int = 10_000
     rate_limit_records_per_second: float = 200.0  # per commune, token bucket refilled at this rate ...
     rate_limit_burst_records: float = 20_000.0  # ... holding at most this many records
@@ -39,6 +42,23 @@ class IngestSettings(BaseSettings):
 
     # `odc send` from a commune's machine: the key file printed by `odc key create` (else the service key)
     signing_key_file: str | None = None
+
+    # size limits that agree end to end (services/contract/size_limits.py): a record whose encoded event is
+    # larger is refused with reason record_too_large; the producers (API, connectors, odc send) use this
+    # max_request_size, which the broker's message.max.bytes must allow
+    max_record_bytes: int = size_limits.MAX_RECORD_BYTES
+    producer_max_request_bytes: int = size_limits.PRODUCER_MAX_REQUEST_BYTES
+
+    # outages: the broker must acknowledge a request's records within publish_timeout_seconds, else the
+    # request gets 503 + Retry-After and its records are discarded from the producer (docs/ingest.md); a
+    # request is answered within answer_timeout_seconds whatever happens (database down included)
+    publish_timeout_seconds: Annotated[float, Field(gt=0)] = 3.0
+    answer_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    retry_after_seconds: Annotated[int, Field(ge=1)] = 5
+    # /readyz: how long the broker and the database checks may take
+    readiness_timeout_seconds: Annotated[float, Field(gt=0)] = 1.0
+    # `odc send`: how long it keeps retrying while the broker is unreachable before it gives up
+    send_retry_seconds: float = 30.0
 
     # snapshot connectors
     run_connectors: bool = True  # the service runs connectors that are due

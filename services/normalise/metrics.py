@@ -35,6 +35,11 @@ class NormaliseMetrics(WorkerMetrics):
             ["dataset"],
             registry=registry,
         )
+        self.rejections_pruned = Counter(
+            "odc_rejections_pruned_total",
+            "Rejections deleted from the rejection table past their retention",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "odc_batch_size_events",
             "Events per processed batch",

@@ -33,6 +33,7 @@ class PublishSettings(BaseSettings):
     # One HTTP server (uvicorn, run inside the worker process) serves the API, /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"
     web_port: int = 6067
+    readiness_timeout_seconds: float = 1.0  # /readyz checks the broker and the database live, each within this
     # Base of the links put in notifications and documents (what subscribers can reach); default
     # http://127.0.0.1:<web_port>.
     public_base_url: str = ""

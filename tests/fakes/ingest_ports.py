@@ -8,10 +8,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.contract import size_limits
 from services.contract.api_tokens import StoredToken, format_token, hash_secret
+from services.contract.codecs import Codecs
 from services.contract.messages import ChangeEvent
 from services.ingest.domain.snapshot_diff import FeatureRef
-from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, StoredProfile, StoredResponse
+from services.ingest.service_layer.ports import (
+    ConnectorConfig,
+    PublishFailed,
+    RecordsTooLarge,
+    StoredProfile,
+    StoredResponse,
+)
 
 
 class FakeClock:
@@ -52,14 +60,23 @@ class InMemoryTokens:
 
 
 class RecordingSink:
-    def __init__(self) -> None:
+    """Keeps what it is given; refuses events over the record size limit as the Kafka publisher does (same
+    codec, same limit), before anything is kept."""
+
+    def __init__(self, max_record_bytes: int = size_limits.MAX_RECORD_BYTES) -> None:
         self.events: list[ChangeEvent] = []
         self.fail = False
+        self.max_record_bytes = max_record_bytes
+        self._codecs = Codecs()
 
     async def publish(
         self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
     ) -> int:
         batch = list(events)
+        sizes = {i: len(self._codecs.encode_change_event(ev)) for i, ev in enumerate(batch)}
+        too_large = {i: n for i, n in sizes.items() if n > self.max_record_bytes}
+        if too_large:
+            raise RecordsTooLarge(too_large, self.max_record_bytes)
         if self.fail:
             raise PublishFailed("broker down (fake)")
         self.events.extend(batch)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -32,6 +33,7 @@ from services.ingest.domain.source_records import SourceRecord
 
 INVALID_ENVELOPE = "invalid_envelope"
 INVALID_GEOMETRY = "invalid_geometry"
+RECORD_TOO_LARGE = "record_too_large"
 RESERVED = frozenset({"operation", "commune", "sequence", "geometry", "crs", "feature_id", "type"})
 GEOMETRY_TYPES = frozenset(
     {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
@@ -338,3 +340,42 @@ def parse_batch(
     accepted.sort(key=lambda a: a.index)
     refused.sort(key=lambda r: r.index)
     return ParsedBatch(tuple(accepted), tuple(refused))
+
+
+# A fixed namespace for the event ids of requests that carry an Idempotency-Key (uuid5 of it).
+IDEMPOTENT_EVENT_IDS = uuid.UUID("6f1d2a5e-8b0c-4f4e-9a57-0d1c3e2b7a90")
+
+
+def idempotent_event_ids(batch: ParsedBatch, scope: str, key: str, request_sha256: str) -> ParsedBatch:
+    """The same request (same scope, key and body) always yields the same event ids, one per record index,
+    so a retry after a 503 whose records the broker did take after all is applied once by the normaliser
+    (which applies an event id once)."""
+    accepted = tuple(
+        AcceptedRecord(
+            a.index,
+            replace(
+                a.event,
+                event_id=str(uuid.uuid5(IDEMPOTENT_EVENT_IDS, f"{scope}\x00{key}\x00{request_sha256}\x00{a.index}")),
+            ),
+        )
+        for a in batch.accepted
+    )
+    return ParsedBatch(accepted, batch.refused)
+
+
+def refuse_too_large(batch: ParsedBatch, sizes: Mapping[int, int], limit: int) -> ParsedBatch:
+    """Move the accepted records at positions ``sizes`` (position in ``batch.accepted`` -> encoded size) to
+    the refusals, with reason ``record_too_large`` naming the limit: a retry can never succeed."""
+    refused = list(batch.refused)
+    for pos, size in sizes.items():
+        a = batch.accepted[pos]
+        en = f"the record is {size} bytes once encoded; the limit is {limit} bytes per record"
+        fr = f"l'enregistrement fait {size} octets une fois encodé ; la limite est de {limit} octets par enregistrement"
+        refused.append(
+            RecordRefusal(
+                a.index, RECORD_TOO_LARGE, en, (_error("record_size", en, fr, None, None),), a.event.feature_id
+            )
+        )
+    accepted = tuple(a for pos, a in enumerate(batch.accepted) if pos not in sizes)
+    refused.sort(key=lambda r: r.index)
+    return ParsedBatch(accepted, tuple(refused))

@@ -36,7 +36,7 @@ from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
 from services.ingest.service_layer import run_connector as rc
-from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed
+from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, RecordsTooLarge
 from services.ingest.settings import IngestSettings
 
 T = TypeVar("T")
@@ -298,7 +298,12 @@ def connector_run(
             settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
         )
         publisher = KafkaEventPublisher(
-            settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key
+            settings.kafka_bootstrap,
+            settings.topic_change_events,
+            Codecs(),
+            signing_key=key,
+            max_record_bytes=settings.max_record_bytes,
+            max_request_bytes=settings.producer_max_request_bytes,
         )
         await publisher.start()
         try:
@@ -340,6 +345,9 @@ def connector_run(
     except PublishFailed as failed:
         err.print(f"[red]error:[/red] the broker did not take the events; nothing was recorded, run again: {failed}")
         raise typer.Exit(1) from failed
+    except RecordsTooLarge as large:
+        err.print(f"[red]error:[/red] nothing was published or recorded: {large}; fix the source")
+        raise typer.Exit(1) from large
     if as_json:
         print(json.dumps(report.summary(), ensure_ascii=False))
     else:

@@ -8,12 +8,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -28,6 +29,7 @@ from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.connector_store import PostgresConnectorStore
@@ -47,6 +49,7 @@ from services.ingest.service_layer.ports import (
     IdempotencyStore,
     ProfileStore,
     PublishFailed,
+    RecordsTooLarge,
     StatusReadModel,
     TokenStore,
 )
@@ -85,6 +88,9 @@ class Runtime:
     engine: AsyncEngine | None = None
     ready: bool = False
     scheduler: asyncio.Task[None] | None = None
+    topics: asyncio.Task[None] | None = None
+    broker_ok: Callable[[], Awaitable[bool]] | None = None
+    database_ok: Callable[[], Awaitable[bool]] | None = None
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -112,7 +118,7 @@ def build_app(
     catalogue = catalogue or DatasetCatalogue.load(territory=settings.territory)
     clock = SystemClock()
     buckets = TokenBuckets(settings.rate_limit_records_per_second, settings.rate_limit_burst_records)
-    limits = PushLimits(max_records=settings.max_records_per_request)
+    limits = PushLimits(max_records=settings.max_records_per_request, retry_after_seconds=settings.retry_after_seconds)
     rt = Runtime()
 
     @contextlib.asynccontextmanager
@@ -129,13 +135,21 @@ def build_app(
             max_attempts=30,
         )
         key = await named_admin_key(rt.engine, settings.service_signing_key_id, "ingest service (HTTP API, connectors)")
-        await ensure_topics(
-            settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
-        )
+        rt.topics = asyncio.create_task(topics_ensured(), name="odc-ensure-topics")
         publisher = KafkaEventPublisher(
-            settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key, request_timeout_ms=15000
+            settings.kafka_bootstrap,
+            settings.topic_change_events,
+            Codecs(),
+            signing_key=key,
+            request_timeout_ms=15000,
+            max_record_bytes=settings.max_record_bytes,
+            max_request_bytes=settings.producer_max_request_bytes,
+            deadline_seconds=settings.publish_timeout_seconds,
         )
-        await publisher.start()
+        try:
+            await publisher.start()
+        except KafkaError as exc:  # started anyway: requests get 503 until the broker answers
+            log.warning("broker unreachable at start (%s); the push API answers 503 until it is back", exc)
         rt.ports = ApiPorts(
             tokens=PostgresTokenStore(rt.engine),
             idempotency=PostgresIdempotencyStore(rt.engine, settings.idempotency_ttl_hours),
@@ -143,6 +157,11 @@ def build_app(
             status=PostgresStatusReadModel(rt.engine),
             profiles=PostgresProfileStore(rt.engine),
         )
+        engine = rt.engine
+        rt.broker_ok = CachedCheck(
+            lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
+        )
+        rt.database_ok = CachedCheck(lambda: database_answers(engine, settings.readiness_timeout_seconds))
         if settings.run_connectors:
             rt.scheduler = asyncio.create_task(scheduler_loop(), name="odc-connector-scheduler")
         rt.ready = True
@@ -151,12 +170,25 @@ def build_app(
             yield
         finally:
             rt.ready = False
+            for task in (rt.topics, rt.scheduler):
+                if task is not None and not task.done():
+                    task.cancel()
             if rt.scheduler is not None:
                 rt.scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await rt.scheduler
             await publisher.stop()
             await rt.engine.dispose()
+
+    async def topics_ensured() -> None:
+        """The input topic exists (auto-create is off); retried until the broker answers."""
+        spec = [TopicSpec(settings.topic_change_events, settings.input_partitions)]
+        while True:
+            try:
+                await ensure_topics(settings.kafka_bootstrap, spec, timeout=30)
+                return
+            except RuntimeError as exc:
+                log.warning("input topic not checked yet: %s", exc)
 
     async def run_one(name: str) -> RunReport:
         assert rt.engine is not None and rt.ports is not None
@@ -184,7 +216,7 @@ def build_app(
                 for name in await store.due(clock.now()):
                     try:
                         report = await run_one(name)
-                    except PublishFailed as failed:  # broker down: the state is unchanged, retried when due
+                    except (PublishFailed, RecordsTooLarge) as failed:  # the state is unchanged, retried when due
                         await store.record_run(name, "failed", {"error": str(failed)})
                         metrics.connector_runs.labels("failed").inc()
                         continue
@@ -224,6 +256,31 @@ def build_app(
         metrics.http_requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
+    def unavailable(what: str, detail: str) -> JSONResponse:
+        retry = settings.retry_after_seconds
+        return _error(
+            503,
+            f"{what}_unavailable",
+            f"the {what} is unavailable ({detail}); nothing was published; retry in {retry} s",
+            {"Retry-After": str(retry)},
+            retry_after=retry,
+        )
+
+    async def answered_in_time(work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a request's work within the answer deadline: a database that is down or does not answer, or a
+        broker the publisher gave up on, is a 503 with Retry-After, never a hang or a bare 500."""
+        try:
+            async with asyncio.timeout(settings.answer_timeout_seconds):
+                return await work()
+        except TimeoutError:
+            log.warning("request not answered within %.1f s: 503", settings.answer_timeout_seconds)
+            return unavailable("service", f"no answer within {settings.answer_timeout_seconds:g} s")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("database unavailable: 503 (%s)", type(exc).__name__)
+            return unavailable("database", type(exc).__name__)
+
     async def principal_of(authorization: str | None) -> Principal | JSONResponse:
         unauthorised = {"WWW-Authenticate": 'Bearer realm="odc"'}
         if not authorization or not authorization.lower().startswith("bearer "):
@@ -233,7 +290,8 @@ def build_app(
         if parsed is None:
             return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
         if rt.ports is None:
-            return _error(503, "not_ready", "the service is starting")
+            retry = str(settings.retry_after_seconds)
+            return _error(503, "not_ready", "the service is starting", {"Retry-After": retry})
         principal = authenticate(text, await rt.ports.tokens.get(parsed[0]))
         if principal is None:
             return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
@@ -271,7 +329,10 @@ def build_app(
             413: {"model": ErrorDoc, "description": "Body larger than the limit, or too many records"},
             422: {"model": ErrorDoc, "description": "Idempotency-Key reused with a different body"},
             429: {"model": ErrorDoc, "description": "Rate limited; see Retry-After"},
-            503: {"model": ErrorDoc, "description": "Broker unavailable; nothing was published, retry"},
+            503: {
+                "model": ErrorDoc,
+                "description": "Broker or database unavailable; nothing was published; see Retry-After",
+            },
         },
         openapi_extra={
             "requestBody": {
@@ -294,17 +355,27 @@ def build_app(
             description="records in a commune's own layout: the source name of a saved profile (/v1/profiles)",
         ),
     ) -> Any:
-        principal = await principal_of(authorization)
-        if isinstance(principal, JSONResponse):
-            return principal
         body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
+        return await answered_in_time(lambda: push_one(body, dataset, authorization, idempotency_key, profile))
+
+    async def push_one(
+        body: bytes, dataset: str, authorization: str | None, idempotency_key: str | None, profile: str | None
+    ) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
         assert rt.ports is not None
         layout = None
         if profile is not None:
             if rt.ports.profiles is None:
-                return _error(503, "not_ready", "source profiles are not available", {"Retry-After": "5"})
+                return _error(
+                    503,
+                    "not_ready",
+                    "source profiles are not available",
+                    {"Retry-After": str(settings.retry_after_seconds)},
+                )
             stored = await rt.ports.profiles.get(principal.commune or ALL_COMMUNES, dataset, profile)
             if stored is None:
                 return _error(
@@ -344,6 +415,9 @@ def build_app(
         insee: str = Path(pattern=INSEE_PATTERN, description="INSEE code of the commune"),
         authorization: str | None = Header(default=None, description="Bearer <token> of this commune, or admin"),
     ) -> Any:
+        return await answered_in_time(lambda: status_of(insee, authorization))
+
+    async def status_of(insee: str, authorization: str | None) -> Any:
         principal = await principal_of(authorization)
         if isinstance(principal, JSONResponse):
             return principal
@@ -372,8 +446,23 @@ def build_app(
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         scheduler_ok = rt.scheduler is None or not rt.scheduler.done()
-        ok = rt.ready and scheduler_ok
-        return JSONResponse({"ready": ok, "connector_scheduler": scheduler_ok}, status_code=200 if ok else 503)
+        broker = await rt.broker_ok() if rt.broker_ok is not None else rt.ready
+        database = await rt.database_ok() if rt.database_ok is not None else rt.ready
+        topics = rt.topics is None or (rt.topics.done() and not rt.topics.cancelled() and not rt.topics.exception())
+        ok = rt.ready and scheduler_ok and broker and database and topics
+        metrics.ready.labels("ingest").set(1 if ok else 0)
+        body = {
+            "ready": ok,
+            "broker": broker,
+            "database": database,
+            "input_topic": topics,
+            "connector_scheduler": scheduler_ok,
+        }
+        return JSONResponse(
+            body,
+            status_code=200 if ok else 503,
+            headers=None if ok else {"Retry-After": str(settings.retry_after_seconds)},
+        )
 
     return app
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,13 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey
-from services.infrastructure.database import make_engine
+from services.contract.messages import ChangeEvent
+from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.domain.change_events import upsert_events
 from services.ingest.domain.source_profiles import SourceProfile, apply_to_records
 from services.ingest.domain.source_records import reader_for
+from services.ingest.service_layer.ports import PublishFailed, RecordsTooLarge
 from services.ingest.settings import IngestSettings
 
 
@@ -52,6 +56,13 @@ async def signing_key_for(settings: IngestSettings, key_file: Path | None = None
     engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
     try:
         return await named_admin_key(engine, OPERATOR_KEY_ID, "odc send on the Métropole's side")
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise SendError(
+            f"nothing was sent: the database holding the operator's signing key is unreachable "
+            f"({type(exc).__name__}); retry later, or sign with a commune's key (--key-file)"
+        ) from exc
     finally:
         await engine.dispose()
 
@@ -78,8 +89,10 @@ async def send_file(
     signing_key: SigningKey | None = None,
     key_file: Path | None = None,
     profile: SourceProfile | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> SendSummary:
-    """``profile``: the file's layout (odc profile); its records are turned into the dataset's fields first."""
+    """``profile``: the file's layout (odc profile); its records are turned into the dataset's fields first.
+    Raises SendError (nothing sent: bad input) or SendIncomplete (the broker stayed unreachable)."""
     catalogue = DatasetCatalogue.load(territory=settings.territory)
     definition = catalogue.get(dataset)
     if definition is None:
@@ -111,21 +124,105 @@ async def send_file(
         occurred_at=as_of or datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
     )
-    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
-    publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key)
-    await publisher.start()
+    publisher = KafkaEventPublisher(
+        settings.kafka_bootstrap,
+        settings.topic_change_events,
+        Codecs(),
+        signing_key=key,
+        request_timeout_ms=10000,
+        max_record_bytes=settings.max_record_bytes,
+        max_request_bytes=settings.producer_max_request_bytes,
+        deadline_seconds=WINDOW_DEADLINE_SECONDS,
+    )
     try:
+        encoded = publisher.encode(events)  # every record is checked before anything is sent
+    except RecordsTooLarge as large:
+        raise SendError(f"nothing was sent: {large}") from large
+    sender = RetryingSend(publisher, encoded, settings.send_retry_seconds, notify=notify or (lambda _: None))
+    try:
+        try:
+            await ensure_topics(
+                settings.kafka_bootstrap,
+                [TopicSpec(settings.topic_change_events, settings.input_partitions)],
+                timeout=settings.send_retry_seconds,
+            )
+        except RuntimeError as exc:
+            raise SendIncomplete(0, len(encoded), f"the broker at {settings.kafka_bootstrap} is unreachable") from exc
         if show_progress:
             with Progress(
                 TextColumn(f"sending {path.name} → {dataset}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
             ) as bar:
-                task = bar.add_task("send", total=len(records))
-                n = await publisher.publish(events, on_sent=lambda k: bar.advance(task, k), window=500)
+                task = bar.add_task("send", total=len(encoded))
+                n = await sender.run(on_sent=lambda k: bar.advance(task, k))
         else:
-            n = await publisher.publish(events)
+            n = await sender.run()
     finally:
         await publisher.stop()
     return SendSummary(dataset, n, time.perf_counter() - started, seq)
+
+
+WINDOW = 500  # events acknowledged together
+WINDOW_DEADLINE_SECONDS = 10.0  # a window not acknowledged in this time is retried (same events, same ids)
+
+
+class SendIncomplete(Exception):
+    """The broker stayed unreachable past the retry time: ``sent`` of ``total`` events were acknowledged."""
+
+    def __init__(self, sent: int, total: int, why: str) -> None:
+        self.sent, self.total, self.why = sent, total, why
+        super().__init__(
+            f"{why}: sent {sent} of {total} events; {total - sent} not sent. Running the same command again "
+            f"sends every event again (those already applied are counted unchanged)."
+        )
+
+
+class RetryingSend:
+    """Send windows of events in order; a window the broker does not acknowledge is sent again (the same
+    events, so the same event ids: the normaliser applies each once) with backoff, until ``retry_seconds``
+    pass without progress. ``notify`` gets one line when the broker becomes unreachable and one when it is back."""
+
+    def __init__(
+        self,
+        publisher: KafkaEventPublisher,
+        encoded: list[tuple[ChangeEvent, bytes]],
+        retry_seconds: float,
+        notify: Callable[[str], None],
+    ) -> None:
+        self._publisher = publisher
+        self._encoded = encoded
+        self._retry_seconds = retry_seconds
+        self._notify = notify
+
+    async def run(self, on_sent: Callable[[int], None] | None = None) -> int:
+        sent, total = 0, len(self._encoded)
+        failing_since: float | None = None
+        backoff = 0.5
+        while sent < total:
+            window = self._encoded[sent : sent + WINDOW]
+            try:
+                await self._publisher.publish_encoded(window, window=WINDOW)
+            except PublishFailed as failed:
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    self._notify(
+                        f"the broker is not answering ({failed}); retrying for up to {self._retry_seconds:g} s "
+                        f"— {sent} of {total} events sent so far"
+                    )
+                if now - failing_since >= self._retry_seconds:
+                    raise SendIncomplete(
+                        sent, total, f"the broker did not answer for {self._retry_seconds:g} s"
+                    ) from failed
+                await asyncio.sleep(min(backoff, max(0.0, failing_since + self._retry_seconds - now)))
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if failing_since is not None:
+                self._notify(f"the broker is back; sending the remaining {total - sent} events")
+                failing_since, backoff = None, 0.5
+            sent += len(window)
+            if on_sent:
+                on_sent(len(window))
+        return sent
 
 
 def run_send(
@@ -137,7 +234,12 @@ def run_send(
     key_file: Path | None = None,
     as_of: datetime | None = None,
     profile: SourceProfile | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> SendSummary:
+    # The client library logs every failed connection attempt (thousands of lines in an outage): the command
+    # says it once itself (``notify``) and in its final line.
+    for name in ("aiokafka", "kafka"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return asyncio.run(
         send_file(
             path,
@@ -149,5 +251,6 @@ def run_send(
             key_file=key_file,
             as_of=as_of,
             profile=profile,
+            notify=notify,
         )
     )

@@ -28,7 +28,9 @@ class EventSink(Protocol):
     async def publish(
         self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
     ) -> int:
-        """Send every event, signed, and return once the broker acknowledged all of them."""
+        """Send every event, signed, and return once the broker acknowledged all of them. Raises
+        RecordsTooLarge (nothing sent) when an event is over the record size limit, PublishFailed when the
+        broker did not acknowledge every event in time (then nothing still buffered is sent later)."""
         ...
 
 
@@ -46,7 +48,9 @@ class IdempotencyStore(Protocol):
         """Reserve the key for this request; False when another request holds it already."""
         ...
 
-    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None: ...
+    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None:
+        """Store the answer; StoreUnavailable when the database is down."""
+        ...
 
     async def release(self, scope: str, key: str) -> None:
         """Forget a claim whose request failed (e.g. the broker was down), so the client can retry."""
@@ -126,6 +130,25 @@ class SnapshotFetcher(Protocol):
 
 class PublishFailed(Exception):
     """The broker did not acknowledge every event (transient): nothing is recorded as done."""
+
+
+class StoreUnavailable(Exception):
+    """A store could not be written (database down); raised by adapters for transient failures."""
+
+
+class RecordsTooLarge(Exception):
+    """Some events are larger, encoded, than the largest record the input path takes (permanent: a retry
+    can never succeed). Nothing was sent. ``sizes`` maps the position of each such event in the call to its
+    encoded size."""
+
+    def __init__(self, sizes: Mapping[int, int], limit: int) -> None:
+        self.sizes = dict(sizes)
+        self.limit = limit
+        first = min(self.sizes)
+        super().__init__(
+            f"{len(self.sizes)} record(s) larger than the limit of {limit} bytes per record "
+            f"(the first, at position {first}, is {self.sizes[first]} bytes encoded)"
+        )
 
 
 class SnapshotUnavailable(Exception):

@@ -18,10 +18,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.messages import Rejection
+from services.contract.size_limits import REJECTION_ORIGINAL_PREFIX_BYTES
 from services.normalise.adapters.same_place_store import PostgisSamePlaceStore
 from services.normalise.adapters.tables import AFTER_CREATE, PREAMBLE, metadata
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
+from services.normalise.domain.rejection_retention import bounded_original
 from services.normalise.domain.same_place import folded_text_values
 
 
@@ -67,9 +69,10 @@ _OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, featur
 
 _REJECTION_INSERT = text("""
 INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
-  errors, source_topic, source_partition, source_offset, original)
+  errors, source_topic, source_partition, source_offset, original, original_sha256, original_size)
 VALUES (:rejection_id, :rejected_at, :stage, :reason, :message, :event_id, :dataset, :commune, :feature_id,
-  CAST(:errors AS jsonb), :source_topic, :source_partition, :source_offset, :original)
+  CAST(:errors AS jsonb), :source_topic, :source_partition, :source_offset, :original, :original_sha256,
+  :original_size)
 ON CONFLICT (rejection_id) DO NOTHING
 """)
 
@@ -231,9 +234,11 @@ class PostgisUnitOfWork:
 
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
         """Rejections quote what the sender wrote; PostgreSQL refuses NUL in text and jsonb, so NUL is stored
-        as U+FFFD in these columns (the original bytes are kept untouched in ``original``)."""
+        as U+FFFD in these columns (the original bytes are kept untouched in ``original``, up to
+        REJECTION_ORIGINAL_PREFIX_BYTES, with the SHA-256 and size of the whole)."""
         if not rejections:
             return
+        bounded = [bounded_original(r.original, REJECTION_ORIGINAL_PREFIX_BYTES) for r in rejections]
         await self.conn.execute(
             _REJECTION_INSERT,
             [
@@ -265,9 +270,11 @@ class PostgisUnitOfWork:
                     "source_topic": r.source.topic,
                     "source_partition": r.source.partition,
                     "source_offset": r.source.offset,
-                    "original": r.original,
+                    "original": b.prefix,
+                    "original_sha256": b.sha256,
+                    "original_size": b.size,
                 }
-                for r in rejections
+                for r, b in zip(rejections, bounded, strict=True)
             ],
         )
 

@@ -93,12 +93,17 @@ rejection = Table(
     Column("source_topic", Text, nullable=False),
     Column("source_partition", Integer, nullable=False),
     Column("source_offset", BigInteger, nullable=False),
+    # the first REJECTION_ORIGINAL_PREFIX_BYTES of the message (services/contract/size_limits.py), with the
+    # SHA-256 and size of the whole; both NULL on rows written before they existed (original whole then)
     Column("original", LargeBinary, nullable=False),
     Column("seq", BigInteger, nullable=False, server_default=text("nextval('rejection_seq')")),
     Column("sent_at", DateTime(timezone=True)),
+    Column("original_sha256", Text),
+    Column("original_size", BigInteger),
 )
 Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
 Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
+Index("rejection_by_time", rejection.c.rejected_at)  # pruning by retention
 
 # Accepted events per commune, counted in the batch transaction that claims their ids (so exactly once);
 # read by the ingest's status for communes. Rejections are counted from ``rejection`` itself.
@@ -146,4 +151,9 @@ Index(
 
 PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]
 # create_all adds no column to a table that already exists (stores created before this release)
-AFTER_CREATE = ["ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb"]
+AFTER_CREATE = [
+    "ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb",
+    "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS original_sha256 text",
+    "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS original_size bigint",
+    "CREATE INDEX IF NOT EXISTS rejection_by_time ON rejection (rejected_at)",
+]

@@ -39,10 +39,13 @@ from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
+from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
+from services.normalise.domain.rejection_retention import retention_cutoff
 from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
 from services.normalise.metrics import NormaliseMetrics
 from services.normalise.service_layer.link_same_places import dissolve_previous_groups
@@ -109,6 +112,9 @@ class NormaliseWorker:
         self.signing_keys = SigningKeyCache(self.engine, settings.signing_keys_max_age_seconds)
         self.stopping = asyncio.Event()
         self.failed = False
+        engine, timeout = self.engine, settings.readiness_timeout_seconds
+        self.broker_ok = CachedCheck(lambda: broker_reachable(settings.kafka_bootstrap, timeout))
+        self.database_ok = CachedCheck(lambda: database_answers(engine, timeout))
 
     # --- database readiness, as the metrics and /readyz show it ---
     def _db_down(self, error: BaseException, attempt: int) -> None:
@@ -278,6 +284,24 @@ class NormaliseWorker:
                 log.warning("outbox relay process did not stop in 15 s; terminating it")
                 process.terminate()
 
+    async def prune_rejections(self) -> None:
+        """Every prune interval, delete relayed rejections past the retention (batched). A database outage
+        skips a round; the next one catches up."""
+        s = self.settings
+        while not self.stopping.is_set():
+            try:
+                cutoff = retention_cutoff(self.clock.now(), s.rejection_retention_days)
+                pruned = await prune_rejections(self.engine, cutoff, s.rejection_prune_batch_rows)
+                if pruned:
+                    log.info("pruned %d rejections recorded before %s", pruned, cutoff.isoformat())
+                self.metrics.rejections_pruned.inc(pruned)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("rejection pruning skipped, database unavailable: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), s.rejection_prune_interval_seconds)
+
     def web_app(self) -> web.Application:
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -287,8 +311,15 @@ class NormaliseWorker:
 
         async def readyz(request: web.Request) -> web.Response:
             h = self.health
-            ok = h.database and h.relay and h.consumer
-            body = {"ready": ok, "database": h.database, "relay": h.relay, "consumer": h.consumer}
+            broker, database = await self.broker_ok(), await self.database_ok()
+            ok = h.database and h.relay and h.consumer and broker and database
+            body = {
+                "ready": ok,
+                "database": h.database and database,
+                "broker": broker,
+                "relay": h.relay,
+                "consumer": h.consumer,
+            }
             return web.json_response(body, status=200 if ok else 503)
 
         app = web.Application()
@@ -309,6 +340,7 @@ class NormaliseWorker:
             tasks = [
                 asyncio.create_task(self.consume(), name="consume"),
                 asyncio.create_task(self.relay(), name="relay"),
+                asyncio.create_task(self.prune_rejections(), name="prune-rejections"),
             ]
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -10,7 +10,7 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -158,6 +158,7 @@ def build_api(
     registry: CollectorRegistry,
     health: dict[str, bool],
     tokens: TokenStore,
+    live_checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
     allow_private_targets: bool = False,
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
@@ -279,8 +280,11 @@ def build_api(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        ok = all(health.values())
-        return JSONResponse({"ready": ok, **health}, status_code=200 if ok else 503)
+        state = dict(health)
+        for name, check in (live_checks or {}).items():  # the broker and the database, asked now
+            state[name] = state.get(name, True) and await check()
+        ok = all(state.values())
+        return JSONResponse({"ready": ok, **state}, status_code=200 if ok else 503)
 
     @app.get("/", summary="Index of the API")
     async def index() -> dict[str, Any]:

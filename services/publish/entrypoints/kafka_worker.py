@@ -34,6 +34,7 @@ from services.infrastructure.kafka_consumer import commit_offsets, make_batch_co
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
 from services.publish.adapters.notification_outbox import notifications_outbox
@@ -107,6 +108,12 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         registry=registry,
         health=health,
         tokens=PostgresTokenStore(engine),
+        live_checks={
+            "broker": CachedCheck(
+                lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
+            ),
+            "database": CachedCheck(lambda: database_answers(engine, settings.readiness_timeout_seconds)),
+        },
         allow_private_targets=settings.webhook_allow_private_targets,
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
