@@ -156,7 +156,11 @@ def write_revision(owner: SchemaOwner, message: str) -> Path:
     path = owner.script_location / "versions" / f"v{rev}_{slug}.py"
     path.write_text(
         _REVISION_TEMPLATE.format(
-            message=message, rev=rev, owner=owner.name, down=head or "nothing", down_repr=repr(head)
+            message=message,
+            rev=rev,
+            owner=owner.name,
+            down=head or "nothing",
+            down_repr=f'"{head}"' if head else "None",
         )
     )
     return path

@@ -269,3 +269,30 @@ async def test_head_is_the_schema_the_code_declares(
         assert await conn.run_sync(current_revision, owner) == head_revision(owner)
         diffs = await conn.run_sync(_drift, owner)
     assert diffs == []
+
+
+def test_odc_schema_upgrades_a_previous_release_store(
+    new_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``make run`` runs before starting the services (deploy/local), and an operator's check."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    old = new_database()
+    previous_release_store(old)
+    monkeypatch.setenv("ODC_DATABASE_URL", old)
+    runner = CliRunner()
+
+    behind = runner.invoke(app, ["schema", "current"])
+    assert behind.exit_code == 1, behind.output
+    assert "normalise  at (none)" in behind.output
+
+    upgraded = runner.invoke(app, ["schema", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert revisions_of(old) == HEADS
+    assert "publish    (none) -> 0002  applied 0001, 0002" in upgraded.output
+
+    assert runner.invoke(app, ["schema", "current"]).exit_code == 0
+    again = runner.invoke(app, ["schema", "upgrade"])
+    assert again.exit_code == 0 and again.output.count("already at head") == len(SCHEMA_OWNERS), again.output
