@@ -7,8 +7,10 @@ head equals the tables the code declares (a column added to tables.py without a 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from psycopg import sql
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deploy.local.postgres import PostgresCluster
@@ -31,6 +34,7 @@ from services.infrastructure.schema_migrations import (
     head_revision,
     pending_revisions,
     upgrade_schema,
+    write_revision,
 )
 from services.infrastructure.signing_keys import create_signing_key_schema
 from services.ingest.adapters.tables import create_ingest_schema
@@ -296,3 +300,28 @@ def test_odc_schema_upgrades_a_previous_release_store(
     assert runner.invoke(app, ["schema", "current"]).exit_code == 0
     again = runner.invoke(app, ["schema", "upgrade"])
     assert again.exit_code == 0 and again.output.count("already at head") == len(SCHEMA_OWNERS), again.output
+
+
+async def test_a_failing_revision_leaves_nothing_half_done(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine], tmp_path: Path
+) -> None:
+    """The upgrade is one transaction: a revision that fails after its first statement leaves neither that
+    statement's change nor a moved version behind, and the service's start fails loudly."""
+    engine = engines(new_database())
+    await start_every_service(engine)
+    broken = replace(NORMALISE_SCHEMA, script_location=tmp_path / "migrations")
+    shutil.copytree(NORMALISE_SCHEMA.script_location, broken.script_location)
+    path = write_revision(broken, "half done")
+    path.write_text(
+        path.read_text().replace(
+            'raise NotImplementedError("write the change with op.add_column / op.create_table / op.execute ...")',
+            'op.add_column("rejection", sa.Column("original_sha256", sa.Text()))\n    op.execute("SELECT 1 / 0")',
+        )
+    )
+
+    with pytest.raises(DBAPIError, match="division by zero"):
+        await upgrade_schema(engine, broken)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(current_revision, NORMALISE_SCHEMA) == head_revision(NORMALISE_SCHEMA)
+        assert await conn.run_sync(_drift, NORMALISE_SCHEMA) == []  # no original_sha256 column
