@@ -94,7 +94,7 @@ def current(owners: OwnersArg = None) -> None:
         raise typer.Exit(1)
 
 
-@schema_app.command("downgrade")
+@schema_app.command("downgrade", context_settings={"ignore_unknown_options": True})  # "-1" is a revision
 def downgrade(
     owner: Annotated[str, typer.Argument(help="one owner")],
     revision: Annotated[str, typer.Argument(help="target revision, e.g. -1, 0001 or base")],

@@ -301,6 +301,11 @@ def test_odc_schema_upgrades_a_previous_release_store(
     again = runner.invoke(app, ["schema", "upgrade"])
     assert again.exit_code == 0 and again.output.count("already at head") == len(SCHEMA_OWNERS), again.output
 
+    down = runner.invoke(app, ["schema", "downgrade", "publish", "-1"])
+    assert down.exit_code == 0, down.output
+    assert revisions_of(old) == {**HEADS, "publish": "0001"}
+    assert runner.invoke(app, ["schema", "current"]).exit_code == 1
+
 
 async def test_a_failing_revision_leaves_nothing_half_done(
     new_database: Callable[[], str], engines: Callable[[str], AsyncEngine], tmp_path: Path
