@@ -237,6 +237,14 @@ def cmd_run(root: Path) -> int:
     rc = cmd_up(root)
     if rc:
         return rc
+    # the store's schema to head before any service starts (each service also upgrades its own at start)
+    _say("upgrading the database schema...")
+    subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "schema", "upgrade"],
+        check=True,
+        env={**os.environ, "ODC_DATABASE_URL": _cluster(root).dsn},
+        cwd=REPO_ROOT,
+    )
     services = _services(root)
     was_up = {svc.name: svc.is_running() for svc in services}
     given_up = [n for n, v in ((read_state(root) or {}).get("services") or {}).items() if v.get("state") == "given-up"]

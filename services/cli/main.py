@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli import subscription_commands
+from services.cli.schema_commands import schema_app
 from services.cli.settings import CliSettings
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.ingest.entrypoints.commune_commands import commune_status, connector_app, key_app, token_app
@@ -28,6 +29,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")
 app.add_typer(connector_app, name="connector")
 app.add_typer(profile_app, name="profile")
+app.add_typer(schema_app, name="schema")
 
 
 @app.command()

@@ -1,6 +1,9 @@
-"""Tables owned by the ingest service (SQLAlchemy Core). Created idempotently at start and by the CLI."""
+"""Tables owned by the ingest service (SQLAlchemy Core). Changed only through migrations (./migrations),
+upgraded to head at start and by the CLI."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -17,8 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.infrastructure.api_tokens import create_api_token_schema
-from services.infrastructure.signing_keys import create_signing_key_schema
+from services.infrastructure.schema_migrations import SchemaOwner, upgrade_schema
+from services.infrastructure.shared_schema import SHARED_SCHEMA
 
 metadata = MetaData()
 
@@ -92,11 +95,9 @@ source_profile = Table(
 )
 
 
+INGEST_SCHEMA = SchemaOwner("ingest", Path(__file__).with_name("migrations"), (metadata,))
+
+
 async def create_ingest_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431004)"))  # concurrent starters
-        await conn.run_sync(metadata.create_all)
-        # stores created before source profiles: the connector's profile column
-        await conn.execute(text("ALTER TABLE snapshot_connector ADD COLUMN IF NOT EXISTS profile text"))
-    await create_api_token_schema(engine)  # the push API's tokens (shared with the publish API)
-    await create_signing_key_schema(engine)
+    """Upgrade the ingest tables and the shared ones (push API tokens, signing keys) to their latest migration."""
+    await upgrade_schema(engine, INGEST_SCHEMA, SHARED_SCHEMA)

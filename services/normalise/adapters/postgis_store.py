@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.messages import Rejection
 from services.contract.size_limits import REJECTION_ORIGINAL_PREFIX_BYTES
+from services.infrastructure.schema_migrations import upgrade_schema
 from services.normalise.adapters.same_place_store import PostgisSamePlaceStore
-from services.normalise.adapters.tables import AFTER_CREATE, PREAMBLE, metadata
+from services.normalise.adapters.tables import NORMALISE_SCHEMA
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
 from services.normalise.domain.rejection_retention import bounded_original
@@ -32,13 +33,8 @@ class StoreInvariantBroken(RuntimeError):
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))  # concurrent starters
-        for stmt in PREAMBLE:
-            await conn.execute(text(stmt))
-        await conn.run_sync(metadata.create_all)
-        for stmt in AFTER_CREATE:
-            await conn.execute(text(stmt))
+    """Upgrade the normaliser's tables to their latest migration (adapters/migrations)."""
+    await upgrade_schema(engine, NORMALISE_SCHEMA)
 
 
 _STAGE_DDL = """

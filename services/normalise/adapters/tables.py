@@ -1,6 +1,9 @@
-"""Tables owned by the normaliser (SQLAlchemy Core + GeoAlchemy2). Created idempotently at start."""
+"""Tables owned by the normaliser (SQLAlchemy Core + GeoAlchemy2). Changed only through migrations
+(./migrations), upgraded to head at start."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -19,6 +22,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from services.infrastructure.schema_migrations import SchemaOwner
 
 metadata = MetaData()
 
@@ -149,11 +154,4 @@ Index(
     feature_provenance.c.canonical_feature_id,
 )
 
-PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]
-# create_all adds no column to a table that already exists (stores created before this release)
-AFTER_CREATE = [
-    "ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb",
-    "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS original_sha256 text",
-    "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS original_size bigint",
-    "CREATE INDEX IF NOT EXISTS rejection_by_time ON rejection (rejected_at)",
-]
+NORMALISE_SCHEMA = SchemaOwner("normalise", Path(__file__).with_name("migrations"), (metadata,))

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.codecs import Codecs
 from services.contract.messages import ChangeKind, FeatureState
-from services.publish.adapters.tables import metadata
+from services.infrastructure.schema_migrations import upgrade_schema
+from services.publish.adapters.tables import PUBLISH_SCHEMA
 from services.publish.domain.notifications import encode_event, structured_event, version_message
 from services.publish.domain.versioning import (
     EMPTY_HASH,
@@ -24,28 +25,8 @@ from services.publish.domain.versioning import (
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))
-        await conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-        await conn.run_sync(metadata.create_all)
-        # create_all adds no index to a table that already exists (stores created before this release)
-        await conn.execute(
-            text(
-                "CREATE INDEX IF NOT EXISTS version_diff_feature ON version_diff "
-                "(dataset, commune, feature_id, version)"
-            )
-        )
-        # published_feature appeared after the first versions: fill it once from the diffs
-        await conn.execute(
-            text(
-                "INSERT INTO published_feature (dataset, commune, feature_id, geom, geometry, attributes, content_hash, "
-                "version) SELECT dataset, commune, feature_id, ST_SetSRID(ST_GeomFromGeoJSON(after_geometry), 4326), "
-                "after_geometry, after_attributes, after_hash, version FROM (SELECT DISTINCT ON (dataset, commune, "
-                "feature_id) * FROM version_diff vd WHERE NOT EXISTS (SELECT 1 FROM published_feature p WHERE "
-                "p.dataset = vd.dataset) ORDER BY dataset, commune, feature_id, version DESC) latest "
-                "WHERE after_hash IS NOT NULL"
-            )
-        )
+    """Upgrade the publisher's tables to their latest migration (adapters/migrations)."""
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
 
 
 def _cols(s: FeatureState | None) -> tuple[str | None, str | None, str | None]:

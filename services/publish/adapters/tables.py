@@ -1,6 +1,8 @@
-"""Tables owned by the publisher."""
+"""Tables owned by the publisher. Changed only through migrations (./migrations), upgraded to head at start."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -19,6 +21,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from services.infrastructure.schema_migrations import SchemaOwner
 
 metadata = MetaData()
 
@@ -173,3 +177,5 @@ Index(
     webhook_delivery.c.id,
     postgresql_where=webhook_delivery.c.state == "pending",
 )
+
+PUBLISH_SCHEMA = SchemaOwner("publish", Path(__file__).with_name("migrations"), (metadata,))
