@@ -412,6 +412,7 @@ class CompiledSchema:
             )
             for f in table_schema["fields"]
         )
+        self.required_fields = frozenset(f.name for f in self.fields if f.required)
         self.matcher = FieldMatcher((f.name for f in self.fields), aliases, fold_names=lenient)
 
     def is_missing(self, raw: Any) -> bool:

@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
+from typing import cast
 
 import shapely
 from shapely.geometry import Point
@@ -18,6 +19,14 @@ from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
+from services.normalise.domain.conformance import (
+    CONFORMANCE,
+    DROPPED,
+    INCOMPLETE,
+    MISSING,
+    judge_conformance,
+    level_of,
+)
 from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
 
 _INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
@@ -79,6 +88,12 @@ class Candidate:
     event: ChangeEvent
     key: FeatureKey
     feature: CanonicalFeature | None  # None for a delete
+    warnings: tuple[FieldError, ...] = ()  # values left out of the record (docs/validation.md), for the sender
+
+    @property
+    def level(self) -> str:
+        """``conforming`` or ``incomplete`` (a delete is ``conforming``): see conformance.py."""
+        return level_of(self.feature.attributes if self.feature is not None else {})
 
 
 @dataclass(frozen=True)
@@ -249,6 +264,13 @@ class EventNormaliser:
         self.catalogue = catalogue
         self._schemas = {d.id: CompiledSchema(d.table_schema, d.aliases) for d in catalogue}
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
+        # a problem in these fields refuses the record (conformance.py): identity, commune, primary key
+        self._protected = {
+            d.id: frozenset(
+                (*d.identity_fields, *([d.commune_field] if d.commune_field else []), *self._schemas[d.id].primary_key)
+            )
+            for d in catalogue
+        }
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
         definition = self.catalogue.get(ev.dataset)
@@ -339,7 +361,7 @@ class EventNormaliser:
                 )
             )
         feature = CanonicalFeature.build(result.values, geometry, tuple(corrections))
-        if not errors and _JSON_NUL.search(feature.attributes_json()):
+        if _JSON_NUL.search(feature.attributes_json()):
             # a NUL inside a JSON value (array, object, any): no store accepts it
             errors.append(
                 FieldError(
@@ -348,8 +370,25 @@ class EventNormaliser:
                     "une valeur contient un caractère NUL",
                 )
             )
-        if errors:
-            geometric = all(e.field == "geometry" for e in errors)
+        conformance = judge_conformance(
+            result.errors,
+            [e for e in errors if e not in result.errors],
+            protected=self._protected[ev.dataset],
+            required=schema.required_fields,
+        )
+        if conformance.refused:
+            geometric = all(e.field == "geometry" for e in conformance.refusing)
             reason = "invalid_envelope" if envelope else "invalid_geometry" if geometric else "invalid_attributes"
             return Invalid(ev, reason, "; ".join(e.message_en for e in errors[:5]), tuple(errors))
-        return Candidate(ev, key, feature)
+        if conformance.missing or conformance.dropped:
+            values = dict(result.values)
+            for name in conformance.dropped:
+                values[name] = None  # a value that breaks its field's rule is never published as it was sent
+            if conformance.missing:
+                values[CONFORMANCE] = INCOMPLETE
+                values[MISSING] = cast(str, list(conformance.missing))  # a JSON array, like odc:provenance
+            if conformance.dropped:
+                values[DROPPED] = cast(str, list(conformance.dropped))
+            corrections.extend(f"dropped:{e.field}:{e.rule}" for e in conformance.warnings if e.rule != "required")
+            feature = CanonicalFeature.build(values, geometry, tuple(corrections))
+        return Candidate(ev, key, feature, conformance.warnings)

@@ -1,0 +1,111 @@
+"""Conformance levels (services/normalise/domain/conformance.py): which problems refuse a record and which
+let it in as incomplete, or without the offending value. Table-driven on the drinking-fountain schema
+(national, 8 required fields) through the real normaliser."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.messages import ChangeEvent, FieldError, Operation
+from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
+from services.normalise.domain.conformance import judge_conformance, level_of
+
+NORMALISER = EventNormaliser(DatasetCatalogue.load())
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+COMPLETE: dict[str, Any] = {
+    "id": "F1",
+    "type_fontaine": "borne fontaine",
+    "latitude": "45.7640",
+    "longitude": "4.8357",
+    "code_commune_insee": "69123",
+    "conditions_acces": "aucune",
+    "accessible_pmr": "true",
+    "remplissage_contenant_possible": "false",
+    "siren_gestionnaire": "123456789",
+}
+
+
+def fountain(**changes: Any) -> ChangeEvent:
+    attrs = {k: v for k, v in {**COMPLETE, **changes}.items() if v is not ...}
+    return ChangeEvent(
+        "e1", "drinking_fountains", "69123", str(attrs.get("id", "")), Operation.UPSERT, NOW, 1, "t", None, attrs
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "level", "missing", "dropped"),
+    [
+        ({}, "conforming", None, None),
+        ({"type_fontaine": ...}, "incomplete", ["type_fontaine"], None),
+        ({"type_fontaine": "", "accessible_pmr": ...}, "incomplete", ["type_fontaine", "accessible_pmr"], None),
+        # a value breaking the rule of a required field: left out, and the record is incomplete
+        ({"type_fontaine": "jet d'eau"}, "incomplete", ["type_fontaine"], ["type_fontaine"]),
+        ({"accessible_pmr": "peut-être"}, "incomplete", ["accessible_pmr"], ["accessible_pmr"]),
+        # ... of an optional field: left out, the record still conforms (with a warning)
+        ({"siren_gestionnaire": "12345"}, "conforming", None, ["siren_gestionnaire"]),
+        ({"date_installation": "31/02/2020"}, "conforming", None, ["date_installation"]),
+    ],
+)
+def test_a_record_with_valid_identity_commune_and_geometry_gets_in(
+    changes: dict[str, Any], level: str, missing: list[str] | None, dropped: list[str] | None
+) -> None:
+    out = NORMALISER.normalise(fountain(**changes), NOW)
+    assert isinstance(out, Candidate) and out.feature is not None
+    attrs = out.feature.attributes
+    assert out.level == level == level_of(attrs)
+    assert attrs.get("odc:missing") == missing
+    assert attrs.get("odc:dropped") == dropped
+    for name in dropped or []:
+        assert attrs[name] is None  # never published as it was sent
+        assert any(e.field == name for e in out.warnings)
+        assert f"dropped:{name}:" in " ".join(out.feature.corrections)
+    if level == "conforming":
+        assert "odc:conformance" not in attrs
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason", "rules"),
+    [
+        ({"id": ...}, "invalid_envelope", {("feature_id", "feature_id"), ("id", "required")}),
+        ({"code_commune_insee": "69124"}, "invalid_attributes", {("code_commune_insee", "commune_mismatch")}),
+        ({"code_commune_insee": "6912"}, "invalid_attributes", {("code_commune_insee", "pattern")}),
+        ({"latitude": ..., "longitude": ...}, "invalid_geometry", {("geometry", "geometry_required")}),
+        ({"latitude": "0", "longitude": "0"}, "invalid_geometry", {("geometry", "placeholder_coordinates")}),
+        ({"modele": "a\x00b"}, "invalid_attributes", {("modele", "control_character")}),
+    ],
+)
+def test_identity_commune_geometry_or_a_nul_refuse_the_record(
+    changes: dict[str, Any], reason: str, rules: set[tuple[str, str]]
+) -> None:
+    out = NORMALISER.normalise(fountain(**changes), NOW)
+    assert isinstance(out, Invalid) and out.reason == reason
+    assert rules <= {(e.field, e.rule) for e in out.errors}
+
+
+def test_a_refused_record_still_lists_every_problem_at_once() -> None:
+    out = NORMALISER.normalise(fountain(latitude="0", longitude="0", type_fontaine=..., accessible_pmr="x"), NOW)
+    assert isinstance(out, Invalid) and out.reason == "invalid_geometry"  # what refused it
+    fields = {e.field for e in out.errors}
+    assert {"geometry", "type_fontaine", "accessible_pmr"} <= fields
+
+
+@pytest.mark.parametrize(
+    ("schema_errors", "other", "level"),
+    [
+        ([], [], "conforming"),
+        ([FieldError("required", "", "", "b")], [], "incomplete"),
+        ([FieldError("pattern", "", "", "c")], [], "conforming"),  # optional: dropped
+        ([FieldError("pattern", "", "", "b")], [], "incomplete"),  # required: dropped and missing
+        ([FieldError("required", "", "", "id")], [], "refused"),  # protected field
+        ([FieldError("control_character", "", "", "c")], [], "refused"),
+        ([], [FieldError("geometry_type", "", "", "geometry")], "refused"),
+        ([FieldError("required", "", "", "b")], [FieldError("insee", "", "", "commune")], "refused"),
+    ],
+)
+def test_judge_conformance(schema_errors: list[FieldError], other: list[FieldError], level: str) -> None:
+    v = judge_conformance(schema_errors, other, protected=frozenset({"id"}), required=frozenset({"id", "b"}))
+    assert v.level == level
