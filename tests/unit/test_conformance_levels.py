@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from services.contract.datasets.catalogue import DatasetCatalogue
-from services.contract.messages import ChangeEvent, FieldError, Operation
-from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
+from services.contract.messages import ChangeEvent, ChangeKind, FeatureState, FieldError, Operation
+from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid, canonical_json
 from services.normalise.domain.conformance import judge_conformance, level_of
+from services.publish.domain.feature_documents import CsvLayout, StoredFeature, left_out_note
+from services.publish.domain.versioning import EMPTY_HASH, DatasetState, ReceivedChange, build_version
 
 NORMALISER = EventNormaliser(DatasetCatalogue.load())
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -109,3 +111,52 @@ def test_a_refused_record_still_lists_every_problem_at_once() -> None:
 def test_judge_conformance(schema_errors: list[FieldError], other: list[FieldError], level: str) -> None:
     v = judge_conformance(schema_errors, other, protected=frozenset({"id"}), required=frozenset({"id", "b"}))
     assert v.level == level
+
+
+# -- publishing: counts per version and the national-layout CSV ------------------------------------------
+
+
+def _state(incomplete: bool, n: int = 0) -> FeatureState:
+    attrs = {"id": str(n), **({"odc:conformance": "incomplete", "odc:missing": ["x"]} if incomplete else {})}
+    return FeatureState(None, canonical_json(attrs), f"h{n}{incomplete}")
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "start", "expected"),
+    [
+        (None, True, 0, 1),  # an incomplete record added
+        (None, False, 0, 0),
+        (True, False, 1, 0),  # completed by a later send
+        (False, True, 0, 1),
+        (True, None, 1, 0),  # removed
+        (True, True, 1, 1),
+    ],
+)
+def test_each_version_counts_its_incomplete_features(
+    before: bool | None, after: bool | None, start: int, expected: int
+) -> None:
+    change = ReceivedChange(
+        1,
+        "d",
+        "69123",
+        "1",
+        ChangeKind.UPDATED,
+        None if before is None else _state(before, 1),
+        None if after is None else _state(after, 2),
+    )
+    draft = build_version(DatasetState("d", 1, 1 if before is not None else 0, EMPTY_HASH, start), [change], NOW)
+    assert draft is not None and draft.incomplete == expected
+    assert draft.conforming == draft.feature_count - expected
+
+
+def test_the_national_csv_holds_only_conforming_records() -> None:
+    d = DatasetCatalogue.load().get("drinking_fountains")
+    assert d is not None
+    layout = CsvLayout(d)
+    complete = StoredFeature("69123", "1", None, canonical_json({"id": "1", "type_fontaine": "robinet"}))
+    partial = StoredFeature("69123", "2", None, _state(True, 2).attributes_json)
+    text = "".join(layout.chunks([complete, partial]))
+    assert text.count("\r\n") == 2 and "robinet" in text and "incomplete" not in text
+    assert "odc:" not in text.splitlines()[0]
+    note = left_out_note(1, "https://x/features.geojson")
+    assert note.startswith("1 incomplete record(s) left out") and note.isascii()

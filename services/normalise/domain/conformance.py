@@ -10,20 +10,19 @@ the field is required the record is incomplete. The table of cases is in docs/va
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from services.contract.conformance_levels import (  # noqa: F401 - re-exported for the normaliser's core
+    CONFORMANCE,
+    CONFORMING,
+    DROPPED,
+    INCOMPLETE,
+    MISSING,
+    REFUSED,
+    level_of,
+)
 from services.contract.messages import FieldError
-
-CONFORMING = "conforming"
-INCOMPLETE = "incomplete"
-REFUSED = "refused"
-LEVELS = (CONFORMING, INCOMPLETE, REFUSED)
-
-CONFORMANCE = "odc:conformance"  # present (= "incomplete") only on incomplete records
-MISSING = "odc:missing"  # the required fields the record lacks (JSON array of field names)
-DROPPED = "odc:dropped"  # fields whose sent value broke the field's rule and was left out
 
 # Rules of a field's value that leave the value out instead of refusing the record (outside the identity
 # and commune fields). "required" makes the record incomplete. A NUL character ("control_character") still
@@ -73,8 +72,3 @@ def judge_conformance(
         if e.field in required and e.field not in missing:
             missing.append(e.field)
     return ConformanceVerdict(tuple(refusing), tuple(missing), tuple(dropped), tuple(warnings))
-
-
-def level_of(attributes: Mapping[str, Any]) -> str:
-    """The level of a stored or published record, read from its attributes."""
-    return INCOMPLETE if attributes.get(CONFORMANCE) == INCOMPLETE else CONFORMING

@@ -22,12 +22,20 @@ from services.publish.domain.versioning import (
     VersionDraft,
 )
 
+_ADD_CONFORMANCE_COLUMNS = (
+    "ALTER TABLE dataset_state ADD COLUMN IF NOT EXISTS incomplete bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE dataset_version ADD COLUMN IF NOT EXISTS incomplete bigint NOT NULL DEFAULT 0",
+)
+
 
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))
         await conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
         await conn.run_sync(metadata.create_all)
+        # conformance levels (docs/validation.md): create_all adds no column to tables that already exist
+        for statement in _ADD_CONFORMANCE_COLUMNS:
+            await conn.execute(text(statement))
         # create_all adds no index to a table that already exists (stores created before this release)
         await conn.execute(
             text(
@@ -137,12 +145,13 @@ class PostgresPublishUnitOfWork:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT last_version, feature_count, content_hash FROM dataset_state WHERE dataset = :d FOR UPDATE"
+                    "SELECT last_version, feature_count, content_hash, incomplete FROM dataset_state "
+                    "WHERE dataset = :d FOR UPDATE"
                 ),
                 {"d": dataset},
             )
         ).one()
-        return DatasetState(dataset, row[0], row[1], row[2])
+        return DatasetState(dataset, row[0], row[1], row[2], row[3])
 
     async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]:
         rows = await self.conn.execute(
@@ -173,8 +182,9 @@ class PostgresPublishUnitOfWork:
         await self.conn.execute(
             text(
                 "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
-                "content_hash, first_change_id, last_change_id) VALUES (:dataset, :version, :published_at, :added, "
-                ":updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id)"
+                "content_hash, first_change_id, last_change_id, incomplete) VALUES (:dataset, :version, :published_at, "
+                ":added, :updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id, "
+                ":incomplete)"
             ),
             {
                 k: getattr(draft, k)
@@ -189,6 +199,7 @@ class PostgresPublishUnitOfWork:
                     "content_hash",
                     "first_change_id",
                     "last_change_id",
+                    "incomplete",
                 )
             },
         )
@@ -212,12 +223,13 @@ class PostgresPublishUnitOfWork:
         )
         await self.conn.execute(
             text(
-                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t "
-                "WHERE dataset = :d"
+                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t, "
+                "incomplete = :i WHERE dataset = :d"
             ),
             {
                 "v": draft.version,
                 "n": draft.feature_count,
+                "i": draft.incomplete,
                 "h": draft.content_hash,
                 "t": draft.published_at,
                 "d": draft.dataset,
