@@ -128,9 +128,17 @@ def status(
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
         return
-    t = Table("dataset", "features", "version")
+    t = Table("dataset", "features", "conforming", "incomplete", "refused", "version")
     for d in ds:
-        t.add_row(d["id"], str(d["features"]), str(d["version"]))
+        c = d["conformance"]
+        t.add_row(
+            d["id"],
+            str(d["features"]),
+            str(c["conforming"]),
+            str(c["incomplete"]),
+            str(c["refused"]),
+            str(d["version"]),
+        )
     console.print(t)
     t2 = Table("service", "up", "metrics")
     for sv in services:
