@@ -6,7 +6,6 @@ from typing import Any
 
 import psycopg
 
-
 # Source records refused and not accepted since (the rule of `odc report`), per dataset.
 _OUTSTANDING_REFUSALS = """
 SELECT r.dataset, count(DISTINCT (r.commune, CASE WHEN coalesce(r.feature_id, '') <> '' THEN r.feature_id
