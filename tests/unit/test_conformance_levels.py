@@ -160,3 +160,44 @@ def test_the_national_csv_holds_only_conforming_records() -> None:
     assert "odc:" not in text.splitlines()[0]
     note = left_out_note(1, "https://x/features.geojson")
     assert note.startswith("1 incomplete record(s) left out") and note.isascii()
+
+
+# -- a record's own commune contradicting the commune it was sent for ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "attrs", "refused_column"),
+    [
+        # the schema's commune field says another commune
+        ("drinking_fountains", {**COMPLETE, "code_commune_insee": "69266"}, "code_commune_insee"),
+        # the commune field is absent but a column of the file names another commune: not relabelled
+        (
+            "drinking_fountains",
+            {**{k: v for k, v in COMPLETE.items() if k != "code_commune_insee"}, "Code commune": "69266"},
+            "Code commune",
+        ),
+        (
+            "drinking_fountains",
+            {**{k: v for k, v in COMPLETE.items() if k != "code_commune_insee"}, "DEPCOM": 69123},
+            None,
+        ),
+        (
+            "drinking_fountains",
+            {**{k: v for k, v in COMPLETE.items() if k != "code_commune_insee"}, "insee_com": 1053},
+            "insee_com",
+        ),
+    ],
+)
+def test_a_record_naming_another_commune_is_refused_not_relabelled(
+    dataset: str, attrs: dict[str, Any], refused_column: str | None
+) -> None:
+    ev = ChangeEvent("e1", dataset, "69123", "F1", Operation.UPSERT, NOW, 1, "t", None, attrs)
+    out = NORMALISER.normalise(ev, NOW)
+    if refused_column is None:
+        assert isinstance(out, Candidate) and out.feature is not None
+        assert out.feature.attributes["code_commune_insee"] == "69123"
+        return
+    assert isinstance(out, Invalid)
+    (e,) = [e for e in out.errors if e.rule == "commune_mismatch"]
+    assert e.field == refused_column and "was sent for commune 69123" in e.message_en
+    assert "--commune" in e.message_en and "admin key" in e.message_en

@@ -16,6 +16,7 @@ from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
+from services.contract.datasets.field_names import stated_commune
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
@@ -257,6 +258,28 @@ def write_carrier(spec: GeometrySpec, values: dict[str, object], geometry: BaseG
         values[spec.field] = shapely.to_wkt(geometry, rounding_precision=7)
 
 
+def _insee_text(value: object) -> str:
+    """A commune code as a file writes it; codes stored as numbers lost their leading zero (1053 -> 01053)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text.zfill(5) if text.isdigit() and len(text) < 5 else text
+
+
+def _commune_mismatch(column: str, stated: str, sent_for: str) -> FieldError:
+    return FieldError(
+        "commune_mismatch",
+        f"{column}: the record names commune {stated} but was sent for commune {sent_for}; send it for commune "
+        f"{stated} (a file of several communes is sent with an admin key and no --commune: each record then "
+        "goes under its own commune)",
+        f"{column} : l'enregistrement indique la commune {stated} mais a été envoyé pour la commune {sent_for} ; "
+        f"envoyez-le pour la commune {stated} (un fichier de plusieurs communes s'envoie avec une clé "
+        "administrateur et sans --commune : chaque enregistrement va alors à sa propre commune)",
+        column,
+        stated,
+    )
+
+
 class EventNormaliser:
     """Compiles every dataset's schema once, then turns events into candidates or rejections."""
 
@@ -351,15 +374,13 @@ class EventNormaliser:
         result = schema.validate_mapped(values, named.ignored, named.renamed)
         errors[:0] = [*envelope, *result.errors]  # everything wrong with the record, reported at once
         if commune_field and result.values.get(commune_field) not in (None, ev.commune):
-            errors.append(
-                FieldError(
-                    "commune_mismatch",
-                    f"{commune_field}: {result.values[commune_field]} is not the sending commune {ev.commune}",
-                    f"{commune_field} : {result.values[commune_field]} n'est pas la commune émettrice {ev.commune}",
-                    commune_field,
-                    str(result.values[commune_field]),
-                )
-            )
+            errors.append(_commune_mismatch(commune_field, str(result.values[commune_field]), ev.commune))
+        elif "filled:" + str(commune_field) + "=commune" in corrections or not commune_field:
+            # the schema's commune field is absent: a commune-like column of the file may still name another
+            # commune (a département's file sent with --commune): refuse it rather than relabel it
+            found = stated_commune({k: ev.attributes[k] for k in named.ignored if k in ev.attributes})
+            if found is not None and _insee_text(found[1]) != ev.commune:
+                errors.append(_commune_mismatch(printable(found[0]), printable(_insee_text(found[1])[:20]), ev.commune))
         feature = CanonicalFeature.build(result.values, geometry, tuple(corrections))
         if _JSON_NUL.search(feature.attributes_json()):
             # a NUL inside a JSON value (array, object, any): no store accepts it
