@@ -40,13 +40,14 @@ def print_report(database_url: str, commune: str, dataset: str | None, as_json: 
             f"{s.message_fr}\n[dim]{s.message_en}[/dim]",
         )
     console.print(table)
-    detail = Table("dataset", "feature id", "refused at", "errors")
+    detail = Table("dataset", "row", "feature id", "refused at", "errors (column: rule)")
     for r in records[:50]:
         detail.add_row(
             r.dataset,
+            "—" if r.source_row is None else str(r.source_row),
             r.feature_id or "—",
             r.rejected_at[:19],
-            "; ".join(f"{e.get('field')}: {e.get('rule')}" for e in r.errors),
+            "; ".join(f"{e.get('column') or e.get('field')}: {e.get('rule')}" for e in r.errors),
         )
     console.print(detail)
     if len(records) > 50:

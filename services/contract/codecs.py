@@ -53,6 +53,7 @@ class Codecs:
                 "source": ev.source,
                 "geometry": geometry,
                 "attributes": dict(ev.attributes),
+                "source_row": ev.source_row,
             },
         )
 
@@ -73,6 +74,7 @@ class Codecs:
             source=d["source"],
             geometry=geometry,
             attributes=dict(d["attributes"]),
+            source_row=d.get("source_row"),
         )
 
     # -- rejections ------------------------------------------------------------------------------

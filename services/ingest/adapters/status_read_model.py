@@ -30,7 +30,7 @@ OUTSTANDING_REFUSALS = """
 SELECT coalesce(r.dataset, ''), count(DISTINCT CASE WHEN coalesce(r.feature_id, '') <> '' THEN r.feature_id
                                                     ELSE r.rejection_id END)
 FROM rejection r
-WHERE r.commune = :c AND NOT EXISTS (
+WHERE r.commune = :c AND r.resolved_at IS NULL AND NOT EXISTS (
   SELECT 1 FROM canonical_feature f
   WHERE f.dataset = r.dataset AND f.commune = r.commune AND f.feature_id = r.feature_id
     AND f.updated_at > r.rejected_at AND NOT f.deleted)

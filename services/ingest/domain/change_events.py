@@ -80,4 +80,5 @@ def upsert_events(
             source=source,
             geometry=r.geometry,
             attributes=dict(r.attributes),
+            source_row=r.line,
         )

@@ -96,6 +96,10 @@ rejection = Table(
     Column("original", LargeBinary, nullable=False),
     Column("seq", BigInteger, nullable=False, server_default=text("nextval('rejection_seq')")),
     Column("sent_at", DateTime(timezone=True)),
+    # where the record is in the sent file (the event's source_row), and when the same source record was
+    # later accepted (it then leaves `odc report`)
+    Column("source_row", BigInteger, nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
 )
 Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
 Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
@@ -146,4 +150,11 @@ Index(
 
 PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]
 # create_all adds no column to a table that already exists (stores created before this release)
-AFTER_CREATE = ["ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb"]
+AFTER_CREATE = [
+    "ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb",
+    "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS source_row bigint",
+    "ALTER TABLE rejection ADD COLUMN IF NOT EXISTS resolved_at timestamptz",
+    # each batch resolves the refusals of the records it accepted: only unresolved rows are looked up
+    "CREATE INDEX IF NOT EXISTS rejection_unresolved ON rejection (dataset, commune, feature_id) "
+    "WHERE resolved_at IS NULL",
+]

@@ -266,6 +266,25 @@ def _insee_text(value: object) -> str:
     return text.zfill(5) if text.isdigit() and len(text) < 5 else text
 
 
+def _with_columns(
+    errors: list[FieldError] | tuple[FieldError, ...], sent_as: dict[str, str], ev: ChangeEvent, spec: GeometrySpec
+) -> tuple[FieldError, ...]:
+    """Each problem with the column of the sender's file it came from (as the file named it), so the clerk
+    finds it; a field the record lacks has none."""
+    geometry_columns = [c for c in (spec.x_field, spec.y_field, spec.field) if c]
+
+    def column(e: FieldError) -> str | None:
+        if e.column is not None or e.field is None:
+            return e.column
+        if e.field == "geometry":
+            sent = [sent_as.get(c, c) for c in geometry_columns if sent_as.get(c, c) in ev.attributes]
+            return ", ".join(sent) if sent else None
+        name = sent_as.get(e.field, e.field)
+        return printable(name) if name in ev.attributes else None
+
+    return tuple(replace(e, column=column(e)) for e in errors)
+
+
 def _commune_mismatch(column: str, stated: str, sent_for: str) -> FieldError:
     return FieldError(
         "commune_mismatch",
@@ -397,10 +416,13 @@ class EventNormaliser:
             protected=self._protected[ev.dataset],
             required=schema.required_fields,
         )
+        sent_as = {field: sent for sent, field in named.renamed}
         if conformance.refused:
             geometric = all(e.field == "geometry" for e in conformance.refusing)
             reason = "invalid_envelope" if envelope else "invalid_geometry" if geometric else "invalid_attributes"
-            return Invalid(ev, reason, "; ".join(e.message_en for e in errors[:5]), tuple(errors))
+            return Invalid(
+                ev, reason, "; ".join(e.message_en for e in errors[:5]), _with_columns(errors, sent_as, ev, spec)
+            )
         if conformance.missing or conformance.dropped:
             values = dict(result.values)
             for name in conformance.dropped:
@@ -412,4 +434,4 @@ class EventNormaliser:
                 values[DROPPED] = cast(str, list(conformance.dropped))
             corrections.extend(f"dropped:{e.field}:{e.rule}" for e in conformance.warnings if e.rule != "required")
             feature = CanonicalFeature.build(values, geometry, tuple(corrections))
-        return Candidate(ev, key, feature, conformance.warnings)
+        return Candidate(ev, key, feature, _with_columns(conformance.warnings, sent_as, ev, spec))

@@ -97,6 +97,7 @@ def prepare_batch(
                 commune=getattr(ev, "commune", None),
                 feature_id=getattr(ev, "feature_id", None),
                 errors=errors,
+                source_row=getattr(ev, "source_row", None),
             )
         )
         report.rejections[
@@ -173,6 +174,8 @@ async def apply_batch(
                 log.debug("event %s", d.outcome.value, extra=fields)
         report.changes_written = await uow.save(to_save, now)
         await uow.record_tally(report.tally, now)
+        accepted = {d.candidate.key for d in decisions if d.outcome is not Outcome.STALE and d.candidate.feature}
+        await uow.resolve_rejections(sorted(accepted, key=lambda k: (k.dataset, k.commune, k.feature_id)), now)
         await uow.record_rejections(rejections)
         await uow.commit()
     return report

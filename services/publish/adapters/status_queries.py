@@ -11,7 +11,7 @@ _OUTSTANDING_REFUSALS = """
 SELECT r.dataset, count(DISTINCT (r.commune, CASE WHEN coalesce(r.feature_id, '') <> '' THEN r.feature_id
                                                   ELSE r.rejection_id END))
 FROM rejection r
-WHERE r.dataset IS NOT NULL AND NOT EXISTS (
+WHERE r.dataset IS NOT NULL AND r.resolved_at IS NULL AND NOT EXISTS (
   SELECT 1 FROM canonical_feature f
   WHERE f.dataset = r.dataset AND f.commune = r.commune AND f.feature_id = r.feature_id
     AND f.updated_at > r.rejected_at AND NOT f.deleted)
