@@ -194,7 +194,9 @@ def test_every_dataset_of_the_catalogue_has_a_case() -> None:
 
 
 @pytest.mark.parametrize("dataset", sorted(CASES))
-def test_a_valid_record_is_published_and_a_faulty_one_taken_in_without_its_faulty_value(pipeline: Pipeline, dataset: str) -> None:
+def test_a_valid_record_is_published_and_a_faulty_one_taken_in_without_its_faulty_value(
+    pipeline: Pipeline, dataset: str
+) -> None:
     valid, invalid = valid_and_invalid(dataset)
     pipeline.produce_events([valid, invalid])
     key = (dataset, valid.commune, valid.feature_id)
