@@ -20,6 +20,7 @@ from typing import Any
 
 from services.contract.datasets.field_names import FieldMatcher
 from services.contract.messages import FieldError
+from services.normalise.domain.pattern_words import pattern_in_words
 
 Canonical = None | bool | int | float | str
 
@@ -328,12 +329,11 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
         checks.append(check_enum)
     if "pattern" in c:
         rx = re.compile(c["pattern"])
+        words_en, words_fr = pattern_in_words(c["pattern"], spec.get("example"))  # never the expression itself
 
         def check_pattern(v: Canonical) -> None:
             if isinstance(v, str) and not rx.fullmatch(v):
-                raise _Invalid(
-                    "pattern", f"does not match the pattern {c['pattern']}", f"ne respecte pas le motif {c['pattern']}"
-                )
+                raise _Invalid("pattern", words_en, words_fr)
 
         checks.append(check_pattern)
     if "minimum" in c:
