@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from services.contract.datasets.catalogue import DatasetCatalogue
-from services.contract.messages import ChangeEvent, ChangeKind, FeatureState, FieldError, Operation
+from services.contract.messages import (
+    ChangeEvent,
+    ChangeKind,
+    FeatureState,
+    FieldError,
+    GeometryEncoding,
+    Operation,
+    RawGeometry,
+)
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid, canonical_json
 from services.normalise.domain.conformance import judge_conformance, level_of
 from services.publish.domain.feature_documents import CsvLayout, StoredFeature, left_out_note
@@ -201,3 +209,13 @@ def test_a_record_naming_another_commune_is_refused_not_relabelled(
     (e,) = [e for e in out.errors if e.rule == "commune_mismatch"]
     assert e.field == refused_column and "was sent for commune 69123" in e.message_en
     assert "--commune" in e.message_en and "admin key" in e.message_en
+
+
+def test_a_wrong_geometry_type_is_not_hidden_behind_the_area_error() -> None:
+    polygon = '{"type":"Polygon","coordinates":[[[2.35,48.85],[2.36,48.85],[2.36,48.86],[2.35,48.85]]]}'
+    ev = ChangeEvent("e1", "public_toilets", "69123", "1", Operation.UPSERT, NOW, 1, "t",
+                     RawGeometry(GeometryEncoding.GEOJSON, polygon.encode()),
+                     {"gid": 1, "codinsee": "69123"})  # fmt: skip
+    out = NORMALISER.normalise(ev, NOW)
+    assert isinstance(out, Invalid) and out.reason == "invalid_geometry"
+    assert {e.rule for e in out.errors} == {"out_of_area", "geometry_type"}

@@ -386,8 +386,9 @@ class EventNormaliser:
                     corrections.extend(verdict.flags)
                     errors.extend(verdict.errors)
                 except GeometryRejected as bad:
-                    errors.append(
-                        FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value)
+                    errors.extend(
+                        FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value)
+                        for b in (bad, *bad.also)
                     )
 
         result = schema.validate_mapped(values, named.ignored, named.renamed)
