@@ -39,14 +39,40 @@ def send(
     key_file: Annotated[
         Path | None, typer.Option(help="signing key file from `odc key create` (default: the operator's key)")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="wait for what became of the records (bounded by --wait-seconds)")
+    ] = True,
+    wait_seconds: Annotated[float, typer.Option(help="longest wait for the records' outcome")] = 120.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate the file locally with the pipeline's own rules; send nothing")
+    ] = False,
 ) -> None:
-    """Publish one upsert event per feature of FILE to the input topic."""
+    """Publish one upsert event per feature of FILE, then say how many records got in (conforming or
+    incomplete) and why the others were refused. Exit status: 0 when something got in, 1 when every record
+    was refused, 3 when nothing was known to have got in by the end of the wait, 2 on an error."""
     from services.ingest.domain.source_records import UnreadableFile
-    from services.ingest.entrypoints.send_command import SendError, run_send
+    from services.ingest.entrypoints.send_command import SendError, prepare_send, run_send
     from services.ingest.service_layer.ports import PublishFailed
 
     try:
-        summary = run_send(file, dataset, commune, fmt, show_progress=sys.stderr.isatty(), key_file=key_file)
+        if dry_run:
+            from services.cli.dry_run import validate_locally
+
+            prepared = prepare_send(file, dataset, commune, fmt=fmt)
+            report = validate_locally(prepared.events)
+            console.print(f"dry run: {len(prepared.events)} records of {file.name} checked for {dataset}, none sent")
+            for line in report.lines(None):
+                console.print(line, highlight=False, markup=False)
+            raise typer.Exit(report.exit_code())
+        summary = run_send(
+            file,
+            dataset,
+            commune,
+            fmt,
+            show_progress=sys.stderr.isatty(),
+            key_file=key_file,
+            wait_seconds=wait_seconds if wait else 0.0,
+        )
     except (SendError, UnreadableFile, PublishFailed) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
@@ -55,6 +81,17 @@ def send(
         f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "
         f"({rate:.0f} events/s, sequence {summary.sequence})"
     )
+    if summary.report is None:
+        if summary.wait_note:
+            err.print(summary.wait_note)
+        return
+    details = f"odc report --commune {summary.commune or 'INSEE'} --dataset {summary.dataset}"
+    for line in summary.report.lines(details):
+        console.print(line, highlight=False, markup=False)
+    code = summary.report.exit_code()
+    if code == 1:
+        err.print("[red]no record got in[/red]")
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -20,6 +20,13 @@ CONFORMANCE = "odc:conformance"  # present (= "incomplete") only on incomplete r
 MISSING = "odc:missing"  # the required fields the record lacks (JSON array of field names)
 DROPPED = "odc:dropped"  # fields whose sent value broke the field's rule and was left out
 
+# Rules of a field's value that leave the value out instead of refusing the record (outside the identity
+# and commune fields). "required" makes the record incomplete. A NUL character ("control_character") still
+# refuses the record: it is a corrupt or hostile record, not one wrong cell.
+TOLERATED_RULES = frozenset(
+    {"required", "type", "pattern", "enum", "minimum", "maximum", "minLength", "maxLength", "format"}
+)
+
 # How the marker reads in canonical JSON (sorted keys, no spaces: canonical_feature.canonical_json). A value
 # holding this text is escaped (\"), so the plain substring can only be the top-level member.
 _MARKER = f'"{CONFORMANCE}":"{INCOMPLETE}"'

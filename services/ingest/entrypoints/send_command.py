@@ -10,20 +10,24 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.contract.codecs import Codecs
-from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition
 from services.contract.event_signature import SigningKey
+from services.contract.messages import ChangeEvent
 from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
+from services.ingest.adapters.event_outcomes import wait_for_outcomes
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.domain.change_events import upsert_events
+from services.ingest.domain.send_report import SendReport, summarise
 from services.ingest.domain.source_records import reader_for
 from services.ingest.settings import IngestSettings
 
@@ -61,6 +65,49 @@ class SendSummary:
     events: int
     seconds: float
     sequence: int
+    commune: str | None = None
+    report: SendReport | None = None  # None: not waited for (--no-wait), or the outcome could not be read
+    wait_note: str | None = None  # why there is no report
+
+
+@dataclass(frozen=True)
+class PreparedSend:
+    definition: DatasetDefinition
+    events: list[ChangeEvent]
+    commune: str | None
+    sequence: int
+
+
+def prepare_send(
+    path: Path,
+    dataset: str,
+    commune: str | None,
+    *,
+    fmt: str | None = None,
+    sequence: int | None = None,
+    source: str = "odc-send",
+) -> PreparedSend:
+    """The events a send would publish (what ``--dry-run`` validates locally)."""
+    catalogue = DatasetCatalogue.load()
+    definition = catalogue.get(dataset)
+    if definition is None:
+        raise SendError(f"unknown dataset {dataset!r}; known: {', '.join(catalogue.ids())}")
+    if not path.is_file():
+        raise SendError(f"no such file: {path}")
+    records = list(reader_for(path.name, fmt)(path.read_bytes()))
+    seq = sequence if sequence is not None else time.time_ns() // 1000  # microseconds: later sends win
+    events = list(
+        upsert_events(
+            records,
+            definition,
+            commune=commune,
+            source=source,
+            sequence=seq,
+            occurred_at=datetime.now(UTC),
+            new_id=lambda: str(uuid.uuid4()),
+        )
+    )
+    return PreparedSend(definition, events, commune, seq)
 
 
 async def send_file(
@@ -75,30 +122,19 @@ async def send_file(
     show_progress: bool = False,
     signing_key: SigningKey | None = None,
     key_file: Path | None = None,
+    wait_seconds: float = 0.0,
 ) -> SendSummary:
-    catalogue = DatasetCatalogue.load()
-    definition = catalogue.get(dataset)
-    if definition is None:
-        raise SendError(f"unknown dataset {dataset!r}; known: {', '.join(catalogue.ids())}")
-    if not path.is_file():
-        raise SendError(f"no such file: {path}")
-    records = list(reader_for(path.name, fmt)(path.read_bytes()))
+    """Publish one upsert per record; with ``wait_seconds`` > 0, then wait (bounded) for what became of them."""
+    if DatasetCatalogue.load().get(dataset) is None or not path.is_file():
+        prepare_send(path, dataset, commune, fmt=fmt)  # raises SendError saying which
     key = signing_key or await signing_key_for(settings, key_file)
     if key.commune is not None:  # a commune's key writes that commune only: say so now, not in a rejection
         if commune is not None and commune != key.commune:
             raise SendError(f"the key {key.key_id} signs for commune {key.commune}, not {commune}")
         commune = key.commune
+    prepared = prepare_send(path, dataset, commune, fmt=fmt, sequence=sequence, source=source)
+    events = prepared.events
     started = time.perf_counter()
-    seq = sequence if sequence is not None else time.time_ns() // 1000  # microseconds: later sends win
-    events = upsert_events(
-        records,
-        definition,
-        commune=commune,
-        source=source,
-        sequence=seq,
-        occurred_at=datetime.now(UTC),
-        new_id=lambda: str(uuid.uuid4()),
-    )
     await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
     publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key)
     await publisher.start()
@@ -107,13 +143,25 @@ async def send_file(
             with Progress(
                 TextColumn(f"sending {path.name} → {dataset}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
             ) as bar:
-                task = bar.add_task("send", total=len(records))
+                task = bar.add_task("send", total=len(events))
                 n = await publisher.publish(events, on_sent=lambda k: bar.advance(task, k), window=500)
         else:
             n = await publisher.publish(events)
     finally:
         await publisher.stop()
-    return SendSummary(dataset, n, time.perf_counter() - started, seq)
+    seconds = time.perf_counter() - started
+    summary = SendSummary(dataset, n, seconds, prepared.sequence, commune)
+    if wait_seconds <= 0 or not events:
+        return summary
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
+    try:
+        outcomes = await wait_for_outcomes(engine, dataset, events, wait_seconds)
+    except (OSError, SQLAlchemyError) as exc:
+        note = f"the outcome could not be read ({str(exc).splitlines()[0][:200]}); see `odc status --commune`"
+        return replace(summary, wait_note=note)
+    finally:
+        await engine.dispose()
+    return replace(summary, report=summarise(outcomes))
 
 
 def run_send(
@@ -123,7 +171,17 @@ def run_send(
     fmt: str | None = None,
     show_progress: bool = True,
     key_file: Path | None = None,
+    wait_seconds: float = 0.0,
 ) -> SendSummary:
     return asyncio.run(
-        send_file(path, dataset, commune, IngestSettings(), fmt=fmt, show_progress=show_progress, key_file=key_file)
+        send_file(
+            path,
+            dataset,
+            commune,
+            IngestSettings(),
+            fmt=fmt,
+            show_progress=show_progress,
+            key_file=key_file,
+            wait_seconds=wait_seconds,
+        )
     )

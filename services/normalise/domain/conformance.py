@@ -20,16 +20,10 @@ from services.contract.conformance_levels import (  # noqa: F401 - re-exported f
     INCOMPLETE,
     MISSING,
     REFUSED,
+    TOLERATED_RULES,
     level_of,
 )
 from services.contract.messages import FieldError
-
-# Rules of a field's value that leave the value out instead of refusing the record (outside the identity
-# and commune fields). "required" makes the record incomplete. A NUL character ("control_character") still
-# refuses the record: it is a corrupt or hostile record, not one wrong cell.
-TOLERATED_RULES = frozenset(
-    {"required", "type", "pattern", "enum", "minimum", "maximum", "minLength", "maxLength", "format"}
-)
 
 
 @dataclass(frozen=True)
