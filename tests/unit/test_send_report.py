@@ -70,4 +70,4 @@ def test_dry_run_validates_with_the_pipeline_rules_and_sends_nothing(tmp_path) -
     rules = {t.rule: t.rows for t in report.top}
     assert rules["placeholder_coordinates"] == (4,) and rules["commune_mismatch"] == (5,)
     assert report.exit_code() == 0
-    assert list(read_csv(f.read_bytes()))[0].line == 2
+    assert next(iter(read_csv(f.read_bytes()))).line == 2
