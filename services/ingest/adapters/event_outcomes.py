@@ -14,8 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contract.conformance_levels import CONFORMING, INCOMPLETE, REFUSED
-from services.contract.messages import ChangeEvent
-from services.ingest.domain.send_report import PENDING, Problem, RecordOutcome
+from services.ingest.domain.send_report import PENDING, Problem, RecordOutcome, SentRecord
 
 _TABLES = ("rejection", "processed_event", "canonical_feature", "feature_provenance")
 
@@ -54,7 +53,17 @@ def _problems_of_state(missing: Any, dropped: Any) -> tuple[Problem, ...]:
     return tuple(out)
 
 
-async def read_outcomes(engine: AsyncEngine, dataset: str, events: Sequence[ChangeEvent]) -> list[RecordOutcome]:
+class PostgresOutcomeReader:
+    """The OutcomeReader port (service_layer/ports.py) on the pipeline's tables."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def read(self, dataset: str, sent: Sequence[SentRecord]) -> list[RecordOutcome]:
+        return await read_outcomes(self._engine, dataset, sent)
+
+
+async def read_outcomes(engine: AsyncEngine, dataset: str, events: Sequence[SentRecord]) -> list[RecordOutcome]:
     """One outcome per event, in the order given; ``pending`` where the pipeline has not answered yet."""
     ids = [e.event_id for e in events]
     async with engine.connect() as conn:
@@ -90,7 +99,7 @@ async def read_outcomes(engine: AsyncEngine, dataset: str, events: Sequence[Chan
 
 
 async def wait_for_outcomes(
-    engine: AsyncEngine, dataset: str, events: Sequence[ChangeEvent], wait_seconds: float, every: float = 0.5
+    engine: AsyncEngine, dataset: str, events: Sequence[SentRecord], wait_seconds: float, every: float = 0.5
 ) -> list[RecordOutcome]:
     """Poll until every event has an answer or ``wait_seconds`` have passed (bounded: a sender never hangs)."""
     deadline = time.monotonic() + wait_seconds

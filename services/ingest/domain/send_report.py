@@ -9,12 +9,34 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.contract.conformance_levels import CONFORMING, INCOMPLETE, REFUSED, TOLERATED_RULES
 
 PENDING = "pending"  # no answer yet when the wait ended
 TOP = 5
 ROWS_SHOWN = 8
+
+
+class SentRecord(Protocol):
+    """What is known of a sent record (a ChangeEvent is one)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def commune(self) -> str: ...
+    @property
+    def feature_id(self) -> str: ...
+    @property
+    def source_row(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Sent:
+    event_id: str
+    commune: str
+    feature_id: str
+    source_row: int | None = None
 
 
 @dataclass(frozen=True)

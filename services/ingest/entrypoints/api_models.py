@@ -41,6 +41,10 @@ class PushAccepted(BaseModel):
     accepted: list[AcceptedRecordDoc]
     refused: list[RecordRefusalDoc]
     status_url: str | None = None
+    receipt_id: str | None = Field(default=None, description="Read each record's outcome at receipt_url")
+    receipt_url: str | None = Field(
+        default=None, description="GET it for each record's outcome: conforming, incomplete, refused or pending"
+    )
 
 
 class ErrorDoc(BaseModel):

@@ -31,8 +31,10 @@ from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.connector_store import PostgresConnectorStore
+from services.ingest.adapters.event_outcomes import PostgresOutcomeReader
 from services.ingest.adapters.idempotency_store import PostgresIdempotencyStore
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
+from services.ingest.adapters.receipt_store import PostgresReceiptStore
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
@@ -42,11 +44,14 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.service_layer.ports import (
     EventSink,
     IdempotencyStore,
+    OutcomeReader,
     PublishFailed,
+    ReceiptStore,
     StatusReadModel,
     TokenStore,
 )
 from services.ingest.service_layer.push_changes import PushLimits, push_changes
+from services.ingest.service_layer.read_receipt import read_receipt
 from services.ingest.service_layer.run_connector import RunReport, run_connector
 from services.ingest.settings import IngestSettings
 
@@ -70,6 +75,8 @@ class ApiPorts:
     idempotency: IdempotencyStore
     sink: EventSink
     status: StatusReadModel
+    receipts: ReceiptStore | None = None
+    outcomes: OutcomeReader | None = None
 
 
 @dataclass
@@ -136,6 +143,8 @@ def build_app(
             idempotency=PostgresIdempotencyStore(rt.engine, settings.idempotency_ttl_hours),
             sink=publisher,
             status=PostgresStatusReadModel(rt.engine),
+            receipts=PostgresReceiptStore(rt.engine),
+            outcomes=PostgresOutcomeReader(rt.engine),
         )
         if settings.run_connectors:
             rt.scheduler = asyncio.create_task(scheduler_loop(), name="odc-connector-scheduler")
@@ -301,12 +310,31 @@ def build_app(
             clock=clock,
             new_id=lambda: str(uuid.uuid4()),
             limits=limits,
+            receipts=rt.ports.receipts,
         )
         if result.status == 202 and "Idempotent-Replayed" not in result.headers:
             metrics.published.labels(dataset, "http").inc(len(result.body["accepted"]))
             for r in result.body["refused"]:
                 metrics.records_refused.labels(dataset, r["reason"]).inc()
         return JSONResponse(result.body, status_code=result.status, headers=result.headers or None)
+
+    @app.get(
+        "/v1/receipts/{receipt_id}",
+        responses={**ERRORS, 404: {"model": ErrorDoc, "description": "No such receipt for this token"}},
+        summary="The outcome of each record of one push request (conforming, incomplete, refused, pending)",
+    )
+    async def receipt(
+        receipt_id: str = Path(max_length=100, description="receipt_id from the push answer"),
+        authorization: str | None = Header(default=None, description="Bearer <token> of the sender, or admin"),
+    ) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
+        assert rt.ports is not None
+        if rt.ports.receipts is None or rt.ports.outcomes is None:
+            return _error(503, "receipts_unavailable", "receipts are not kept by this deployment")
+        result = await read_receipt(receipt_id, principal, rt.ports.receipts, rt.ports.outcomes)
+        return JSONResponse(result.body, status_code=result.status)
 
     @app.get(
         "/v1/communes/{insee}/status",

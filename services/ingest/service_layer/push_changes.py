@@ -18,7 +18,7 @@ from services.contract.api_tokens import Principal
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.ingest.domain.push_records import MalformedBody, RecordRefusal, parse_batch, records_of
 from services.ingest.domain.rate_limit import TokenBuckets
-from services.ingest.service_layer.ports import Clock, EventSink, IdempotencyStore, PublishFailed
+from services.ingest.service_layer.ports import Clock, EventSink, IdempotencyStore, PublishFailed, ReceiptStore
 
 SOURCE = "odc-http-api"
 
@@ -78,6 +78,7 @@ async def push_changes(
     clock: Clock,
     new_id: Callable[[], str],
     limits: PushLimits,
+    receipts: ReceiptStore | None = None,
 ) -> PushResponse:
     definition = catalogue.get(dataset)
     if definition is None:
@@ -150,6 +151,11 @@ async def push_changes(
         "refused": [refusal_doc(r) for r in parsed.refused],
         "status_url": f"/v1/communes/{principal.commune}/status" if principal.commune else None,
     }
+    if receipts is not None:  # each record's outcome in the pipeline, readable later (read_receipt.py)
+        receipt_id = new_id()
+        response_body["receipt_id"] = receipt_id
+        response_body["receipt_url"] = f"/v1/receipts/{receipt_id}"
+        await receipts.save(receipt_id, principal.commune, dataset, response_body)
     if idempotency_key is not None:
         await idempotency.complete(scope, idempotency_key, 202, response_body)
     return PushResponse(202, response_body)
