@@ -219,3 +219,28 @@ def test_a_wrong_geometry_type_is_not_hidden_behind_the_area_error() -> None:
     out = NORMALISER.normalise(ev, NOW)
     assert isinstance(out, Invalid) and out.reason == "invalid_geometry"
     assert {e.rule for e in out.errors} == {"out_of_area", "geometry_type"}
+
+
+def test_the_normaliser_counts_records_per_level() -> None:
+    from collections import Counter
+
+    from prometheus_client import CollectorRegistry
+
+    from services.normalise.metrics import NormaliseMetrics
+    from services.normalise.service_layer.process_batch import BatchReport
+
+    registry = CollectorRegistry()
+    metrics = NormaliseMetrics(registry)
+    report = BatchReport(
+        received=4,
+        levels=Counter({("drinking_fountains", "conforming"): 2, ("drinking_fountains", "incomplete"): 1}),
+        rejections=Counter({("drinking_fountains", "invalid_geometry"): 1}),
+    )
+    metrics.observe(report, 0.01)
+
+    def value(level: str) -> float | None:
+        return registry.get_sample_value(
+            "odc_records_conformance_total", {"dataset": "drinking_fountains", "level": level}
+        )
+
+    assert (value("conforming"), value("incomplete"), value("refused")) == (2, 1, 1)

@@ -242,3 +242,13 @@ async def test_a_refusal_names_the_columns_of_the_sent_file(store: InMemoryNorma
     (rej,) = store.rejections.values()
     (e,) = [e for e in rej.errors if e.field == "codinsee"]
     assert e.column == "CODINSEE"
+
+
+async def test_the_batch_report_counts_applied_records_per_conformance_level(store: InMemoryNormaliseStore) -> None:
+    complete, partial = toilet(1), toilet(2)
+    fountain = ChangeEvent(
+        str(uuid.uuid4()), "drinking_fountains", "69123", "F1", Operation.UPSERT, NOW, 1, "test", None,
+        {"id": "F1", "latitude": 45.764, "longitude": 4.8357, "code_commune_insee": "69123"},
+    )  # fmt: skip
+    report = await run(store, complete, partial, fountain)
+    assert report.levels == {("public_toilets", "conforming"): 2, ("drinking_fountains", "incomplete"): 1}
