@@ -83,6 +83,10 @@ class DatasetStatusDoc(BaseModel):
     rejected: int
     rejected_by_reason: dict[str, int]
     live_features: int
+    conformance: dict[str, int] | None = Field(
+        default=None,
+        description="conforming and incomplete live features; refused source records not accepted since",
+    )
     last_change_applied: LastChangeDoc | None
     dataset_latest_version: int
 
