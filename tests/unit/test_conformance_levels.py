@@ -219,6 +219,8 @@ def test_a_wrong_geometry_type_is_not_hidden_behind_the_area_error() -> None:
     out = NORMALISER.normalise(ev, NOW)
     assert isinstance(out, Invalid) and out.reason == "invalid_geometry"
     assert {e.rule for e in out.errors} == {"out_of_area", "geometry_type"}
+    area = next(e for e in out.errors if e.rule == "out_of_area")
+    assert "outside the Métropole de Lyon" in area.message_en and "la Métropole de Lyon" in area.message_fr
 
 
 def test_the_normaliser_counts_records_per_level() -> None:

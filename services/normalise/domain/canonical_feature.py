@@ -266,6 +266,27 @@ def _insee_text(value: object) -> str:
     return text.zfill(5) if text.isdigit() and len(text) < 5 else text
 
 
+# The areas positions are checked against, named for the sender (catalogue.AREAS holds their boxes).
+AREA_NAMES = {
+    "metropole_de_lyon": ("the Métropole de Lyon", "la Métropole de Lyon"),
+    "france_metropolitaine": ("metropolitan France", "la France métropolitaine"),
+    "france": ("France (with its overseas territories)", "la France (outre-mer compris)"),
+}
+
+
+def _area_named(e: FieldError, area: str) -> FieldError:
+    """ "outside the dataset's area" says which area."""
+    if e.rule != "out_of_area":
+        return e
+    en, fr = AREA_NAMES.get(area, (area, area))
+    at = e.value or "?"
+    return replace(
+        e,
+        message_en=f"geometry: the position ({at}, longitude, latitude) is outside {en}, the area of this dataset",
+        message_fr=f"géométrie : la position ({at}, longitude, latitude) est hors de {fr}, la zone de ce jeu de données",
+    )
+
+
 def _with_columns(
     errors: list[FieldError] | tuple[FieldError, ...], sent_as: dict[str, str], ev: ChangeEvent, spec: GeometrySpec
 ) -> tuple[FieldError, ...]:
@@ -387,7 +408,10 @@ class EventNormaliser:
                     errors.extend(verdict.errors)
                 except GeometryRejected as bad:
                     errors.extend(
-                        FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value)
+                        _area_named(
+                            FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value),
+                            definition.area,
+                        )
                         for b in (bad, *bad.also)
                     )
 
