@@ -108,3 +108,16 @@ def test_a_refused_record_later_accepted_leaves_the_report(pipeline: Pipeline, t
     doc = json.loads(status.stdout)
     fountains = next(d for d in doc["datasets"] if d["id"] == "drinking_fountains")
     assert fountains["conformance"]["conforming"] >= 1
+
+
+def test_an_incomplete_record_gets_in_and_the_report_says_what_it_lacks(pipeline: Pipeline, tmp_path: Path) -> None:
+    fid = f"I{uuid.uuid4().hex[:6]}"
+    f = write(tmp_path, [f"{fid},,45.7551,4.8272,{LYON},aucune,true,false"])  # no type_fontaine
+    done = odc(pipeline, "send", str(f), "--dataset", "drinking_fountains", "--commune", LYON, "--wait-seconds", "90")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "0 conforming, 1 incomplete, 0 refused" in done.stdout
+    assert "lack fields the national schema requires: type_fontaine (1)" in done.stdout
+    doc = report(pipeline)
+    mine = [r for r in doc["incomplete"] if r["feature_id"] == fid]
+    assert mine == [{"dataset": "drinking_fountains", "feature_id": fid, "missing": ["type_fontaine"], "dropped": []}]
+    assert doc["incomplete_lacking"]["type_fontaine"] >= 1

@@ -40,3 +40,22 @@ def outstanding_rejections(
         RejectedRecord(d or "", c or "", fid, at.isoformat(), reason, list(errors or []), row)
         for d, c, fid, at, reason, errors, row in rows
     ]
+
+
+_INCOMPLETE = """
+SELECT dataset, feature_id, attributes -> 'odc:missing', attributes -> 'odc:dropped' FROM canonical_feature
+WHERE commune = %(commune)s AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s) AND NOT deleted
+  AND attributes ->> 'odc:conformance' = 'incomplete'
+ORDER BY dataset, feature_id
+LIMIT %(limit)s
+"""
+
+
+def incomplete_records(
+    database_url: str, commune: str, dataset: str | None = None, limit: int = 10_000
+) -> list[tuple[str, str, list[str], list[str]]]:
+    """The commune's live records that got in incomplete: (dataset, feature id, missing fields, values left out)."""
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        rows = conn.execute(_INCOMPLETE, {"commune": commune, "dataset": dataset, "limit": limit}).fetchall()
+    return [(d, fid, list(missing or []), list(dropped or [])) for d, fid, missing, dropped in rows]
