@@ -126,7 +126,16 @@ def cmd_run(root: Path) -> int:
     for path, dataset in SAMPLES:
         _say(f"loading {path} into {dataset}...")
         subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "send", str(REPO_ROOT / path), "--dataset", dataset],
+            [
+                sys.executable,
+                "-m",
+                "services.cli.main",
+                "send",
+                str(REPO_ROOT / path),
+                "--dataset",
+                dataset,
+                "--no-wait",
+            ],
             check=True,
             env=env,
             cwd=REPO_ROOT,
