@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from services.contract.conformance_levels import level_of
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import (
     ChangeEvent,
@@ -20,7 +21,7 @@ from services.contract.messages import (
     RawGeometry,
 )
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid, canonical_json
-from services.normalise.domain.conformance import judge_conformance, level_of
+from services.normalise.domain.conformance import judge_conformance
 from services.publish.domain.feature_documents import CsvLayout, StoredFeature, left_out_note
 from services.publish.domain.versioning import EMPTY_HASH, DatasetState, ReceivedChange, build_version
 

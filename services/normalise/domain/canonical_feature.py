@@ -15,19 +15,13 @@ import shapely
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
+from services.contract.conformance_levels import CONFORMANCE, DROPPED, INCOMPLETE, MISSING, level_of
 from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
 from services.contract.datasets.field_names import stated_commune
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
-from services.normalise.domain.conformance import (
-    CONFORMANCE,
-    DROPPED,
-    INCOMPLETE,
-    MISSING,
-    judge_conformance,
-    level_of,
-)
+from services.normalise.domain.conformance import judge_conformance
 from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
 
 _INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
@@ -449,14 +443,14 @@ class EventNormaliser:
                 ev, reason, "; ".join(e.message_en for e in errors[:5]), _with_columns(errors, sent_as, ev, spec)
             )
         if conformance.missing or conformance.dropped:
-            values = dict(result.values)
+            published: dict[str, Canonical] = dict(result.values)
             for name in conformance.dropped:
-                values[name] = None  # a value that breaks its field's rule is never published as it was sent
+                published[name] = None  # a value that breaks its field's rule is never published as it was sent
             if conformance.missing:
-                values[CONFORMANCE] = INCOMPLETE
-                values[MISSING] = cast(str, list(conformance.missing))  # a JSON array, like odc:provenance
+                published[CONFORMANCE] = INCOMPLETE
+                published[MISSING] = cast(str, list(conformance.missing))  # a JSON array, like odc:provenance
             if conformance.dropped:
-                values[DROPPED] = cast(str, list(conformance.dropped))
+                published[DROPPED] = cast(str, list(conformance.dropped))
             corrections.extend(f"dropped:{e.field}:{e.rule}" for e in conformance.warnings if e.rule != "required")
-            feature = CanonicalFeature.build(values, geometry, tuple(corrections))
+            feature = CanonicalFeature.build(published, geometry, tuple(corrections))
         return Candidate(ev, key, feature, _with_columns(conformance.warnings, sent_as, ev, spec))

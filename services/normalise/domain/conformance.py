@@ -13,16 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.contract.conformance_levels import (  # noqa: F401 - re-exported for the normaliser's core
-    CONFORMANCE,
-    CONFORMING,
-    DROPPED,
-    INCOMPLETE,
-    MISSING,
-    REFUSED,
-    TOLERATED_RULES,
-    level_of,
-)
+from services.contract.conformance_levels import CONFORMING, INCOMPLETE, REFUSED, TOLERATED_RULES
 from services.contract.messages import FieldError
 
 

@@ -334,9 +334,9 @@ def normalise_general(
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
-            area = _out_of_area(lon, lat)
-            area.also = _type_problem(geom, expected_type)
-            raise area
+            refused = _out_of_area(lon, lat)
+            refused.also = _type_problem(geom, expected_type)
+            raise refused
         corrections.append("flagged:out_of_area")
 
     geom = _as_type(geom, expected_type, corrections)

@@ -9,12 +9,8 @@ pattern accepts it.
 from __future__ import annotations
 
 import re
+from re import _parser as sre_parse  # type: ignore[attr-defined]  # the re module's own parser (3.11+)
 from typing import Any
-
-try:  # Python 3.11+: the parser of the re module
-    from re import _parser as sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - older Pythons
-    import sre_parse  # type: ignore[no-redef]
 
 # Patterns the national schemas share, said in words (English, French).
 _KNOWN: dict[str, tuple[str, str]] = {
