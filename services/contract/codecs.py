@@ -208,6 +208,7 @@ class Codecs:
                     }
                     for c in v.changes
                 ],
+                "incomplete": v.incomplete,
             },
         )
 
@@ -236,6 +237,7 @@ class Codecs:
                 )
                 for c in d["changes"]
             ),
+            incomplete=d.get("incomplete", 0),
         )
 
 

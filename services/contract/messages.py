@@ -143,3 +143,4 @@ class DatasetVersionPublished:
     links: tuple[Link, ...] = ()
     changes_included: bool = False  # True when ``changes`` is the whole diff (small enough to inline)
     changes: tuple[ChangedFeature, ...] = ()
+    incomplete: int = 0  # features of this version published incomplete (docs/validation.md)

@@ -95,6 +95,13 @@ def test_an_incomplete_record_is_published_as_such_and_left_out_of_the_national_
     if latest == version:
         assert v["conformance"]["incomplete"] == stored_incomplete
 
+    # ...and in the version's notification (Avro dataset_version v3)
+    (note,) = wait_for(
+        "the version's notification",
+        lambda: [d for _, d in pipeline.version_notifications(DATASET) if d.version == version] or None,
+    )
+    assert note.incomplete == v["conformance"]["incomplete"]
+
     # the national-layout CSV: only conforming records, valid for frictionless, and it says what it left out
     r = httpx.get(f"{api}/datasets/{DATASET}/versions/{version}/features.csv", timeout=30)
     assert r.status_code == 200

@@ -185,6 +185,11 @@ STATE = FeatureState('{"type":"Point","coordinates":[4.8,45.7]}', '{"a":1}', "ab
             CODECS.decode_dataset_version,
             DatasetVersionPublished("public_toilets", 3, T0, 1, 2, 3, 480, "0" * 64, 10, 20),
         ),
+        (
+            CODECS.encode_dataset_version,
+            CODECS.decode_dataset_version,
+            DatasetVersionPublished("drinking_fountains", 4, T0, 1, 0, 0, 12, "0" * 64, 10, 20, incomplete=3),
+        ),
     ],
 )
 def test_codec_round_trip(encode, decode, message) -> None:  # type: ignore[no-untyped-def]
