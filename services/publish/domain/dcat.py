@@ -41,6 +41,7 @@ class VersionSummary:
     updated: int
     removed: int
     content_hash: str
+    incomplete: int = 0  # features marked incomplete (left out of the national-layout CSV)
 
 
 def national_schema_json(ns: Any) -> dict[str, Any] | None:
