@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +19,15 @@ import httpx
 import pytest
 from owslib.ogcapi.features import Features
 from pytest_httpserver import HTTPServer
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from deploy.local.ports import free_port
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import Operation
 from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import make_engine
-from services.publish.domain.webhooks import verify_signature
+from services.publish.domain.webhooks import standard_secret
 from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
 
 pytestmark = pytest.mark.integration
@@ -347,7 +348,7 @@ def subscribe(api: str, url: str, secret: str, operator: dict[str, str]) -> str:
 def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order_signed(
     api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
 ) -> None:
-    secret = "s3cret-" + uuid.uuid4().hex
+    secret = standard_secret(os.urandom(32))
     receiver = HTTPServer(host="127.0.0.1", port=free_port())
     receiver.expect_request("/hook", method="POST").respond_with_data("ok")
     sub = subscribe(api, receiver.url_for("/hook"), secret, operator)  # the receiver is not listening yet: down
@@ -372,10 +373,12 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
         for request, response in receiver.log:
             body = request.get_data()
             assert response.status_code == 200
-            assert verify_signature(secret, request.headers["X-Odc-Signature"], body, int(time.time()))
-            assert not verify_signature(
-                "wrong-secret-xxxxxxxx", request.headers["X-Odc-Signature"], body, int(time.time())
-            )
+            headers = dict(request.headers)
+            Webhook(secret).verify(body, headers)  # Standard Webhooks, the official library
+            with pytest.raises(WebhookVerificationError):
+                Webhook(standard_secret(os.urandom(32))).verify(body, headers)
+            assert "X-Odc-Signature" not in request.headers  # registered after Standard Webhooks: no legacy header
+            assert request.headers["webhook-id"] == json.loads(body)["id"]
             assert request.headers["Content-Type"].startswith("application/cloudevents+json")
             bodies.append(json.loads(body))
     finally:
@@ -399,7 +402,7 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_visible_and_replayable(
     receiver.expect_request("/hook", method="POST").respond_with_data("nope", status=500)
     receiver.start()
     try:
-        sub = subscribe(api, receiver.url_for("/hook"), "another-secret-" + uuid.uuid4().hex, operator)
+        sub = subscribe(api, receiver.url_for("/hook"), standard_secret(os.urandom(24)), operator)
         dead_before = pipeline.metric("publish", "odc_webhook_attempts_total", outcome="dead")
         publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
         state = wait_for(
@@ -520,7 +523,7 @@ def test_odc_subscribe_registers_a_webhook(api: str, operator: dict[str, str]) -
         check=True,
     )
     created = json.loads(out.stdout)
-    assert created["datasets"] == [DATASET] and len(created["secret"]) >= 16
+    assert created["datasets"] == [DATASET] and created["secret"].startswith("whsec_")
     assert get(f"{api}/subscriptions/{created['id']}", headers=operator).json()["url"] == "http://127.0.0.1:9/hook"
     httpx.delete(f"{api}/subscriptions/{created['id']}", headers=operator, timeout=30)
     without = subprocess.run(

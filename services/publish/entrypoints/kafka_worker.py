@@ -117,6 +117,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         allow_private_targets=settings.webhook_allow_private_targets,
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
+        secret_rotation_overlap_seconds=settings.webhook_secret_rotation_overlap_seconds,
     )
 
     def on_retry(error: BaseException, attempt: int) -> None:
