@@ -39,7 +39,7 @@ from services.publish.domain.feature_documents import (
 )
 from services.publish.domain.notifications import diff_entry_json, version_links
 from services.publish.domain.webhooks import DeliveryState, standard_secret
-from services.publish.entrypoints import webhook_secret_routes
+from services.publish.entrypoints import asyncapi_routes, webhook_secret_routes
 from services.publish.metrics import PublishMetrics
 from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
 from services.publish.service_layer.webhooks import InvalidSubscription, register_subscription
@@ -164,6 +164,8 @@ def build_api(
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
     secret_rotation_overlap_seconds: float = 86400.0,
+    async_topics: Mapping[str, str] | None = None,
+    kafka_bootstrap: str = "127.0.0.1:19092",
 ) -> FastAPI:
     base = base_url.rstrip("/")
     ogc = f"{base}/ogc"
@@ -207,6 +209,7 @@ def build_api(
         return principal
 
     operator_only: dict[str, Any] = {"responses": OPERATOR_ONLY, "dependencies": [Depends(operator)]}
+    app.include_router(asyncapi_routes.router(base, async_topics, kafka_bootstrap))
     app.include_router(
         webhook_secret_routes.router(subscriptions, clock, secret_rotation_overlap_seconds), **operator_only
     )

@@ -118,6 +118,11 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
         secret_rotation_overlap_seconds=settings.webhook_secret_rotation_overlap_seconds,
+        async_topics={
+            "featureChanges": settings.topic_feature_changes,
+            "datasetVersions": settings.topic_notifications,
+        },
+        kafka_bootstrap=settings.kafka_bootstrap,
     )
 
     def on_retry(error: BaseException, attempt: int) -> None:
