@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from owslib.ogcapi.features import Features
 from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
@@ -28,7 +30,7 @@ from services.contract.messages import Operation
 from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import make_engine
 from services.publish.domain.webhooks import standard_secret
-from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
+from tests.integration.pipeline_harness import TOPICS, Pipeline, toilet_event, wait_for
 
 pytestmark = pytest.mark.integration
 DATASET = "public_toilets"
@@ -288,6 +290,35 @@ def test_kafka_cloudevents_arrive_in_order_with_links_and_small_diffs_inline(
     assert get(next(lk.href for lk in removal.links if lk.rel == "diff")).status_code == 200
 
 
+def test_kafka_messages_parse_with_the_cloudevents_sdk_with_partitionkey_sequence_and_dataschema(
+    api: str, history: Any, pipeline: Pipeline
+) -> None:
+    """Issue #15.5: the binary-mode Kafka messages read back with the official SDK carry the extensions; the
+    dataschema is an absolute URI that serves the Avro schema."""
+    records = [r for r in pipeline.read_topic(TOPICS["versions"]) if r.key == DATASET.encode()]
+    assert records and any(r.value for r in records)
+    for r in records[-3:]:
+        headers = {k: v for k, v in r.headers}
+        assert headers["ce_partitionkey"] == DATASET.encode()  # the header itself, not only the key
+        event = from_binary(KafkaMessage(headers, r.key, r.value), JSONFormat())
+        version = int(event.get_id().rsplit(":v", 1)[1])
+        assert event.get_extension("partitionkey") == DATASET
+        assert event.get_extension("sequence") == f"{version:020d}"
+        assert event.get_dataschema() == f"{api}/schemas/avro/dataset_version.v2.avsc"
+    served = get(dict(records[-1].headers)["ce_dataschema"].decode())
+    assert served.status_code == 200
+    assert served.json() == json.loads((REPO / "schemas/avro/dataset_version.v2.avsc").read_text(encoding="utf-8"))
+    sequences = [dict(r.headers)["ce_sequence"].decode() for r in records]
+    assert sequences == sorted(sequences)  # text order is version order
+
+
+def test_the_asyncapi_document_is_served_and_linked_from_the_ogc_landing_page(api: str) -> None:
+    (hub,) = [lk for lk in get(f"{api}/ogc").json()["links"] if lk["rel"] == "hub"]
+    doc = get(hub["href"]).json()
+    assert doc["asyncapi"] == "3.0.0" and doc["channels"]["datasetVersions"]["address"] == TOPICS["versions"]
+    assert doc["servers"]["publishApi"]["host"] == api.split("://", 1)[1]
+
+
 def test_a_big_version_carries_links_but_no_inline_features(api: str, history: Any, pipeline: Pipeline) -> None:
     ids = new_ids(25)  # > ODC_PUBLISH_NOTIFY_MAX_INLINE_CHANGES
     v = publish_round(pipeline, [toilet_event(f, seq=1) for f in ids])
@@ -326,6 +357,9 @@ def test_sse_stream_resumes_from_last_event_id_and_follows_new_versions(
     assert [int(i) for i, _ in got] == [latest - 1, latest, latest + 1]
     for i, ce in got:
         assert ce["specversion"] == "1.0" and ce["id"] == f"{DATASET}:v{i}" and ce["data"]["version"] == int(i)
+    parsed = JSONFormat().read(None, json.dumps(got[-1][1]).encode())  # the CloudEvents SDK reads the SSE data
+    assert parsed.get_extension("partitionkey") == DATASET and parsed.get_extension("sequence") == f"{latest + 1:020d}"
+    assert parsed.get_dataschema() == f"{api}/schemas/avro/dataset_version.v2.avsc"
     (added,) = got[-1][1]["data"]["changes"]
     assert added["kind"] == "added" and added["id"] == f"69266:{fid}" and added["before"] is None
 
@@ -381,6 +415,10 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
             assert request.headers["webhook-id"] == json.loads(body)["id"]
             assert request.headers["Content-Type"].startswith("application/cloudevents+json")
             bodies.append(json.loads(body))
+            event = JSONFormat().read(None, body)  # the CloudEvents SDK reads the webhook body
+            assert event.get_extension("partitionkey") == DATASET
+            assert event.get_extension("sequence") == f"{json.loads(body)['data']['version']:020d}"
+            assert event.get_dataschema() == f"{api}/schemas/avro/dataset_version.v2.avsc"
     finally:
         receiver.stop()
         httpx.delete(f"{api}/subscriptions/{sub}", headers=operator, timeout=30)
