@@ -190,6 +190,26 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     assert tables_of(fresh) - VERSION_TABLES == tables_of(old) - VERSION_TABLES != set()
 
 
+async def test_subscriptions_of_the_previous_release_keep_the_legacy_signature_header(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Publish 0003 (Standard Webhooks): a subscription registered before is legacy (it keeps getting
+    X-Odc-Signature for one release); one registered after is not."""
+    old = new_database()
+    previous_release_store(old)
+    await start_every_service(engines(old))
+    with psycopg.connect(old) as conn:
+        rows = conn.execute(
+            "SELECT id, legacy_signature, previous_secret, disabled_at FROM webhook_subscription"
+        ).fetchall()
+        assert rows == [("sub-1", True, None, None)]
+        conn.execute(
+            "INSERT INTO webhook_subscription (id, url, secret, active, created_at) "
+            "VALUES ('new', 'https://example.org/h', 'whsec_x', true, now())"
+        )
+        assert conn.execute("SELECT legacy_signature FROM webhook_subscription WHERE id = 'new'").fetchone() == (False,)
+
+
 async def test_upgrading_again_changes_nothing(
     new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
 ) -> None:
