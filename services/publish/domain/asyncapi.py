@@ -20,7 +20,7 @@ from services.publish.domain.webhooks import (
 AVRO_FORMAT = "application/vnd.apache.avro;version=1.9.0"
 ASYNCAPI_PATH = "/asyncapi.json"
 
-# channel id -> (topic setting, Avro schema file, what flows on it, who sends it)
+# channel id -> (Avro schema file, what flows on it, the operation of odc on it); the topic names are passed in
 TOPICS: dict[str, tuple[str, str, str]] = {
     "changeEvents": (
         "change_event.v1.avsc",

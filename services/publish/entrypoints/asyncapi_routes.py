@@ -35,7 +35,9 @@ def router(
     routes = APIRouter(tags=["Descriptions"])
     doc = json.dumps(document(base_url, topics, kafka_bootstrap), ensure_ascii=False, indent=2).encode("utf-8")
     schemas = {name: json.dumps(s, indent=2).encode("utf-8") for name, s in avro_schemas().items()}
-    assert all(f in schemas for f, _, _ in TOPICS.values())
+    missing = [f for f, _, _ in TOPICS.values() if f not in schemas]
+    if missing:
+        raise RuntimeError(f"Avro schemas missing from {SCHEMA_DIR}: {missing}")
 
     @routes.get(ASYNCAPI_PATH, summary="AsyncAPI 3.0: the Kafka topics, the webhooks and the server-sent events")
     async def asyncapi() -> Response:
