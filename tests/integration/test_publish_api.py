@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -431,6 +432,62 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
     assert final["deliveries"] == {"pending": 0, "delivered": 3, "dead": 0} and not final["active"]
     assert final["last_delivered_event"] == f"{DATASET}:v{start + 3}"
     assert "secret" not in final
+
+
+def test_rotation_through_the_api_signs_with_both_secrets_and_a_410_disables_the_subscription(
+    api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
+) -> None:
+    """Issue #15.4 through the publish API on the real stack: rotate-secret, then a delivery verifies with
+    both secrets (standardwebhooks); the receiver's 410 Gone disables the subscription (shown in its state,
+    counted): nothing is sent or queued for it (a version published meanwhile is not), and after enable the
+    delivery the 410 answered arrives."""
+    first = standard_secret(os.urandom(32))
+    receiver = HTTPServer(host="127.0.0.1", port=free_port())
+    receiver.expect_ordered_request("/hook", method="POST").respond_with_data("ok")
+    receiver.expect_ordered_request("/hook", method="POST").respond_with_data("gone", status=410)
+    receiver.expect_request("/hook", method="POST").respond_with_data("ok")
+    receiver.start()
+    try:
+        sub = subscribe(api, receiver.url_for("/hook"), first, operator)
+        rotated = httpx.post(f"{api}/subscriptions/{sub}/rotate-secret", headers=operator, timeout=30).json()
+        second = rotated["secret"]
+        assert second.startswith("whsec_") and second != first and rotated["previous_secret_valid_until"]
+        refused = httpx.post(f"{api}/subscriptions/{sub}/rotate-secret", timeout=30)
+        assert refused.status_code == 401  # operator only
+        disabled_before = pipeline.metric("publish", "odc_webhook_attempts_total", outcome="disabled")
+        publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
+        wait_for("the first delivery", lambda: len(receiver.log) >= 1, timeout=60)
+        request, _ = receiver.log[0]
+        body, headers = request.get_data(), dict(request.headers)
+        assert len(headers["Webhook-Signature"].split(" ")) == 2
+        assert Webhook(first).verify(body, headers) == Webhook(second).verify(body, headers)
+
+        gone_version = publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
+        state = wait_for(
+            "the subscription to be disabled by the 410",
+            lambda: (s := get(f"{api}/subscriptions/{sub}", headers=operator).json())["disabled"] and s,
+            timeout=60,
+        )
+        assert state["active"] is False and "410" in state["disabled"]["reason"]
+        assert state["deliveries"]["pending"] == 1 and state["last_attempt"]["status"] == 410
+        assert pipeline.metric("publish", "odc_webhook_attempts_total", outcome="disabled") == disabled_before + 1
+        publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
+        time.sleep(1.0)  # the webhook loop polls every 0.25 s: a delivery to a disabled subscription would show
+        assert len(receiver.log) == 2
+        assert get(f"{api}/subscriptions/{sub}", headers=operator).json()["deliveries"]["pending"] == 1
+
+        assert httpx.post(f"{api}/subscriptions/{sub}/enable", headers=operator, timeout=30).status_code == 200
+        wait_for(
+            "the kept delivery",
+            lambda: get(f"{api}/subscriptions/{sub}", headers=operator).json()["deliveries"]["delivered"] == 2,
+            timeout=60,
+        )
+        request, _ = receiver.log[2]
+        assert Webhook(second).verify(request.get_data(), dict(request.headers))["data"]["version"] == gone_version
+        assert get(f"{api}/subscriptions/{sub}", headers=operator).json()["disabled"] is None
+    finally:
+        receiver.stop()
+        httpx.delete(f"{api}/subscriptions/{sub}", headers=operator, timeout=30)
 
 
 def test_a_receiver_that_keeps_failing_is_dead_lettered_visible_and_replayable(

@@ -345,6 +345,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                 for o in outcomes:
                     state = o.decision.state
                     outcome = "retry" if state is DeliveryState.PENDING else state.value
+                    outcome = "disabled" if o.decision.disable_subscription else outcome  # the receiver's 410
                     metrics.webhook_attempts.labels(outcome).inc()
                     metrics.webhook_attempt_duration.observe(o.seconds)
                     if state is not DeliveryState.DELIVERED:
