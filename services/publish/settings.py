@@ -46,6 +46,8 @@ class PublishSettings(BaseSettings):
     webhook_interval_seconds: float = 0.25
     # Loopback/private/link-local webhook targets are refused unless this is set (tests, closed networks).
     webhook_allow_private_targets: bool = False
+    # Standard Webhooks secret rotation: the previous secret keeps signing (a second signature) this long.
+    webhook_secret_rotation_overlap_seconds: float = 86400.0
     sse_poll_seconds: float = 0.5
     sse_keepalive_seconds: float = 15.0
     log_level: str = "INFO"

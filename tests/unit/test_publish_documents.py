@@ -204,7 +204,7 @@ def small_draft():  # type: ignore[no-untyped-def]
 def test_kafka_message_v2_inlines_small_diffs_and_a_removal_carries_what_was_removed() -> None:
     draft = small_draft()
     attrs, data = version_message(draft, "urn:test", base_url="http://h:1", max_inline_changes=3)
-    assert attrs.id == "public_toilets:v5" and attrs.dataschema == DATASCHEMA
+    assert attrs.id == "public_toilets:v5" and attrs.dataschema == "http://h:1/" + DATASCHEMA
     assert data.changes_included and [c.kind for c in data.changes] == ["added", "updated", "removed"]
     removed = data.changes[2]
     assert removed.after is None and removed.before == state("gone")

@@ -74,6 +74,7 @@ def landing_page(base: str, api_doc: str, territory_name: str = "Métropole de L
             _link(api_doc, "service-desc", OPENAPI, "the API definition"),
             _link(f"{base}/conformance", "conformance", JSON, "conformance classes"),
             _link(f"{base}/collections", "data", JSON, "collections"),
+            _link(f"{base.removesuffix('/ogc')}/asyncapi.json", "hub", JSON, "notifications (AsyncAPI 3.0)"),
         ],
     }
 

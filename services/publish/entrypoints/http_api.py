@@ -41,7 +41,8 @@ from services.publish.domain.feature_documents import (
     public_feature_id,
 )
 from services.publish.domain.notifications import diff_entry_json, version_links
-from services.publish.domain.webhooks import DeliveryState
+from services.publish.domain.webhooks import DeliveryState, standard_secret
+from services.publish.entrypoints import asyncapi_routes, webhook_secret_routes
 from services.publish.metrics import PublishMetrics
 from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
 from services.publish.service_layer.webhooks import InvalidSubscription, register_subscription
@@ -79,7 +80,7 @@ class SubscriptionRequest(BaseModel):
     url: str = Field(description="Where to POST each version's CloudEvent (http or https)")
     datasets: list[str] | None = Field(default=None, description="Dataset ids to receive; omit for every dataset")
     secret: str | None = Field(
-        default=None, description="HMAC-SHA256 signing secret (16+ characters); omit to get a generated one"
+        default=None, description="Signing secret whsec_<base64 of 24..64 bytes>; omit to get a generated one"
     )
     description: str = Field(default="", description="Free text to recognise the subscription")
 
@@ -165,6 +166,9 @@ def build_api(
     allow_private_targets: bool = False,
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
+    secret_rotation_overlap_seconds: float = 86400.0,
+    async_topics: Mapping[str, str] | None = None,
+    kafka_bootstrap: str = "127.0.0.1:19092",
 ) -> FastAPI:
     base = base_url.rstrip("/")
     ogc = f"{base}/ogc"
@@ -208,6 +212,10 @@ def build_api(
         return principal
 
     operator_only: dict[str, Any] = {"responses": OPERATOR_ONLY, "dependencies": [Depends(operator)]}
+    app.include_router(asyncapi_routes.router(base, async_topics, kafka_bootstrap))
+    app.include_router(
+        webhook_secret_routes.router(subscriptions, clock, secret_rotation_overlap_seconds), **operator_only
+    )
 
     # -- helpers --------------------------------------------------------------------------------------
     def definition(dataset: str) -> DatasetDefinition:
@@ -699,7 +707,7 @@ def build_api(
                 allow_private=allow_private_targets,
                 clock=clock,
                 new_id=lambda: uuid.uuid4().hex[:16],
-                new_secret=lambda: secrets.token_urlsafe(32),
+                new_secret=lambda: standard_secret(secrets.token_bytes(32)),
             )
         except InvalidSubscription as bad:
             raise _problem(422, str(bad)) from bad

@@ -117,6 +117,12 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         allow_private_targets=settings.webhook_allow_private_targets,
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
+        secret_rotation_overlap_seconds=settings.webhook_secret_rotation_overlap_seconds,
+        async_topics={
+            "featureChanges": settings.topic_feature_changes,
+            "datasetVersions": settings.topic_notifications,
+        },
+        kafka_bootstrap=settings.kafka_bootstrap,
     )
 
     def on_retry(error: BaseException, attempt: int) -> None:
@@ -339,6 +345,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                 for o in outcomes:
                     state = o.decision.state
                     outcome = "retry" if state is DeliveryState.PENDING else state.value
+                    outcome = "disabled" if o.decision.disable_subscription else outcome  # the receiver's 410
                     metrics.webhook_attempts.labels(outcome).inc()
                     metrics.webhook_attempt_duration.observe(o.seconds)
                     if state is not DeliveryState.DELIVERED:
