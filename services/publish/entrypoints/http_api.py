@@ -46,7 +46,7 @@ from services.publish.service_layer.webhooks import InvalidSubscription, registe
 API_VERSION = "1.0.0"
 IMMUTABLE = "public, max-age=31536000, immutable"
 GEOJSON = "application/geo+json"
-JSONLD = "application/ld+json"
+RDF_FORMAT = "ttl (Turtle), rdf (RDF/XML) or jsonld; without it, the Accept header chooses (JSON-LD by default)"
 
 
 def _iso(t: datetime) -> str:
@@ -160,6 +160,7 @@ def build_api(
     tokens: TokenStore,
     live_checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
     allow_private_targets: bool = False,
+    dcat_contact: dcat.ContactPoint = dcat.DEFAULT_CONTACT,
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
 ) -> FastAPI:
@@ -569,31 +570,65 @@ def build_api(
         return EventSourceResponse(stream(), ping=int(max(1, sse_keepalive_seconds)))
 
     # -- DCAT ----------------------------------------------------------------------------------------
-    async def dcat_node(d: DatasetDefinition, latest: int) -> dict[str, Any]:
+    async def dcat_entry(d: DatasetDefinition, latest: int) -> dcat.DatasetEntry:
         versions = await read_model.versions(d.id, latest + 1, 50, newest_first=True) if latest else []
-        return dcat.dataset_node(base, d, versions, latest, catalogue.territory.name)
+        first = await read_model.versions(d.id, 0, 1) if latest else []
+        return dcat.DatasetEntry(d, versions, latest, first[0].published_at if first else None)
+
+    def rdf_format(request: Request, format_param: str | None) -> dcat.Format:
+        try:
+            return dcat.negotiate(format_param, request.headers.get("accept"))
+        except dcat.UnknownFormat as bad:
+            raise _problem(400, str(bad)) from bad
+
+    def rdf_response(graph: Any, fmt: dcat.Format) -> Response:
+        return Response(dcat.serialize(graph, fmt), media_type=fmt.media_type, headers={"Vary": "Accept"})
 
     @app.get(
         "/datasets/{dataset}/dcat",
-        summary="DCAT metadata of one dataset (JSON-LD), with its distributions and latest 50 versions",
-        responses={200: {"content": {JSONLD: {}}}},
+        summary="DCAT metadata of one dataset (JSON-LD, Turtle or RDF/XML), with its distributions and latest 50 versions",
+        responses={
+            200: {"content": {dcat.JSON_LD.media_type: {}, dcat.TURTLE.media_type: {}, dcat.RDF_XML.media_type: {}}}
+        },
     )
-    async def dataset_dcat(dataset: str) -> Response:
-        d = definition(dataset)
-        latest = (await read_model.latest_versions()).get(dataset, 0)
-        doc = {"@context": dcat.CONTEXT, **(await dcat_node(d, latest))}
-        return JSONResponse(doc, media_type=JSONLD)
+    async def dataset_dcat(
+        request: Request, dataset: str, format: Annotated[str | None, Query(description=RDF_FORMAT)] = None
+    ) -> Response:
+        d, fmt = definition(dataset), rdf_format(request, format)
+        entry = await dcat_entry(d, (await read_model.latest_versions()).get(dataset, 0))
+        return rdf_response(dcat.dataset_graph(base, entry, catalogue.territory, dcat_contact), fmt)
 
     @app.get(
         "/catalog",
-        summary="DCAT catalogue of every dataset (JSON-LD), for harvesting",
-        responses={200: {"content": {JSONLD: {}}}},
+        summary="DCAT catalogue of every dataset (JSON-LD, Turtle or RDF/XML), paged with Hydra, for harvesting",
+        responses={
+            200: {"content": {dcat.JSON_LD.media_type: {}, dcat.TURTLE.media_type: {}, dcat.RDF_XML.media_type: {}}}
+        },
     )
-    async def catalog() -> Response:
-        states = await read_model.datasets()
-        nodes = [await dcat_node(d, states[d.id].last_version if d.id in states else 0) for d in catalogue]
+    async def catalog(
+        request: Request,
+        format: Annotated[str | None, Query(description=RDF_FORMAT)] = None,
+        page: Annotated[int, Query(ge=1)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> Response:
+        fmt, ids, states = rdf_format(request, format), catalogue.ids(), await read_model.datasets()
+        paging = dcat.Page(page, page_size, len(ids))
+        if page > paging.last:
+            raise _problem(404, f"the catalogue has {paging.last} pages of {page_size}")
+        chosen = [d for d in catalogue if d.id in ids[(page - 1) * page_size : page * page_size]]
+        entries = [await dcat_entry(d, states[d.id].last_version if d.id in states else 0) for d in chosen]
         modified = max((s.updated_at for s in states.values()), default=None)
-        return JSONResponse(dcat.catalogue_document(base, nodes, modified, catalogue.territory.name), media_type=JSONLD)
+        graph = dcat.catalogue_graph(base, entries, ids, paging, fmt, catalogue.territory, dcat_contact, modified)
+        return rdf_response(graph, fmt)
+
+    @app.get("/catalog.{extension}", summary="The DCAT catalogue in the format its extension names (ttl, rdf, jsonld)")
+    async def catalog_file(
+        request: Request,
+        extension: str,
+        page: Annotated[int, Query(ge=1)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> Response:
+        return await catalog(request, extension, page, page_size)
 
     # -- OGC API – Features --------------------------------------------------------------------------
     @app.get("/ogc", summary="OGC API – Features landing page", tags=["OGC API – Features"])
