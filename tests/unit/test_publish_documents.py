@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+import shapely
 from hypothesis import given
 from hypothesis import strategies as st
 from rdflib import Graph, URIRef
@@ -21,6 +23,7 @@ from services.contract.messages import ChangeKind, FeatureState
 from services.publish.domain import dcat, ogc_features
 from services.publish.domain.change_feed import BadCursor, FeedPosition, decode_cursor, encode_cursor, page_outcome
 from services.publish.domain.feature_documents import (
+    CSV_FIELD_LIMIT,
     BadFeatureId,
     CsvLayout,
     StoredFeature,
@@ -29,6 +32,7 @@ from services.publish.domain.feature_documents import (
     feature_json,
     parse_public_feature_id,
     public_feature_id,
+    wkt_cell,
 )
 from services.publish.domain.notifications import (
     DATASCHEMA,
@@ -98,21 +102,34 @@ def test_feature_json_escapes_any_id(commune: str, fid: str) -> None:
 def test_csv_follows_the_schema_columns_with_a_wkt_geometry_when_no_national_schema() -> None:
     assert TOILETS is not None
     layout = CsvLayout(TOILETS)
-    assert layout.columns == [*TOILETS.field_names, "geometry"] if TOILETS.national_schema is None else True
+    assert TOILETS.national_schema is None and layout.columns == [*TOILETS.field_names, "WKT"]
     text = "".join(layout.chunks([StoredFeature("69266", "1", POINT, state('1 rue, "A"').attributes_json)]))
     rows = list(csv.reader(io.StringIO(text)))
     header, row = rows
     record = dict(zip(header, row, strict=True))
     assert record["adresse"] == '1 rue, "A"' and record["gid"] == "1" and record["payant"] == "false"
     assert record["codinsee"] == "69266" and record["web"] == ""
-    if "geometry" in record:
-        assert record["geometry"] == "POINT (4.85 45.76)"
+    assert record["WKT"] == "POINT (4.85 45.76)"
 
 
 def test_csv_of_a_dataset_with_a_national_schema_has_exactly_its_columns() -> None:
     assert TOILETS is not None
     national = replace(TOILETS, national_schema={"name": "x/y", "version": "1"})  # type: ignore[arg-type]
     assert csv_columns(national) == list(TOILETS.field_names)
+    assert csv_columns(national, with_wkt=True) == [*TOILETS.field_names, "WKT"]
+
+
+def test_wkt_cells_keep_7_decimals_and_stay_under_pythons_csv_field_limit() -> None:
+    assert wkt_cell('{"type":"Point","coordinates":[4.851234567891,45.76]}') == "POINT (4.8512346 45.76)"
+    assert wkt_cell(None) == ""
+    # a ring of 6,500 vertices is ~141,000 characters with 7 decimals: 6 decimals bring it under the limit
+    ring = [[4.8 + 0.01 * math.cos(i / 1000) + 1e-9 * i, 45.7 + 0.01 * math.sin(i / 1000)] for i in range(6500)]
+    ring.append(ring[0])
+    text = wkt_cell(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    assert len(text) < CSV_FIELD_LIMIT and text.startswith("POLYGON")
+    assert shapely.from_wkt(text).equals_exact(shapely.Polygon(ring), 1e-5)
+    row = CsvLayout(TOILETS).row(StoredFeature("69266", "1", json.dumps({"type": "Polygon", "coordinates": [ring]}), "{}"))  # type: ignore[arg-type]  # fmt: skip
+    assert len(next(csv.reader(io.StringIO(row)))) == len(CsvLayout(TOILETS).columns)  # type: ignore[arg-type]
 
 
 # -- change feed cursors ---------------------------------------------------------------------------------

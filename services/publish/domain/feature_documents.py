@@ -77,16 +77,40 @@ def feature_collection_chunks(features: Iterable[StoredFeature], members: dict[s
 
 # -- CSV ------------------------------------------------------------------------------------------------
 
-GEOMETRY_COLUMN = "geometry"
+# The geometry column, in WKT (WGS84 longitude/latitude): GDAL's CSV driver takes a column named "WKT" for the
+# geometry without any open option (https://gdal.org/drivers/vector/csv.html), and QGIS's delimited-text provider
+# offers it as the geometry field.
+GEOMETRY_COLUMN = "WKT"
+# Python's csv module refuses a field longer than this by default (csv.field_size_limit()); a WKT cell is written
+# with 7 decimals (~1 cm), then 6 (~10 cm) and 5 (~1 m) if needed to stay under it. The GeoJSON export is exact.
+CSV_FIELD_LIMIT = 131_072
+WKT_DECIMALS = (7, 6, 5)
 
 
-def csv_columns(definition: DatasetDefinition) -> list[str]:
+def csv_columns(definition: DatasetDefinition, with_wkt: bool = False) -> list[str]:
     """The schema's fields in their order. Where a national schema exists, exactly its columns (its layout
-    says where coordinates go, if anywhere); otherwise a trailing ``geometry`` column in WKT (WGS84)."""
+    says where coordinates go, if anywhere), plus a trailing ``WKT`` column only when asked (``with_wkt``: the
+    file is then no longer valid against the national schema); otherwise always a trailing ``WKT`` column."""
     columns = list(definition.field_names)
-    if definition.national_schema is None and definition.geometry.type != "None":
+    if definition.geometry.type == "None" or GEOMETRY_COLUMN in columns:
+        return columns
+    if definition.national_schema is None or with_wkt:
         columns.append(GEOMETRY_COLUMN)
     return columns
+
+
+def wkt_cell(geometry_geojson: str | None) -> str:
+    """A geometry as WKT short enough for Python's csv module: 7 decimals, fewer only if the cell would be
+    longer than CSV_FIELD_LIMIT (a geometry of thousands of vertices)."""
+    if geometry_geojson is None:
+        return ""
+    geometry = shapely.from_geojson(geometry_geojson)
+    text = ""
+    for decimals in WKT_DECIMALS:
+        text = shapely.to_wkt(geometry, rounding_precision=decimals, trim=True)
+        if len(text) < CSV_FIELD_LIMIT:
+            break
+    return text
 
 
 def _boolean_literals(field: dict[str, Any]) -> tuple[str, str]:
@@ -111,8 +135,8 @@ def _cell(value: Any, field: dict[str, Any] | None) -> str:
 class CsvLayout:
     """Renders features as CSV rows in a dataset's column layout."""
 
-    def __init__(self, definition: DatasetDefinition) -> None:
-        self.columns = csv_columns(definition)
+    def __init__(self, definition: DatasetDefinition, with_wkt: bool = False) -> None:
+        self.columns = csv_columns(definition, with_wkt)
         self._fields = {f["name"]: f for f in definition.table_schema.get("fields", [])}
 
     def header(self) -> str:
@@ -123,7 +147,7 @@ class CsvLayout:
         cells = []
         for name in self.columns:
             if name == GEOMETRY_COLUMN and name not in self._fields:
-                cells.append("" if f.geometry_geojson is None else shapely.from_geojson(f.geometry_geojson).wkt)
+                cells.append(wkt_cell(f.geometry_geojson))
             else:
                 cells.append(_cell(attributes.get(name), self._fields.get(name)))
         return self._line(cells)

@@ -12,7 +12,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
@@ -46,6 +46,16 @@ from services.publish.service_layer.webhooks import InvalidSubscription, registe
 API_VERSION = "1.0.0"
 IMMUTABLE = "public, max-age=31536000, immutable"
 GEOJSON = "application/geo+json"
+CSV_GEOMETRY = (
+    "wkt: add the WKT geometry column to a national-schema layout too (the file is then no longer valid against "
+    "the national schema, which places coordinates in its own columns)"
+)
+CSV_DESCRIPTION = (
+    "Columns: the Table Schema's fields in order. Datasets without a national schema end with a `WKT` column, the "
+    "geometry in WKT (WGS84 lon/lat, 7 decimals), which GDAL's CSV driver and QGIS take for the geometry as is. "
+    "A national-schema layout has exactly the national schema's columns (valid against it); `?geometry=wkt` adds "
+    "the `WKT` column to it. RFC 4180: comma, double quotes, CRLF, UTF-8, header row."
+)
 RDF_FORMAT = "ttl (Turtle), rdf (RDF/XML) or jsonld; without it, the Accept header chooses (JSON-LD by default)"
 
 
@@ -263,6 +273,10 @@ def build_api(
         buf.extend(tail)
         yield "".join(buf).encode("utf-8")
 
+    async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+        """An export whole, so that its answer has a Content-Length (GDAL's /vsicurl/ and download managers need it)."""
+        return b"".join([chunk async for chunk in chunks])
+
     # -- operations -----------------------------------------------------------------------------------
     @app.get("/metrics", include_in_schema=False)
     async def metrics_page() -> Response:
@@ -405,30 +419,35 @@ def build_api(
                 yield ("" if first else ",") + feature_json(f)
                 first = False
 
-        return StreamingResponse(text_stream([head], rows(), ["]}"]), media_type=GEOJSON, headers=headers)
+        return Response(await collect(text_stream([head], rows(), ["]}"])), media_type=GEOJSON, headers=headers)
 
     @app.get(
         "/datasets/{dataset}/versions/{version}/features.csv",
-        summary="The dataset as of a version, as CSV in the dataset's schema column layout",
-        response_class=StreamingResponse,
+        summary="The dataset as of a version, as CSV in the dataset's schema column layout, geometry in a WKT column",
+        description=CSV_DESCRIPTION,
+        response_class=Response,
         responses={200: {"content": {"text/csv": {}}, "description": "CSV, header row first"}},
     )
-    async def version_csv(request: Request, dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
+    async def version_csv(
+        request: Request,
+        dataset: str,
+        version: Annotated[int, Path(ge=1)],
+        geometry: Annotated[Literal["wkt"] | None, Query(description=CSV_GEOMETRY)] = None,
+    ) -> Response:
         d = definition(dataset)
         v = await existing_version(dataset, version)
-        tag = etag(v, "csv")
+        tag = etag(v, "csv" if geometry is None else "csv-wkt")
         headers = {"ETag": tag, "Cache-Control": IMMUTABLE}
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
-        layout = CsvLayout(d)
+        layout = CsvLayout(d, with_wkt=geometry == "wkt")
 
         async def rows() -> AsyncIterator[str]:
             async for f in read_model.snapshot(dataset, version):
                 yield layout.row(f)
 
-        return StreamingResponse(
-            text_stream([layout.header()], rows(), []), media_type="text/csv; charset=utf-8", headers=headers
-        )
+        body = await collect(text_stream([layout.header()], rows(), []))
+        return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
 
     async def latest_or_404(dataset: str) -> int:
         definition(dataset)
@@ -453,9 +472,12 @@ def build_api(
         response_class=RedirectResponse,
         status_code=307,
     )
-    async def latest_csv(dataset: str) -> RedirectResponse:
+    async def latest_csv(
+        dataset: str, geometry: Annotated[Literal["wkt"] | None, Query(description=CSV_GEOMETRY)] = None
+    ) -> RedirectResponse:
         n = await latest_or_404(dataset)
-        return RedirectResponse(f"{base}/datasets/{dataset}/versions/{n}/features.csv", status_code=307)
+        query = "?geometry=wkt" if geometry else ""
+        return RedirectResponse(f"{base}/datasets/{dataset}/versions/{n}/features.csv{query}", status_code=307)
 
     # -- change feed, history, events -----------------------------------------------------------------
     @app.get(
