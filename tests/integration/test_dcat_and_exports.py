@@ -286,3 +286,33 @@ def test_the_national_layout_stays_valid_and_offers_its_wkt_column_on_demand(
         assert f["geometry"]["coordinates"] == pytest.approx([float(row["Xlong"]), float(row["Ylat"])], abs=1e-7)
     plain = get(f"{api}/datasets/{CARPOOL}/versions/1/features.csv").headers.get("etag")
     assert plain != get(f"{api}/datasets/{CARPOOL}/versions/1/features.csv?geometry=wkt").headers.get("etag")
+
+
+def test_with_its_csvt_and_prj_gdal_reads_types_widths_and_crs_and_truncates_nothing(
+    api: str, gdal: None, tmp_path: Path
+) -> None:
+    version = get(f"{api}/datasets/{CARPOOL}").json()["latest_version"]
+    url = f"{api}/datasets/{CARPOOL}/versions/{version}/features"
+    path = tmp_path / "features.csv"
+    r = download(f"{url}.csv?geometry=wkt", path)
+    download(f"{url}.csvt?geometry=wkt", tmp_path / "features.csvt")
+    download(f"{url}.prj", tmp_path / "features.prj")
+    info = subprocess.run(["ogrinfo", "-so", "-al", str(path)], capture_output=True, text=True, check=True).stdout
+    for expected in (
+        "nbre_pl: Integer64",
+        "Xlong: Real",
+        "date_maj: Date",
+        "ouvert: Integer(Boolean)",
+        'GEOGCRS["WGS 84"',
+    ):
+        assert expected in info, info
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8"))))
+    widest = max(len(row["nom_lieu"].encode("utf-8")) for row in rows)
+    assert f"nom_lieu: String ({widest}.0)" in info
+    shp = subprocess.run(
+        ["ogr2ogr", "-f", "ESRI Shapefile", str(tmp_path / "out.shp"), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shp.returncode == 0 and "truncated" not in shp.stderr.lower(), shp.stderr

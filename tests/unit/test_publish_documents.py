@@ -119,6 +119,19 @@ def test_csv_of_a_dataset_with_a_national_schema_has_exactly_its_columns() -> No
     assert csv_columns(national, with_wkt=True) == [*TOILETS.field_names, "WKT"]
 
 
+def test_csvt_gives_gdal_the_schema_types_and_the_widest_value_of_each_string_column() -> None:
+    carpool = CATALOGUE.get("carpool_places")
+    assert carpool is not None
+    layout = CsvLayout(carpool, with_wkt=True)
+    attributes = json.dumps({"id_lieu": "69123-C-001", "nom_lieu": "Aire de l'Étang", "date_maj": "2026-01-15", "ouvert": True, "Xlong": 4.8, "Ylat": 45.7, "nbre_pl": 12})  # fmt: skip
+    rows = [layout.cells(StoredFeature("69123", "1", POINT, attributes)), layout.cells(StoredFeature("69123", "2", POINT, "{}"))]  # fmt: skip
+    types = dict(zip(layout.columns, next(csv.reader(io.StringIO(layout.csvt(layout.widest(rows))))), strict=True))
+    assert types["nom_lieu"] == "String(16)"  # bytes: É is two
+    assert types["id_lieu"] == "String(11)" and types["comm"] == "String(1)"
+    assert (types["date_maj"], types["ouvert"], types["Xlong"], types["nbre_pl"]) == ("Date", "Integer(Boolean)", "Real", "Integer64")  # fmt: skip
+    assert types["WKT"] == "WKT"
+
+
 def test_wkt_cells_keep_7_decimals_and_stay_under_pythons_csv_field_limit() -> None:
     assert wkt_cell('{"type":"Point","coordinates":[4.851234567891,45.76]}') == "POINT (4.8512346 45.76)"
     assert wkt_cell(None) == ""

@@ -113,6 +113,27 @@ def wkt_cell(geometry_geojson: str | None) -> str:
     return text
 
 
+# GDAL's CSV driver reads a ``.csvt`` file next to the CSV (one line: each column's type, in column order) and
+# a ``.prj`` file (the CRS). Table Schema types map to its types; other columns are strings of the width of the
+# longest value in the file (UTF-8 bytes, as GDAL counts them), so a copy to a shapefile or a database
+# truncates nothing.
+CSVT_TYPES = {"integer": "Integer64", "number": "Real", "year": "Integer", "date": "Date", "datetime": "DateTime", "time": "Time"}  # fmt: skip
+ISO_FORMATS = {"default", "any", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%H:%M:%S"}
+WGS84_PRJ = (
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],PRIMEM["Greenwich",0],'
+    'UNIT["degree",0.0174532925199433]]'
+)
+
+
+def _csvt_type(field: dict[str, Any] | None, width: int) -> str:
+    kind = (field or {}).get("type", "string")
+    if kind == "boolean" and _boolean_literals(field or {}) == ("true", "false"):
+        return "Integer(Boolean)"
+    if kind in CSVT_TYPES and (field or {}).get("format", "default") in ISO_FORMATS:
+        return CSVT_TYPES[kind]
+    return f"String({max(width, 1)})"
+
+
 def _boolean_literals(field: dict[str, Any]) -> tuple[str, str]:
     trues = field.get("trueValues") or ["true"]
     falses = field.get("falseValues") or ["false"]
@@ -143,6 +164,9 @@ class CsvLayout:
         return self._line(self.columns)
 
     def row(self, f: StoredFeature) -> str:
+        return self._line(self.cells(f))
+
+    def cells(self, f: StoredFeature) -> list[str]:
         attributes = json.loads(f.attributes_json)
         cells = []
         for name in self.columns:
@@ -150,7 +174,22 @@ class CsvLayout:
                 cells.append(wkt_cell(f.geometry_geojson))
             else:
                 cells.append(_cell(attributes.get(name), self._fields.get(name)))
-        return self._line(cells)
+        return cells
+
+    def csvt(self, widths: list[int]) -> str:
+        """The ``.csvt`` line for these columns, given the widest value of each (see ``widest``)."""
+        types = [
+            "WKT" if name == GEOMETRY_COLUMN and name not in self._fields else _csvt_type(self._fields.get(name), w)
+            for name, w in zip(self.columns, widths, strict=True)
+        ]
+        return self._line(types)
+
+    def widest(self, rows: Iterable[list[str]]) -> list[int]:
+        """Each column's widest value in UTF-8 bytes."""
+        widths = [0] * len(self.columns)
+        for cells in rows:
+            widths = [max(w, len(c.encode("utf-8"))) for w, c in zip(widths, cells, strict=True)]
+        return widths
 
     @staticmethod
     def _line(cells: list[str]) -> str:

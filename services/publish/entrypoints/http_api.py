@@ -29,6 +29,7 @@ from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat, ogc_features
 from services.publish.domain.change_feed import BadCursor, decode_cursor, page_outcome
 from services.publish.domain.feature_documents import (
+    WGS84_PRJ,
     BadFeatureId,
     CsvLayout,
     StoredFeature,
@@ -448,6 +449,38 @@ def build_api(
 
         body = await collect(text_stream([layout.header()], rows(), []))
         return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
+
+    @app.get(
+        "/datasets/{dataset}/versions/{version}/features.csvt",
+        summary="GDAL's column types for the version's CSV (save it next to the CSV, named like it with .csvt)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "one CSV line: each column's GDAL type"}},
+    )
+    async def version_csvt(
+        request: Request,
+        dataset: str,
+        version: Annotated[int, Path(ge=1)],
+        geometry: Annotated[Literal["wkt"] | None, Query(description=CSV_GEOMETRY)] = None,
+    ) -> Response:
+        d = definition(dataset)
+        v = await existing_version(dataset, version)
+        tag = etag(v, "csvt" if geometry is None else "csvt-wkt")
+        headers = {"ETag": tag, "Cache-Control": IMMUTABLE}
+        if not_modified(request, tag):
+            return Response(status_code=304, headers=headers)
+        layout = CsvLayout(d, with_wkt=geometry == "wkt")
+        widths = layout.widest([layout.cells(f) async for f in read_model.snapshot(dataset, version)])
+        return Response(layout.csvt(widths), media_type="text/plain; charset=utf-8", headers=headers)
+
+    @app.get(
+        "/datasets/{dataset}/versions/{version}/features.prj",
+        summary="The CRS of the version's CSV, WGS84 (save it next to the CSV, named like it with .prj)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def version_prj(dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
+        await existing_version(dataset, version)
+        return Response(WGS84_PRJ, media_type="text/plain; charset=utf-8", headers={"Cache-Control": IMMUTABLE})
 
     async def latest_or_404(dataset: str) -> int:
         definition(dataset)
