@@ -1,7 +1,8 @@
 """Load and check dataset definitions. Adding a dataset is adding a folder, not code.
 
 Each dataset is ``definitions/<id>/definition.json`` (identity, geometry and how the schema carries it,
-geometry policy, area, name aliases, same-place policy, versioning) next to its Table Schema: the national
+geometry policy, area, name aliases, same-place policy, versioning; for the DCAT catalogue its description for
+users, keywords, EU data themes and update frequency) next to its Table Schema: the national
 schema copied unmodified as ``schema.json`` (with a ``SOURCE.md`` naming repository, commit and licence), or
 the project's own canonical schema, written in the same Table Schema form, where France has none.
 """
