@@ -58,12 +58,22 @@ def send(
             help="the file's layout: a profile file (odc profile suggest) or the source name of a saved profile"
         ),
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="wait for what became of the records (bounded by --wait-seconds)")
+    ] = True,
+    wait_seconds: Annotated[float, typer.Option(help="longest wait for the records' outcome")] = 120.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate the file locally with the pipeline's own rules; send nothing")
+    ] = False,
 ) -> None:
-    """Publish one upsert event per feature of FILE to the input topic."""
+    """Publish one upsert event per feature of FILE, then say how many records got in (conforming or
+    incomplete) and why the others were refused. Exit status: 0 when something got in, 1 when every record
+    was refused, 3 when nothing was known to have got in by the end of the wait, 4 when the broker stayed
+    unreachable (what was and was not sent is said), 2 on an error."""
     from services.ingest.domain.source_profiles import ProfileError
     from services.ingest.domain.source_records import UnreadableFile
     from services.ingest.entrypoints.profile_commands import load_profile_file, saved_profile
-    from services.ingest.entrypoints.send_command import SendError, SendIncomplete, run_send
+    from services.ingest.entrypoints.send_command import SendError, SendIncomplete, prepare_send, run_send
     from services.ingest.service_layer.ports import PublishFailed
 
     try:
@@ -79,6 +89,15 @@ def send(
                     f"{profile!r} is neither a profile file nor a saved profile of "
                     f"{commune or '*'}/{dataset} (see `odc profile list`)"
                 )
+        if dry_run:
+            from services.cli.dry_run import validate_locally
+
+            prepared = prepare_send(file, dataset, commune, fmt=fmt, as_of=as_of, profile=layout)
+            report = validate_locally(prepared.events)
+            console.print(f"dry run: {len(prepared.events)} records of {file.name} checked for {dataset}, none sent")
+            for line in report.lines(None):
+                console.print(line, highlight=False, markup=False)
+            raise typer.Exit(report.exit_code())
         summary = run_send(
             file,
             dataset,
@@ -89,18 +108,30 @@ def send(
             as_of=as_of,
             profile=layout,
             notify=lambda line: err.print(f"[yellow]{line}[/yellow]", soft_wrap=True),
+            wait_seconds=wait_seconds if wait else 0.0,
         )
     except (SendError, UnreadableFile, PublishFailed, ProfileError) as bad:
         err.print(f"[red]error:[/red] {bad}")
         raise typer.Exit(2) from bad
     except SendIncomplete as incomplete:
         err.print(f"[red]error:[/red] {incomplete}", soft_wrap=True)
-        raise typer.Exit(1) from incomplete
+        raise typer.Exit(4) from incomplete
     rate = summary.events / summary.seconds if summary.seconds > 0 else 0.0
     console.print(
         f"sent {summary.events} events for {summary.dataset} in {summary.seconds:.2f}s "
         f"({rate:.0f} events/s, sequence {summary.sequence})"
     )
+    if summary.report is None:
+        if summary.wait_note:
+            err.print(summary.wait_note)
+        return
+    details = f"odc report --commune {summary.commune or 'INSEE'} --dataset {summary.dataset}"
+    for line in summary.report.lines(details):
+        console.print(line, highlight=False, markup=False)
+    code = summary.report.exit_code()
+    if code == 1:
+        err.print("[red]no record got in[/red]")
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -186,9 +217,17 @@ def status(
         if down:
             raise typer.Exit(3)
         return
-    t = Table("dataset", "features", "version")
+    t = Table("dataset", "features", "conforming", "incomplete", "refused", "version")
     for d in ds:
-        t.add_row(d["id"], str(d["features"]), str(d["version"]))
+        c = d["conformance"]
+        t.add_row(
+            d["id"],
+            str(d["features"]),
+            str(c["conforming"]),
+            str(c["incomplete"]),
+            str(c["refused"]),
+            str(d["version"]),
+        )
     console.print(t)
     t2 = Table("service", "up", "metrics")
     for sv in services:

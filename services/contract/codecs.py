@@ -53,6 +53,7 @@ class Codecs:
                 "source": ev.source,
                 "geometry": geometry,
                 "attributes": dict(ev.attributes),
+                "source_row": ev.source_row,
             },
         )
 
@@ -73,6 +74,7 @@ class Codecs:
             source=d["source"],
             geometry=geometry,
             attributes=dict(d["attributes"]),
+            source_row=d.get("source_row"),
         )
 
     # -- rejections ------------------------------------------------------------------------------
@@ -210,6 +212,7 @@ class Codecs:
                     }
                     for c in v.changes
                 ],
+                "incomplete": v.incomplete,
             },
         )
 
@@ -238,6 +241,7 @@ class Codecs:
                 )
                 for c in d["changes"]
             ),
+            incomplete=d.get("incomplete", 0),
         )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,12 +13,14 @@ from services.contract import size_limits
 from services.contract.api_tokens import StoredToken, format_token, hash_secret
 from services.contract.codecs import Codecs
 from services.contract.messages import ChangeEvent
+from services.ingest.domain.send_report import RecordOutcome, SentRecord
 from services.ingest.domain.snapshot_diff import FeatureRef
 from services.ingest.service_layer.ports import (
     ConnectorConfig,
     PublishFailed,
     RecordsTooLarge,
     StoredProfile,
+    StoredReceipt,
     StoredResponse,
 )
 
@@ -194,3 +197,29 @@ class InMemoryProfiles:
 
     async def versions(self, commune: str, dataset: str, source: str) -> list[StoredProfile]:
         return [r for r in self.rows if (r.commune, r.dataset, r.source) == (commune, dataset, source)]
+
+
+class InMemoryReceipts:
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredReceipt] = {}
+
+    async def save(self, receipt_id: str, commune: str | None, dataset: str, body: dict[str, Any]) -> None:
+        self.rows.setdefault(receipt_id, StoredReceipt(receipt_id, commune, dataset, json.loads(json.dumps(body))))
+
+    async def get(self, receipt_id: str) -> StoredReceipt | None:
+        return self.rows.get(receipt_id)
+
+
+class ScriptedOutcomes:
+    """The pipeline's answer per event id, set by the test (absent: pending)."""
+
+    def __init__(self) -> None:
+        self.by_event: dict[str, RecordOutcome] = {}
+
+    async def read(self, dataset: str, sent: Sequence[SentRecord]) -> list[RecordOutcome]:
+        return [
+            replace(self.by_event[s.event_id], row=s.source_row, feature_id=s.feature_id)
+            if s.event_id in self.by_event
+            else RecordOutcome("pending", s.source_row, s.feature_id)
+            for s in sent
+        ]

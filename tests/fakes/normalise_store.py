@@ -24,6 +24,7 @@ class InMemoryNormaliseStore:
         self.processed: set[str] = set()
         self.changes: list[tuple[int, Decision]] = []
         self.rejections: dict[str, Rejection] = {}
+        self.resolved: set[str] = set()  # rejection ids resolved by a later accepted record
         self.tally: Counter[tuple[str, str, str]] = Counter()
         self.members: dict[FeatureKey, Member] = {}
         self._next_change = 1
@@ -82,6 +83,7 @@ class InMemoryUnitOfWork:
         self._finals: dict[FeatureKey, StoredFeature] = {}
         self._changes: list[Decision] = []
         self._rejections: list[Rejection] = []
+        self._resolved: set[str] = set()
         self._tally: Counter[tuple[str, str, str]] = Counter()
         self.same_place = InMemorySamePlaceStore(store)
 
@@ -115,6 +117,12 @@ class InMemoryUnitOfWork:
     async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:
         self._tally.update(tally)
 
+    async def resolve_rejections(self, keys: Sequence[FeatureKey], at: datetime) -> None:
+        wanted = {(k.dataset, k.commune, k.feature_id) for k in keys}
+        self._resolved = {
+            rid for rid, r in self.store.rejections.items() if (r.dataset, r.commune, r.feature_id) in wanted
+        }
+
     async def commit(self) -> None:
         self.store.members.update(self.same_place.staged)
         gone = self.same_place.forgotten
@@ -125,5 +133,6 @@ class InMemoryUnitOfWork:
         for d in self._changes:
             self.store.changes.append((self.store._next_change, d))
             self.store._next_change += 1
+        self.store.resolved |= self._resolved
         for r in self._rejections:
             self.store.rejections.setdefault(r.rejection_id, r)

@@ -214,7 +214,7 @@ def test_odc_send_with_the_broker_down_from_the_start_exits_1_with_one_line_and_
         timeout=120,
     )
     output = (done.stdout + done.stderr).strip()
-    assert done.returncode == 1, output
+    assert done.returncode == 4, output
     assert "Traceback" not in output and "aiokafka" not in output
     lines = output.splitlines()
     assert len(lines) == 1, output

@@ -39,6 +39,19 @@ idempotency_record = Table(
 )
 Index("idempotency_record_created", idempotency_record.c.created_at)
 
+# The receipt of each accepted push request: what was accepted (index, event id, feature) and refused at the
+# door; GET /v1/receipts/{id} adds each record's outcome in the pipeline.
+push_receipt = Table(
+    "push_receipt",
+    metadata,
+    Column("receipt_id", Text, primary_key=True),
+    Column("commune", Text, nullable=True),  # the token's commune (null: admin token)
+    Column("dataset", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+Index("push_receipt_created", push_receipt.c.created_at)
+
 snapshot_connector = Table(
     "snapshot_connector",
     metadata,

@@ -410,6 +410,7 @@ def commune_status(commune: str, as_json: bool) -> None:
         "accepted",
         "rejected (by reason)",
         "live",
+        "conforming / incomplete / refused",
         "last change applied",
         "in version",
         title=f"commune {commune}",
@@ -425,6 +426,7 @@ def commune_status(commune: str, as_json: bool) -> None:
             str(d["accepted"]),
             f"{d['rejected']} {('(' + reasons + ')') if reasons else ''}",
             str(d["live_features"]),
+            "{conforming} / {incomplete} / {refused}".format(**d["conformance"]),
             f"{last['kind']} {last['feature_id']} at {str(last['applied_at'])[:19]}" if last else "—",
             (str(last["version"]) if last and last["version"] is not None else "pending") if last else "—",
         )

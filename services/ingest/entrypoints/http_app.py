@@ -33,9 +33,11 @@ from services.infrastructure.readiness import CachedCheck, broker_reachable, dat
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.connector_store import PostgresConnectorStore
+from services.ingest.adapters.event_outcomes import PostgresOutcomeReader
 from services.ingest.adapters.idempotency_store import PostgresIdempotencyStore
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.adapters.profile_store import PostgresProfileStore
+from services.ingest.adapters.receipt_store import PostgresReceiptStore
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
@@ -47,13 +49,16 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.service_layer.ports import (
     EventSink,
     IdempotencyStore,
+    OutcomeReader,
     ProfileStore,
     PublishFailed,
+    ReceiptStore,
     RecordsTooLarge,
     StatusReadModel,
     TokenStore,
 )
 from services.ingest.service_layer.push_changes import PushLimits, push_changes
+from services.ingest.service_layer.read_receipt import read_receipt
 from services.ingest.service_layer.run_connector import RunReport, run_connector
 from services.ingest.settings import IngestSettings
 
@@ -78,6 +83,8 @@ class ApiPorts:
     sink: EventSink
     status: StatusReadModel
     profiles: ProfileStore | None = None  # source profiles (None: the profile routes answer 503)
+    receipts: ReceiptStore | None = None
+    outcomes: OutcomeReader | None = None
 
 
 @dataclass
@@ -156,6 +163,8 @@ def build_app(
             sink=publisher,
             status=PostgresStatusReadModel(rt.engine),
             profiles=PostgresProfileStore(rt.engine),
+            receipts=PostgresReceiptStore(rt.engine),
+            outcomes=PostgresOutcomeReader(rt.engine),
         )
         engine = rt.engine
         rt.broker_ok = CachedCheck(
@@ -398,12 +407,31 @@ def build_app(
             new_id=lambda: str(uuid.uuid4()),
             limits=limits,
             profile=layout,
+            receipts=rt.ports.receipts,
         )
         if result.status == 202 and "Idempotent-Replayed" not in result.headers:
             metrics.published.labels(dataset, "http").inc(len(result.body["accepted"]))
             for r in result.body["refused"]:
                 metrics.records_refused.labels(dataset, r["reason"]).inc()
         return JSONResponse(result.body, status_code=result.status, headers=result.headers or None)
+
+    @app.get(
+        "/v1/receipts/{receipt_id}",
+        responses={**ERRORS, 404: {"model": ErrorDoc, "description": "No such receipt for this token"}},
+        summary="The outcome of each record of one push request (conforming, incomplete, refused, pending)",
+    )
+    async def receipt(
+        receipt_id: str = Path(max_length=100, description="receipt_id from the push answer"),
+        authorization: str | None = Header(default=None, description="Bearer <token> of the sender, or admin"),
+    ) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
+        assert rt.ports is not None
+        if rt.ports.receipts is None or rt.ports.outcomes is None:
+            return _error(503, "receipts_unavailable", "receipts are not kept by this deployment")
+        result = await read_receipt(receipt_id, principal, rt.ports.receipts, rt.ports.outcomes)
+        return JSONResponse(result.body, status_code=result.status)
 
     @app.get(
         "/v1/communes/{insee}/status",

@@ -12,21 +12,24 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.contract.codecs import Codecs
-from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition
 from services.contract.event_signature import SigningKey
 from services.contract.messages import ChangeEvent
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
+from services.ingest.adapters.event_outcomes import wait_for_outcomes
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
 from services.ingest.domain.change_events import upsert_events
+from services.ingest.domain.send_report import SendReport, summarise
 from services.ingest.domain.source_profiles import SourceProfile, apply_to_records
 from services.ingest.domain.source_records import reader_for
 from services.ingest.service_layer.ports import PublishFailed, RecordsTooLarge
@@ -73,6 +76,61 @@ class SendSummary:
     events: int
     seconds: float
     sequence: int
+    commune: str | None = None
+    report: SendReport | None = None  # None: not waited for (--no-wait), or the outcome could not be read
+    wait_note: str | None = None  # why there is no report
+
+
+@dataclass(frozen=True)
+class PreparedSend:
+    definition: DatasetDefinition
+    events: list[ChangeEvent]
+    commune: str | None
+    sequence: int
+
+
+def prepare_send(
+    path: Path,
+    dataset: str,
+    commune: str | None,
+    *,
+    fmt: str | None = None,
+    sequence: int | None = None,
+    as_of: datetime | None = None,
+    source: str = "odc-send",
+    profile: SourceProfile | None = None,
+    territory: str | None = None,
+) -> PreparedSend:
+    """The events a send would publish (what ``--dry-run`` validates locally). ``profile``: the file's layout
+    (odc profile); its records are turned into the dataset's fields first. A file sent "as of" a time gets that
+    time as its sequence and occurred_at, so re-sending it is stale or unchanged and never overwrites a change
+    made after that time; otherwise the sequence is now in microseconds (later sends win)."""
+    catalogue = DatasetCatalogue.load(territory=territory or IngestSettings().territory)
+    definition = catalogue.get(dataset)
+    if definition is None:
+        raise SendError(f"unknown dataset {dataset!r}; known: {', '.join(catalogue.ids())}")
+    if not path.is_file():
+        raise SendError(f"no such file: {path}")
+    records = list(reader_for(path.name, fmt)(path.read_bytes()))
+    if profile is not None:
+        if profile.dataset != dataset:
+            raise SendError(f"the profile describes a file of {profile.dataset!r}, not {dataset!r}")
+        records = apply_to_records(profile, records, definition.identity_fields)
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    seq = sequence if sequence is not None else int(as_of.timestamp() * 1_000_000) if as_of else time.time_ns() // 1000
+    events = list(
+        upsert_events(
+            records,
+            definition,
+            commune=commune,
+            source=source,
+            sequence=seq,
+            occurred_at=as_of or datetime.now(UTC),
+            new_id=lambda: str(uuid.uuid4()),
+        )
+    )
+    return PreparedSend(definition, events, commune, seq)
 
 
 async def send_file(
@@ -90,40 +148,33 @@ async def send_file(
     key_file: Path | None = None,
     profile: SourceProfile | None = None,
     notify: Callable[[str], None] | None = None,
+    wait_seconds: float = 0.0,
 ) -> SendSummary:
-    """``profile``: the file's layout (odc profile); its records are turned into the dataset's fields first.
+    """Publish one upsert per record; with ``wait_seconds`` > 0, then wait (bounded) for what became of them.
     Raises SendError (nothing sent: bad input) or SendIncomplete (the broker stayed unreachable)."""
-    catalogue = DatasetCatalogue.load(territory=settings.territory)
-    definition = catalogue.get(dataset)
-    if definition is None:
-        raise SendError(f"unknown dataset {dataset!r}; known: {', '.join(catalogue.ids())}")
-    if not path.is_file():
-        raise SendError(f"no such file: {path}")
-    records = list(reader_for(path.name, fmt)(path.read_bytes()))
-    if profile is not None:
-        if profile.dataset != dataset:
-            raise SendError(f"the profile describes a file of {profile.dataset!r}, not {dataset!r}")
-        records = apply_to_records(profile, records, definition.identity_fields)
+
+    def prepare(for_commune: str | None) -> PreparedSend:
+        return prepare_send(
+            path,
+            dataset,
+            for_commune,
+            fmt=fmt,
+            sequence=sequence,
+            as_of=as_of,
+            source=source,
+            profile=profile,
+            territory=settings.territory,
+        )
+
+    prepare(commune)  # raises SendError (unknown dataset, no file, wrong profile) before any key is read
     key = signing_key or await signing_key_for(settings, key_file)
     if key.commune is not None:  # a commune's key writes that commune only: say so now, not in a rejection
         if commune is not None and commune != key.commune:
             raise SendError(f"the key {key.key_id} signs for commune {key.commune}, not {commune}")
         commune = key.commune
+    prepared = prepare(commune)
+    events, seq = prepared.events, prepared.sequence
     started = time.perf_counter()
-    # microseconds: later sends win. A file sent "as of" a time gets that time as its sequence and occurred_at,
-    # so re-sending it is stale or unchanged and never overwrites a change made after that time.
-    if as_of is not None and as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
-    seq = sequence if sequence is not None else int(as_of.timestamp() * 1_000_000) if as_of else time.time_ns() // 1000
-    events = upsert_events(
-        records,
-        definition,
-        commune=commune,
-        source=source,
-        sequence=seq,
-        occurred_at=as_of or datetime.now(UTC),
-        new_id=lambda: str(uuid.uuid4()),
-    )
     publisher = KafkaEventPublisher(
         settings.kafka_bootstrap,
         settings.topic_change_events,
@@ -158,7 +209,18 @@ async def send_file(
             n = await sender.run()
     finally:
         await publisher.stop()
-    return SendSummary(dataset, n, time.perf_counter() - started, seq)
+    summary = SendSummary(dataset, n, time.perf_counter() - started, seq, commune)
+    if wait_seconds <= 0 or not events:
+        return summary
+    engine = make_engine(settings.database_url.get_secret_value(), pool_size=1)
+    try:
+        outcomes = await wait_for_outcomes(engine, dataset, events, wait_seconds)
+    except (OSError, SQLAlchemyError) as exc:
+        note = f"the outcome could not be read ({str(exc).splitlines()[0][:200]}); see `odc status --commune`"
+        return replace(summary, wait_note=note)
+    finally:
+        await engine.dispose()
+    return replace(summary, report=summarise(outcomes))
 
 
 WINDOW = 500  # events acknowledged together
@@ -235,6 +297,7 @@ def run_send(
     as_of: datetime | None = None,
     profile: SourceProfile | None = None,
     notify: Callable[[str], None] | None = None,
+    wait_seconds: float = 0.0,
 ) -> SendSummary:
     # The client library logs every failed connection attempt (thousands of lines in an outage): the command
     # says it once itself (``notify``) and in its final line.
@@ -252,5 +315,6 @@ def run_send(
             as_of=as_of,
             profile=profile,
             notify=notify,
+            wait_seconds=wait_seconds,
         )
     )

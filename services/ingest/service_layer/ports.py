@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from services.contract.api_tokens import StoredToken
 from services.contract.messages import ChangeEvent
+from services.ingest.domain.send_report import RecordOutcome, SentRecord
 from services.ingest.domain.snapshot_diff import FeatureRef
 
 
@@ -153,3 +154,23 @@ class RecordsTooLarge(Exception):
 
 class SnapshotUnavailable(Exception):
     """The source could not be read (file missing, HTTP error, too large): the run fails, nothing changes."""
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    receipt_id: str
+    commune: str | None  # the token's commune (None: admin)
+    dataset: str
+    body: dict[str, Any]  # the push answer: accepted (index, event_id, feature_id, commune) and refused
+
+
+class ReceiptStore(Protocol):
+    async def save(self, receipt_id: str, commune: str | None, dataset: str, body: dict[str, Any]) -> None: ...
+
+    async def get(self, receipt_id: str) -> StoredReceipt | None: ...
+
+
+class OutcomeReader(Protocol):
+    async def read(self, dataset: str, sent: Sequence[SentRecord]) -> list[RecordOutcome]:
+        """One outcome per sent record, in order; ``pending`` where the pipeline has not answered yet."""
+        ...

@@ -37,6 +37,7 @@ from services.ingest.service_layer.ports import (
     EventSink,
     IdempotencyStore,
     PublishFailed,
+    ReceiptStore,
     RecordsTooLarge,
     StoreUnavailable,
 )
@@ -101,6 +102,7 @@ async def push_changes(
     new_id: Callable[[], str],
     limits: PushLimits,
     profile: SourceProfile | None = None,
+    receipts: ReceiptStore | None = None,
 ) -> PushResponse:
     definition = catalogue.get(dataset)
     if definition is None:
@@ -186,6 +188,11 @@ async def push_changes(
         "refused": [refusal_doc(r) for r in parsed.refused],
         "status_url": f"/v1/communes/{principal.commune}/status" if principal.commune else None,
     }
+    if receipts is not None:  # each record's outcome in the pipeline, readable later (read_receipt.py)
+        receipt_id = new_id()
+        response_body["receipt_id"] = receipt_id
+        response_body["receipt_url"] = f"/v1/receipts/{receipt_id}"
+        await receipts.save(receipt_id, principal.commune, dataset, response_body)
     if idempotency_key is not None:
         try:
             await idempotency.complete(scope, idempotency_key, 202, response_body)

@@ -65,10 +65,10 @@ _OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, featur
 
 _REJECTION_INSERT = text("""
 INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
-  errors, source_topic, source_partition, source_offset, original, original_sha256, original_size)
+  errors, source_topic, source_partition, source_offset, original, original_sha256, original_size, source_row)
 VALUES (:rejection_id, :rejected_at, :stage, :reason, :message, :event_id, :dataset, :commune, :feature_id,
   CAST(:errors AS jsonb), :source_topic, :source_partition, :source_offset, :original, :original_sha256,
-  :original_size)
+  :original_size, :source_row)
 ON CONFLICT (rejection_id) DO NOTHING
 """)
 
@@ -257,6 +257,7 @@ class PostgisUnitOfWork:
                                     "value": e.value,
                                     "message_en": e.message_en,
                                     "message_fr": e.message_fr,
+                                    "column": e.column,
                                 }
                                 for e in r.errors
                             ],
@@ -269,9 +270,27 @@ class PostgisUnitOfWork:
                     "original": b.prefix,
                     "original_sha256": b.sha256,
                     "original_size": b.size,
+                    "source_row": r.source_row,
                 }
                 for r, b in zip(rejections, bounded, strict=True)
             ],
+        )
+
+    async def resolve_rejections(self, keys: Sequence[FeatureKey], at: datetime) -> None:
+        if not keys:
+            return
+        await self.conn.execute(
+            text(
+                "UPDATE rejection r SET resolved_at = :at FROM unnest(CAST(:ds AS text[]), CAST(:cs AS text[]), "
+                "CAST(:fs AS text[])) AS k(dataset, commune, feature_id) WHERE r.commune = k.commune "
+                "AND r.dataset = k.dataset AND r.feature_id = k.feature_id AND r.resolved_at IS NULL"
+            ),
+            {
+                "at": at,
+                "ds": [k.dataset for k in keys],
+                "cs": [k.commune for k in keys],
+                "fs": [k.feature_id for k in keys],
+            },
         )
 
     async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:

@@ -105,6 +105,10 @@ rejection = Table(
     Column("sent_at", DateTime(timezone=True)),
     Column("original_sha256", Text),
     Column("original_size", BigInteger),
+    # where the record is in the sent file (the event's source_row), and when the same source record was
+    # later accepted (it then leaves `odc report`)
+    Column("source_row", BigInteger, nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
 )
 Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
 Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
@@ -155,3 +159,11 @@ Index(
 )
 
 NORMALISE_SCHEMA = SchemaOwner("normalise", Path(__file__).with_name("migrations"), (metadata,))
+# each batch resolves the refusals of the records it accepted: only unresolved rows are looked up
+Index(
+    "rejection_unresolved",
+    rejection.c.dataset,
+    rejection.c.commune,
+    rejection.c.feature_id,
+    postgresql_where=rejection.c.resolved_at.is_(None),
+)

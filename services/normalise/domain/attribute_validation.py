@@ -20,6 +20,7 @@ from typing import Any
 
 from services.contract.datasets.field_names import FieldMatcher
 from services.contract.messages import FieldError
+from services.normalise.domain.pattern_words import pattern_in_words
 
 Canonical = None | bool | int | float | str
 
@@ -331,14 +332,13 @@ def _constraint_checks(
         checks.append(check_enum)
     if "pattern" in c:
         rx = re.compile(c["pattern"])
+        words_en, words_fr = pattern_in_words(c["pattern"], spec.get("example"))  # never the expression itself
 
         def check_pattern(v: Canonical) -> None:
             if isinstance(v, str) and not rx.fullmatch(v) and pattern_words is not None:
                 raise _Invalid("pattern", f"expected {pattern_words[0]}", f"attendu : {pattern_words[1]}")
             if isinstance(v, str) and not rx.fullmatch(v):
-                raise _Invalid(
-                    "pattern", f"does not match the pattern {c['pattern']}", f"ne respecte pas le motif {c['pattern']}"
-                )
+                raise _Invalid("pattern", words_en, words_fr)
 
         checks.append(check_pattern)
     if "minimum" in c:
@@ -419,6 +419,7 @@ class CompiledSchema:
             )
             for f in table_schema["fields"]
         )
+        self.required_fields = frozenset(f.name for f in self.fields if f.required)
         self.matcher = FieldMatcher((f.name for f in self.fields), aliases, fold_names=lenient)
 
     def is_missing(self, raw: Any) -> bool:

@@ -28,9 +28,28 @@ _EPSG_RE = re.compile(r"(?:EPSG)(?::|::|/0/|/)(\d+)$", re.IGNORECASE)
 
 
 class GeometryRejected(Exception):
-    def __init__(self, rule: str, en: str, fr: str, value: str | None = None) -> None:
+    def __init__(
+        self, rule: str, en: str, fr: str, value: str | None = None, also: tuple[GeometryRejected, ...] = ()
+    ) -> None:
         super().__init__(en)
         self.rule, self.en, self.fr, self.value = rule, en, fr, value
+        self.also = also  # further problems of the same geometry, reported with this one (all at once)
+
+
+_FAMILY = {"MultiPoint": "Point", "MultiLineString": "LineString", "MultiPolygon": "Polygon"}
+
+
+def _type_problem(geom: BaseGeometry, expected_type: str) -> tuple[GeometryRejected, ...]:
+    """The wrong-type problem of a geometry that is refused for another reason first (its area), so that the
+    sender learns both at once: a Polygon sent for a Point dataset is not only "outside the area"."""
+    got = geom.geom_type
+    if _FAMILY.get(got, got) == _FAMILY.get(expected_type, expected_type):
+        return ()
+    return (
+        GeometryRejected(
+            "geometry_type", f"expected {expected_type}, got {got}", f"{expected_type} attendu, {got} reçu", got
+        ),
+    )
 
 
 def _not_finite() -> GeometryRejected:
@@ -331,7 +350,9 @@ def normalise_general(
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
-            raise _out_of_area(lon, lat, area_name)
+            refused = _out_of_area(lon, lat, area_name)
+            refused.also = _type_problem(geom, expected_type)
+            raise refused
         corrections.append("flagged:out_of_area")
 
     geom = _as_type(geom, expected_type, corrections)

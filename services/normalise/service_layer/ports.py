@@ -97,6 +97,11 @@ class NormaliseUnitOfWork(Protocol):
         """Add accepted-event counts per (dataset, commune, outcome): the communes' status reads them."""
         ...
 
+    async def resolve_rejections(self, keys: Sequence[FeatureKey], at: datetime) -> None:
+        """Mark the earlier refusals of these source records resolved: each was accepted in this batch (it
+        leaves `odc report` and the refused count)."""
+        ...
+
     async def commit(self) -> None: ...
 
 

@@ -118,12 +118,13 @@ class PostgresPublishUnitOfWork:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT last_version, feature_count, content_hash FROM dataset_state WHERE dataset = :d FOR UPDATE"
+                    "SELECT last_version, feature_count, content_hash, incomplete FROM dataset_state "
+                    "WHERE dataset = :d FOR UPDATE"
                 ),
                 {"d": dataset},
             )
         ).one()
-        return DatasetState(dataset, row[0], row[1], row[2])
+        return DatasetState(dataset, row[0], row[1], row[2], row[3])
 
     async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]:
         rows = await self.conn.execute(
@@ -154,8 +155,9 @@ class PostgresPublishUnitOfWork:
         await self.conn.execute(
             text(
                 "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
-                "content_hash, first_change_id, last_change_id) VALUES (:dataset, :version, :published_at, :added, "
-                ":updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id)"
+                "content_hash, first_change_id, last_change_id, incomplete) VALUES (:dataset, :version, :published_at, "
+                ":added, :updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id, "
+                ":incomplete)"
             ),
             {
                 k: getattr(draft, k)
@@ -170,6 +172,7 @@ class PostgresPublishUnitOfWork:
                     "content_hash",
                     "first_change_id",
                     "last_change_id",
+                    "incomplete",
                 )
             },
         )
@@ -193,12 +196,13 @@ class PostgresPublishUnitOfWork:
         )
         await self.conn.execute(
             text(
-                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t "
-                "WHERE dataset = :d"
+                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t, "
+                "incomplete = :i WHERE dataset = :d"
             ),
             {
                 "v": draft.version,
                 "n": draft.feature_count,
+                "i": draft.incomplete,
                 "h": draft.content_hash,
                 "t": draft.published_at,
                 "d": draft.dataset,

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -34,6 +35,8 @@ dataset_state = Table(
     Column("feature_count", BigInteger, nullable=False),
     Column("content_hash", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # live features marked incomplete (services/contract/conformance_levels.py); the others conform
+    Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # Every canonical change received, kept: the dedup record (change_id) and the row-level history.
@@ -72,6 +75,7 @@ dataset_version = Table(
     Column("content_hash", Text, nullable=False),
     Column("first_change_id", BigInteger, nullable=False),
     Column("last_change_id", BigInteger, nullable=False),
+    Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("dataset", "version", name="dataset_version_pk"),
 )
 

@@ -163,6 +163,7 @@ class VersionSummary:
     updated: int
     removed: int
     content_hash: str
+    incomplete: int = 0  # features marked incomplete (left out of the national-layout CSV)
 
 
 @dataclass(frozen=True)

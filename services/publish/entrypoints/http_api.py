@@ -29,12 +29,15 @@ from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat, ogc_features
 from services.publish.domain.change_feed import BadCursor, decode_cursor, page_outcome
 from services.publish.domain.feature_documents import (
+    LEFT_OUT_HEADER,
     WGS84_PRJ,
     BadFeatureId,
     CsvLayout,
     StoredFeature,
+    conformance_json,
     feature_dict,
     feature_json,
+    left_out_note,
     parse_public_feature_id,
     public_feature_id,
 )
@@ -249,6 +252,7 @@ def build_api(
             "updated": s.updated,
             "removed": s.removed,
             "feature_count": s.feature_count,
+            "conformance": conformance_json(s.feature_count, s.incomplete),
             "content_hash": s.content_hash,
             "first_change_id": v.first_change_id,
             "last_change_id": v.last_change_id,
@@ -326,6 +330,7 @@ def build_api(
             "national_schema": dcat.national_schema_json(d.national_schema),
             "latest_version": state.last_version if state else 0,
             "feature_count": state.feature_count if state else 0,
+            "conformance": conformance_json(state.feature_count, state.incomplete) if state else None,
             "content_hash": state.content_hash if state else None,
             "updated_at": _iso(state.updated_at) if state else None,
             "links": {
@@ -371,6 +376,7 @@ def build_api(
                     "updated": v.updated,
                     "removed": v.removed,
                     "feature_count": v.feature_count,
+                    "conformance": conformance_json(v.feature_count, v.incomplete),
                     "content_hash": v.content_hash,
                     "href": f"{url}/versions/{v.version}",
                 }
@@ -442,10 +448,16 @@ def build_api(
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
         layout = CsvLayout(d, with_wkt=geometry == "wkt")
+        # only conforming records: the file stays valid against the national schema; the header says how
+        # many were left out and where they are (docs/validation.md)
+        headers[LEFT_OUT_HEADER] = left_out_note(
+            v.summary.incomplete, f"{base}/datasets/{dataset}/versions/{version}/features.geojson"
+        )
 
         async def rows() -> AsyncIterator[str]:
             async for f in read_model.snapshot(dataset, version):
-                yield layout.row(f)
+                if layout.includes(f):
+                    yield layout.row(f)
 
         body = await collect(text_stream([layout.header()], rows(), []))
         return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
@@ -469,7 +481,9 @@ def build_api(
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
         layout = CsvLayout(d, with_wkt=geometry == "wkt")
-        widths = layout.widest([layout.cells(f) async for f in read_model.snapshot(dataset, version)])
+        widths = layout.widest(
+            [layout.cells(f) async for f in read_model.snapshot(dataset, version) if layout.includes(f)]
+        )
         return Response(layout.csvt(widths), media_type="text/plain; charset=utf-8", headers=headers)
 
     @app.get(
