@@ -51,6 +51,11 @@ class PublishSettings(BaseSettings):
     sse_poll_seconds: float = 0.5
     sse_keepalive_seconds: float = 15.0
     log_level: str = "INFO"
+    # The contact point (vCard) of every dataset in the DCAT catalogue, shown by data.gouv.fr to the datasets' users
+    # (it keeps a contact point only with an e-mail). The defaults are the Métropole de Lyon's open-data portal.
+    dcat_contact_name: str = "Métropole de Lyon — OpenData des communes"
+    dcat_contact_email: str = "opendata@grandlyon.com"
+    dcat_contact_url: str = "https://data.grandlyon.com"
 
     def base_url(self) -> str:
         if self.public_base_url:

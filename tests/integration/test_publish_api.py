@@ -172,10 +172,10 @@ def test_csv_is_in_the_schema_column_layout(api: str, history: Any) -> None:
     import csv
 
     rows = list(csv.reader(lines))
-    expected = list(definition.field_names) + (["geometry"] if definition.national_schema is None else [])
+    expected = list(definition.field_names) + (["WKT"] if definition.national_schema is None else [])
     assert rows[0] == expected
     assert len(rows) - 1 == get(f"{api}/datasets/{DATASET}/versions/{last}").json()["feature_count"]
-    geometry = rows[0].index("geometry") if "geometry" in rows[0] else None
+    geometry = rows[0].index("WKT") if "WKT" in rows[0] else None
     if geometry is not None:
         assert all(row[geometry].startswith("POINT") for row in rows[1:])
 
@@ -633,25 +633,7 @@ def test_odc_subscribe_registers_a_webhook(api: str, operator: dict[str, str]) -
     assert without.returncode == 2 and "operator token" in without.stderr
 
 
-# -- DCAT, OpenAPI, metrics ----------------------------------------------------------------------------
-
-
-def test_dcat_catalogue_lists_every_dataset_with_distributions_and_versions(api: str, history: Any) -> None:
-    _, _, last = history
-    r = get(f"{api}/catalog")
-    assert r.headers["content-type"].startswith("application/ld+json")
-    doc = r.json()
-    assert doc["@type"] == "dcat:Catalog" and doc["@context"]["dcat"] == "http://www.w3.org/ns/dcat#"
-    by_id = {d["dct:identifier"]: d for d in doc["dcat:dataset"]}
-    assert set(by_id) == set(DatasetCatalogue.load().ids())
-    toilets = by_id[DATASET]
-    assert {d["dcat:mediaType"] for d in toilets["dcat:distribution"]} == {"application/geo+json", "text/csv"}
-    assert int(toilets["dcat:version"]) >= last
-    assert toilets["dcat:hasVersion"][0]["dcat:version"] == toilets["dcat:version"]
-    one = get(f"{api}/datasets/{DATASET}/dcat").json()
-    assert one["@id"] == toilets["@id"] and "@context" in one
-    for dist in one["dcat:distribution"]:
-        assert httpx.get(dist["dcat:accessURL"], timeout=30, follow_redirects=True).status_code == 200
+# -- OpenAPI, metrics (DCAT: test_dcat_and_exports.py) -----------------------------------------------
 
 
 def test_served_openapi_document_is_the_committed_one(api: str) -> None:

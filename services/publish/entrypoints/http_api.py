@@ -12,7 +12,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
@@ -30,6 +30,7 @@ from services.publish.domain import dcat, ogc_features
 from services.publish.domain.change_feed import BadCursor, decode_cursor, page_outcome
 from services.publish.domain.feature_documents import (
     LEFT_OUT_HEADER,
+    WGS84_PRJ,
     BadFeatureId,
     CsvLayout,
     StoredFeature,
@@ -50,7 +51,17 @@ from services.publish.service_layer.webhooks import InvalidSubscription, registe
 API_VERSION = "1.0.0"
 IMMUTABLE = "public, max-age=31536000, immutable"
 GEOJSON = "application/geo+json"
-JSONLD = "application/ld+json"
+CSV_GEOMETRY = (
+    "wkt: add the WKT geometry column to a national-schema layout too (the file is then no longer valid against "
+    "the national schema, which places coordinates in its own columns)"
+)
+CSV_DESCRIPTION = (
+    "Columns: the Table Schema's fields in order. Datasets without a national schema end with a `WKT` column, the "
+    "geometry in WKT (WGS84 lon/lat, 7 decimals), which GDAL's CSV driver and QGIS take for the geometry as is. "
+    "A national-schema layout has exactly the national schema's columns (valid against it); `?geometry=wkt` adds "
+    "the `WKT` column to it. RFC 4180: comma, double quotes, CRLF, UTF-8, header row."
+)
+RDF_FORMAT = "ttl (Turtle), rdf (RDF/XML) or jsonld; without it, the Accept header chooses (JSON-LD by default)"
 
 
 def _iso(t: datetime) -> str:
@@ -164,6 +175,7 @@ def build_api(
     tokens: TokenStore,
     live_checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
     allow_private_targets: bool = False,
+    dcat_contact: dcat.ContactPoint = dcat.DEFAULT_CONTACT,
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
     secret_rotation_overlap_seconds: float = 86400.0,
@@ -273,6 +285,10 @@ def build_api(
                 buf, size = [], 0
         buf.extend(tail)
         yield "".join(buf).encode("utf-8")
+
+    async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+        """An export whole, so that its answer has a Content-Length (GDAL's /vsicurl/ and download managers need it)."""
+        return b"".join([chunk async for chunk in chunks])
 
     # -- operations -----------------------------------------------------------------------------------
     @app.get("/metrics", include_in_schema=False)
@@ -418,22 +434,28 @@ def build_api(
                 yield ("" if first else ",") + feature_json(f)
                 first = False
 
-        return StreamingResponse(text_stream([head], rows(), ["]}"]), media_type=GEOJSON, headers=headers)
+        return Response(await collect(text_stream([head], rows(), ["]}"])), media_type=GEOJSON, headers=headers)
 
     @app.get(
         "/datasets/{dataset}/versions/{version}/features.csv",
-        summary="The dataset as of a version, as CSV in the dataset's schema column layout",
-        response_class=StreamingResponse,
+        summary="The dataset as of a version, as CSV in the dataset's schema column layout, geometry in a WKT column",
+        description=CSV_DESCRIPTION,
+        response_class=Response,
         responses={200: {"content": {"text/csv": {}}, "description": "CSV, header row first"}},
     )
-    async def version_csv(request: Request, dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
+    async def version_csv(
+        request: Request,
+        dataset: str,
+        version: Annotated[int, Path(ge=1)],
+        geometry: Annotated[Literal["wkt"] | None, Query(description=CSV_GEOMETRY)] = None,
+    ) -> Response:
         d = definition(dataset)
         v = await existing_version(dataset, version)
-        tag = etag(v, "csv")
+        tag = etag(v, "csv" if geometry is None else "csv-wkt")
         headers = {"ETag": tag, "Cache-Control": IMMUTABLE}
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
-        layout = CsvLayout(d)
+        layout = CsvLayout(d, with_wkt=geometry == "wkt")
         # only conforming records: the file stays valid against the national schema; the header says how
         # many were left out and where they are (docs/validation.md)
         headers[LEFT_OUT_HEADER] = left_out_note(
@@ -445,9 +467,42 @@ def build_api(
                 if layout.includes(f):
                     yield layout.row(f)
 
-        return StreamingResponse(
-            text_stream([layout.header()], rows(), []), media_type="text/csv; charset=utf-8", headers=headers
+        body = await collect(text_stream([layout.header()], rows(), []))
+        return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
+
+    @app.get(
+        "/datasets/{dataset}/versions/{version}/features.csvt",
+        summary="GDAL's column types for the version's CSV (save it next to the CSV, named like it with .csvt)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "one CSV line: each column's GDAL type"}},
+    )
+    async def version_csvt(
+        request: Request,
+        dataset: str,
+        version: Annotated[int, Path(ge=1)],
+        geometry: Annotated[Literal["wkt"] | None, Query(description=CSV_GEOMETRY)] = None,
+    ) -> Response:
+        d = definition(dataset)
+        v = await existing_version(dataset, version)
+        tag = etag(v, "csvt" if geometry is None else "csvt-wkt")
+        headers = {"ETag": tag, "Cache-Control": IMMUTABLE}
+        if not_modified(request, tag):
+            return Response(status_code=304, headers=headers)
+        layout = CsvLayout(d, with_wkt=geometry == "wkt")
+        widths = layout.widest(
+            [layout.cells(f) async for f in read_model.snapshot(dataset, version) if layout.includes(f)]
         )
+        return Response(layout.csvt(widths), media_type="text/plain; charset=utf-8", headers=headers)
+
+    @app.get(
+        "/datasets/{dataset}/versions/{version}/features.prj",
+        summary="The CRS of the version's CSV, WGS84 (save it next to the CSV, named like it with .prj)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def version_prj(dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
+        await existing_version(dataset, version)
+        return Response(WGS84_PRJ, media_type="text/plain; charset=utf-8", headers={"Cache-Control": IMMUTABLE})
 
     async def latest_or_404(dataset: str) -> int:
         definition(dataset)
@@ -472,9 +527,12 @@ def build_api(
         response_class=RedirectResponse,
         status_code=307,
     )
-    async def latest_csv(dataset: str) -> RedirectResponse:
+    async def latest_csv(
+        dataset: str, geometry: Annotated[Literal["wkt"] | None, Query(description=CSV_GEOMETRY)] = None
+    ) -> RedirectResponse:
         n = await latest_or_404(dataset)
-        return RedirectResponse(f"{base}/datasets/{dataset}/versions/{n}/features.csv", status_code=307)
+        query = "?geometry=wkt" if geometry else ""
+        return RedirectResponse(f"{base}/datasets/{dataset}/versions/{n}/features.csv{query}", status_code=307)
 
     # -- change feed, history, events -----------------------------------------------------------------
     @app.get(
@@ -589,31 +647,65 @@ def build_api(
         return EventSourceResponse(stream(), ping=int(max(1, sse_keepalive_seconds)))
 
     # -- DCAT ----------------------------------------------------------------------------------------
-    async def dcat_node(d: DatasetDefinition, latest: int) -> dict[str, Any]:
+    async def dcat_entry(d: DatasetDefinition, latest: int) -> dcat.DatasetEntry:
         versions = await read_model.versions(d.id, latest + 1, 50, newest_first=True) if latest else []
-        return dcat.dataset_node(base, d, versions, latest, catalogue.territory.name)
+        first = await read_model.versions(d.id, 0, 1) if latest else []
+        return dcat.DatasetEntry(d, versions, latest, first[0].published_at if first else None)
+
+    def rdf_format(request: Request, format_param: str | None) -> dcat.Format:
+        try:
+            return dcat.negotiate(format_param, request.headers.get("accept"))
+        except dcat.UnknownFormat as bad:
+            raise _problem(400, str(bad)) from bad
+
+    def rdf_response(graph: Any, fmt: dcat.Format) -> Response:
+        return Response(dcat.serialize(graph, fmt), media_type=fmt.media_type, headers={"Vary": "Accept"})
 
     @app.get(
         "/datasets/{dataset}/dcat",
-        summary="DCAT metadata of one dataset (JSON-LD), with its distributions and latest 50 versions",
-        responses={200: {"content": {JSONLD: {}}}},
+        summary="DCAT metadata of one dataset (JSON-LD, Turtle or RDF/XML), with its distributions and latest 50 versions",
+        responses={
+            200: {"content": {dcat.JSON_LD.media_type: {}, dcat.TURTLE.media_type: {}, dcat.RDF_XML.media_type: {}}}
+        },
     )
-    async def dataset_dcat(dataset: str) -> Response:
-        d = definition(dataset)
-        latest = (await read_model.latest_versions()).get(dataset, 0)
-        doc = {"@context": dcat.CONTEXT, **(await dcat_node(d, latest))}
-        return JSONResponse(doc, media_type=JSONLD)
+    async def dataset_dcat(
+        request: Request, dataset: str, format: Annotated[str | None, Query(description=RDF_FORMAT)] = None
+    ) -> Response:
+        d, fmt = definition(dataset), rdf_format(request, format)
+        entry = await dcat_entry(d, (await read_model.latest_versions()).get(dataset, 0))
+        return rdf_response(dcat.dataset_graph(base, entry, catalogue.territory, dcat_contact), fmt)
 
     @app.get(
         "/catalog",
-        summary="DCAT catalogue of every dataset (JSON-LD), for harvesting",
-        responses={200: {"content": {JSONLD: {}}}},
+        summary="DCAT catalogue of every dataset (JSON-LD, Turtle or RDF/XML), paged with Hydra, for harvesting",
+        responses={
+            200: {"content": {dcat.JSON_LD.media_type: {}, dcat.TURTLE.media_type: {}, dcat.RDF_XML.media_type: {}}}
+        },
     )
-    async def catalog() -> Response:
-        states = await read_model.datasets()
-        nodes = [await dcat_node(d, states[d.id].last_version if d.id in states else 0) for d in catalogue]
+    async def catalog(
+        request: Request,
+        format: Annotated[str | None, Query(description=RDF_FORMAT)] = None,
+        page: Annotated[int, Query(ge=1)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> Response:
+        fmt, ids, states = rdf_format(request, format), catalogue.ids(), await read_model.datasets()
+        paging = dcat.Page(page, page_size, len(ids))
+        if page > paging.last:
+            raise _problem(404, f"the catalogue has {paging.last} pages of {page_size}")
+        chosen = [d for d in catalogue if d.id in ids[(page - 1) * page_size : page * page_size]]
+        entries = [await dcat_entry(d, states[d.id].last_version if d.id in states else 0) for d in chosen]
         modified = max((s.updated_at for s in states.values()), default=None)
-        return JSONResponse(dcat.catalogue_document(base, nodes, modified, catalogue.territory.name), media_type=JSONLD)
+        graph = dcat.catalogue_graph(base, entries, ids, paging, fmt, catalogue.territory, dcat_contact, modified)
+        return rdf_response(graph, fmt)
+
+    @app.get("/catalog.{extension}", summary="The DCAT catalogue in the format its extension names (ttl, rdf, jsonld)")
+    async def catalog_file(
+        request: Request,
+        extension: str,
+        page: Annotated[int, Query(ge=1)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> Response:
+        return await catalog(request, extension, page, page_size)
 
     # -- OGC API – Features --------------------------------------------------------------------------
     @app.get("/ogc", summary="OGC API – Features landing page", tags=["OGC API – Features"])

@@ -41,6 +41,7 @@ from services.publish.adapters.notification_outbox import notifications_outbox
 from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork, create_schema
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresDeliveryStore, PostgresSubscriptionQueries
+from services.publish.domain.dcat import ContactPoint
 from services.publish.domain.webhooks import DeliveryState, RetryPolicy
 from services.publish.entrypoints.http_api import build_api
 from services.publish.metrics import PublishMetrics
@@ -108,6 +109,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         registry=registry,
         health=health,
         tokens=PostgresTokenStore(engine),
+        dcat_contact=ContactPoint(settings.dcat_contact_name, settings.dcat_contact_email, settings.dcat_contact_url),
         live_checks={
             "broker": CachedCheck(
                 lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
