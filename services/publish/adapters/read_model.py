@@ -7,49 +7,17 @@ version it is the ``published_feature`` table, maintained per version and spatia
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contract.messages import FeatureState
+from services.publish.domain.api_documents import DatasetSummary, FeedRow, HistoryRow, VersionRecord
 from services.publish.domain.change_feed import FeedPosition
 from services.publish.domain.dcat import VersionSummary
 from services.publish.domain.feature_documents import StoredFeature
 from services.publish.domain.versioning import DiffEntry, DiffKind
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    dataset: str
-    last_version: int
-    feature_count: int
-    content_hash: str
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    dataset: str
-    summary: VersionSummary
-    first_change_id: int
-    last_change_id: int
-
-
-@dataclass(frozen=True)
-class FeedRow:
-    position: FeedPosition
-    published_at: datetime
-    entry: DiffEntry
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    version: int
-    published_at: datetime
-    entry: DiffEntry
 
 
 def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
