@@ -14,6 +14,8 @@ Routes are glue: a read-model query, a pure shaping function from ``domain``, a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -78,6 +80,42 @@ class RouteMetrics:
             self.metrics.api_requests.labels(template, str(status["code"])).inc()
 
 
+class HeadAsGet:
+    """HEAD on every GET route (FastAPI's APIRoutes answer HEAD with 405): the request is served as a GET
+    and only its status and headers (Content-Length included where the GET has one) are sent. The GET is
+    stopped once its headers are out, so a HEAD on a stream or an export reads no rows beyond the first
+    chunk. The scope is changed in place, so the route-metrics middleware outside still sees the route."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        scope["method"] = "GET"
+        headers_sent = asyncio.Event()
+
+        async def send_headers_only(message: Any) -> None:
+            if message["type"] == "http.response.start" and not headers_sent.is_set():
+                await send(message)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                headers_sent.set()
+
+        get = asyncio.ensure_future(self.app(scope, receive, send_headers_only))
+        sent = asyncio.ensure_future(headers_sent.wait())
+        try:
+            await asyncio.wait({get, sent}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sent.cancel()
+            if not get.done():
+                get.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await get
+        if get.done() and not get.cancelled() and not headers_sent.is_set():
+            get.result()  # an error before any header: let it propagate as it would for a GET
+
+
 async def access_refused(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AccessRefused)
     headers = {"WWW-Authenticate": 'Bearer realm="odc"'} if exc.status == 401 else None
@@ -95,7 +133,8 @@ def create_app(ports: ApiPorts) -> FastAPI:
             "stable across versions."
         ),
     )
-    app.add_middleware(RouteMetrics, metrics=ports.metrics)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(RouteMetrics, metrics=ports.metrics)  # added last: outermost
     app.add_exception_handler(AccessRefused, access_refused)
     for make_router in ROUTERS:
         # The routes themselves, not a lazily included router: every APIRoute stays in ``app.routes``
