@@ -257,7 +257,7 @@ def test_ogc_api_features_client_lists_collections_and_pages_through_items(api: 
 
     box = ogc.collection_items(DATASET, bbox=[4.895, 45.76, 4.905, 45.78], limit=1000)
     assert 0 < box["numberReturned"] < expected  # b was moved to 4.9; a and c are at 4.88
-    assert f"69266:{b}" in {f["id"] for f in box["features"]}
+    assert f"69266.{b}" in {f["id"] for f in box["features"]}  # OGC ids are URL-safe: <commune>.<feature_id>
     for f in box["features"]:
         lon, lat = f["geometry"]["coordinates"]
         assert 4.895 <= lon <= 4.905 and 45.76 <= lat <= 45.78

@@ -7,8 +7,10 @@ import csv
 import io
 import json
 import math
+import string
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 import shapely
@@ -290,16 +292,22 @@ def test_structured_cloudevent_is_json_with_geojson_before_and_after() -> None:
 # -- OGC API – Features ----------------------------------------------------------------------------------
 
 
+def _params(bbox: str | None, limit: int | None, offset: int | None) -> list[tuple[str, str]]:
+    return [(k, str(v)) for k, v in (("bbox", bbox), ("limit", limit), ("offset", offset)) if v is not None]
+
+
 @pytest.mark.parametrize(
     ("bbox", "limit", "offset", "expected"),
     [
         (None, None, None, ogc_features.ItemsQuery(None, 10, 0)),
         ("4.8,45.7,4.9,45.8", 100, 20, ogc_features.ItemsQuery((4.8, 45.7, 4.9, 45.8), 100, 20)),
         ("4.8,45.7,0,4.9,45.8,100", 5, 0, ogc_features.ItemsQuery((4.8, 45.7, 4.9, 45.8), 5, 0)),
+        (None, 10_001, None, ogc_features.ItemsQuery(None, 10_000, 0)),  # clamped (/req/core/fc-limit-response)
+        (None, 100_000, None, ogc_features.ItemsQuery(None, 10_000, 0)),
     ],
 )
 def test_items_query_parsing(bbox, limit, offset, expected) -> None:  # type: ignore[no-untyped-def]
-    assert ogc_features.parse_items_query(bbox, limit, offset) == expected
+    assert ogc_features.parse_items_query(_params(bbox, limit, offset)) == expected
 
 
 @pytest.mark.parametrize(
@@ -308,14 +316,84 @@ def test_items_query_parsing(bbox, limit, offset, expected) -> None:  # type: ig
         ("1,2,3", None, None),
         ("a,b,c,d", None, None),
         ("0,50,1,40", None, None),
+        ("0,0,nan,1", None, None),
+        ("-200,0,1,1", None, None),
         (None, 0, None),
-        (None, 10_001, None),
+        (None, -5, None),
         (None, 10, -1),
     ],
 )
 def test_bad_items_queries_are_refused(bbox, limit, offset) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ogc_features.BadQuery):
-        ogc_features.parse_items_query(bbox, limit, offset)
+        ogc_features.parse_items_query(_params(bbox, limit, offset))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("foo", "bar")],
+        [("filter", "x=1")],
+        [("crs", "EPSG:4326")],
+        [("limit", "abc")],
+        [("limit", "1"), ("limit", "2")],
+    ],
+)
+def test_unknown_repeated_or_non_numeric_parameters_are_refused(params: list[tuple[str, str]]) -> None:
+    with pytest.raises(ogc_features.BadQuery):
+        ogc_features.parse_items_query(params)
+
+
+@pytest.mark.parametrize(
+    ("value", "start", "end"),
+    [
+        ("2026-11-03T09:00:00Z", datetime(2026, 11, 3, 9, tzinfo=UTC), datetime(2026, 11, 3, 9, tzinfo=UTC)),
+        ("2026-11-03T10:00:00+01:00", datetime(2026, 11, 3, 9, tzinfo=UTC), datetime(2026, 11, 3, 9, tzinfo=UTC)),
+        (
+            "2026-11-03T09:00:00Z/2026-11-04T00:00:00Z",
+            datetime(2026, 11, 3, 9, tzinfo=UTC),
+            datetime(2026, 11, 4, tzinfo=UTC),
+        ),
+        ("../2026-11-04T00:00:00Z", None, datetime(2026, 11, 4, tzinfo=UTC)),
+        ("/2026-11-04T00:00:00Z", None, datetime(2026, 11, 4, tzinfo=UTC)),
+        ("2026-11-03T09:00:00Z/..", datetime(2026, 11, 3, 9, tzinfo=UTC), None),
+        ("2026-11-03T09:00:00Z/", datetime(2026, 11, 3, 9, tzinfo=UTC), None),
+        (
+            "2026-11-03",
+            datetime(2026, 11, 3, tzinfo=UTC),
+            datetime(2026, 11, 4, tzinfo=UTC) - timedelta(microseconds=1),
+        ),
+    ],
+)
+def test_datetime_instants_and_intervals(value: str, start: datetime | None, end: datetime | None) -> None:
+    assert ogc_features.parse_datetime(value) == ogc_features.TimeInterval(start, end)
+
+
+@pytest.mark.parametrize(
+    "value", ["../..", "/", "yesterday", "2026-11-03T09:00:00", "2026-11-04T00:00:00Z/2026-11-03T00:00:00Z", "a/b/c"]
+)
+def test_bad_datetimes_are_refused(value: str) -> None:
+    with pytest.raises(ogc_features.BadQuery):
+        ogc_features.parse_datetime(value)
+
+
+UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
+
+
+@given(st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=40))
+def test_ogc_feature_ids_are_url_safe_stable_and_round_trip(commune: str, fid: str) -> None:
+    ogc_id = ogc_features.ogc_feature_id(commune, fid)
+    assert set(ogc_id) <= UNRESERVED and quote(ogc_id, safe="") == ogc_id
+    assert ogc_features.parse_ogc_feature_id(ogc_id) == (commune, fid)
+    assert ogc_features.ogc_feature_id(commune, fid) == ogc_id
+
+
+def test_ogc_feature_ids_read_plainly_and_refuse_other_spellings() -> None:
+    assert ogc_features.ogc_feature_id("69123", "WC-12") == "69123.WC-12"
+    assert ogc_features.ogc_feature_id("69123", "a|b c") == "69123.a~7Cb~20c"
+    assert ogc_features.ogc_feature_id("69.1", "x~y") == "69~2E1.x~7Ey"
+    for bad in ("69123", "69123.", ".x", "69123.a~7cb", "69123.a|b", "69123.~FF"):
+        with pytest.raises(ogc_features.BadFeatureId):
+            ogc_features.parse_ogc_feature_id(bad)
 
 
 def test_items_links_page_forward_and_back() -> None:
@@ -332,7 +410,7 @@ def test_items_links_page_forward_and_back() -> None:
 
 def test_landing_page_and_collection_documents() -> None:
     assert TOILETS is not None
-    landing = ogc_features.landing_page("http://h/ogc", "http://h/openapi.json")
+    landing = ogc_features.landing_page("http://h/ogc", "http://h/ogc/api")
     assert {lk["rel"] for lk in landing["links"]} >= {"self", "service-desc", "conformance", "data"}
     assert ogc_features.conformance()["conformsTo"][0].endswith("/conf/core")
     coll = ogc_features.collection("http://h/ogc", TOILETS, None, 3)

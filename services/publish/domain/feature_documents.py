@@ -56,11 +56,12 @@ def feature_dict(public_id: str, geometry_geojson: str | None, attributes_json: 
     }
 
 
-def feature_json(f: StoredFeature) -> str:
-    """One GeoJSON Feature as text, composed from the stored JSON texts without re-parsing them."""
+def feature_json(f: StoredFeature, public_id: str | None = None) -> str:
+    """One GeoJSON Feature as text, composed from the stored JSON texts without re-parsing them; its id is
+    ``public_id`` (default ``<commune>:<feature_id>``)."""
     geometry = f.geometry_geojson if f.geometry_geojson is not None else "null"
     return (
-        f'{{"type":"Feature","id":{json.dumps(f.public_id, ensure_ascii=False)},'
+        f'{{"type":"Feature","id":{json.dumps(public_id or f.public_id, ensure_ascii=False)},'
         f'"geometry":{geometry},"properties":{f.attributes_json}}}'
     )
 

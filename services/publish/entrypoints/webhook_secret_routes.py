@@ -14,8 +14,11 @@ from services.publish.domain.webhooks import standard_secret
 from services.publish.service_layer.ports import Clock
 
 
-def router(subscriptions: PostgresSubscriptionQueries, clock: Clock, overlap_seconds: float) -> APIRouter:
-    routes = APIRouter()
+def router(
+    subscriptions: PostgresSubscriptionQueries, clock: Clock, overlap_seconds: float, **router_options: Any
+) -> APIRouter:
+    """``router_options``: the APIRouter's own (the operator dependency and its responses)."""
+    routes = APIRouter(**router_options)
 
     @routes.post(
         "/subscriptions/{subscription_id}/rotate-secret",
