@@ -22,6 +22,9 @@ class Entry:
     # profile (members of the profile document replaced, e.g. {"id_columns": ["ID"]}) is kept here with why.
     profile_edit: dict[str, Any] = field(default_factory=dict)
     edit_why: str = ""
+    # The territory the file's data belongs to: the normaliser and publisher run under it (ODC_TERRITORY), and
+    # the profile is suggested under it. See NATIONAL below for the files of national datasets.
+    territory: str = "metropole-de-lyon"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ class Excluded:
 
 
 MONTPELLIER = "34172"
+LYON_T = "metropole-de-lyon"
+MONTPELLIER_T = "montpellier-mediterranee-metropole"
+# The territory setting names a métropole, an EPCI, a département or a list of communes: it cannot say "all of
+# France". A deployment's national datasets (area "france" in their definitions) are not bounded by it anyway:
+# their positions are checked against France and their commune codes against the whole COG, whatever the
+# territory; the territory only bounds the deployment's own datasets. So the national base (BNLC) and the
+# schema authors' example files (fictitious places across France) run under the default deployment, the
+# Métropole de Lyon, which is the closest honest setting: a Métropole that republishes the national layers.
+NATIONAL = LYON_T
 ENTRIES: tuple[Entry, ...] = (
     # Métropole de Lyon layers
     Entry(
@@ -96,17 +108,20 @@ ENTRIES: tuple[Entry, ...] = (
         "cerema-aires-livraison/antibes/antibes_aires_livraison.csv",
         "delivery_areas",
         "06004",
+        territory="departement:06",
         note="True defects: the v0.1 layout has no UUID (primary key of v1.0.0) and no position (GEOM_XY and GEOM_WKT empty); EMPRISE_LONGUEUR (alias of LONGUEUR) is in metres (`12`) where v1.0.0 wants centimetres (minimum 100).",
     ),
     Entry(
         "cerema-aires-livraison/antibes/antibes_aires_livraison--mr.csv",
         "delivery_areas",
         "06004",
+        territory="departement:06",
         note="True defects: no UUID; GEOM_XY is the placeholder `1,1` on every row (the suggestion does not take `1,1` for a position, so these show as `geometry_required`); lengths in metres as above.",
     ),
     Entry(
         "cerema-aires-livraison/hauts-de-seine/aires-de-livraison.csv",
         "delivery_areas",
+        territory="departement:92",
         note="True defects against v1.0.0: no UUID column; `type` is `LIVRAISON` (enum: aire périodique, aire permanente, zone marchandises); lengths in metres (`10.0`), widths the placeholder `0.0`; one address contains `/`, outside the ADRESSE pattern. The suggested profile reads each position from the `geo_shape` GeoJSON cell (the lat-first `geo_point_2d` is kept under `odc:extra`) and each record's commune from its `code_insee` column (92012, 92024...): read without error.",
     ),
     # Montpellier 2014, into the datasets that have a national schema
@@ -114,43 +129,57 @@ ENTRIES: tuple[Entry, ...] = (
         "montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrillateurs.csv",
         "defibrillators",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="True defects: a 2014 export of name, address, phone and position against GéoDAE 1.0.7, which requires the operator, the model, availability... (the suggested profile takes the row number `Id` as the identifier `num_serie`, so the records now reach validation instead of being refused for lacking an id); phones written `04 67 ...` where the schema wants `+33...`. Positions (decimal commas in Coord_X/Coord_Y, aliases of long_coor1/lat_coor1) read without error.",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrilateurs.geojson",
         "defibrillators",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="Same records and defects; here the positions are Lambert-93 with no CRS declared, recognised from their range and reprojected (no geometry error).",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_FontainesPublic/VilleMTP_MTP_FontainesPublic.csv",
         "drinking_fountains",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="True defects: none of the required national fields, and no position at all in the CSV.",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_FontainesPublic/VilleMTP_MTP_FontainesPublic.geojson",
         "drinking_fountains",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="True defects: none of the required national fields; the undeclared Lambert-93 positions are read without error.",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_ParkingOuvrage/VilleMTP_MTP_ParkingOuv.csv",
         "parking",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="True defects: ids `1`... instead of `<insee>-P-<nnn>`; no type_usagers, gratuit, hauteur_max, num_siret (required).",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.csv",
         "public_facilities",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="True defects: no EQUIP_UID (the suggested profile takes the row id `FID_eqpt_2`, which breaks EQUIP_UID's pattern) nor any SCDL field but the name (LIBEL, alias of EQUIP_NOM); no position in the CSV (`COORD1_05`/`COORD2_05` are map-grid cells such as `H2`). Latin-1, `;`, DBF headers: read correctly.",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.geojson",
         "public_facilities",
         MONTPELLIER,
+        territory=MONTPELLIER_T,
         note="Same records, same defects.",
+    ),
+    Entry(
+        "montpellier-opendata-2014/OSM_MTP_Recyclage/OSM_MTP_Recyclage.geojson",
+        "recycling_points",
+        MONTPELLIER,
+        territory=MONTPELLIER_T,
+        note="An OpenStreetMap extract of Montpellier's recycling points, sent as the Métropole de Montpellier would publish it under its own territory (recycling_points is a territory dataset: its commune codes and area are the deployment's).",
     ),
     # the schema authors' own example files, into the catalogue's datasets
     Entry("schema-repo-examples/etalab--schema-lieux-covoiturage/exemple-valide.csv", "carpool_places"),
@@ -222,8 +251,12 @@ EXCLUDED: tuple[Excluded, ...] = (
         "one layer mixing disabled, delivery and taxi kerb places with only a date, a type and a position: no canonical dataset takes it whole and it has no identifier.",
     ),
     Excluded(
-        "montpellier-opendata-2014/VilleMTP_MTP_EspacesVertsGlobal, BureauxVote, OSM_MTP_Recyclage",
-        "outside the Métropole de Lyon: parks, polling stations and recycling points have no national schema, their canonical schema and area are the Métropole's own.",
+        "montpellier-opendata-2014/VilleMTP_MTP_EspacesVertsGlobal/*",
+        "parks_gardens is the Métropole de Lyon's own canonical layout (no national schema): its identifier is the Métropole's `PAR-<insee>-<n>` uid, which Montpellier's layer (numbered `DOSSIER` 1.0, 2.0...) does not have; sending it would only measure that the two local layouts differ. The territory itself is no obstacle any more (the recycling points below run under Montpellier's).",
+    ),
+    Excluded(
+        "montpellier-opendata-2014/VilleMTP_MTP_BureauxVote/*",
+        "polling *areas* (one Polygon per bureau), not polling stations: the polling_stations dataset holds the Point where people vote, which this layer does not give.",
     ),
     Excluded(
         "schema-repo-examples/etalab--schema-irve, -stationnement-cyclable, MTES-MCT--acceslibre-schema, FuturoCite--*",
