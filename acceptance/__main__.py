@@ -186,6 +186,9 @@ def check_export(dataset: str, db: PostgresCluster, publisher: ServiceProcess) -
         stored = conn.execute(
             "SELECT count(*) FROM canonical_feature WHERE dataset = %s AND NOT deleted", (dataset,)
         ).fetchone()[0]  # type: ignore[index]
+    if not stored:
+        check.errors.append("nothing stored: no version to export")
+        return check
     deadline = time.monotonic() + 180
     while True:
         with urllib.request.urlopen(f"{publisher.base_url}/datasets/{dataset}", timeout=10) as resp:
@@ -285,7 +288,7 @@ def write_report(results: list[FileResult], exports: list[ExportCheck], seconds:
         "|---|---:|---:|---|---|",
     ]
     for x in exports:
-        verdict = "valid" if x.valid else "INVALID: " + "; ".join(x.errors)
+        verdict = "valid" if x.valid else ("INVALID: " if x.version else "") + "; ".join(x.errors)
         lines.append(f"| {x.dataset} | {x.version} | {x.rows} | {x.left_out or '—'} | {verdict} |")
     lines += ["", "## Refusals by field and rule, and why", ""]
     for r in results:

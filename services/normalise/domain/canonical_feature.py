@@ -316,12 +316,11 @@ class EventNormaliser:
             d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
         }
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
-        # a problem in these fields refuses the record (conformance.py): identity, commune, primary key
+        # a problem in these fields refuses the record (conformance.py): identity and commune. A national
+        # primary key that is not the stream's identity (delivery_areas: UUID, identity ID) is a required field
+        # like the others: without a valid value the record is incomplete, and the national CSV leaves it out
         self._protected = {
-            d.id: frozenset(
-                (*d.identity_fields, *([d.commune_field] if d.commune_field else []), *self._schemas[d.id].primary_key)
-            )
-            for d in catalogue
+            d.id: frozenset((*d.identity_fields, *([d.commune_field] if d.commune_field else []))) for d in catalogue
         }
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
