@@ -1,10 +1,15 @@
-"""``make acceptance``: every programme-relevant real file through ``odc send`` on a throwaway stack (a real
-Kafka broker, a real PostGIS, the normaliser and the publisher as processes), then docs/data-quality.md.
+"""``make acceptance``: every programme-relevant real file through ``odc send --profile`` on a throwaway stack (a
+real Kafka broker, a real PostGIS, the normaliser and the publisher as processes), then docs/data-quality.md.
 
-Per file: records in, accepted (created / updated / unchanged, from the normaliser's own counters), repaired
-by kind (the corrections stored on the features the file wrote), rejected by reason and by field and rule
-(the ``rejection`` rows the file produced). Files go one at a time, each with its own sequence, so every
-figure belongs to exactly one file. ``--data`` points at the real-data folder.
+Each file goes through the profile ``odc profile suggest`` proposes for it (with the confirmed edits the
+manifest keeps), under the territory its data belongs to: files are grouped by territory and the normaliser
+and publisher are restarted with that ``ODC_TERRITORY`` for each group (acceptance/manifest.py).
+Per file: records in, conforming and incomplete (by missing field, from the normaliser's counters and the
+stored ``odc:missing``), repaired by kind, refused by reason and by field and rule (the ``rejection`` rows the
+file produced). Files go one at a time, each with its own sequence, so every figure belongs to exactly one
+file. After each group, the latest version of every dataset with a national schema is downloaded as the
+national-layout CSV and validated with frictionless against that schema. ``--data`` points at the
+real-data folder (default ../shared/data/real beside the checkout; ``make acceptance DATA=folder``).
 """
 
 from __future__ import annotations
