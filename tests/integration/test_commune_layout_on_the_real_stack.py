@@ -151,6 +151,8 @@ def test_a_commune_file_in_its_own_layout_gets_in_and_the_sender_sees_what_is_mi
     assert attrs["accessible_pmr"] is (first["PMR"] == "Oui")
     lat, lon = (float(v) for v in first["Coordonnées"].split(","))
     assert (attrs["longitude"], attrs["latitude"]) == pytest.approx((lon, lat))
+    # the columns no field takes ride along with the record (odc:extra), not dropped
+    assert json.loads(attrs["odc:extra"]) == {"Commune": first["Commune"], "Source": first["Source"]}
     # the clerk's report (per commune) lists them with what they lack
     shown = odc(pipeline, "report", "--commune", commune, "--dataset", DATASET, "--json")
     assert shown.returncode == 0, shown.stderr

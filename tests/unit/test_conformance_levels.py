@@ -285,3 +285,13 @@ def test_a_national_primary_key_that_is_not_the_identity_makes_the_record_incomp
     # the identity still refuses
     refused = NORMALISER.normalise(_delivery_area(ID=...), NOW)
     assert isinstance(refused, Invalid)
+
+
+def test_source_columns_no_field_takes_are_kept_with_the_record_not_in_the_national_csv() -> None:
+    """odc:extra (the columns a source profile maps to no field) is stored and published with the record."""
+    extra = '{"Source": "Open Street Map", "Commune": "Lyon"}'
+    for changes in ({}, {"type_fontaine": ...}):  # conforming and incomplete alike
+        out = NORMALISER.normalise(fountain(**changes, **{"odc:extra": extra}), NOW)
+        assert isinstance(out, Candidate) and out.feature is not None
+        assert out.feature.attributes["odc:extra"] == extra
+    assert "odc:extra" not in CsvLayout(DatasetCatalogue.load().get("drinking_fountains")).columns  # type: ignore[arg-type]
