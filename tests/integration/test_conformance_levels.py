@@ -76,7 +76,7 @@ def test_an_incomplete_record_is_published_as_such_and_left_out_of_the_national_
     assert "odc:conformance" not in props[f"{VILLEURBANNE}:{complete.feature_id}"]
 
     # OGC API – Features item
-    item = httpx.get(f"{api}/ogc/collections/{DATASET}/items/{key}", timeout=30).json()
+    item = httpx.get(f"{api}/ogc/collections/{DATASET}/items/{key}", timeout=30, follow_redirects=True).json()
     assert item["properties"]["odc:conformance"] == "incomplete" and item["properties"]["odc:missing"] == missing
 
     # changes feed

@@ -200,6 +200,8 @@ def test_req_core_http(published: Published, pipeline: Pipeline) -> None:
         "version": str(published.v1),
         "feature_id": ogc_id(fid),
         "subscription_id": "none",
+        "extension": "ttl",  # /catalog.{extension}
+        "name": "change_event.v1.avsc",  # /schemas/avro/{name}
     }
     urls = ["/metrics", "/healthz", "/readyz", "/openapi.json", "/docs"]
     for path, ops in spec["paths"].items():

@@ -130,7 +130,9 @@ def every_output(p: Pipeline, commune: str, fid: str) -> dict[str, object]:
         commune,
         fid,
     )
-    item = httpx.get(f"{publish}/ogc/collections/public_toilets/items/{commune}:{fid}", timeout=30)
+    item = httpx.get(
+        f"{publish}/ogc/collections/public_toilets/items/{commune}:{fid}", timeout=30, follow_redirects=True
+    )
     geojson = httpx.get(f"{publish}/datasets/public_toilets/features.geojson", follow_redirects=True, timeout=60)
     csv = httpx.get(f"{publish}/datasets/public_toilets/features.csv", follow_redirects=True, timeout=60)
     history = httpx.get(f"{publish}/datasets/public_toilets/features/{commune}:{fid}/history", timeout=30)
