@@ -24,6 +24,7 @@ import psycopg
 
 from acceptance.manifest import ENTRIES, EXCLUDED, Entry
 from deploy.local.kafka import KafkaBroker
+from deploy.local.kafka_access import COMMUNE_USERS
 from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import ServiceProcess, service_env
@@ -83,7 +84,9 @@ def run_file(
         last_rejection = conn.execute("SELECT coalesce(max(seq), 0) FROM rejection").fetchone()[0]  # type: ignore[index]
     before = _metrics(normaliser.base_url)
     # the sender's signing key is registered in the stack's own database, as `odc send` does on a real one
-    settings = IngestSettings(kafka_bootstrap=broker.bootstrap, database_url=db.dsn)
+    settings = IngestSettings(
+        kafka_bootstrap=broker.bootstrap, database_url=db.dsn, **broker.access.settings_kwargs(COMMUNE_USERS[0])
+    )
     try:
         summary = asyncio.run(
             send_file(path, entry.dataset, entry.commune, settings, sequence=seq, source=f"acceptance:{path.name}")
@@ -202,6 +205,7 @@ def main() -> int:
                     env = service_env(
                         name,
                         kafka_bootstrap=broker.bootstrap,
+                        kafka_access=broker.access,
                         database_url=db.dsn,
                         port=port,
                         # odc send here stands for the commune itself; the path authorisation is not what is measured

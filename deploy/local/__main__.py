@@ -25,6 +25,7 @@ from pathlib import Path
 from deploy.local import REPO_ROOT
 from deploy.local.kafka import KafkaBroker, KafkaSetupError, ensure_kafka_jars, kafka_libs_dir
 from deploy.local.kafka import _libs_complete as _kafka_libs_complete
+from deploy.local.kafka_access import COMMUNE_USERS
 from deploy.local.ports import port_open
 from deploy.local.postgres import PostgresCluster, PostgresSetupError
 from deploy.local.services import DEFAULT_PORTS, SERVICE_NAMES, ServiceError, ServiceProcess, service_env
@@ -96,7 +97,9 @@ def _services(root: Path) -> list[ServiceProcess]:
     out = []
     for name in SERVICE_NAMES:
         port = _env_port(f"ODC_{name.upper()}_WEB_PORT", DEFAULT_PORTS[name])
-        env = service_env(name, kafka_bootstrap=broker.bootstrap, database_url=cluster.dsn, port=port)
+        env = service_env(
+            name, kafka_bootstrap=broker.bootstrap, kafka_access=broker.access, database_url=cluster.dsn, port=port
+        )
         out.append(ServiceProcess(name, root, port, env))
     return out
 
@@ -119,6 +122,8 @@ def cmd_run(root: Path) -> int:
     broker, cluster = _broker(root), _cluster(root)
     env = {
         **os.environ,
+        # the samples are sent as a commune would (`odc send`): its principal may only write the input topic
+        **broker.access.env("ODC_INGEST_", COMMUNE_USERS[0]),
         "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
         "ODC_INGEST_DATABASE_URL": cluster.dsn,
         "ODC_DATABASE_URL": cluster.dsn,

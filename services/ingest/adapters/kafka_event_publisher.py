@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from services.contract.codecs import Codecs
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.ingest.service_layer.ports import PublishFailed
 
 
@@ -25,6 +26,8 @@ class KafkaEventPublisher:
         bootstrap: str,
         topic: str,
         codecs: Codecs,
+        *,
+        security: KafkaClientSecurity,
         client_id: str = "odc-ingest",
         signing_key: SigningKey | None = None,
         request_timeout_ms: int = 30000,
@@ -37,6 +40,7 @@ class KafkaEventPublisher:
             linger_ms=10,
             max_batch_size=1 << 20,
             request_timeout_ms=request_timeout_ms,
+            **security.producer_kwargs(),
         )
         self._topic = topic
         self._codecs = codecs

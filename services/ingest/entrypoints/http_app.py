@@ -26,6 +26,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.retry import retry_transient
@@ -124,11 +125,19 @@ def build_app(
             max_attempts=30,
         )
         key = await named_admin_key(rt.engine, settings.service_signing_key_id, "ingest service (HTTP API, connectors)")
+        security = KafkaClientSecurity.from_settings(settings)
         await ensure_topics(
-            settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
+            settings.kafka_bootstrap,
+            [TopicSpec(settings.topic_change_events, settings.input_partitions)],
+            security=security,
         )
         publisher = KafkaEventPublisher(
-            settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key, request_timeout_ms=15000
+            settings.kafka_bootstrap,
+            settings.topic_change_events,
+            Codecs(),
+            security=security,
+            signing_key=key,
+            request_timeout_ms=15000,
         )
         await publisher.start()
         rt.ports = ApiPorts(

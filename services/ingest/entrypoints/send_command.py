@@ -20,6 +20,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey
 from services.infrastructure.database import make_engine
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
@@ -99,8 +100,15 @@ async def send_file(
         occurred_at=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
     )
-    await ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)])
-    publisher = KafkaEventPublisher(settings.kafka_bootstrap, settings.topic_change_events, Codecs(), signing_key=key)
+    security = KafkaClientSecurity.from_settings(settings)
+    await ensure_topics(
+        settings.kafka_bootstrap,
+        [TopicSpec(settings.topic_change_events, settings.input_partitions)],
+        security=security,
+    )
+    publisher = KafkaEventPublisher(
+        settings.kafka_bootstrap, settings.topic_change_events, Codecs(), security=security, signing_key=key
+    )
     await publisher.start()
     try:
         if show_progress:
