@@ -1,8 +1,9 @@
-"""``python -m deploy.local up|run|down|status [--root DIR]``
+"""``python -m deploy.local up|run|down|status|env [--root DIR] [--as USER]``
 
 ``up`` starts Kafka and PostgreSQL+PostGIS; ``run`` also starts the three odc services, waits until
 they are ready, loads the bundled samples and prints a summary (what ``make run`` does); ``down``
-stops everything.
+stops everything; ``env`` prints the shell exports with which ``odc send`` reaches the broker as a
+commune's Kafka principal (``--as`` another user of deploy/local/kafka_access.py).
 
 Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
 Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -164,6 +166,7 @@ def cmd_run(root: Path) -> int:
     print(f"  PostGIS    {cluster.dsn}")
     print(f"  logs       {root / 'logs'}")
     print("Stop everything with `make down`; see `make status`.")
+    print('`odc send` needs the Kafka credentials of a commune: eval "$(python -m deploy.local env)"')
     return 0
 
 
@@ -220,9 +223,27 @@ def cmd_status(root: Path) -> int:
     return 0 if st["kafka"]["up"] and st["postgres"]["up"] else 3
 
 
+def cmd_env(root: Path, user: str) -> int:
+    """Print shell exports that let `odc send` (IngestSettings) reach the local broker as ``user``."""
+    broker = _broker(root)
+    if not (broker.data_dir / "access" / "credentials.json").is_file():
+        _say(f"no Kafka credentials under {broker.data_dir}: run `make run` (or `python -m deploy.local up`) first")
+        return 1
+    env = {**broker.access.env("ODC_INGEST_", user), "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap}
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "run", "down", "status"])
+    parser.add_argument("command", choices=["up", "run", "down", "status", "env"])
+    parser.add_argument(
+        "--as",
+        dest="user",
+        default=COMMUNE_USERS[0],
+        help=f"env: the Kafka principal to print settings for (default {COMMUNE_USERS[0]}, as a commune's `odc send`)",
+    )
     parser.add_argument(
         "--root",
         type=Path,
@@ -238,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(root)
         if args.command == "down":
             return cmd_down(root)
+        if args.command == "env":
+            return cmd_env(root, args.user)
         return cmd_status(root)
     except (KafkaSetupError, PostgresSetupError, ServiceError, subprocess.CalledProcessError) as e:
         _say(f"ERROR: {e}")

@@ -46,6 +46,11 @@ class KafkaClientSecurity:
             )
         if not self.username:
             raise ValueError("a Kafka client needs a username (anonymous clients are refused by the broker)")
+        if not self.password.get_secret_value():
+            raise ValueError(
+                f"Kafka user {self.username!r} has no password: set ODC_<SERVICE>_KAFKA_PASSWORD (for the local "
+                'stack of `make run`: eval "$(python -m deploy.local env)")'
+            )
 
     @classmethod
     def from_settings(cls, settings: KafkaClientSettings) -> KafkaClientSecurity:

@@ -18,7 +18,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy.local.kafka import KafkaBroker
-from deploy.local.kafka_access import COMMUNE_USERS
+from deploy.local.kafka_access import COMMUNE_USERS, SERVICE_USERS
 from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
@@ -130,12 +130,13 @@ class Pipeline:
     ) -> None:
         async def go() -> None:
             # Idempotent producer: order is kept per partition even with many sends in flight.
-            # as a commune's producer would (its principal may only write the input topic)
+            # as the ingest service's producer (events signed with the Métropole's key by default); its
+            # principal may only write the input topic, and unlike a commune's it has no byte-rate quota
             p = AIOKafkaProducer(
                 bootstrap_servers=self.broker.bootstrap,
                 enable_idempotence=True,
                 linger_ms=5,
-                **self.broker.security(COMMUNE_USERS[0]).producer_kwargs(),
+                **self.broker.security(SERVICE_USERS["ingest"]).producer_kwargs(),
             )
             await p.start()
             try:
