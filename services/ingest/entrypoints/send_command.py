@@ -100,7 +100,10 @@ async def send_file(
         occurred_at=datetime.now(UTC),
         new_id=lambda: str(uuid.uuid4()),
     )
-    security = KafkaClientSecurity.from_settings(settings)
+    try:
+        security = KafkaClientSecurity.from_settings(settings)
+    except ValueError as bad:  # no Kafka credentials: one line, not a traceback
+        raise SendError(str(bad)) from bad
     await ensure_topics(
         settings.kafka_bootstrap,
         [TopicSpec(settings.topic_change_events, settings.input_partitions)],
