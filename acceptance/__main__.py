@@ -24,7 +24,7 @@ import psycopg
 
 from acceptance.manifest import ENTRIES, EXCLUDED, Entry
 from deploy.local.kafka import KafkaBroker
-from deploy.local.kafka_access import COMMUNE_USERS
+from deploy.local.kafka_access import SERVICE_USERS
 from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import ServiceProcess, service_env
@@ -85,7 +85,10 @@ def run_file(
     before = _metrics(normaliser.base_url)
     # the sender's signing key is registered in the stack's own database, as `odc send` does on a real one
     settings = IngestSettings(
-        kafka_bootstrap=broker.bootstrap, database_url=db.dsn, **broker.access.settings_kwargs(COMMUNE_USERS[0])
+        # as the ingest service's principal: the corpus is loaded at full speed, not at a commune's byte-rate quota
+        kafka_bootstrap=broker.bootstrap,
+        database_url=db.dsn,
+        **broker.access.settings_kwargs(SERVICE_USERS["ingest"]),
     )
     try:
         summary = asyncio.run(
