@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +37,7 @@ from deploy.local.kafka_access import (
     SERVICE_USERS,
     set_producer_quotas,
 )
+from deploy.local.ports import free_port
 from services.infrastructure.kafka_security import MAX_REQUEST_BYTES, KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 
@@ -52,6 +53,19 @@ TIMEOUT_MS = 4000
 
 def _admin_kwargs(broker: KafkaBroker) -> dict[str, Any]:
     return broker.admin_security().client_kwargs()
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A broker of this module's own (started by the same script as the session's): these tests write junk,
+    a flood and a 5 MiB record to odc.change-events, which the pipeline tests on the session broker would
+    otherwise read as rejections."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-security"), free_port(), free_port())
+    broker.start(timeout=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="module")
