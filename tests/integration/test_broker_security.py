@@ -47,6 +47,8 @@ SECRET = "odc.feature-changes"  # a topic holding data nobody outside the pipeli
 COMMUNE = COMMUNE_USERS[0]
 TIMEOUT_MS = 4000
 
+pytestmark = pytest.mark.integration
+
 
 # ------------------------------------------------------------------------------------------------ helpers
 
