@@ -232,7 +232,7 @@ async def test_a_commune_can_write_the_input_topic_and_nothing_else(kafka_broker
     # ... but not read it back, nor read the pipeline's other topics
     err = await _refused(_read(kafka_broker, kafka_broker.security(COMMUNE).client_kwargs(), INPUT))
     assert isinstance(err, TopicAuthorizationFailedError), err
-    err = await _refused(_read(kafka_broker, kafka_broker.security(COMMUNE).client_kwargs(), SECRET), timeout=8)
+    err = await _refused(_read(kafka_broker, kafka_broker.security(COMMUNE).client_kwargs(), SECRET), timeout=5)
     assert isinstance(err, TopicAuthorizationFailedError | asyncio.TimeoutError), err
 
     # ... nor join a consumer group
@@ -252,7 +252,7 @@ async def test_a_commune_can_write_the_input_topic_and_nothing_else(kafka_broker
 
     # ... nor write another topic
     for topic in OUTPUTS:
-        err = await _refused(_produce(kafka_broker, kw, topic), timeout=10)
+        err = await _refused(_produce(kafka_broker, kw, topic), timeout=6)
         assert isinstance(err, TopicAuthorizationFailedError | asyncio.TimeoutError), (topic, err)
 
     # ... it sees only the topic it may write
@@ -284,9 +284,9 @@ async def test_a_service_principal_is_refused_what_is_not_its_job(
     kafka_broker: KafkaBroker, topics: None, user: str, no_write: str, no_read: str
 ) -> None:
     kw = kafka_broker.security(user).producer_kwargs()
-    err = await _refused(_produce(kafka_broker, kw, no_write), timeout=10)
+    err = await _refused(_produce(kafka_broker, kw, no_write), timeout=6)
     assert isinstance(err, TopicAuthorizationFailedError | asyncio.TimeoutError), err
-    err = await _refused(_read(kafka_broker, kafka_broker.security(user).client_kwargs(), no_read), timeout=8)
+    err = await _refused(_read(kafka_broker, kafka_broker.security(user).client_kwargs(), no_read), timeout=5)
     assert isinstance(err, TopicAuthorizationFailedError | asyncio.TimeoutError), err
     deleted = await _delete(kafka_broker, kafka_broker.security(user).client_kwargs(), no_write)
     assert [e[1] for e in deleted.topic_error_codes] == [TopicAuthorizationFailedError.errno]
@@ -379,3 +379,13 @@ async def test_record_sizes_agree_between_producers_and_broker(kafka_broker: Kaf
             await q.send_and_wait(INPUT, b"r" * (MAX_REQUEST_BYTES + 1024), partition=3)
     finally:
         await q.stop()
+
+
+def test_the_generated_secrets_are_readable_by_their_owner_only(kafka_broker: KafkaBroker) -> None:
+    access = kafka_broker.access.directory
+    assert access.stat().st_mode & 0o777 == 0o700
+    for f in (access / "credentials.json", access / "broker.p12", access / "ca.pem", kafka_broker.properties_path):
+        assert f.stat().st_mode & 0o777 == 0o600, f"{f} is readable by others"
+    props = kafka_broker.properties_path.read_text()
+    assert "allow.everyone.if.no.acl.found=false" in props and "PLAINTEXT:PLAINTEXT" not in props
+    assert "CLIENT:SASL_SSL" in props
