@@ -389,3 +389,16 @@ def test_the_generated_secrets_are_readable_by_their_owner_only(kafka_broker: Ka
     props = kafka_broker.properties_path.read_text()
     assert "allow.everyone.if.no.acl.found=false" in props and "PLAINTEXT:PLAINTEXT" not in props
     assert "CLIENT:SASL_SSL" in props
+
+
+async def test_ensure_topics_says_at_once_when_the_principal_may_not_create(
+    kafka_broker: KafkaBroker, topics: None
+) -> None:
+    """`odc send` as a commune finds the input topic without creating it; a topic it may not create is an
+    error naming the user, not a minute of retries."""
+    commune = kafka_broker.security(COMMUNE)
+    await ensure_topics(kafka_broker.bootstrap, [TopicSpec(INPUT, 6)], security=commune)  # exists: nothing to do
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="may not create"):
+        await ensure_topics(kafka_broker.bootstrap, [TopicSpec(f"c-{uuid.uuid4().hex[:8]}", 1)], security=commune)
+    assert time.monotonic() - started < 30  # the retry deadline is 60 s: an ACL refusal is not retried
