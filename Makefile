@@ -6,15 +6,16 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+RUN_ROOT ?= .local/run
 
 .PHONY: help run down status test test-unit test-integration test-faults fuzz lint bench acceptance deps lock clean
 
 help:
 	@echo "make run      install what is missing, start Kafka, PostGIS and the three services, load the samples"
 	@echo "make down     stop everything started by make run"
-	@echo "make status   what is running (JSON)"
+	@echo "make status   what is running, restarts by the supervisor (JSON); exits non-zero when something is down"
 	@echo "make test     the whole test suite, on its own throwaway Kafka and PostGIS"
-	@echo "make lint     ruff, mypy (strict on the cores), import-linter contracts"
+	@echo "make lint     ruff, mypy (strict on every service), import-linter contracts (.ci/run runs it before the tests)"
 	@echo "make test-faults  only the fault-injection tests (kill -9, broker/database down), with reconciliation"
 	@echo "make fuzz     coverage-guided fuzzing (atheris) of every decoder and validator, FUZZ_SECONDS each"
 	@echo "make bench    end-to-end throughput and latency on real data; appends to docs/benchmarks.md"
@@ -37,13 +38,14 @@ lock:
 	/tmp/odc-lock-venv/bin/pip freeze --exclude-editable | grep -v '^odc' > requirements.lock
 
 run: $(STAMP)
-	$(PY) -m deploy.local run
+	$(PY) -m deploy.local run --root $(RUN_ROOT)
 
 down:
-	@test -x $(PY) && $(PY) -m deploy.local down || true
+	@test -x $(PY) && $(PY) -m deploy.local down --root $(RUN_ROOT) || true
 
+# exits non-zero when anything is down (a service, the supervisor, Kafka, PostgreSQL)
 status: $(STAMP)
-	@$(PY) -m deploy.local status; $(PY) -m services.cli.main status
+	@$(PY) -m deploy.local status --root $(RUN_ROOT) --with-odc
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider

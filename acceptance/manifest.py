@@ -1,4 +1,6 @@
 """Which real file goes to which canonical dataset, for which commune; and which files are left out, why.
+Every file is sent through the source profile suggested for it (``odc profile suggest``), with the confirmed
+edits listed here, if any.
 
 Paths are relative to the real-data folder (``/work/shared/data/real`` by default). ``commune`` None means
 the commune is read per record (the dataset's commune field, or the file's INSEE column).
@@ -6,7 +8,8 @@ the commune is read per record (the dataset's commune field, or the file's INSEE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,10 @@ class Entry:
     dataset: str
     commune: str | None = None
     note: str = ""
+    # Each file goes through the profile `odc profile suggest` proposes for it. A confirmed edit of that
+    # profile (members of the profile document replaced, e.g. {"id_columns": ["ID"]}) is kept here with why.
+    profile_edit: dict[str, Any] = field(default_factory=dict)
+    edit_why: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(
         "grandlyon-itineraire-fraicheur/fontaines_potables.geojson",
         "drinking_fountains",
-        note="True defect: the Métropole's fountain layer (id, insee, commune, source, gid) carries none of the national schema's four required fields (type_fontaine, conditions_acces, accessible_pmr, remplissage_contenant_possible). Positions and INSEE codes are valid (`insee` mapped to `code_commune_insee`, the position written to latitude/longitude).",
+        note="True defect: the Métropole's fountain layer (id, insee, commune, source, gid) carries none of the national schema's four required fields (type_fontaine, conditions_acces, accessible_pmr, remplissage_contenant_possible). Its suggested profile maps `id`, `insee` (to `code_commune_insee`, also the commune column) and the geometry; `identifiant`, `anneepose`, `commune`, `source`, `gid` ride along under `odc:extra`. Identity, commune and position are valid: these records are what conformance levels (issue 14.2, incomplete records) are for; without that work all 682 are refused.",
     ),
     Entry("grandlyon-marches/eco_economie.ecomarcheinstance_latest.json", "markets"),
     # national car-sharing base, three real versions in order
@@ -54,17 +61,17 @@ ENTRIES: tuple[Entry, ...] = (
         "bnlc-lieux-covoiturage/bnlc-_2020-11-09_initial.csv",
         "carpool_places",
         note="`linked` 4: four pairs of places of two communes at exactly the same coordinates (0.0 m) and of the same type, "
-        "which the dataset's same-place policy (50 m, same `type`) makes one feature with two provenances. They are not "
+        "which the dataset's same-place policy (50 m, same `type`) links (the second carries `odc:same_place_as`). They are not "
         "the same place: the base copied coordinates between unrelated places (Edon 16125-C-001 and Champniers "
         "16078-C-001; Charente 16089-C-001 and Pyrénées-Orientales 66024-C-002; 16028-C-002 and 66164-C-001; "
-        "66008-C-002 and 66136-C-001). A true defect of the input; the link shows it (both ids in `odc:provenance`) "
-        "rather than publishing two places at one point, and a name match in the policy would also refuse the 2026 "
+        "66008-C-002 and 66136-C-001). A true defect of the input; the link shows it (each is still published as its "
+        "own feature), and a name match in the policy would also refuse the 2026 "
         "file's true duplicates below.",
     ),
     Entry(
         "bnlc-lieux-covoiturage/bnlc-_2026-05-19.csv",
         "carpool_places",
-        note="`linked` 10: new places within 50 m of a place of another commune, same type. 8 are one place listed "
+        note="`linked` 9 (10 in the run of 7f1feeb, before the same-place name filter of 5d27359; which pair no longer links was not checked): new places within 50 m of a place of another commune, same type. 8 are one place listed "
         "twice (Eperlecques 23 m, Labourse 17 m, Lillers 16 m, Fouquières-lès-Béthune 29 m, Divion 24 m, Barlin 35 m, "
         "Quai Gailleton 2 m, Cora Ermont 0 m): linked, rightly. One is a coordinate copy across départements "
         "(35243-C-001 `ZA des estuaires` at the exact point of 33358-C-001 Romagné): a true defect, shown by the "
@@ -95,19 +102,19 @@ ENTRIES: tuple[Entry, ...] = (
         "cerema-aires-livraison/antibes/antibes_aires_livraison--mr.csv",
         "delivery_areas",
         "06004",
-        note="True defects: no UUID; GEOM_XY is the placeholder `1,1` on every row (GEOM_XY is not a column the reader takes as a position, so these show as `geometry_required`); lengths in metres as above.",
+        note="True defects: no UUID; GEOM_XY is the placeholder `1,1` on every row (the suggestion does not take `1,1` for a position, so these show as `geometry_required`); lengths in metres as above.",
     ),
     Entry(
         "cerema-aires-livraison/hauts-de-seine/aires-de-livraison.csv",
         "delivery_areas",
-        note="True defects against v1.0.0: no UUID column; `type` is `LIVRAISON` (enum: aire périodique, aire permanente, zone marchandises); lengths in metres (`10.0`), widths the placeholder `0.0`; one address contains `/`, outside the ADRESSE pattern. The positions (OpenDataSoft `geo_point_2d`, lat-first) are read without error.",
+        note="True defects against v1.0.0: no UUID column; `type` is `LIVRAISON` (enum: aire périodique, aire permanente, zone marchandises); lengths in metres (`10.0`), widths the placeholder `0.0`; one address contains `/`, outside the ADRESSE pattern. The suggested profile reads each position from the `geo_shape` GeoJSON cell (the lat-first `geo_point_2d` is kept under `odc:extra`) and each record's commune from its `code_insee` column (92012, 92024...): read without error.",
     ),
     # Montpellier 2014, into the datasets that have a national schema
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrillateurs.csv",
         "defibrillators",
         MONTPELLIER,
-        note="True defects: a 2014 export of name, address, phone and position against GéoDAE 1.0.7, which requires the serial number (the identifier, hence `feature_id`), the operator, the model, availability...; phones written `04 67 ...` where the schema wants `+33...`. Positions (decimal commas in Coord_X/Coord_Y, aliases of long_coor1/lat_coor1) read without error.",
+        note="True defects: a 2014 export of name, address, phone and position against GéoDAE 1.0.7, which requires the operator, the model, availability... (the suggested profile takes the row number `Id` as the identifier `num_serie`, so the records now reach validation instead of being refused for lacking an id); phones written `04 67 ...` where the schema wants `+33...`. Positions (decimal commas in Coord_X/Coord_Y, aliases of long_coor1/lat_coor1) read without error.",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_Defibrillateurs/VilleMTP_MTP_Defibrilateurs.geojson",
@@ -137,7 +144,7 @@ ENTRIES: tuple[Entry, ...] = (
         "montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.csv",
         "public_facilities",
         MONTPELLIER,
-        note="True defects: no EQUIP_UID (the identifier) nor any SCDL field but the name (LIBEL, alias of EQUIP_NOM). Latin-1, `;`, DBF headers: read correctly.",
+        note="True defects: no EQUIP_UID (the suggested profile takes the row id `FID_eqpt_2`, which breaks EQUIP_UID's pattern) nor any SCDL field but the name (LIBEL, alias of EQUIP_NOM); no position in the CSV (`COORD1_05`/`COORD2_05` are map-grid cells such as `H2`). Latin-1, `;`, DBF headers: read correctly.",
     ),
     Entry(
         "montpellier-opendata-2014/VilleMTP_MTP_EtabliPublic/VilleMTP_MTP_EtabliPublic.geojson",
@@ -174,13 +181,13 @@ ENTRIES: tuple[Entry, ...] = (
         "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemples/exemple_invalide_erreurs_cellules.csv",
         "subsidies",
         "06004",
-        note="As its authors intend, 11 rows refused (percentages of 100, RNA `W3222`, notificationUE `no`, a SIREN in idAttribuant, `_` in a period, an empty amount, an unknown nature). Its French dates and decimal commas are accepted by design (docs/validation.md).",
+        note="As its authors intend, 9 rows refused (percentages of 100, RNA `W3222`, a SIREN in idAttribuant, `_` in a period, an empty amount...). Two rows they meant as invalid are taken in: the suggested profile reads `no`/`yes` in notificationUE as false/true and a `,` between two listed natures as the schema's `;` (value maps the user sees and can remove before saving). Its French dates and decimal commas are accepted by design (docs/validation.md).",
     ),
     Entry(
         "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemples/exemple_invalide_erreurs_colonnes.csv",
         "subsidies",
         "06004",
-        note="Same cells; re-ordered columns and `NOM_Beneficiaire` are mapped by name (`renamed`), so the same 18 rows go through (17 identical to the previous file's).",
+        note="Same cells; re-ordered columns and `NOM_Beneficiaire` are mapped by name (`renamed`), so the same 20 rows go through (18 identical to the previous file's).",
     ),
     Entry(
         "schema-repo-examples/betagouv--SCDL-Subvention-DataSubvention/exemple-duplicate-column.csv",

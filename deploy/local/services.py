@@ -23,7 +23,6 @@ from deploy.local._proc import pid_alive, signal_group_or_pid, tail, wait_dead
 from deploy.local.kafka_access import KafkaAccess
 
 SERVICE_NAMES = ("ingest", "normalise", "publish")
-DEFAULT_PORTS = {"ingest": 6065, "normalise": 6066, "publish": 6067}
 
 
 class ServiceError(RuntimeError):
@@ -88,6 +87,18 @@ class ServiceProcess:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def argv(self) -> list[str]:
+        return [self.python, "-m", f"services.{self.name}"]
+
+    def recorded_port(self) -> int | None:
+        """The port the running process was started on (its pid file records it), or None."""
+        if self.pid() is None:
+            return None
+        try:
+            return int(json.loads(self.pid_path.read_text().splitlines()[1])["port"])
+        except (OSError, ValueError, IndexError, KeyError, TypeError):
+            return None
+
     def start(self) -> None:
         if self.is_running():
             return
@@ -96,7 +107,7 @@ class ServiceProcess:
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
-                [self.python, "-m", f"services.{self.name}"],
+                self.argv(),
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log,
@@ -143,6 +154,12 @@ class ServiceProcess:
             signal_group_or_pid(pid, signal.SIGKILL)
             wait_dead(pid, 10)
             self._reap()
+
+    def exit_status(self) -> int | None:
+        """The exit status of the process this handle started, once it has exited (negative: killed by that
+        signal); None while it runs or when another process started it."""
+        proc = getattr(self, "_proc", None)
+        return None if proc is None else proc.poll()
 
     def _reap(self) -> None:
         proc = getattr(self, "_proc", None)

@@ -53,6 +53,7 @@ class Codecs:
                 "source": ev.source,
                 "geometry": geometry,
                 "attributes": dict(ev.attributes),
+                "source_row": ev.source_row,
             },
         )
 
@@ -73,6 +74,7 @@ class Codecs:
             source=d["source"],
             geometry=geometry,
             attributes=dict(d["attributes"]),
+            source_row=d.get("source_row"),
         )
 
     # -- rejections ------------------------------------------------------------------------------
@@ -103,6 +105,8 @@ class Codecs:
                 "source_partition": r.source.partition,
                 "source_offset": r.source.offset,
                 "original": r.original,
+                "original_sha256": r.original_sha256,
+                "original_size": r.original_size,
             },
         )
 
@@ -116,6 +120,8 @@ class Codecs:
             message=d["message"],
             source=SourcePosition(d["source_topic"], d["source_partition"], d["source_offset"]),
             original=bytes(d["original"]),
+            original_sha256=d["original_sha256"],
+            original_size=d["original_size"],
             event_id=d["event_id"],
             dataset=d["dataset"],
             commune=d["commune"],
@@ -206,6 +212,7 @@ class Codecs:
                     }
                     for c in v.changes
                 ],
+                "incomplete": v.incomplete,
             },
         )
 
@@ -234,6 +241,7 @@ class Codecs:
                 )
                 for c in d["changes"]
             ),
+            incomplete=d.get("incomplete", 0),
         )
 
 

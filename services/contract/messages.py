@@ -48,6 +48,7 @@ class ChangeEvent:
     source: str
     geometry: RawGeometry | None = None
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    source_row: int | None = None  # CSV line (header = 1) or 1-based feature/record index in the sent file
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class FieldError:
     message_fr: str
     field: str | None = None
     value: str | None = None
+    column: str | None = None  # the column (or member) of the sent file that held the value, as it was named
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ class Rejection:
     commune: str | None = None
     feature_id: str | None = None
     errors: tuple[FieldError, ...] = ()
+    # ``original`` may be a prefix of what was received (services/contract/size_limits.py): these describe the
+    # whole. None when ``original`` is the whole message (as every rejection written before schema v2).
+    original_sha256: str | None = None
+    original_size: int | None = None
+    source_row: int | None = None  # the event's source_row: where the record is in the sent file
 
 
 @dataclass(frozen=True)
@@ -140,3 +147,4 @@ class DatasetVersionPublished:
     links: tuple[Link, ...] = ()
     changes_included: bool = False  # True when ``changes`` is the whole diff (small enough to inline)
     changes: tuple[ChangedFeature, ...] = ()
+    incomplete: int = 0  # features of this version published incomplete (docs/validation.md)

@@ -30,9 +30,11 @@ Index("api_token_by_commune", api_token.c.commune)
 
 
 async def create_api_token_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431006)"))  # concurrent starters
-        await conn.run_sync(metadata.create_all)
+    """Upgrade the shared tables (this one and ``commune_signing_key``) to their latest migration."""
+    from services.infrastructure.schema_migrations import upgrade_schema
+    from services.infrastructure.shared_schema import SHARED_SCHEMA
+
+    await upgrade_schema(engine, SHARED_SCHEMA)
 
 
 class PostgresTokenStore:

@@ -36,9 +36,11 @@ signing_key = Table(
 
 
 async def create_signing_key_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431005)"))  # concurrent starters
-        await conn.run_sync(metadata.create_all)
+    """Upgrade the shared tables (this one and ``api_token``) to their latest migration."""
+    from services.infrastructure.schema_migrations import upgrade_schema
+    from services.infrastructure.shared_schema import SHARED_SCHEMA
+
+    await upgrade_schema(engine, SHARED_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,17 @@ class NormaliseMetrics(WorkerMetrics):
             ["dataset"],
             registry=registry,
         )
+        self.rejections_pruned = Counter(
+            "odc_rejections_pruned_total",
+            "Rejections deleted from the rejection table past their retention",
+            registry=registry,
+        )
+        self.conformance = Counter(
+            "odc_records_conformance_total",
+            "Records by conformance level: conforming and incomplete (applied upserts), refused (rejected events)",
+            ["dataset", "level"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "odc_batch_size_events",
             "Events per processed batch",
@@ -56,3 +67,6 @@ class NormaliseMetrics(WorkerMetrics):
                 self.stale.labels(dataset).inc(n)
         for (dataset, reason), n in report.rejections.items():
             self.rejected.labels(dataset, reason).inc(n)
+            self.conformance.labels(dataset, "refused").inc(n)
+        for (dataset, level), n in report.levels.items():
+            self.conformance.labels(dataset, level).inc(n)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class NormaliseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ODC_NORMALISE_", extra="ignore")
+
+    # The territory served (docs/validation.md "Territory"): ONE deployment setting, ODC_TERRITORY, read by
+    # every service and by `odc`. metropole-de-lyon (default), montpellier-mediterranee-metropole, an EPCI
+    # SIREN, departement:XX, or the path of a territory file.
+    territory: str = Field(default="metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     # SASL/SCRAM-SHA-512 principal and TLS trust (services/infrastructure/kafka_security.py, docs/security.md)
@@ -31,6 +38,12 @@ class NormaliseSettings(BaseSettings):
     relay_interval_seconds: float = 0.05
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # Rejections (table rejection) older than this are pruned, once relayed, every prune interval, in
+    # batches; each keeps a bounded prefix of the original (services/contract/size_limits.py)
+    rejection_retention_days: Annotated[float, Field(gt=0)] = 30.0
+    rejection_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    rejection_prune_batch_rows: Annotated[int, Field(gt=0)] = 5000
+    readiness_timeout_seconds: float = 1.0  # /readyz checks the broker and the database live, each within this
     log_level: str = "INFO"
     # A batch held longer than this (database down) makes the consumer leave its group; its events are then
     # read again by whoever takes the partitions, and counted as duplicates.

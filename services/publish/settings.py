@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class PublishSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ODC_PUBLISH_", extra="ignore")
+
+    # The territory served (docs/validation.md "Territory"): ONE deployment setting, ODC_TERRITORY, read by
+    # every service and by `odc`. metropole-de-lyon (default), montpellier-mediterranee-metropole, an EPCI
+    # SIREN, departement:XX, or the path of a territory file.
+    territory: str = Field(default="metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     # SASL/SCRAM-SHA-512 principal and TLS trust (services/infrastructure/kafka_security.py, docs/security.md)
@@ -33,6 +38,7 @@ class PublishSettings(BaseSettings):
     # One HTTP server (uvicorn, run inside the worker process) serves the API, /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"
     web_port: int = 6067
+    readiness_timeout_seconds: float = 1.0  # /readyz checks the broker and the database live, each within this
     # Base of the links put in notifications and documents (what subscribers can reach); default
     # http://127.0.0.1:<web_port>.
     public_base_url: str = ""

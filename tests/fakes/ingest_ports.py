@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.contract import size_limits
 from services.contract.api_tokens import StoredToken, format_token, hash_secret
+from services.contract.codecs import Codecs
 from services.contract.messages import ChangeEvent
+from services.ingest.domain.send_report import RecordOutcome, SentRecord
 from services.ingest.domain.snapshot_diff import FeatureRef
-from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, StoredResponse
+from services.ingest.service_layer.ports import (
+    ConnectorConfig,
+    PublishFailed,
+    RecordsTooLarge,
+    StoredProfile,
+    StoredReceipt,
+    StoredResponse,
+)
 
 
 class FakeClock:
@@ -52,14 +63,23 @@ class InMemoryTokens:
 
 
 class RecordingSink:
-    def __init__(self) -> None:
+    """Keeps what it is given; refuses events over the record size limit as the Kafka publisher does (same
+    codec, same limit), before anything is kept."""
+
+    def __init__(self, max_record_bytes: int = size_limits.MAX_RECORD_BYTES) -> None:
         self.events: list[ChangeEvent] = []
         self.fail = False
+        self.max_record_bytes = max_record_bytes
+        self._codecs = Codecs()
 
     async def publish(
         self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
     ) -> int:
         batch = list(events)
+        sizes = {i: len(self._codecs.encode_change_event(ev)) for i, ev in enumerate(batch)}
+        too_large = {i: n for i, n in sizes.items() if n > self.max_record_bytes}
+        if too_large:
+            raise RecordsTooLarge(too_large, self.max_record_bytes)
         if self.fail:
             raise PublishFailed("broker down (fake)")
         self.events.extend(batch)
@@ -144,3 +164,62 @@ class BytesFetcher:
         if source not in self.files:
             raise SnapshotUnavailable(f"no such file {source}")
         return self.files[source]
+
+
+class InMemoryProfiles:
+    """ProfileStore: versions per (commune, dataset, source), in saving order."""
+
+    def __init__(self) -> None:
+        self.rows: list[StoredProfile] = []
+
+    async def save(
+        self, commune: str, dataset: str, source: str, profile: dict[str, Any], saved_by: str
+    ) -> StoredProfile:
+        last = max(
+            (r.version for r in self.rows if (r.commune, r.dataset, r.source) == (commune, dataset, source)), default=0
+        )
+        row = StoredProfile(commune, dataset, source, last + 1, dict(profile), saved_by, datetime.now(UTC))
+        self.rows.append(row)
+        return row
+
+    async def get(self, commune: str, dataset: str, source: str, version: int | None = None) -> StoredProfile | None:
+        rows = await self.versions(commune, dataset, source)
+        if version is not None:
+            rows = [r for r in rows if r.version == version]
+        return rows[-1] if rows else None
+
+    async def list_latest(self, commune: str | None = None, dataset: str | None = None) -> list[StoredProfile]:
+        latest: dict[tuple[str, str, str], StoredProfile] = {}
+        for r in self.rows:
+            if (commune is None or r.commune == commune) and (dataset is None or r.dataset == dataset):
+                latest[(r.commune, r.dataset, r.source)] = r
+        return [latest[k] for k in sorted(latest)]
+
+    async def versions(self, commune: str, dataset: str, source: str) -> list[StoredProfile]:
+        return [r for r in self.rows if (r.commune, r.dataset, r.source) == (commune, dataset, source)]
+
+
+class InMemoryReceipts:
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredReceipt] = {}
+
+    async def save(self, receipt_id: str, commune: str | None, dataset: str, body: dict[str, Any]) -> None:
+        self.rows.setdefault(receipt_id, StoredReceipt(receipt_id, commune, dataset, json.loads(json.dumps(body))))
+
+    async def get(self, receipt_id: str) -> StoredReceipt | None:
+        return self.rows.get(receipt_id)
+
+
+class ScriptedOutcomes:
+    """The pipeline's answer per event id, set by the test (absent: pending)."""
+
+    def __init__(self) -> None:
+        self.by_event: dict[str, RecordOutcome] = {}
+
+    async def read(self, dataset: str, sent: Sequence[SentRecord]) -> list[RecordOutcome]:
+        return [
+            replace(self.by_event[s.event_id], row=s.source_row, feature_id=s.feature_id)
+            if s.event_id in self.by_event
+            else RecordOutcome("pending", s.source_row, s.feature_id)
+            for s in sent
+        ]

@@ -24,6 +24,7 @@ class InMemoryNormaliseStore:
         self.processed: set[str] = set()
         self.changes: list[tuple[int, Decision]] = []
         self.rejections: dict[str, Rejection] = {}
+        self.resolved: set[str] = set()  # rejection ids resolved by a later accepted record
         self.tally: Counter[tuple[str, str, str]] = Counter()
         self.members: dict[FeatureKey, Member] = {}
         self._next_change = 1
@@ -33,10 +34,11 @@ class InMemorySamePlaceStore:
     def __init__(self, store: InMemoryNormaliseStore) -> None:
         self.store = store
         self.staged: dict[FeatureKey, Member] = {}
+        self.forgotten: set[FeatureKey] = set()
         self.locked: list[str] = []
 
     async def load_groups(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, Member]:
-        members = {**self.store.members, **self.staged}
+        members = {k: m for k, m in {**self.store.members, **self.staged}.items() if m.canonical not in self.forgotten}
         groups = {(m.canonical) for k, m in members.items() if k in set(keys)}
         return {k: m for k, m in members.items() if m.canonical in groups}
 
@@ -65,6 +67,13 @@ class InMemorySamePlaceStore:
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
         self.staged.update({m.key: m for m in members})
 
+    async def pending_groups(self, limit: int) -> list[FeatureKey]:
+        keys = {m.canonical for m in self.store.members.values() if m.canonical not in self.forgotten}
+        return sorted(keys, key=lambda k: (k.dataset, k.commune, k.feature_id))[:limit]
+
+    async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
+        self.forgotten |= set(canonicals)
+
 
 class InMemoryUnitOfWork:
     def __init__(self, store: InMemoryNormaliseStore) -> None:
@@ -74,6 +83,7 @@ class InMemoryUnitOfWork:
         self._finals: dict[FeatureKey, StoredFeature] = {}
         self._changes: list[Decision] = []
         self._rejections: list[Rejection] = []
+        self._resolved: set[str] = set()
         self._tally: Counter[tuple[str, str, str]] = Counter()
         self.same_place = InMemorySamePlaceStore(store)
 
@@ -86,6 +96,7 @@ class InMemoryUnitOfWork:
         self._claimed, self._finals, self._changes, self._rejections = set(), {}, [], []
         self._tally = Counter()
         self.same_place.staged = {}
+        self.same_place.forgotten = set()
 
     async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
         fresh = {e for e in event_ids if e not in self.store.processed and e not in self._claimed}
@@ -106,13 +117,22 @@ class InMemoryUnitOfWork:
     async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:
         self._tally.update(tally)
 
+    async def resolve_rejections(self, keys: Sequence[FeatureKey], at: datetime) -> None:
+        wanted = {(k.dataset, k.commune, k.feature_id) for k in keys}
+        self._resolved = {
+            rid for rid, r in self.store.rejections.items() if (r.dataset, r.commune, r.feature_id) in wanted
+        }
+
     async def commit(self) -> None:
         self.store.members.update(self.same_place.staged)
+        gone = self.same_place.forgotten
+        self.store.members = {k: m for k, m in self.store.members.items() if m.canonical not in gone}
         self.store.tally.update(self._tally)
         self.store.processed |= self._claimed
         self.store.features.update(self._finals)
         for d in self._changes:
             self.store.changes.append((self.store._next_change, d))
             self.store._next_change += 1
+        self.store.resolved |= self._resolved
         for r in self._rejections:
             self.store.rejections.setdefault(r.rejection_id, r)

@@ -61,6 +61,7 @@ class Pipeline:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     codecs: Codecs = field(default_factory=Codecs)
     _admin_key: SigningKey | None = None
+    input_topic: str = TOPICS["input"]  # where produce() writes (another pipeline on the same broker: another topic)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self, names: tuple[str, ...] = SERVICE_NAMES, extra_env: dict[str, str] | None = None) -> None:
@@ -144,7 +145,7 @@ class Pipeline:
                 for i, v in enumerate(values):
                     pending.append(
                         await p.send(
-                            TOPICS["input"],
+                            self.input_topic,
                             value=v,
                             key=(keys[i] if keys else None),
                             headers=(headers[i] if headers else None),
@@ -217,6 +218,11 @@ class Pipeline:
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db.dsn) as conn:
             return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+    def execute(self, statement: str, *params: Any) -> int:
+        """Run a statement that returns no rows (tests that build a store as an earlier release left it)."""
+        with psycopg.connect(self.db.dsn) as conn:
+            return conn.execute(statement, params).rowcount  # type: ignore[arg-type]
 
     def metric(self, service: str, name: str, **labels: str) -> float:
         with urllib.request.urlopen(f"{self.services[service].base_url}/metrics", timeout=5) as resp:

@@ -1,6 +1,7 @@
 """Every dataset of the catalogue through the real pipeline (issue #3, "all the datasets flow end to end"):
 for each one, a valid record written by hand from its Table Schema is stored as a canonical feature and
-published in a version, and an invalid record is rejected as invalid_attributes naming the faulty field.
+published in a version, and a record with one faulty field is taken in without that value, named in
+``odc:missing`` (incomplete) or ``odc:dropped`` (conformance levels, docs/validation.md).
 
 Each record has its own position, at least ~900 m from every other record of this file and away from the
 fixed places the other integration tests use, so same-place linking never merges them. Feature ids are
@@ -193,7 +194,9 @@ def test_every_dataset_of_the_catalogue_has_a_case() -> None:
 
 
 @pytest.mark.parametrize("dataset", sorted(CASES))
-def test_a_valid_record_is_published_and_an_invalid_one_rejected(pipeline: Pipeline, dataset: str) -> None:
+def test_a_valid_record_is_published_and_a_faulty_one_taken_in_without_its_faulty_value(
+    pipeline: Pipeline, dataset: str
+) -> None:
     valid, invalid = valid_and_invalid(dataset)
     pipeline.produce_events([valid, invalid])
     key = (dataset, valid.commune, valid.feature_id)
@@ -239,16 +242,21 @@ def test_a_valid_record_is_published_and_an_invalid_one_rejected(pipeline: Pipel
     doc = httpx.get(f"{api}/datasets/{dataset}/features/{valid.commune}:{valid.feature_id}/history", timeout=30).json()
     assert [(h["version"], h["kind"]) for h in doc["history"]] == [(version, "added")]
 
-    # the invalid record: rejected for its attributes, the faulty field named; nothing stored
-    ((reason, errors),) = wait_for(
-        f"{dataset}: the invalid record rejected",
-        lambda: pipeline.sql("SELECT reason, errors FROM rejection WHERE event_id = %s", invalid.event_id),
+    # the faulty record: taken in without the faulty value (conformance levels, docs/validation.md): incomplete
+    # when the field is required, conforming without that value otherwise; the field named either way
+    ((attrs,),) = wait_for(
+        f"{dataset}: the faulty record stored without its faulty value",
+        lambda: pipeline.sql(
+            "SELECT attributes FROM canonical_feature WHERE dataset = %s AND commune = %s AND feature_id = %s",
+            dataset,
+            invalid.commune,
+            invalid.feature_id,
+        ),
     )
-    assert reason == "invalid_attributes", errors
-    assert {e.get("field") for e in errors} == {CASES[dataset].bad_field}, errors  # the rest of it is valid
-    assert not pipeline.sql(
-        "SELECT 1 FROM canonical_feature WHERE dataset = %s AND commune = %s AND feature_id = %s",
-        dataset,
-        invalid.commune,
-        invalid.feature_id,
-    )
+    bad_field = CASES[dataset].bad_field
+    assert attrs[bad_field] is None, attrs
+    assert bad_field in (attrs.get("odc:missing") or []) + (attrs.get("odc:dropped") or []), attrs
+    schema_field = next(f for f in catalogue().get(dataset).table_schema["fields"] if f["name"] == bad_field)  # type: ignore[union-attr]
+    required = bool(schema_field.get("constraints", {}).get("required"))
+    assert (attrs.get("odc:conformance") == "incomplete") == required, attrs
+    assert not pipeline.sql("SELECT 1 FROM rejection WHERE event_id = %s", invalid.event_id)

@@ -278,7 +278,7 @@ def test_kafka_cloudevents_arrive_in_order_with_links_and_small_diffs_inline(
     assert len({h["ce_id"] for h, _ in notes}) == len(notes)
     headers, removal = notes[first + 2 - 1]
     assert headers["ce_id"] == f"{DATASET}:v{first + 2}"
-    assert headers["ce_dataschema"].endswith("dataset_version.v2.avsc")
+    assert headers["ce_dataschema"].endswith("dataset_version.v3.avsc")
     assert removal.changes_included and removal.removed == 1
     (change,) = removal.changes
     assert change.kind == "removed" and change.after is None and change.before is not None

@@ -141,7 +141,9 @@ def test_a_commune_pushes_records_over_http_and_sees_them_applied_and_versioned(
         [
             {"type": "Feature", "id": a, "properties": {"adresse": "place Lazare Goujon"}, "geometry": POINT},
             {"gid": b, "adresse": "cours Émile Zola", "geometry": "POINT (4.8801 45.7701)"},
-            {"gid": bad, "adresse": "x" * 400, "geometry": POINT},  # shape fine, schema not: the stream rejects it
+            # shape fine, content not: a NUL refuses the record in the stream (a value breaking only its field's
+            # rule would be left out instead, docs/validation.md)
+            {"gid": bad, "adresse": "nul\u0000inside", "geometry": POINT},
             {"adresse": "no id"},  # refused at once
         ],
     )
@@ -175,6 +177,20 @@ def test_a_commune_pushes_records_over_http_and_sees_them_applied_and_versioned(
     assert out.returncode == 0, out.stderr
     cli_toilets = next(d for d in json.loads(out.stdout)["datasets"] if d["id"] == "public_toilets")
     assert (cli_toilets["accepted"], cli_toilets["rejected"]) == (toilets["accepted"], toilets["rejected"])
+
+    # the receipt: each record's outcome, read from the pipeline's tables (PostgresReceiptStore, the outcome
+    # reader), the refusal at the door and the stream's refusal side by side
+    def receipt() -> dict[str, Any] | None:
+        r = httpx.get(f"{api(pipeline)}{doc['receipt_url']}", headers={"Authorization": f"Bearer {tok}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json() if r.json()["complete"] else None  # type: ignore[no-any-return]
+
+    got = wait_for("the receipt complete", receipt)
+    assert got["counts"] == {"conforming": 2, "incomplete": 0, "refused": 2, "pending": 0}
+    assert [(x["index"], x["level"]) for x in got["records"]] == [
+        (0, "conforming"), (1, "conforming"), (2, "refused"), (3, "refused")
+    ]  # fmt: skip
+    assert {p["rule"] for p in got["records"][2]["problems"]} == {"control_character"}
 
 
 def test_a_commune_token_cannot_write_or_read_another_commune(pipeline: Pipeline, villeurbanne: str) -> None:

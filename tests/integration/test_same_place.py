@@ -1,13 +1,19 @@
-"""Same place, two records, on the real Kafka broker and PostGIS with the three services running: two
-communes' records of one toilet become one canonical feature with two provenances and one published
-feature; a market held on two days at one spot stays two; deletes remove one provenance at a time."""
+"""Same place, two records, on the real Kafka broker and PostGIS with the three services running: each
+commune's record stays its own published feature and the newer one carries a link (`odc:same_place_as`);
+the attack of issue #13 (a commune's record 6.8 m from a Lyon toilet, sent with its own push token) leaves
+the Lyon feature unchanged byte for byte in every output; a market held on two days stays unlinked; a
+group left by the previous model is dissolved back into one feature per record."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from services.contract.messages import ChangeEvent, Operation
@@ -59,7 +65,9 @@ def published(p: Pipeline, dataset: str, commune: str, fid: str) -> dict[str, ob
     return json.loads(value) if isinstance(value, str) else value
 
 
-def test_the_same_toilet_from_two_communes_8_m_apart_is_one_feature_with_two_provenances(pipeline: Pipeline) -> None:
+def test_the_same_toilet_from_two_communes_8_m_apart_stays_two_features_and_the_newer_carries_a_link(
+    pipeline: Pipeline,
+) -> None:
     lyon_id, vil_id = new_gid(), new_gid()
     version = pipeline.latest_version("public_toilets")
     send(pipeline, "public_toilets", [toilet_event(lyon_id, seq=1, commune=LYON, lon=BORDER[0], lat=BORDER[1],
@@ -69,41 +77,129 @@ def test_the_same_toilet_from_two_communes_8_m_apart_is_one_feature_with_two_pro
                        adresse="Villeurbanne's record")  # fmt: skip
     send(pipeline, "public_toilets", [later(vil, 1)])
 
-    # one canonical feature (the first record's key), none for Villeurbanne's record, two provenances
-    assert canonical(pipeline, VILLEURBANNE, vil_id) is None
-    state = canonical(pipeline, LYON, lyon_id)
-    assert state is not None and state[0] is False
-    assert state[1]["adresse"] == "Villeurbanne's record"  # last writer by event time
-    rows = pipeline.sql(
-        "SELECT commune, feature_id, canonical_commune, canonical_feature_id, removed, round(distance_m) "
-        "FROM feature_provenance WHERE dataset = 'public_toilets' AND canonical_feature_id = %s ORDER BY linked_at, commune",
-        lyon_id,
-    )
-    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
-        (LYON, lyon_id, LYON, lyon_id, False),
-        (VILLEURBANNE, vil_id, LYON, lyon_id, False),
-    ]
-    assert 7 <= float(rows[1][5]) <= 9
-
-    # one published feature, whose provenance subscribers see; no feature for Villeurbanne's key
+    lyon_state, vil_state = canonical(pipeline, LYON, lyon_id), canonical(pipeline, VILLEURBANNE, vil_id)
+    assert lyon_state is not None and lyon_state[1]["adresse"] == "Lyon's record"
+    assert "odc:same_place_as" not in lyon_state[1]
+    assert vil_state is not None and vil_state[1]["adresse"] == "Villeurbanne's record"
+    (link,) = vil_state[1]["odc:same_place_as"]  # type: ignore[misc]
+    assert (link["commune"], link["feature_id"]) == (LYON, lyon_id) and 7 <= link["distance_m"] <= 9  # type: ignore[index]
     doc = wait_for(
-        "the linked feature published",
-        lambda: (d := published(pipeline, "public_toilets", LYON, lyon_id)) and "odc:provenance" in d and d,
+        "Villeurbanne's feature published", lambda: published(pipeline, "public_toilets", VILLEURBANNE, vil_id)
     )
-    assert [(m["commune"], m["feature_id"]) for m in doc["odc:provenance"]] == [(LYON, lyon_id), (VILLEURBANNE, vil_id)]  # type: ignore[index,union-attr]
-    assert published(pipeline, "public_toilets", VILLEURBANNE, vil_id) is None
-    # the versions say: one feature added, then that feature updated (the link), never a second feature
+    assert doc["odc:same_place_as"] == vil_state[1]["odc:same_place_as"]
+    # the versions say: two features added, nothing of Lyon's updated
     diffs = pipeline.sql(
-        "SELECT version, kind FROM version_diff WHERE dataset = 'public_toilets' AND version > %s "
-        "AND feature_id IN (%s, %s) ORDER BY version",
+        "SELECT commune, kind FROM version_diff WHERE dataset = 'public_toilets' AND version > %s "
+        "AND feature_id IN (%s, %s) ORDER BY version, commune",
         version,
         lyon_id,
         vil_id,
     )
-    assert [k for _, k in diffs] == ["added", "updated"]
+    assert diffs == [(LYON, "added"), (VILLEURBANNE, "added")]
+    assert pipeline.sql("SELECT count(*) FROM feature_provenance WHERE feature_id IN (%s, %s)", lyon_id, vil_id) == [
+        (0,)
+    ]
 
 
-def test_a_market_on_two_days_at_one_spot_stays_two(pipeline: Pipeline) -> None:
+# ------------------------------------------------------------------------------------ the attack
+def cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ODC_DATABASE_URL": p.db.dsn, "ODC_INGEST_DATABASE_URL": p.db.dsn,
+           "ODC_INGEST_KAFKA_BOOTSTRAP": p.broker.bootstrap}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], check=False, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def push_token(p: Pipeline, commune: str) -> str:
+    out = cli(p, "token", "create", "--commune", commune, "--label", f"{commune} attack test")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def every_output(p: Pipeline, commune: str, fid: str) -> dict[str, object]:
+    """The feature as each output shows it: the store's row, the published row, the OGC API item, the latest
+    GeoJSON and CSV exports (its feature / row) and its published history."""
+    publish = p.services["publish"].base_url
+    row = p.sql(
+        "SELECT attributes::text, ST_AsEWKB(geom), content_hash, sequence, occurred_at, deleted FROM canonical_feature "
+        "WHERE dataset = 'public_toilets' AND commune = %s AND feature_id = %s",
+        commune,
+        fid,
+    )
+    pub = p.sql(
+        "SELECT * FROM published_feature WHERE dataset = 'public_toilets' AND commune = %s AND feature_id = %s",
+        commune,
+        fid,
+    )
+    item = httpx.get(f"{publish}/ogc/collections/public_toilets/items/{commune}:{fid}", timeout=30)
+    geojson = httpx.get(f"{publish}/datasets/public_toilets/features.geojson", follow_redirects=True, timeout=60)
+    csv = httpx.get(f"{publish}/datasets/public_toilets/features.csv", follow_redirects=True, timeout=60)
+    history = httpx.get(f"{publish}/datasets/public_toilets/features/{commune}:{fid}/history", timeout=30)
+    assert item.status_code == geojson.status_code == csv.status_code == history.status_code == 200
+    (feature,) = [f for f in geojson.json()["features"] if f["id"] == f"{commune}:{fid}"]
+    csv_rows = [line for line in csv.text.splitlines() if fid in line]
+    return {
+        "store": row,
+        "published": [tuple(r) for r in pub],
+        "ogc_item": item.content,
+        "geojson_feature": json.dumps(feature, sort_keys=True),
+        "csv_rows": csv_rows,
+        "history": history.content,
+    }
+
+
+def test_a_commune_cannot_rewrite_another_communes_feature_by_sending_a_record_next_to_it(pipeline: Pipeline) -> None:
+    """Issue #13, as the reviewer did it: 69266, with only its own push token, sends its own new feature 6.8 m
+    from a Lyon toilet with the address "DEFACED" (then updates and deletes it). The Lyon feature stays the
+    same, byte for byte, in the store and in every output; no version lists it as changed."""
+    where = (4.8460, 45.7600)  # Lyon 3e
+    lyon_id, attacker_id = new_gid(), new_gid()
+    send(pipeline, "public_toilets", [toilet_event(lyon_id, seq=1, commune=LYON, lon=where[0], lat=where[1],
+                                                   adresse="1 rue de la Part-Dieu")])  # fmt: skip
+    wait_for("Lyon's toilet published", lambda: published(pipeline, "public_toilets", LYON, lyon_id))
+    pipeline.settle("public_toilets", pipeline.metric("normalise", "odc_events_received_total"), 0)
+    version_before = pipeline.latest_version("public_toilets")
+    before = every_output(pipeline, LYON, lyon_id)
+    assert b"1 rue de la Part-Dieu" in before["ogc_item"] and before["csv_rows"]  # type: ignore[operator]
+
+    tok = push_token(pipeline, VILLEURBANNE)
+    ingest = pipeline.services["ingest"].base_url
+    point = {"type": "Point", "coordinates": [where[0], where[1] + 6.8 / 111_195]}
+
+    def push(records: list[dict[str, object]]) -> None:
+        received = pipeline.metric("normalise", "odc_events_received_total")
+        r = httpx.post(f"{ingest}/v1/datasets/public_toilets/changes", json={"records": records},
+                       headers={"Authorization": f"Bearer {tok}"}, timeout=30)  # fmt: skip
+        assert r.status_code == 202 and len(r.json()["accepted"]) == len(records), r.text
+        pipeline.settle("public_toilets", received, len(records))
+
+    push([{"gid": int(attacker_id), "adresse": "DEFACED", "geometry": point}])
+    attacker = wait_for(
+        "the attacker's own feature published",
+        lambda: published(pipeline, "public_toilets", VILLEURBANNE, attacker_id),
+    )
+    assert attacker["adresse"] == "DEFACED" and attacker["codinsee"] == VILLEURBANNE
+    assert attacker["odc:same_place_as"][0]["feature_id"] == lyon_id  # type: ignore[index]
+    push([{"gid": int(attacker_id), "adresse": "DEFACED again", "geometry": point}])
+    push([{"gid": int(attacker_id), "operation": "delete"}])
+    wait_for(
+        "the attacker's delete published",
+        lambda: published(pipeline, "public_toilets", VILLEURBANNE, attacker_id) is None or None,
+    )
+
+    after = every_output(pipeline, LYON, lyon_id)
+    for output in before:
+        assert after[output] == before[output], f"the Lyon feature changed in {output}"
+    assert pipeline.latest_version("public_toilets") > version_before  # the attacker's changes were published
+    assert pipeline.sql(
+        "SELECT count(*) FROM version_diff WHERE dataset = 'public_toilets' AND version > %s AND commune = %s "
+        "AND feature_id = %s",
+        version_before,
+        LYON,
+        lyon_id,
+    ) == [(0,)]
+
+
+def test_a_market_on_two_days_at_one_spot_stays_unlinked(pipeline: Pipeline) -> None:
     place = (4.8227235, 45.6724498)  # place de l'Europe, Irigny: the real layer has Saturday and Wednesday there
     ids = [uuid.uuid4().int % 10**8 for _ in range(2)]
     events = [
@@ -136,49 +232,99 @@ def test_a_market_on_two_days_at_one_spot_stays_two(pipeline: Pipeline) -> None:
         [str(i) for i in ids],
     )
     assert rows == [(IRIGNY, False), (LYON, False)]
-    assert pipeline.sql(
-        "SELECT count(*) FROM feature_provenance WHERE dataset = 'markets' AND feature_id = ANY(%s)",
+    attrs = pipeline.sql(
+        "SELECT attributes FROM canonical_feature WHERE dataset = 'markets' AND feature_id = ANY(%s)",
         [str(i) for i in ids],
-    ) == [(0,)]
+    )
+    assert all("odc:same_place_as" not in a for (a,) in attrs)
 
 
-def test_a_delete_from_one_source_keeps_the_feature_and_from_both_removes_it(pipeline: Pipeline) -> None:
-    here = (BORDER[0] + 0.002, BORDER[1])  # 155 m east of the first test's toilet
+def make_previous_model_group(pipeline: Pipeline, here: tuple[float, float]) -> tuple[str, str]:
+    """What the model before issue #13 wrote for two communes' records of one toilet: Villeurbanne's newer
+    record merged into Lyon's row (its content, a new hash, the group counter), two ``feature_provenance`` rows."""
     lyon_id, vil_id = new_gid(), new_gid()
-    lyon = toilet_event(lyon_id, seq=1, commune=LYON, lon=here[0], lat=here[1], adresse="Lyon's record")
-    vil = toilet_event(vil_id, seq=1, commune=VILLEURBANNE, lon=here[0], lat=here[1] + 5 / 111_195,
-                       adresse="Villeurbanne's record")  # fmt: skip
-    send(pipeline, "public_toilets", [lyon])  # Lyon's first, so that the feature is Lyon's key
-    send(pipeline, "public_toilets", [later(vil, 1)])
-    assert canonical(pipeline, VILLEURBANNE, vil_id) is None
-    assert pipeline.sql(
-        "SELECT count(*) FROM feature_provenance WHERE canonical_feature_id = %s AND NOT removed", lyon_id
-    ) == [(2,)]
+    send(pipeline, "public_toilets", [toilet_event(lyon_id, seq=10, commune=LYON, lon=here[0], lat=here[1],
+                                                   adresse="Lyon's record")])  # fmt: skip
+    wait_for("Lyon's toilet published", lambda: published(pipeline, "public_toilets", LYON, lyon_id))
+    # what the previous model wrote: Villeurbanne's newer record merged into Lyon's row, two provenance rows
+    pipeline.execute(
+        "INSERT INTO feature_provenance (dataset, commune, feature_id, canonical_commune, canonical_feature_id, "
+        "source, sequence, occurred_at, removed, geom, attributes, content_hash, corrections, distance_m, linked_at, "
+        "updated_at) SELECT dataset, commune, feature_id, commune, feature_id, 'test', sequence, occurred_at, false, "
+        "geom, attributes, content_hash, corrections, 0, now(), now() FROM canonical_feature "
+        "WHERE dataset = 'public_toilets' AND commune = %s AND feature_id = %s",
+        LYON,
+        lyon_id,
+    )
+    merged = {"gid": int(vil_id), "codinsee": VILLEURBANNE, "adresse": "Villeurbanne's record"}
+    pipeline.execute(
+        "INSERT INTO feature_provenance (dataset, commune, feature_id, canonical_commune, canonical_feature_id, "
+        "source, sequence, occurred_at, removed, geom, attributes, content_hash, corrections, distance_m, linked_at, "
+        "updated_at) SELECT dataset, %s, %s, commune, feature_id, 'test', 1, occurred_at, false, "
+        "ST_Translate(geom, 0, 0.00004), CAST(%s AS jsonb), 'legacy', '[]', 4.4, now(), now() FROM canonical_feature "
+        "WHERE dataset = 'public_toilets' AND commune = %s AND feature_id = %s",
+        VILLEURBANNE,
+        vil_id,
+        json.dumps(merged),
+        LYON,
+        lyon_id,
+    )
+    pipeline.execute(
+        "UPDATE canonical_feature SET attributes = CAST(%s AS jsonb), content_hash = 'merged', sequence = sequence + 1 "
+        "WHERE dataset = 'public_toilets' AND commune = %s AND feature_id = %s",
+        json.dumps(merged),
+        LYON,
+        lyon_id,
+    )
+    return lyon_id, vil_id
 
-    # Lyon deletes its record: the feature stays, with Villeurbanne's content and provenance only
-    send(pipeline, "public_toilets", [later(toilet_event(lyon_id, seq=2, commune=LYON, op=Operation.DELETE), 2)])
-    state = canonical(pipeline, LYON, lyon_id)
-    assert state is not None and state[0] is False and state[1]["adresse"] == "Villeurbanne's record"
-    assert [m["commune"] for m in state[1]["odc:provenance"]] == [VILLEURBANNE]  # type: ignore[union-attr]
-    doc = wait_for(
-        "the published feature with one provenance",
+
+def test_a_group_left_by_the_previous_model_is_dissolved_on_its_next_event(pipeline: Pipeline) -> None:
+    """The next event of one record of a previous-model group gives each record its own feature back, published."""
+    here = (BORDER[0] + 0.004, BORDER[1])  # 310 m east of the first test's toilet
+    lyon_id, vil_id = make_previous_model_group(pipeline, here)
+    # Villeurbanne updates its record: both get their own feature back
+    send(pipeline, "public_toilets", [toilet_event(vil_id, seq=2, commune=VILLEURBANNE, lon=here[0],
+                                                   lat=here[1] + 0.00004, adresse="Villeurbanne v2")])  # fmt: skip
+    lyon_state, vil_state = canonical(pipeline, LYON, lyon_id), canonical(pipeline, VILLEURBANNE, vil_id)
+    assert lyon_state is not None and lyon_state[1]["adresse"] == "Lyon's record" and lyon_state[1]["codinsee"] == LYON
+    assert vil_state is not None and vil_state[1]["adresse"] == "Villeurbanne v2"
+    assert vil_state[1]["odc:same_place_as"][0]["feature_id"] == lyon_id  # type: ignore[index]
+    assert pipeline.sql("SELECT count(*) FROM feature_provenance WHERE canonical_feature_id = %s", lyon_id) == [(0,)]
+    wait_for(
+        "both features published as their own",
         lambda: (
-            (d := published(pipeline, "public_toilets", LYON, lyon_id))
-            and len(d["odc:provenance"]) == 1  # type: ignore[arg-type]
-            and d
+            (
+                (published(pipeline, "public_toilets", LYON, lyon_id) or {}).get("adresse") == "Lyon's record"
+                and (published(pipeline, "public_toilets", VILLEURBANNE, vil_id) or {}).get("adresse")
+                == "Villeurbanne v2"
+            )
+            or None
         ),
     )
-    assert doc["adresse"] == "Villeurbanne's record"
 
-    # Villeurbanne deletes it too: the feature is gone, from the store and from what is published
-    send(
-        pipeline,
-        "public_toilets",
-        [later(toilet_event(vil_id, seq=2, commune=VILLEURBANNE, op=Operation.DELETE), 3)],
+
+def test_groups_that_no_event_reaches_are_dissolved_when_the_normaliser_starts(pipeline: Pipeline) -> None:
+    here = (BORDER[0] + 0.008, BORDER[1])  # 620 m east of the first test's toilet
+    lyon_id, vil_id = make_previous_model_group(pipeline, here)
+    assert canonical(pipeline, LYON, lyon_id)[1]["adresse"] == "Villeurbanne's record"  # type: ignore[index]
+    normaliser = pipeline.services["normalise"]
+    normaliser.stop()
+    normaliser.start()
+    normaliser.wait_ready(timeout=120)
+    assert pipeline.sql("SELECT count(*) FROM feature_provenance") == [(0,)]
+    lyon_state, vil_state = canonical(pipeline, LYON, lyon_id), canonical(pipeline, VILLEURBANNE, vil_id)
+    assert lyon_state is not None and lyon_state[1]["adresse"] == "Lyon's record" and lyon_state[1]["codinsee"] == LYON
+    assert vil_state is not None and vil_state[1]["adresse"] == "Villeurbanne's record"
+    assert vil_state[1]["odc:same_place_as"][0]["feature_id"] == lyon_id  # type: ignore[index]
+    wait_for(
+        "both features published as their own",
+        lambda: (
+            (
+                (published(pipeline, "public_toilets", LYON, lyon_id) or {}).get("adresse") == "Lyon's record"
+                and (published(pipeline, "public_toilets", VILLEURBANNE, vil_id) or {}).get("adresse")
+                == "Villeurbanne's record"
+            )
+            or None
+        ),
     )
-    state = canonical(pipeline, LYON, lyon_id)
-    assert state is not None and state[0] is True
-    wait_for("the feature unpublished", lambda: published(pipeline, "public_toilets", LYON, lyon_id) is None or None)
-    assert pipeline.sql(
-        "SELECT count(*) FROM feature_provenance WHERE canonical_feature_id = %s AND removed", lyon_id
-    ) == [(2,)]

@@ -26,6 +26,7 @@ from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_
 from services.normalise.adapters.same_place_store import sql_fold
 from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, Outcome, StoredFeature
+from services.normalise.domain.feature_links import Member
 from services.normalise.domain.same_place import folded_text_values
 from services.normalise.service_layer.ports import NearbyProbe
 from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
@@ -130,6 +131,34 @@ async def test_nearby_features_of_other_communes_come_with_the_compared_attribut
     assert by_probe[0].get(west, {"nom": "Square Other"}) == {"nom": "Square Other"}
     # a probe without a name rules nothing out by name
     assert by_probe[1] == {west: {"nom": "Square Other"}}
+
+
+async def test_groups_of_the_previous_model_load_whole_and_are_forgotten_whole(unit_of_work: tuple[Any, str]) -> None:
+    """What dissolving needs: any member's key loads its whole group; forgetting a group removes every member row
+    of it and nothing of another group."""
+    uow, dataset = unit_of_work
+    east, west = FeatureKey(dataset, VILLEURBANNE, "east"), FeatureKey(dataset, BRON, "west")
+    own, other = FeatureKey(dataset, LYON, "same-commune"), FeatureKey(dataset, BRON, "far-member")
+    feature = CanonicalFeature.build({"nom": "x"}, Point(4.88, 45.76))
+    members = [
+        Member(east, east, "test", 1, NOW, False, feature, 0.0, NOW),
+        Member(west, east, "test", 2, NOW, False, feature, 12.5, NOW),
+        Member(own, own, "test", 1, NOW, False, feature, 0.0, NOW),
+        Member(other, own, "test", 1, NOW, True, None, 3.0, NOW),
+    ]
+    async with uow:
+        await uow.same_place.save_members(members, NOW)
+        await uow.commit()
+    async with uow:
+        loaded = await uow.same_place.load_groups([west])
+        assert set(loaded) == {east, west} and loaded[west].canonical == east and loaded[west].distance_m == 12.5
+        assert loaded[west].feature is not None and loaded[west].feature.attributes == {"nom": "x"}
+        await uow.same_place.forget_groups([east])
+        await uow.commit()
+    async with uow:
+        assert await uow.same_place.load_groups([east, west]) == {}
+        remaining = await uow.same_place.load_groups([other])
+        assert set(remaining) == {own, other} and remaining[other].removed and remaining[other].feature is None
 
 
 async def _save(engine: Any, features: dict[FeatureKey, StoredFeature]) -> None:

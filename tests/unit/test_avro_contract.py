@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -145,6 +146,7 @@ STATE = FeatureState('{"type":"Point","coordinates":[4.8,45.7]}', '{"a":1}', "ab
     ("encode", "decode", "message"),
     [
         (CODECS.encode_change_event, CODECS.decode_change_event, EVENT),
+        (CODECS.encode_change_event, CODECS.decode_change_event, replace(EVENT, source_row=93)),
         (
             CODECS.encode_change_event,
             CODECS.decode_change_event,
@@ -183,10 +185,28 @@ STATE = FeatureState('{"type":"Point","coordinates":[4.8,45.7]}', '{"a":1}', "ab
             CODECS.decode_dataset_version,
             DatasetVersionPublished("public_toilets", 3, T0, 1, 2, 3, 480, "0" * 64, 10, 20),
         ),
+        (
+            CODECS.encode_dataset_version,
+            CODECS.decode_dataset_version,
+            DatasetVersionPublished("drinking_fountains", 4, T0, 1, 0, 0, 12, "0" * 64, 10, 20, incomplete=3),
+        ),
     ],
 )
 def test_codec_round_trip(encode, decode, message) -> None:  # type: ignore[no-untyped-def]
     assert decode(encode(message)) == message
+
+
+def test_a_v1_change_event_reads_as_v2_without_a_source_row() -> None:
+    """Events written before source_row (change_event v1) still decode, with no row."""
+    record = {
+        "event_id": EVENT.event_id, "dataset": EVENT.dataset, "commune": EVENT.commune,
+        "feature_id": EVENT.feature_id, "operation": EVENT.operation.value, "occurred_at": EVENT.occurred_at,
+        "sequence": EVENT.sequence, "source": EVENT.source, "geometry": None, "attributes": dict(EVENT.attributes),
+    }  # fmt: skip
+    v1 = CODECS.catalogue.encode("change_event", record, version=1)
+    decoded = CODECS.decode_change_event(v1)
+    assert decoded.source_row is None and decoded.feature_id == EVENT.feature_id
+    assert CODECS.decode_change_event(CODECS.encode_change_event(replace(EVENT, source_row=7))).source_row == 7
 
 
 @pytest.mark.parametrize(

@@ -117,10 +117,14 @@ def test_lambert93_in_aliased_columns_with_decimal_commas_is_reprojected() -> No
     # Montpellier's DAE export: Coord_X / Coord_Y (aliases of long_coor1 / lat_coor1), Lambert-93, no CRS
     attrs = {"Nom": "Hôtel de Ville", "Coord_X": "771027,9784", "Coord_Y": "6279070,6495", "num_serie": "X1"}
     out = NORMALISER.normalise(event("defibrillators", attrs, "34172"), NOW)
-    assert isinstance(out, Invalid)  # GéoDAE requires the operator, the model... which the export lacks
-    rules = {(e.field, e.rule) for e in out.errors}
+    # GéoDAE requires the operator, the model... which the export lacks: the record gets in, incomplete
+    assert isinstance(out, Candidate) and out.feature is not None and out.level == "incomplete"
+    rules = {(e.field, e.rule) for e in out.warnings}
     assert ("expt_siren", "required") in rules and ("fab_rais", "required") in rules
-    assert not any(e.field in ("geometry", "long_coor1", "lat_coor1", "nom") for e in out.errors)
+    assert not any(e.field in ("geometry", "long_coor1", "lat_coor1", "nom") for e in out.warnings)
+    missing = out.feature.attributes["odc:missing"]
+    assert isinstance(missing, list) and "expt_siren" in missing and "nom" not in missing
+    assert round(out.feature.geometry.x, 2) == 3.88  # reprojected from Lambert-93 (Montpellier)
 
 
 def test_a_record_without_identity_gets_every_error_at_once() -> None:

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 PROMETHEUS_COMPOSE = REPO / "deploy" / "prometheus" / "prometheus.yml"
 PROMETHEUS_LOCAL = REPO / "deploy" / "prometheus" / "prometheus-local.yml"
+LOCAL_SUPERVISOR_JOB, LOCAL_SUPERVISOR_TARGET = "odc-supervisor", "127.0.0.1:6068"  # deploy/local/__main__.py
 
 KAFKA, POSTGIS, PROMETHEUS = "kafka", "postgis", "prometheus"
 APP_SERVICES: dict[str, type[BaseSettings]] = {
@@ -291,6 +292,8 @@ def test_prometheus_scrapes_the_services(compose: dict[str, Any], monkeypatch: p
 
     for path, host_of in ((PROMETHEUS_COMPOSE, lambda s: s), (PROMETHEUS_LOCAL, lambda s: "127.0.0.1")):
         jobs = _scrape_targets(path)
+        if path == PROMETHEUS_LOCAL:  # make run's supervisor (deploy/local/supervisor.py) has no compose twin
+            assert jobs.pop(LOCAL_SUPERVISOR_JOB, None) == {LOCAL_SUPERVISOR_TARGET}, f"{path.name}: supervisor job"
         targets = set().union(*jobs.values()) if jobs else set()
         expected = {f"{host_of(s)}:{p}" for s, p in web_ports.items()}
         rel = path.relative_to(REPO)
@@ -304,6 +307,7 @@ def test_prometheus_scrapes_the_services(compose: dict[str, Any], monkeypatch: p
             assert len(job_targets) == 1, f"{rel}: job {job!r} should scrape one service, has {sorted(job_targets)}"
 
     compose_jobs, local_jobs = _scrape_targets(PROMETHEUS_COMPOSE), _scrape_targets(PROMETHEUS_LOCAL)
+    local_jobs.pop(LOCAL_SUPERVISOR_JOB)
     assert set(compose_jobs) == set(local_jobs), (
         f"prometheus.yml and prometheus-local.yml must define the same jobs: "
         f"{sorted(compose_jobs)} vs {sorted(local_jobs)}"

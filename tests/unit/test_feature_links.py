@@ -1,17 +1,21 @@
-"""Same place, two records, through the handler with the in-memory unit of work (our own port's fake):
-linking, provenance, last writer by event time, deletes per member, markets on two days, one batch."""
+"""Same place, two records, through the handler with the in-memory unit of work (our own port's fake): each
+record stays its own feature, written only by its commune, and the newer one carries a link; the other
+commune's feature is never changed (issue #13: the attack that rewrote a Lyon toilet); markets on two days;
+one batch; the previous model's groups are dissolved back into one feature per record."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeEvent, ChangeKind, GeometryEncoding, Operation, RawGeometry, SourcePosition
 from services.normalise.domain.canonical_feature import EventNormaliser, FeatureKey
-from services.normalise.domain.feature_links import PROVENANCE
+from services.normalise.domain.dedup_decisions import StoredFeature
+from services.normalise.domain.feature_links import SAME_PLACE_AS, Member
 from services.normalise.service_layer.process_batch import BatchReport, InboundMessage, process_batch
 from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
 
@@ -90,69 +94,75 @@ def live(store: InMemoryNormaliseStore) -> dict[FeatureKey, dict[str, object]]:
     return {k: s.feature.attributes for k, s in store.features.items() if not s.deleted and s.feature is not None}
 
 
-async def test_the_same_toilet_from_two_communes_is_one_feature_with_two_provenances() -> None:
+async def test_the_same_toilet_from_two_communes_stays_two_features_and_the_newer_one_carries_the_link() -> None:
     store = InMemoryNormaliseStore()
     await run(store, toilet(1, LYON, BORDER, adresse="from Lyon"))
+    lyon_key = FeatureKey("public_toilets", LYON, "1")
+    lyon_before = store.features[lyon_key]
     report = await run(store, toilet(7, VILLEURBANNE, EIGHT_M_NORTH, minutes=1, adresse="from Villeurbanne"))
     assert report.outcomes[("public_toilets", "linked")] == 1
-    (key, attributes), *others = live(store).items()
-    assert not others and key == FeatureKey("public_toilets", LYON, "1")  # the first record's key stays
-    provenance = attributes[PROVENANCE]
-    assert [(p["commune"], p["feature_id"]) for p in provenance] == [(LYON, "1"), (VILLEURBANNE, "7")]  # type: ignore[index,union-attr]
-    assert 7.5 < provenance[1]["distance_m"] < 8.5  # type: ignore[index]
-    assert attributes["adresse"] == "from Villeurbanne"  # last writer by event time
-    # the link is an update of the existing feature, not a second feature
-    kinds = [d.change_kind for _, d in store.changes]
-    assert kinds == [ChangeKind.CREATED, ChangeKind.UPDATED]
-    assert {d.candidate.key for _, d in store.changes} == {key}
-    assert len(store.members) == 2
+    vil_key = FeatureKey("public_toilets", VILLEURBANNE, "7")
+    features = live(store)
+    assert set(features) == {lyon_key, vil_key}
+    # Lyon's feature is untouched: same stored state object, no change written for it after its creation
+    assert store.features[lyon_key] is lyon_before
+    assert [d.candidate.key for _, d in store.changes] == [lyon_key, vil_key]
+    assert [d.change_kind for _, d in store.changes] == [ChangeKind.CREATED, ChangeKind.CREATED]
+    # Villeurbanne's feature has its own content, commune code and position, and a link to Lyon's
+    vil = features[vil_key]
+    assert vil["adresse"] == "from Villeurbanne" and vil["codinsee"] == VILLEURBANNE
+    (link,) = vil[SAME_PLACE_AS]  # type: ignore[misc]
+    assert (link["commune"], link["feature_id"]) == (LYON, "1") and 7.5 < link["distance_m"] < 8.5  # type: ignore[index]
+    geom = store.features[vil_key].feature.geometry  # type: ignore[union-attr]
+    assert (geom.x, geom.y) == EIGHT_M_NORTH  # type: ignore[union-attr]
+    assert SAME_PLACE_AS not in features[lyon_key]
 
 
-async def test_updates_from_either_member_last_writer_by_event_time_and_per_member_staleness() -> None:
+async def test_the_overwrite_attack_changes_nothing_of_the_other_communes_feature() -> None:
+    """Issue #13: commune 69266, with only its own key, sent a record 6.8 m from a Lyon toilet with the address
+    "DEFACED": the previous model published Lyon's feature as updated with 69266's address, code, id and position."""
     store = InMemoryNormaliseStore()
-    await run(store, toilet(1, LYON, BORDER, seq=50), toilet(7, VILLEURBANNE, EIGHT_M_NORTH, seq=1, minutes=1))
-    key = FeatureKey("public_toilets", LYON, "1")
-    assert len(live(store)) == 1
-    # Villeurbanne's sequence 2 is far below Lyon's 50, yet it is newer for its own record: it applies
-    await run(store, toilet(7, VILLEURBANNE, EIGHT_M_NORTH, seq=2, minutes=5, adresse="v2 from Villeurbanne"))
-    assert live(store)[key]["adresse"] == "v2 from Villeurbanne"
-    # an event older than Lyon's own last one is stale for Lyon's record
-    report = await run(store, toilet(1, LYON, BORDER, seq=49, minutes=9, adresse="stale"))
-    assert report.outcomes[("public_toilets", "stale")] == 1
-    # Lyon's next event, but older in event time than Villeurbanne's last: the feature keeps Villeurbanne's content
-    await run(store, toilet(1, LYON, BORDER, seq=51, minutes=3, adresse="Lyon, older"))
-    assert live(store)[key]["adresse"] == "v2 from Villeurbanne"
-    await run(store, toilet(1, LYON, BORDER, seq=52, minutes=8, adresse="Lyon, newest"))
-    assert live(store)[key]["adresse"] == "Lyon, newest"
-    sequences = [d.after.sequence for _, d in store.changes if d.after is not None]
-    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)  # one ordered history
+    await run(store, toilet(1, LYON, BORDER, adresse="1 cours Emile-Zola"))
+    lyon_key = FeatureKey("public_toilets", LYON, "1")
+    before = store.features[lyon_key]
+    changes_before = len(store.changes)
+    near = (BORDER[0], BORDER[1] + 6.8 / 111_195)
+    await run(store, toilet(666, VILLEURBANNE, near, minutes=5, adresse="DEFACED"))
+    # and again, as an update and as a delete of its own record: still nothing of Lyon's moves
+    await run(store, toilet(666, VILLEURBANNE, near, seq=2, minutes=6, adresse="DEFACED again"))
+    await run(store, delete(toilet(666, VILLEURBANNE, near), seq=3, minutes=7))
+    assert store.features[lyon_key] is before
+    assert all(d.candidate.key.commune == VILLEURBANNE for _, d in store.changes[changes_before:])
+    assert live(store)[lyon_key]["adresse"] == "1 cours Emile-Zola"
 
 
-async def test_a_delete_from_one_member_keeps_the_feature_and_the_last_delete_removes_it() -> None:
+async def test_a_linked_record_keeps_its_link_on_updates_and_a_sender_cannot_forge_one() -> None:
     store = InMemoryNormaliseStore()
-    lyon = toilet(1, LYON, BORDER, adresse="from Lyon")
-    villeurbanne = toilet(7, VILLEURBANNE, EIGHT_M_NORTH, minutes=1, adresse="from Villeurbanne")
-    await run(store, lyon, villeurbanne)
-    key = FeatureKey("public_toilets", LYON, "1")
-    await run(store, delete(villeurbanne, seq=2, minutes=2))
-    attributes = live(store)[key]
-    assert attributes["adresse"] == "from Lyon"  # back to the remaining member's content
-    assert [p["commune"] for p in attributes[PROVENANCE]] == [LYON]  # type: ignore[union-attr]
-    assert store.changes[-1][1].change_kind is ChangeKind.UPDATED
-    await run(store, delete(lyon, seq=2, minutes=3))
-    assert live(store) == {}
-    assert store.changes[-1][1].change_kind is ChangeKind.DELETED
-    assert store.changes[-1][1].candidate.key == key
+    await run(store, toilet(1, LYON, BORDER), toilet(7, VILLEURBANNE, EIGHT_M_NORTH, minutes=1))
+    vil_key = FeatureKey("public_toilets", VILLEURBANNE, "7")
+    await run(store, toilet(7, VILLEURBANNE, EIGHT_M_NORTH, seq=2, minutes=2, adresse="v2"))
+    assert live(store)[vil_key]["adresse"] == "v2"
+    assert live(store)[vil_key][SAME_PLACE_AS][0]["feature_id"] == "1"  # type: ignore[index]
+    # the same content again is unchanged (the carried link does not count as a change)
+    report = await run(store, toilet(7, VILLEURBANNE, EIGHT_M_NORTH, seq=3, minutes=3, adresse="v2"))
+    assert report.outcomes[("public_toilets", "unchanged")] == 1
+    # a sender's own "odc:same_place_as" is not a schema field: dropped by validation, never stored as sent
+    forged = toilet(9, LYON, (4.80, 45.75))
+    forged = replace(forged, attributes={**forged.attributes, SAME_PLACE_AS: "69266/7"})
+    await run(store, forged)
+    assert SAME_PLACE_AS not in live(store)[FeatureKey("public_toilets", LYON, "9")]
 
 
-async def test_a_market_on_two_days_at_one_spot_stays_two_and_one_commune_is_never_linked_to_itself() -> None:
+async def test_a_market_on_two_days_at_one_spot_stays_unlinked_and_one_commune_is_never_linked_to_itself() -> None:
     store = InMemoryNormaliseStore()
     irigny = (4.8227235, 45.6724498)
     await run(store, market(46, "69100", "Samedi", irigny))
     report = await run(store, market(47, "69123", "Mercredi", irigny))
     assert report.outcomes[("markets", "created")] == 1 and len(live(store)) == 2
+    assert SAME_PLACE_AS not in live(store)[FeatureKey("markets", "69123", "47")]
     linked = await run(store, market(48, "69123", "Samedi", irigny))  # the Saturday one, sent by another sender
-    assert linked.outcomes[("markets", "linked")] == 1 and len(live(store)) == 2
+    assert linked.outcomes[("markets", "linked")] == 1 and len(live(store)) == 3
+    assert live(store)[FeatureKey("markets", "69123", "48")][SAME_PLACE_AS][0]["feature_id"] == "46"  # type: ignore[index]
     same = await run(store, toilet(1, LYON, BORDER), toilet(2, LYON, BORDER))
     assert same.outcomes[("public_toilets", "created")] == 2
 
@@ -161,15 +171,54 @@ async def test_two_communes_records_of_one_place_in_one_batch_are_linked() -> No
     store = InMemoryNormaliseStore()
     report = await run(store, toilet(1, LYON, BORDER), toilet(7, VILLEURBANNE, EIGHT_M_NORTH, minutes=1))
     assert (report.outcomes[("public_toilets", "created")], report.outcomes[("public_toilets", "linked")]) == (1, 1)
-    assert list(live(store)) == [FeatureKey("public_toilets", LYON, "1")]
+    assert set(live(store)) == {
+        FeatureKey("public_toilets", LYON, "1"),
+        FeatureKey("public_toilets", VILLEURBANNE, "7"),
+    }
     # the tally stays with each sending commune
     assert store.tally[("public_toilets", VILLEURBANNE, "linked")] == 1
 
 
-async def test_too_far_apart_stays_two() -> None:
+async def test_too_far_apart_stays_unlinked() -> None:
     store = InMemoryNormaliseStore()
     await run(store, toilet(1, LYON, BORDER), toilet(7, VILLEURBANNE, (BORDER[0], BORDER[1] + 20 / 111_195)))
-    assert len(live(store)) == 2 and store.members == {}
+    assert len(live(store)) == 2 and all(SAME_PLACE_AS not in a for a in live(store).values())
+
+
+async def test_a_group_left_by_the_previous_model_is_dissolved_into_one_feature_per_record() -> None:
+    """A store written before issue #13: Lyon's key held Villeurbanne's content (last writer), both records in
+    ``feature_provenance``. The next event of either record gives each its own feature back, as changes."""
+    store = InMemoryNormaliseStore()
+    await run(store, toilet(1, LYON, BORDER, seq=10, adresse="from Lyon"))
+    lyon_key = FeatureKey("public_toilets", LYON, "1")
+    vil_key = FeatureKey("public_toilets", VILLEURBANNE, "7")
+    own = store.features[lyon_key]
+    # what the previous model left: a second, newer record merged into Lyon's row
+    await run(store, toilet(7, VILLEURBANNE, EIGHT_M_NORTH, seq=3, minutes=1, adresse="from Villeurbanne"))
+    merged_feature = store.features.pop(vil_key).feature
+    assert merged_feature is not None
+    store.features[lyon_key] = StoredFeature(own.sequence + 1, T0 + timedelta(minutes=1), False, merged_feature)
+    at = T0 + timedelta(minutes=1)
+    store.members = {
+        lyon_key: Member(lyon_key, lyon_key, "test", 10, T0, False, own.feature, 0.0, at),
+        vil_key: Member(vil_key, lyon_key, "test", 3, at, False, merged_feature, 8.0, at),
+    }
+    changes_before = len(store.changes)
+    # Lyon's next event (sequence 11: newer for its own record, not above the group counter 11)
+    report = await run(store, toilet(1, LYON, BORDER, seq=11, minutes=4, adresse="Lyon v2"))
+    assert report.outcomes[("public_toilets", "updated")] == 1
+    features = live(store)
+    assert features[lyon_key]["adresse"] == "Lyon v2" and features[lyon_key]["codinsee"] == LYON
+    assert features[vil_key]["adresse"] == "from Villeurbanne"
+    assert features[vil_key][SAME_PLACE_AS][0]["feature_id"] == "1"  # type: ignore[index]
+    assert store.members == {}
+    keys = [d.candidate.key for _, d in store.changes[changes_before:]]
+    assert keys == [lyon_key, vil_key, lyon_key]  # back to its own content, Villeurbanne's re-created, then the event
+    sequences = [d.after.sequence for _, d in store.changes if d.after is not None and d.candidate.key == lyon_key]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+    # Villeurbanne's record then follows its own sequence
+    await run(store, toilet(7, VILLEURBANNE, EIGHT_M_NORTH, seq=4, minutes=5, adresse="Villeurbanne v2"))
+    assert live(store)[vil_key]["adresse"] == "Villeurbanne v2" and live(store)[lyon_key]["adresse"] == "Lyon v2"
 
 
 def test_the_bounding_box_shortcut_never_refuses_a_pair_within_the_distance() -> None:
@@ -199,3 +248,33 @@ def test_the_bounding_box_shortcut_never_refuses_a_pair_within_the_distance() ->
             skipped += 1
             assert distance_m(here, there) > limit
     assert skipped > 300  # the shortcut is exercised, not vacuous
+
+
+async def test_groups_that_no_event_reaches_are_dissolved_at_start_in_several_transactions() -> None:
+    from services.normalise.service_layer.link_same_places import dissolve_previous_groups
+
+    store = InMemoryNormaliseStore()
+    at = T0 + timedelta(minutes=1)
+    expected: dict[FeatureKey, str] = {}
+    for n in range(5):  # five groups of the previous model: Lyon's key holding Villeurbanne's newer content
+        lon = BORDER[0] + n * 0.01
+        await run(store, toilet(100 + n, LYON, (lon, BORDER[1]), adresse=f"Lyon {n}"))
+        lyon_key = FeatureKey("public_toilets", LYON, str(100 + n))
+        own = store.features[lyon_key]
+        await run(store, toilet(200 + n, VILLEURBANNE, (lon, EIGHT_M_NORTH[1]), minutes=1, adresse=f"Villeurbanne {n}"))
+        vil_key = FeatureKey("public_toilets", VILLEURBANNE, str(200 + n))
+        merged = store.features.pop(vil_key).feature
+        store.features[lyon_key] = StoredFeature(own.sequence + 1, at, False, merged)
+        store.members[lyon_key] = Member(lyon_key, lyon_key, "test", 1, T0, False, own.feature, 0.0, at)
+        store.members[vil_key] = Member(vil_key, lyon_key, "test", 1, at, False, merged, 8.0, at)
+        expected |= {lyon_key: f"Lyon {n}", vil_key: f"Villeurbanne {n}"}
+    changes_before = len(store.changes)
+    assert await dissolve_previous_groups(lambda: InMemoryUnitOfWork(store), FixedClock(), per_transaction=2) == 5
+    assert store.members == {}
+    assert {k: a["adresse"] for k, a in live(store).items()} == expected
+    assert all(SAME_PLACE_AS in a for k, a in live(store).items() if k.commune == VILLEURBANNE)
+    written = [d for _, d in store.changes[changes_before:]]
+    assert len(written) == 10 and {d.change_kind for d in written} == {ChangeKind.UPDATED, ChangeKind.CREATED}
+    assert all(d.candidate.event.event_id.startswith("repair:same-place:public_toilets/69123/") for d in written)
+    # nothing left: a second start does nothing
+    assert await dissolve_previous_groups(lambda: InMemoryUnitOfWork(store), FixedClock()) == 0

@@ -216,3 +216,39 @@ async def test_apply_batch_can_be_retried_without_counting_twice() -> None:
     assert sum(first.rejections.values()) == sum(again.rejections.values()) == 1
     assert first.outcomes[("public_toilets", "created")] == 1
     assert again.outcomes[("public_toilets", "duplicate")] == 1 and again.outcomes[("public_toilets", "created")] == 0
+
+
+async def test_a_refusal_is_resolved_when_the_same_source_record_is_later_accepted(
+    store: InMemoryNormaliseStore,
+) -> None:
+    from dataclasses import replace
+
+    refused = replace(toilet(1, coords=(0.0, 0.0)), source_row=12)
+    await run(store, refused)
+    (rej,) = store.rejections.values()
+    assert rej.source_row == 12 and not store.resolved
+    await run(store, toilet(2))  # another record: the refusal stays
+    assert not store.resolved
+    await run(store, toilet(1, seq=2))  # the same record, fixed
+    assert store.resolved == {rej.rejection_id}
+
+
+async def test_a_refusal_names_the_columns_of_the_sent_file(store: InMemoryNormaliseStore) -> None:
+    ev = toilet(1)
+    attrs = {("CODINSEE" if k == "codinsee" else k): v for k, v in ev.attributes.items()}
+    bad = ChangeEvent(ev.event_id, ev.dataset, ev.commune, ev.feature_id, ev.operation, ev.occurred_at, ev.sequence,
+                      ev.source, ev.geometry, {**attrs, "CODINSEE": "6926"})  # fmt: skip
+    await run(store, bad)
+    (rej,) = store.rejections.values()
+    (e,) = [e for e in rej.errors if e.field == "codinsee"]
+    assert e.column == "CODINSEE"
+
+
+async def test_the_batch_report_counts_applied_records_per_conformance_level(store: InMemoryNormaliseStore) -> None:
+    complete, partial = toilet(1), toilet(2)
+    fountain = ChangeEvent(
+        str(uuid.uuid4()), "drinking_fountains", "69123", "F1", Operation.UPSERT, NOW, 1, "test", None,
+        {"id": "F1", "latitude": 45.764, "longitude": 4.8357, "code_commune_insee": "69123"},
+    )  # fmt: skip
+    report = await run(store, complete, partial, fountain)
+    assert report.levels == {("public_toilets", "conforming"): 2, ("drinking_fountains", "incomplete"): 1}

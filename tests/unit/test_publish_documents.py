@@ -327,9 +327,9 @@ def test_dcat_dataset_lists_distributions_and_versions_newest_first() -> None:
 
 
 def test_diff_kinds_are_the_avro_enum_symbols() -> None:
-    symbols = json.loads((Codecs().catalogue.latest("dataset_version").path).read_text())["fields"][-1]["type"][
-        "items"
-    ]["fields"][2]["type"]["symbols"]
+    fields = json.loads((Codecs().catalogue.latest("dataset_version").path).read_text())["fields"]
+    changes = next(f for f in fields if f["name"] == "changes")
+    symbols = changes["type"]["items"]["fields"][2]["type"]["symbols"]
     assert symbols == [k.value for k in DiffKind]
 
 

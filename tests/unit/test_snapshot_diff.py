@@ -26,7 +26,7 @@ from services.ingest.domain.snapshot_diff import (
 from services.ingest.domain.source_records import SourceRecord
 from services.ingest.service_layer.ports import ConnectorConfig
 from services.ingest.service_layer.run_connector import APPLIED, DRY_RUN, FAILED, HELD, UP_TO_DATE, run_connector
-from tests.fakes.ingest_ports import BytesFetcher, FakeClock, InMemoryConnectors, RecordingSink
+from tests.fakes.ingest_ports import BytesFetcher, FakeClock, InMemoryConnectors, InMemoryProfiles, RecordingSink
 
 CATALOGUE = DatasetCatalogue.load()
 TOILETS = CATALOGUE.get("public_toilets")
@@ -241,3 +241,31 @@ def test_a_definition_can_only_call_its_own_schema_fields_volatile() -> None:
     }
     with pytest.raises(DefinitionError, match="volatile field"):
         _definition_from_dict(raw, {"fields": [{"name": "a"}]}, "x")
+
+
+async def test_a_connector_reads_its_commune_layout_through_the_saved_profile() -> None:
+    cfg = ConnectorConfig("c", None, "public_toilets", "f.csv", None, 600, 0.5, profile="sig")
+    store, sink, profiles = InMemoryConnectors({"c": cfg}), RecordingSink(), InMemoryProfiles()
+    csv_file = "Numéro;Rue;Code INSEE;Coordonnées;Remarque\n7;1 place Bellecour;69382;45.7578, 4.8320;près du kiosque\n"
+    fetcher = BytesFetcher({"f.csv": csv_file.encode()})
+    # without the saved profile the run fails and says which profile is missing; nothing is published
+    missing = await run(store, fetcher, sink, profiles=profiles)
+    assert missing.status == FAILED and "*/public_toilets/sig" in (missing.error or "") and not sink.events
+    await profiles.save(
+        "*",
+        "public_toilets",
+        "sig",
+        {
+            "dataset": "public_toilets",
+            "fields": [{"column": "Numéro", "field": "gid"}, {"column": "Rue", "field": "adresse"}],
+            "geometry": {"kind": "point_text", "columns": ["Coordonnées"], "crs": "EPSG:4326", "order": "latlon"},
+            "commune_column": "Code INSEE",
+        },
+        "admin",
+    )
+    report = await run(store, fetcher, sink, profiles=profiles)
+    assert (report.status, report.added) == (APPLIED, 1)
+    (ev,) = sink.events
+    assert (ev.commune, ev.feature_id, ev.attributes["adresse"]) == ("69382", "7", "1 place Bellecour")
+    assert ev.attributes["odc:extra"] == '{"Remarque": "près du kiosque"}'
+    assert ev.geometry is not None and ev.geometry.value == b"POINT (4.8320 45.7578)"

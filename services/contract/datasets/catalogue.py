@@ -9,15 +9,18 @@ the project's own canonical schema, written in the same Table Schema form, where
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.contract.datasets.field_names import FieldMatcher
+from services.contract.territories import DEFAULT_TERRITORY, Territory, load_territory
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent / "definitions"
-# Commune boundaries (GeoJSON, WGS84, one feature per INSEE code; see boundaries/SOURCE.md)
+# Commune boundaries (GeoJSON, WGS84, one feature per INSEE code; see boundaries/SOURCE.md). Which file a
+# deployment uses is its territory's (services/contract/territories/, the ODC_TERRITORY setting).
 BOUNDARIES_FILE = Path(__file__).resolve().parent / "boundaries" / "metropole_de_lyon_communes.geojson"
 
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "None"}
@@ -44,10 +47,15 @@ CARRIERS = {"geojson", "xy", "geopoint", "wkt", "none"}
 POLICIES = {"reject", "flag"}
 
 Box = tuple[float, float, float, float]
-# Areas a dataset's features must fall in: WGS84 lon/lat boxes, with a margin.
+# A dataset whose "area" is "territory" is the deployment's own: its positions are checked against the
+# territory's area (ODC_TERRITORY; the Métropole de Lyon's 58 communes span about 4.66..5.07 E, 45.55..45.94 N,
+# its area is 4.55..5.20 E, 45.45..46.05 N), and its commune fields accept the territory's communes only: a
+# schema pattern holding COMMUNE_TOKEN gets the territory's codes in its place when the catalogue is loaded.
+TERRITORY_AREA = "territory"
+LEGACY_TERRITORY_AREAS = {"metropole_de_lyon"}  # the name definitions used when the territory was fixed
+COMMUNE_TOKEN = "{commune}"
+# Areas of national datasets: WGS84 lon/lat boxes, with a margin.
 AREAS: dict[str, tuple[Box, ...]] = {
-    # Métropole de Lyon's 58 communes span about 4.66..5.07 E, 45.55..45.94 N.
-    "metropole_de_lyon": ((4.55, 45.45, 5.20, 46.05),),
     # Metropolitan France incl. Corsica.
     "france_metropolitaine": ((-5.8, 41.2, 10.0, 51.3),),
     # France with its overseas départements and collectivities (national bases such as the BNLC cover them).
@@ -61,6 +69,10 @@ AREAS: dict[str, tuple[Box, ...]] = {
         (-56.5, 46.7, -56.1, 47.2),  # Saint-Pierre-et-Miquelon
         (-63.2, 17.8, -62.7, 18.2),  # Saint-Martin, Saint-Barthélemy
     ),
+}
+AREA_NAMES: dict[str, tuple[str, str]] = {
+    "france_metropolitaine": ("metropolitan France", "de la France métropolitaine"),
+    "france": ("France (metropolitan and overseas)", "de la France (métropole et outre-mer)"),
 }
 
 
@@ -135,6 +147,11 @@ class DatasetDefinition:
     # schema fields that change without the thing changing (a timestamp, live counts): snapshot
     # connectors leave them out of change detection (services/ingest/domain/snapshot_diff.py)
     volatile_fields: tuple[str, ...] = ()
+    # the area positions are checked against, and its name in messages (en, fr)
+    area_boxes: tuple[Box, ...] = ()
+    area_name: tuple[str, str] = ("the dataset's area", "de la zone du jeu de données")  # fr: after "hors"
+    # field -> how a valid value is written, in words with an example (en, fr): shown instead of the pattern
+    pattern_words: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def identity_field(self) -> str:
@@ -143,7 +160,7 @@ class DatasetDefinition:
 
     @property
     def boxes(self) -> tuple[Box, ...]:
-        return AREAS[self.area]
+        return self.area_boxes or AREAS[self.area]
 
     @property
     def bounds(self) -> Box:
@@ -160,7 +177,44 @@ def _check_field(origin: str, names: tuple[str, ...], what: str, name: str | Non
         raise DefinitionError(f"{origin}: {what} {name!r} is not a schema field")
 
 
-def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: str) -> DatasetDefinition:
+def _example_of(pattern: str, code: str) -> str:
+    """A value matching a simple pattern of the definitions (a commune code, then literals and digit runs)."""
+    text = pattern.strip("^$").replace(COMMUNE_TOKEN, code).replace("(", "").replace(")", "")
+    return re.sub(r"\[0-9\](\{\d+(,\d+)?\}|\+|\*)?", "1", text)
+
+
+def _territory_schema(
+    schema: dict[str, Any], territory: Territory, origin: str
+) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """The schema with the territory's commune codes in place of COMMUNE_TOKEN, and how each such field is
+    written in words (a commune code: "a 5-character INSEE code of a commune of <territory>, e.g. 69123")."""
+    words: dict[str, tuple[str, str]] = {}
+    fields = []
+    for spec in schema.get("fields", []):
+        f = dict(spec)
+        pattern = f.get("constraints", {}).get("pattern")
+        if isinstance(pattern, str) and COMMUNE_TOKEN in pattern:
+            resolved = pattern.replace(COMMUNE_TOKEN, territory.code_pattern)
+            example = _example_of(pattern, territory.example)
+            if not re.fullmatch(resolved, example):
+                raise DefinitionError(f"{origin}: field {f['name']}: no example can be written for its pattern")
+            if pattern.strip("^$()") == COMMUNE_TOKEN:
+                words[f["name"]] = territory.describe_code()
+            else:
+                words[f["name"]] = (
+                    f"the INSEE code of a commune of {territory.name} then the rest of the identifier, e.g. {example}",
+                    f"le code INSEE d'une commune de {territory.name} puis la suite de l'identifiant, par exemple {example}",
+                )
+            f["constraints"] = {**f["constraints"], "pattern": resolved}
+        fields.append(f)
+    return ({**schema, "fields": fields} if words else schema), words
+
+
+def _definition_from_dict(
+    raw: dict[str, Any], schema: dict[str, Any], origin: str, territory: Territory | None = None
+) -> DatasetDefinition:
+    territory = territory or load_territory(DEFAULT_TERRITORY)
+    schema, pattern_words = _territory_schema(schema, territory, origin)
     try:
         fields = schema["fields"]
         names = tuple(f["name"] for f in fields)
@@ -191,7 +245,14 @@ def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: s
         ):
             _check_field(origin, names, what, name)
         area = raw.get("area", "france_metropolitaine")
-        if area not in AREAS:
+        if area in LEGACY_TERRITORY_AREAS:
+            area = TERRITORY_AREA
+        if area == TERRITORY_AREA:
+            area_boxes: tuple[Box, ...] = (territory.area,)
+            area_name = (f"the territory of {territory.name}", f"du territoire de {territory.name}")
+        elif area in AREAS:
+            area_boxes, area_name = AREAS[area], AREA_NAMES[area]
+        else:
             raise DefinitionError(f"{origin}: unknown area {area!r}")
         identity = raw["identity_field"]
         identity_fields = tuple(identity) if isinstance(identity, list) else (identity,)
@@ -230,12 +291,15 @@ def _definition_from_dict(raw: dict[str, Any], schema: dict[str, Any], origin: s
             aliases=aliases,
             same_place=same_place,
             volatile_fields=volatile_fields,
+            area_boxes=area_boxes,
+            area_name=area_name,
+            pattern_words=pattern_words,
         )
     except (KeyError, TypeError) as exc:
         raise DefinitionError(f"{origin}: malformed definition ({exc!r})") from exc
 
 
-def load_definition(folder: Path) -> DatasetDefinition:
+def load_definition(folder: Path, territory: Territory | None = None) -> DatasetDefinition:
     path = folder / "definition.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
     origin = f"{folder.name}/definition.json"
@@ -251,7 +315,7 @@ def load_definition(folder: Path) -> DatasetDefinition:
             f"{origin}: national_schema.version {raw['national_schema'].get('version')!r} "
             f"differs from the schema file's {schema.get('version')!r}"
         )
-    d = _definition_from_dict(raw, schema, origin)
+    d = _definition_from_dict(raw, schema, origin, territory)
     if d.id != folder.name:
         raise DefinitionError(f"{origin}: id {d.id!r} must match the folder name")
     return d
@@ -274,18 +338,32 @@ class DatasetCatalogue:
         self,
         definitions: dict[str, DatasetDefinition],
         commune_boundaries: dict[str, dict[str, Any]] | None = None,
+        territory: Territory | None = None,
     ) -> None:
         self._definitions = dict(sorted(definitions.items()))
         # the communes whose boundary is known: positions they send are checked against it
         self.commune_boundaries: dict[str, dict[str, Any]] = dict(commune_boundaries or {})
+        self.territory = territory or load_territory(DEFAULT_TERRITORY)
 
     @classmethod
-    def load(cls, directory: Path = DEFINITIONS_DIR, boundaries: Path | None = BOUNDARIES_FILE) -> DatasetCatalogue:
+    def load(
+        cls,
+        directory: Path = DEFINITIONS_DIR,
+        boundaries: Path | str | None = "territory",
+        territory: Territory | str | None = None,
+    ) -> DatasetCatalogue:
+        """``territory``: a Territory or the ODC_TERRITORY setting (default: the Métropole de Lyon).
+        ``boundaries``: the territory's (default), another GeoJSON file, or None to check no commune's."""
+        t = load_territory(territory or DEFAULT_TERRITORY) if not isinstance(territory, Territory) else territory
         defs: dict[str, DatasetDefinition] = {}
         for path in sorted(directory.glob("*/definition.json")):
-            d = load_definition(path.parent)
+            d = load_definition(path.parent, t)
             defs[d.id] = d
-        return cls(defs, load_commune_boundaries(boundaries) if boundaries is not None else None)
+        if isinstance(boundaries, Path):
+            commune_boundaries: dict[str, dict[str, Any]] | None = load_commune_boundaries(boundaries)
+        else:
+            commune_boundaries = t.boundaries if boundaries is not None else None
+        return cls(defs, commune_boundaries, t)
 
     def get(self, dataset_id: str) -> DatasetDefinition | None:
         return self._definitions.get(dataset_id)

@@ -86,3 +86,32 @@ class FieldMatcher:
             if self.target(key) == field:
                 return value
         return None
+
+
+# Columns where files name a record's commune when it is not under the schema's commune field (CEREMA, SCDL,
+# the départements' and INSEE's own exports), folded (``fold``).
+COMMUNE_COLUMNS = (
+    "codeinsee",
+    "insee",
+    "codinsee",
+    "codecommuneinsee",
+    "collinsee",
+    "cominsee",
+    "codecommune",
+    "codecom",
+    "inseecom",
+    "depcom",
+    "codgeo",
+    "codeinseecommune",
+)
+
+
+def stated_commune(attrs: Mapping[str, Any], skip: Iterable[str] = ()) -> tuple[str, Any] | None:
+    """(column, value) of the first commune-like column a record carries with a value, outside ``skip``."""
+    excluded = frozenset(skip)
+    by_fold = {fold(k): k for k in attrs if k not in excluded}
+    for candidate in COMMUNE_COLUMNS:
+        key = by_fold.get(candidate)
+        if key is not None and attrs[key] not in (None, ""):
+            return key, attrs[key]
+    return None

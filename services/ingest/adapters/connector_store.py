@@ -33,6 +33,7 @@ def _config(row: Any) -> ConnectorConfig:
         fmt=row.format,
         every_seconds=float(row.every_seconds),
         max_delete_share=float(row.max_delete_share),
+        profile=row.profile,
     )
 
 
@@ -52,6 +53,7 @@ class PostgresConnectorStore:
                     format=cfg.fmt,
                     every_seconds=cfg.every_seconds,
                     max_delete_share=cfg.max_delete_share,
+                    profile=cfg.profile,
                     created_at=datetime.now(UTC),
                 )
                 .on_conflict_do_nothing()

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.service_layer.ports import StoredResponse
+from services.infrastructure.database import is_transient
+from services.ingest.service_layer.ports import StoredResponse, StoreUnavailable
 
 
 class PostgresIdempotencyStore:
@@ -49,13 +50,19 @@ class PostgresIdempotencyStore:
         return bool(res.rowcount)
 
     async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "UPDATE idempotency_record SET status = :st, body = CAST(:b AS jsonb) WHERE scope = :s AND key = :k"
-                ),
-                {"s": scope, "k": key, "st": status, "b": json.dumps(body, ensure_ascii=False)},
-            )
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "UPDATE idempotency_record SET status = :st, body = CAST(:b AS jsonb) "
+                        "WHERE scope = :s AND key = :k"
+                    ),
+                    {"s": scope, "k": key, "st": status, "b": json.dumps(body, ensure_ascii=False)},
+                )
+        except Exception as exc:
+            if is_transient(exc):
+                raise StoreUnavailable(f"idempotency record not stored: {type(exc).__name__}") from exc
+            raise
 
     async def release(self, scope: str, key: str) -> None:
         async with self._engine.begin() as conn:

@@ -1,23 +1,64 @@
 """Publish change events to the input topic with an idempotent producer (acks=all), each signed with the
-sender's key (services/contract/event_signature.py) so the normaliser can check who may change what."""
+sender's key (services/contract/event_signature.py) so the normaliser can check who may change what.
+
+Bounded in size and in time (docs/ingest.md, "Outages"):
+- every event is encoded before anything is sent; an event larger than ``max_record_bytes`` is refused
+  (RecordsTooLarge, a permanent error naming the limit), so a too-large record never becomes a 503;
+- with ``deadline_seconds``, the broker must acknowledge every event of a call within that time. If it does
+  not (or the send fails), the producer is *abandoned*: its background sender is cancelled and its buffered
+  batches are failed, so nothing still in the buffer is ever sent after the caller was told "not published";
+  the next call starts a fresh producer. aiokafka's idempotent producer otherwise retries a buffered batch
+  forever ("If idempotence is enabled we never expire batches"), which published the records of requests
+  answered long before, once the broker came back. The one exception is a produce request already written
+  to the broker's socket when the deadline hit: the broker may still append it. The push API makes a retry of
+  such a request harmless (event ids derived from the Idempotency-Key; the normaliser applies an id once).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from services.contract import size_limits
 from services.contract.codecs import Codecs
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent
 from services.infrastructure.kafka_security import KafkaClientSecurity
-from services.ingest.service_layer.ports import PublishFailed
+from services.ingest.service_layer.ports import PublishFailed, RecordsTooLarge
+
+log = logging.getLogger("odc.ingest.publisher")
 
 
 def event_key(ev: ChangeEvent) -> bytes:
     """Same feature, same partition: per-feature order is kept end to end."""
     return f"{ev.dataset}/{ev.commune}/{ev.feature_id}".encode()
+
+
+def abandon_producer(producer: AIOKafkaProducer) -> asyncio.Task[None]:
+    """Make sure nothing buffered in ``producer`` is ever sent, then close it in the background.
+
+    aiokafka has no public call for this (``stop()`` flushes, which waits for the broker), so this reaches
+    into its sender task and accumulator, as pinned in requirements.lock (aiokafka 0.14.0). The test
+    tests/integration/test_outage_answers.py proves the effect on a real broker: records of a request
+    answered 503 never reach the topic after the broker returns."""
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(KafkaTimeoutError("abandoned: the caller was told these records were not published"))
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+    return asyncio.create_task(close(), name="odc-abandoned-producer-close")
 
 
 class KafkaEventPublisher:
@@ -31,43 +72,119 @@ class KafkaEventPublisher:
         client_id: str = "odc-ingest",
         signing_key: SigningKey | None = None,
         request_timeout_ms: int = 30000,
+        max_record_bytes: int = size_limits.MAX_RECORD_BYTES,
+        max_request_bytes: int = size_limits.PRODUCER_MAX_REQUEST_BYTES,
+        deadline_seconds: float | None = None,
     ) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=10,
-            max_batch_size=1 << 20,
-            request_timeout_ms=request_timeout_ms,
-            **security.producer_kwargs(),
-        )
+        self._bootstrap = bootstrap
+        self._security = security
+        self._client_id = client_id
+        self._request_timeout_ms = request_timeout_ms
+        self._max_record_bytes = max_record_bytes
+        self._max_request_bytes = max_request_bytes
+        self._deadline = deadline_seconds
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         self._topic = topic
         self._codecs = codecs
         self._key = signing_key
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=10,
+            max_batch_size=1 << 20,
+            max_request_size=self._max_request_bytes,
+            request_timeout_ms=self._request_timeout_ms,
+            **self._security.client_kwargs(),
+        )
+
     async def start(self) -> None:
-        await self._producer.start()
+        await self._started()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = self._new_producer()
+                try:
+                    await producer.start()
+                except BaseException:
+                    abandon_producer(producer)
+                    raise
+                self._producer = producer
+            return self._producer
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        for task in list(self._closing):
+            with contextlib.suppress(Exception):
+                await task
+
+    def _abandon(self, producer: AIOKafkaProducer) -> None:
+        if self._producer is producer:
+            self._producer = None
+        task = abandon_producer(producer)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def encode(self, events: Iterable[ChangeEvent]) -> list[tuple[ChangeEvent, bytes]]:
+        """Every event encoded, or RecordsTooLarge naming each event over the limit (nothing is sent)."""
+        encoded = [(ev, self._codecs.encode_change_event(ev)) for ev in events]
+        too_large = {i: len(v) for i, (_, v) in enumerate(encoded) if len(v) > self._max_record_bytes}
+        if too_large:
+            raise RecordsTooLarge(too_large, self._max_record_bytes)
+        return encoded
 
     async def publish(
         self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
     ) -> int:
-        """Send every event and wait until the broker has acknowledged all of them (PublishFailed if not)."""
-        try:
-            return await self._publish(events, on_sent, window)
-        except KafkaError as exc:
-            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        """Send every event and wait until the broker has acknowledged all of them: PublishFailed if not
+        (within the deadline), RecordsTooLarge before anything is sent if an event is over the limit."""
+        return await self.publish_encoded(self.encode(events), on_sent, window)
 
-    async def _publish(self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None, window: int) -> int:
+    async def publish_encoded(
+        self,
+        encoded: list[tuple[ChangeEvent, bytes]],
+        on_sent: Callable[[int], None] | None = None,
+        window: int = 5000,
+    ) -> int:
+        """``publish`` of events already encoded (and size-checked) by ``encode``."""
+        producer: AIOKafkaProducer | None = None
+        try:
+            async with asyncio.timeout(self._deadline):
+                producer = await self._started()
+                return await self._send(producer, encoded, on_sent, window)
+        except TimeoutError as exc:
+            if producer is not None:
+                self._abandon(producer)
+            raise PublishFailed(f"the broker did not acknowledge the records within {self._deadline:g} s") from exc
+        except KafkaError as exc:
+            if producer is not None:
+                self._abandon(producer)
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        except asyncio.CancelledError:  # the caller gave up (e.g. its own answer deadline): same as a timeout
+            if producer is not None:
+                self._abandon(producer)
+            raise
+
+    async def _send(
+        self,
+        producer: AIOKafkaProducer,
+        encoded: list[tuple[ChangeEvent, bytes]],
+        on_sent: Callable[[int], None] | None,
+        window: int,
+    ) -> int:
         pending = []
         sent = 0
-        for ev in events:
-            value = self._codecs.encode_change_event(ev)
+        for ev, value in encoded:
             headers = sign(value, self._key) if self._key is not None else None
-            pending.append(await self._producer.send(self._topic, value=value, key=event_key(ev), headers=headers))
+            pending.append(await producer.send(self._topic, value=value, key=event_key(ev), headers=headers))
             if len(pending) >= window:
                 for fut in pending:
                     await fut
@@ -85,4 +202,5 @@ class KafkaEventPublisher:
     async def publish_raw(
         self, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
     ) -> None:
-        await (await self._producer.send(self._topic, value=value, key=key, headers=headers))
+        producer = await self._started()
+        await (await producer.send(self._topic, value=value, key=key, headers=headers))

@@ -24,6 +24,20 @@ TABLES = (
 )
 
 
+# Source records refused and not accepted since (the same rule as `odc report`: a later live state of the
+# feature supersedes its refusal), counted once per record.
+OUTSTANDING_REFUSALS = """
+SELECT coalesce(r.dataset, ''), count(DISTINCT CASE WHEN coalesce(r.feature_id, '') <> '' THEN r.feature_id
+                                                    ELSE r.rejection_id END)
+FROM rejection r
+WHERE r.commune = :c AND r.resolved_at IS NULL AND NOT EXISTS (
+  SELECT 1 FROM canonical_feature f
+  WHERE f.dataset = r.dataset AND f.commune = r.commune AND f.feature_id = r.feature_id
+    AND f.updated_at > r.rejected_at AND NOT f.deleted)
+GROUP BY 1
+"""
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -37,6 +51,9 @@ def _blank(dataset: str) -> dict[str, Any]:
         "rejected": 0,
         "rejected_by_reason": {},
         "live_features": 0,
+        # conformance levels (docs/validation.md): live features conforming / incomplete, and the source
+        # records refused and not accepted since (what `odc report` lists)
+        "conformance": {"conforming": 0, "incomplete": 0, "refused": 0},
         "last_change_applied": None,
         "dataset_latest_version": 0,
     }
@@ -95,13 +112,20 @@ class PostgresStatusReadModel:
                     for at, d, reason, message, event_id, feature_id, errors in rows
                 ]
             if "canonical_feature" in present:
-                for d, n in await conn.execute(
+                for d, n, incomplete in await conn.execute(
                     text(
-                        "SELECT dataset, count(*) FROM canonical_feature WHERE commune = :c AND NOT deleted GROUP BY 1"
+                        "SELECT dataset, count(*), count(*) FILTER (WHERE attributes->>'odc:conformance' = "
+                        "'incomplete') FROM canonical_feature WHERE commune = :c AND NOT deleted GROUP BY 1"
                     ),
                     c,
                 ):
-                    entry(d)["live_features"] = int(n)
+                    e = entry(d)
+                    e["live_features"] = int(n)
+                    e["conformance"]["conforming"] = int(n) - int(incomplete)
+                    e["conformance"]["incomplete"] = int(incomplete)
+                if "rejection" in present:
+                    for d, n in await conn.execute(text(OUTSTANDING_REFUSALS), c):
+                        entry(d)["conformance"]["refused"] = int(n)
             if "feature_change_outbox" in present:
                 last = {
                     r[0]: r

@@ -1,6 +1,9 @@
-"""Tables owned by the ingest service (SQLAlchemy Core). Created idempotently at start and by the CLI."""
+"""Tables owned by the ingest service (SQLAlchemy Core). Changed only through migrations (./migrations),
+upgraded to head at start and by the CLI."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -17,8 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.infrastructure.api_tokens import create_api_token_schema
-from services.infrastructure.signing_keys import create_signing_key_schema
+from services.infrastructure.schema_migrations import SchemaOwner, upgrade_schema
+from services.infrastructure.shared_schema import SHARED_SCHEMA
 
 metadata = MetaData()
 
@@ -36,6 +39,19 @@ idempotency_record = Table(
 )
 Index("idempotency_record_created", idempotency_record.c.created_at)
 
+# The receipt of each accepted push request: what was accepted (index, event id, feature) and refused at the
+# door; GET /v1/receipts/{id} adds each record's outcome in the pipeline.
+push_receipt = Table(
+    "push_receipt",
+    metadata,
+    Column("receipt_id", Text, primary_key=True),
+    Column("commune", Text, nullable=True),  # the token's commune (null: admin token)
+    Column("dataset", Text, nullable=False),
+    Column("body", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+Index("push_receipt_created", push_receipt.c.created_at)
+
 snapshot_connector = Table(
     "snapshot_connector",
     metadata,
@@ -50,6 +66,7 @@ snapshot_connector = Table(
     Column("last_run_at", DateTime(timezone=True), nullable=True),
     Column("last_status", Text, nullable=True),
     Column("last_summary", JSONB, nullable=True),
+    Column("profile", Text, nullable=True),  # a saved source profile's source name (issue 14.1)
 )
 
 # The last applied snapshot of each connector: one fingerprint of business content per feature.
@@ -75,10 +92,25 @@ connector_run = Table(
 )
 Index("connector_run_by_connector", connector_run.c.connector, connector_run.c.id)
 
+# Source profiles (services/ingest/domain/source_profiles.py): a commune's file layout per (commune, dataset,
+# source), each save a new version. commune '*' is a Métropole profile whose file names each record's commune.
+source_profile = Table(
+    "source_profile",
+    metadata,
+    Column("commune", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("profile", JSONB, nullable=False),
+    Column("saved_by", Text, nullable=False, server_default=""),
+    Column("saved_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("commune", "dataset", "source", "version", name="source_profile_pk"),
+)
+
+
+INGEST_SCHEMA = SchemaOwner("ingest", Path(__file__).with_name("migrations"), (metadata,))
+
 
 async def create_ingest_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431004)"))  # concurrent starters
-        await conn.run_sync(metadata.create_all)
-    await create_api_token_schema(engine)  # the push API's tokens (shared with the publish API)
-    await create_signing_key_schema(engine)
+    """Upgrade the ingest tables and the shared ones (push API tokens, signing keys) to their latest migration."""
+    await upgrade_schema(engine, INGEST_SCHEMA, SHARED_SCHEMA)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from services.contract.datasets.catalogue import DatasetDefinition
-from services.contract.datasets.field_names import FieldMatcher
+from services.contract.datasets.field_names import FieldMatcher, stated_commune
 from services.contract.messages import AttributeValue, ChangeEvent, Operation
 from services.ingest.domain.source_records import SourceRecord
 
@@ -30,15 +30,14 @@ def feature_id_of(value: object) -> str:
     return str(value).strip()
 
 
-# Where a file names its commune when the dataset's schema has no commune column (CEREMA, SCDL).
-_COMMUNE_COLUMNS = ("code_insee", "insee", "codinsee", "code_commune_insee", "coll_insee", "com_insee")
-
-
 def commune_of(attributes: dict[str, AttributeValue], definition: DatasetDefinition, matcher: FieldMatcher) -> str:
+    """The commune a record names: its commune field, else a commune-like column (field_names.COMMUNE_COLUMNS)."""
     if definition.commune_field:
-        return commune_code(matcher.value(attributes, definition.commune_field))
-    lower = {k.lower(): v for k, v in attributes.items()}
-    return commune_code(next((lower[c] for c in _COMMUNE_COLUMNS if lower.get(c) not in (None, "")), None))
+        value = matcher.value(attributes, definition.commune_field)
+        if value not in (None, ""):
+            return commune_code(value)
+    found = stated_commune(attributes)
+    return commune_code(found[1] if found else None)
 
 
 def identity_of(attributes: dict[str, AttributeValue], definition: DatasetDefinition, matcher: FieldMatcher) -> str:
@@ -69,7 +68,13 @@ def upsert_events(
     commune field (a sender acting for several communes, like the Métropole's own exports)."""
     matcher = definition.matcher()
     for r in records:
-        c = commune if commune is not None else commune_of(r.attributes, definition, matcher)
+        c = (
+            commune
+            if commune is not None
+            else commune_code(r.commune)
+            if r.commune
+            else commune_of(r.attributes, definition, matcher)
+        )
         yield ChangeEvent(
             event_id=new_id(),
             dataset=definition.id,
@@ -81,4 +86,5 @@ def upsert_events(
             source=source,
             geometry=r.geometry,
             attributes=dict(r.attributes),
+            source_row=r.line,
         )

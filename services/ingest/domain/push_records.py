@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,10 +28,12 @@ from services.contract.datasets.catalogue import DatasetDefinition
 from services.contract.event_signature import FORBIDDEN_COMMUNE
 from services.contract.messages import AttributeValue, ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.ingest.domain.change_events import commune_code, upsert_events
+from services.ingest.domain.source_profiles import SourceProfile, apply_profile
 from services.ingest.domain.source_records import SourceRecord
 
 INVALID_ENVELOPE = "invalid_envelope"
 INVALID_GEOMETRY = "invalid_geometry"
+RECORD_TOO_LARGE = "record_too_large"
 RESERVED = frozenset({"operation", "commune", "sequence", "geometry", "crs", "feature_id", "type"})
 GEOMETRY_TYPES = frozenset(
     {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
@@ -218,6 +221,21 @@ def _shape(
     )
 
 
+def _through_profile(shaped: _Shaped, profile: SourceProfile, definition: DatasetDefinition) -> _Shaped:
+    identity = definition.identity_field if len(definition.identity_fields) == 1 else None
+    profiled = apply_profile(profile, shaped.record, identity_field=identity)
+    record = profiled.record
+    if shaped.operation is Operation.DELETE:
+        record = replace(record, geometry=None)
+    stated = shaped.commune
+    if stated is None and definition.commune_field:
+        value = record.attributes.get(definition.commune_field)
+        stated = commune_code(value) if value not in (None, "") else None
+    if stated is None and profiled.commune:
+        stated = commune_code(profiled.commune)
+    return replace(shaped, record=record, commune=stated)
+
+
 def _is_insee(code: str) -> bool:
     return len(code) == 5 and (code.isdigit() or (code[:2] in ("2A", "2B") and code[2:].isdigit()))
 
@@ -231,9 +249,11 @@ def parse_batch(
     sequence: int,
     occurred_at: datetime,
     new_id: Callable[[], str],
+    profile: SourceProfile | None = None,
 ) -> ParsedBatch:
     """``commune``: the token's commune (None for the Métropole's admin token, which may write any commune
-    and then reads each record's commune). Raises MalformedBody when the body is not a batch at all."""
+    and then reads each record's commune). ``profile``: the records are in a commune's own layout, turned
+    into the dataset's fields by this source profile. Raises MalformedBody when the body is not a batch at all."""
     records = records_of(body)
     crs = None
     if isinstance(body, Mapping) and isinstance(body.get("crs"), dict):
@@ -247,6 +267,8 @@ def parse_batch(
         if isinstance(shaped, RecordRefusal):
             refused.append(shaped)
             continue
+        if profile is not None:
+            shaped = _through_profile(shaped, profile, definition)
         if commune is not None and shaped.commune is not None and shaped.commune != commune:
             en = f"this token writes for commune {commune}; the record belongs to commune {shaped.commune[:10]}"
             fr = f"ce jeton écrit pour la commune {commune} ; l'enregistrement appartient à la commune {shaped.commune[:10]}"
@@ -318,3 +340,42 @@ def parse_batch(
     accepted.sort(key=lambda a: a.index)
     refused.sort(key=lambda r: r.index)
     return ParsedBatch(tuple(accepted), tuple(refused))
+
+
+# A fixed namespace for the event ids of requests that carry an Idempotency-Key (uuid5 of it).
+IDEMPOTENT_EVENT_IDS = uuid.UUID("6f1d2a5e-8b0c-4f4e-9a57-0d1c3e2b7a90")
+
+
+def idempotent_event_ids(batch: ParsedBatch, scope: str, key: str, request_sha256: str) -> ParsedBatch:
+    """The same request (same scope, key and body) always yields the same event ids, one per record index,
+    so a retry after a 503 whose records the broker did take after all is applied once by the normaliser
+    (which applies an event id once)."""
+    accepted = tuple(
+        AcceptedRecord(
+            a.index,
+            replace(
+                a.event,
+                event_id=str(uuid.uuid5(IDEMPOTENT_EVENT_IDS, f"{scope}\x00{key}\x00{request_sha256}\x00{a.index}")),
+            ),
+        )
+        for a in batch.accepted
+    )
+    return ParsedBatch(accepted, batch.refused)
+
+
+def refuse_too_large(batch: ParsedBatch, sizes: Mapping[int, int], limit: int) -> ParsedBatch:
+    """Move the accepted records at positions ``sizes`` (position in ``batch.accepted`` -> encoded size) to
+    the refusals, with reason ``record_too_large`` naming the limit: a retry can never succeed."""
+    refused = list(batch.refused)
+    for pos, size in sizes.items():
+        a = batch.accepted[pos]
+        en = f"the record is {size} bytes once encoded; the limit is {limit} bytes per record"
+        fr = f"l'enregistrement fait {size} octets une fois encodé ; la limite est de {limit} octets par enregistrement"
+        refused.append(
+            RecordRefusal(
+                a.index, RECORD_TOO_LARGE, en, (_error("record_size", en, fr, None, None),), a.event.feature_id
+            )
+        )
+    accepted = tuple(a for pos, a in enumerate(batch.accepted) if pos not in sizes)
+    refused.sort(key=lambda r: r.index)
+    return ParsedBatch(accepted, tuple(refused))

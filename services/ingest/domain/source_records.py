@@ -24,6 +24,7 @@ class SourceRecord:
     line: int  # 1-based position in the file (feature index or CSV line)
     attributes: dict[str, AttributeValue]
     geometry: RawGeometry | None
+    commune: str | None = None  # read by a source profile's commune column (source_profiles.py)
 
 
 def _flat(value: object) -> AttributeValue:

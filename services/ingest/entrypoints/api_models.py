@@ -41,6 +41,10 @@ class PushAccepted(BaseModel):
     accepted: list[AcceptedRecordDoc]
     refused: list[RecordRefusalDoc]
     status_url: str | None = None
+    receipt_id: str | None = Field(default=None, description="Read each record's outcome at receipt_url")
+    receipt_url: str | None = Field(
+        default=None, description="GET it for each record's outcome: conforming, incomplete, refused or pending"
+    )
 
 
 class ErrorDoc(BaseModel):
@@ -79,6 +83,10 @@ class DatasetStatusDoc(BaseModel):
     rejected: int
     rejected_by_reason: dict[str, int]
     live_features: int
+    conformance: dict[str, int] | None = Field(
+        default=None,
+        description="conforming and incomplete live features; refused source records not accepted since",
+    )
     last_change_applied: LastChangeDoc | None
     dataset_latest_version: int
 

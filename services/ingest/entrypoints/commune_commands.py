@@ -32,11 +32,12 @@ from services.infrastructure.signing_keys import (
 )
 from services.ingest.adapters.connector_store import ConnectorExists, PostgresConnectorStore
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
+from services.ingest.adapters.profile_store import PostgresProfileStore
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
 from services.ingest.service_layer import run_connector as rc
-from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed
+from services.ingest.service_layer.ports import ConnectorConfig, PublishFailed, RecordsTooLarge
 from services.ingest.settings import IngestSettings
 
 T = TypeVar("T")
@@ -223,6 +224,10 @@ def connector_add(
     max_delete_share: Annotated[
         float | None, typer.Option(help="hold a run deleting more than this share of the features (0..1)")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="the file's layout: the source name of a profile saved for this commune (odc profile save)"),
+    ] = None,
 ) -> None:
     """Follow a published file: each run mirrors it (upserts for new and changed features, deletes for gone ones)."""
     if (commune is None) == (not all_communes):
@@ -230,7 +235,7 @@ def connector_add(
         raise typer.Exit(2)
     if commune is not None:
         _check_insee(commune)
-    if DatasetCatalogue.load().get(dataset) is None:
+    if DatasetCatalogue.load(territory=IngestSettings().territory).get(dataset) is None:
         err.print(f"[red]error:[/red] unknown dataset {dataset!r} (see `odc datasets`)")
         raise typer.Exit(2)
     share = IngestSettings().connector_max_delete_share if max_delete_share is None else max_delete_share
@@ -244,6 +249,7 @@ def connector_add(
         fmt=fmt,
         every_seconds=parse_duration(every),
         max_delete_share=share,
+        profile=profile,
     )
     try:
         _run(lambda e: PostgresConnectorStore(e).add(cfg))
@@ -296,7 +302,13 @@ def connector_run(
             security=security,
         )
         publisher = KafkaEventPublisher(
-            settings.kafka_bootstrap, settings.topic_change_events, Codecs(), security=security, signing_key=key
+            settings.kafka_bootstrap,
+            settings.topic_change_events,
+            Codecs(),
+            security=security,
+            signing_key=key,
+            max_record_bytes=settings.max_record_bytes,
+            max_request_bytes=settings.producer_max_request_bytes,
         )
         await publisher.start()
         try:
@@ -317,7 +329,7 @@ def connector_run(
                         max_bytes=settings.connector_max_snapshot_bytes,
                     ),
                     sink=publisher,
-                    catalogue=DatasetCatalogue.load(),
+                    catalogue=DatasetCatalogue.load(territory=settings.territory),
                     clock=_Clock(),
                     new_id=lambda: str(uuid.uuid4()),
                     dry_run=dry_run,
@@ -325,6 +337,7 @@ def connector_run(
                     progress=rc.Progress(
                         on_total=lambda n: bar.update(task, total=n), on_sent=lambda n: bar.advance(task, n)
                     ),
+                    profiles=PostgresProfileStore(engine),
                 )
         finally:
             await publisher.stop()
@@ -337,6 +350,9 @@ def connector_run(
     except PublishFailed as failed:
         err.print(f"[red]error:[/red] the broker did not take the events; nothing was recorded, run again: {failed}")
         raise typer.Exit(1) from failed
+    except RecordsTooLarge as large:
+        err.print(f"[red]error:[/red] nothing was published or recorded: {large}; fix the source")
+        raise typer.Exit(1) from large
     if as_json:
         print(json.dumps(report.summary(), ensure_ascii=False))
     else:
@@ -389,7 +405,7 @@ def connector_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
 def commune_status(commune: str, as_json: bool) -> None:
     """``odc status --commune INSEE``: per dataset, what became of the commune's events."""
     _check_insee(commune)
-    doc = _run(lambda e: PostgresStatusReadModel(e).commune_status(commune, DatasetCatalogue.load().ids()))
+    doc = _run(lambda e: PostgresStatusReadModel(e).commune_status(commune, DatasetCatalogue.load(territory=IngestSettings().territory).ids()))
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
         return
@@ -399,6 +415,7 @@ def commune_status(commune: str, as_json: bool) -> None:
         "accepted",
         "rejected (by reason)",
         "live",
+        "conforming / incomplete / refused",
         "last change applied",
         "in version",
         title=f"commune {commune}",
@@ -414,6 +431,7 @@ def commune_status(commune: str, as_json: bool) -> None:
             str(d["accepted"]),
             f"{d['rejected']} {('(' + reasons + ')') if reasons else ''}",
             str(d["live_features"]),
+            "{conforming} / {incomplete} / {refused}".format(**d["conformance"]),
             f"{last['kind']} {last['feature_id']} at {str(last['applied_at'])[:19]}" if last else "—",
             (str(last["version"]) if last and last["version"] is not None else "pending") if last else "—",
         )

@@ -8,13 +8,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Header, Path, Request
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
@@ -29,25 +30,36 @@ from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.connector_store import PostgresConnectorStore
+from services.ingest.adapters.event_outcomes import PostgresOutcomeReader
 from services.ingest.adapters.idempotency_store import PostgresIdempotencyStore
 from services.ingest.adapters.kafka_event_publisher import KafkaEventPublisher
+from services.ingest.adapters.profile_store import PostgresProfileStore
+from services.ingest.adapters.receipt_store import PostgresReceiptStore
 from services.ingest.adapters.snapshot_fetcher import SnapshotFetcherAdapter
 from services.ingest.adapters.status_read_model import PostgresStatusReadModel
 from services.ingest.adapters.tables import create_ingest_schema
 from services.ingest.domain.rate_limit import TokenBuckets
+from services.ingest.domain.source_profiles import ProfileError, profile_from_dict
 from services.ingest.entrypoints.api_models import ChangeBatch, CommuneStatus, ErrorDoc, PushAccepted
+from services.ingest.entrypoints.profile_routes import ALL_COMMUNES, profile_router
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service_layer.ports import (
     EventSink,
     IdempotencyStore,
+    OutcomeReader,
+    ProfileStore,
     PublishFailed,
+    ReceiptStore,
+    RecordsTooLarge,
     StatusReadModel,
     TokenStore,
 )
 from services.ingest.service_layer.push_changes import PushLimits, push_changes
+from services.ingest.service_layer.read_receipt import read_receipt
 from services.ingest.service_layer.run_connector import RunReport, run_connector
 from services.ingest.settings import IngestSettings
 
@@ -71,6 +83,9 @@ class ApiPorts:
     idempotency: IdempotencyStore
     sink: EventSink
     status: StatusReadModel
+    profiles: ProfileStore | None = None  # source profiles (None: the profile routes answer 503)
+    receipts: ReceiptStore | None = None
+    outcomes: OutcomeReader | None = None
 
 
 @dataclass
@@ -81,6 +96,9 @@ class Runtime:
     engine: AsyncEngine | None = None
     ready: bool = False
     scheduler: asyncio.Task[None] | None = None
+    topics: asyncio.Task[None] | None = None
+    broker_ok: Callable[[], Awaitable[bool]] | None = None
+    database_ok: Callable[[], Awaitable[bool]] | None = None
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
@@ -105,10 +123,10 @@ def build_app(
     connector scheduler."""
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
-    catalogue = catalogue or DatasetCatalogue.load()
+    catalogue = catalogue or DatasetCatalogue.load(territory=settings.territory)
     clock = SystemClock()
     buckets = TokenBuckets(settings.rate_limit_records_per_second, settings.rate_limit_burst_records)
-    limits = PushLimits(max_records=settings.max_records_per_request)
+    limits = PushLimits(max_records=settings.max_records_per_request, retry_after_seconds=settings.retry_after_seconds)
     rt = Runtime()
 
     @contextlib.asynccontextmanager
@@ -125,27 +143,36 @@ def build_app(
             max_attempts=30,
         )
         key = await named_admin_key(rt.engine, settings.service_signing_key_id, "ingest service (HTTP API, connectors)")
-        security = KafkaClientSecurity.from_settings(settings)
-        await ensure_topics(
-            settings.kafka_bootstrap,
-            [TopicSpec(settings.topic_change_events, settings.input_partitions)],
-            security=security,
-        )
+        rt.topics = asyncio.create_task(topics_ensured(), name="odc-ensure-topics")
         publisher = KafkaEventPublisher(
             settings.kafka_bootstrap,
             settings.topic_change_events,
             Codecs(),
-            security=security,
+            security=KafkaClientSecurity.from_settings(settings),
             signing_key=key,
             request_timeout_ms=15000,
+            max_record_bytes=settings.max_record_bytes,
+            max_request_bytes=settings.producer_max_request_bytes,
+            deadline_seconds=settings.publish_timeout_seconds,
         )
-        await publisher.start()
+        try:
+            await publisher.start()
+        except KafkaError as exc:  # started anyway: requests get 503 until the broker answers
+            log.warning("broker unreachable at start (%s); the push API answers 503 until it is back", exc)
         rt.ports = ApiPorts(
             tokens=PostgresTokenStore(rt.engine),
             idempotency=PostgresIdempotencyStore(rt.engine, settings.idempotency_ttl_hours),
             sink=publisher,
             status=PostgresStatusReadModel(rt.engine),
+            profiles=PostgresProfileStore(rt.engine),
+            receipts=PostgresReceiptStore(rt.engine),
+            outcomes=PostgresOutcomeReader(rt.engine),
         )
+        engine = rt.engine
+        rt.broker_ok = CachedCheck(
+            lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
+        )
+        rt.database_ok = CachedCheck(lambda: database_answers(engine, settings.readiness_timeout_seconds))
         if settings.run_connectors:
             rt.scheduler = asyncio.create_task(scheduler_loop(), name="odc-connector-scheduler")
         rt.ready = True
@@ -154,12 +181,28 @@ def build_app(
             yield
         finally:
             rt.ready = False
+            for task in (rt.topics, rt.scheduler):
+                if task is not None and not task.done():
+                    task.cancel()
             if rt.scheduler is not None:
                 rt.scheduler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await rt.scheduler
             await publisher.stop()
             await rt.engine.dispose()
+
+    async def topics_ensured() -> None:
+        """The input topic exists (auto-create is off); retried until the broker answers."""
+        spec = [TopicSpec(settings.topic_change_events, settings.input_partitions)]
+        while True:
+            try:
+                await ensure_topics(
+                    settings.kafka_bootstrap, spec, security=KafkaClientSecurity.from_settings(settings), timeout=30
+                )
+                return
+            except RuntimeError as exc:
+                log.warning("input topic not checked yet: %s", exc)
+                await asyncio.sleep(1.0)  # an ACL refusal raises at once: do not spin
 
     async def run_one(name: str) -> RunReport:
         assert rt.engine is not None and rt.ports is not None
@@ -173,6 +216,7 @@ def build_app(
             catalogue=catalogue,
             clock=clock,
             new_id=lambda: str(uuid.uuid4()),
+            profiles=rt.ports.profiles,
         )
         metrics.connector_runs.labels(report.status).inc()
         return report
@@ -186,7 +230,7 @@ def build_app(
                 for name in await store.due(clock.now()):
                     try:
                         report = await run_one(name)
-                    except PublishFailed as failed:  # broker down: the state is unchanged, retried when due
+                    except (PublishFailed, RecordsTooLarge) as failed:  # the state is unchanged, retried when due
                         await store.record_run(name, "failed", {"error": str(failed)})
                         metrics.connector_runs.labels("failed").inc()
                         continue
@@ -226,6 +270,31 @@ def build_app(
         metrics.http_requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
         return response
 
+    def unavailable(what: str, detail: str) -> JSONResponse:
+        retry = settings.retry_after_seconds
+        return _error(
+            503,
+            f"{what}_unavailable",
+            f"the {what} is unavailable ({detail}); nothing was published; retry in {retry} s",
+            {"Retry-After": str(retry)},
+            retry_after=retry,
+        )
+
+    async def answered_in_time(work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a request's work within the answer deadline: a database that is down or does not answer, or a
+        broker the publisher gave up on, is a 503 with Retry-After, never a hang or a bare 500."""
+        try:
+            async with asyncio.timeout(settings.answer_timeout_seconds):
+                return await work()
+        except TimeoutError:
+            log.warning("request not answered within %.1f s: 503", settings.answer_timeout_seconds)
+            return unavailable("service", f"no answer within {settings.answer_timeout_seconds:g} s")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("database unavailable: 503 (%s)", type(exc).__name__)
+            return unavailable("database", type(exc).__name__)
+
     async def principal_of(authorization: str | None) -> Principal | JSONResponse:
         unauthorised = {"WWW-Authenticate": 'Bearer realm="odc"'}
         if not authorization or not authorization.lower().startswith("bearer "):
@@ -235,7 +304,8 @@ def build_app(
         if parsed is None:
             return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
         if rt.ports is None:
-            return _error(503, "not_ready", "the service is starting")
+            retry = str(settings.retry_after_seconds)
+            return _error(503, "not_ready", "the service is starting", {"Retry-After": retry})
         principal = authenticate(text, await rt.ports.tokens.get(parsed[0]))
         if principal is None:
             return _error(401, "unauthenticated", "unknown or revoked token", unauthorised)
@@ -273,7 +343,10 @@ def build_app(
             413: {"model": ErrorDoc, "description": "Body larger than the limit, or too many records"},
             422: {"model": ErrorDoc, "description": "Idempotency-Key reused with a different body"},
             429: {"model": ErrorDoc, "description": "Rate limited; see Retry-After"},
-            503: {"model": ErrorDoc, "description": "Broker unavailable; nothing was published, retry"},
+            503: {
+                "model": ErrorDoc,
+                "description": "Broker or database unavailable; nothing was published; see Retry-After",
+            },
         },
         openapi_extra={
             "requestBody": {
@@ -290,14 +363,42 @@ def build_app(
         idempotency_key: str | None = Header(
             default=None, max_length=200, description="Same key + same body: the first answer is replayed"
         ),
+        profile: str | None = Query(
+            default=None,
+            max_length=200,
+            description="records in a commune's own layout: the source name of a saved profile (/v1/profiles)",
+        ),
+    ) -> Any:
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        return await answered_in_time(lambda: push_one(body, dataset, authorization, idempotency_key, profile))
+
+    async def push_one(
+        body: bytes, dataset: str, authorization: str | None, idempotency_key: str | None, profile: str | None
     ) -> Any:
         principal = await principal_of(authorization)
         if isinstance(principal, JSONResponse):
             return principal
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
         assert rt.ports is not None
+        layout = None
+        if profile is not None:
+            if rt.ports.profiles is None:
+                return _error(
+                    503,
+                    "not_ready",
+                    "source profiles are not available",
+                    {"Retry-After": str(settings.retry_after_seconds)},
+                )
+            stored = await rt.ports.profiles.get(principal.commune or ALL_COMMUNES, dataset, profile)
+            if stored is None:
+                return _error(
+                    404, "unknown_profile", f"no saved profile {principal.commune or ALL_COMMUNES}/{dataset}/{profile}"
+                )
+            try:
+                layout = profile_from_dict(stored.profile)
+            except ProfileError as bad:
+                return _error(409, "invalid_profile", f"the saved profile cannot be used: {bad}")
         result = await push_changes(
             principal=principal,
             dataset=dataset,
@@ -310,12 +411,32 @@ def build_app(
             clock=clock,
             new_id=lambda: str(uuid.uuid4()),
             limits=limits,
+            profile=layout,
+            receipts=rt.ports.receipts,
         )
         if result.status == 202 and "Idempotent-Replayed" not in result.headers:
             metrics.published.labels(dataset, "http").inc(len(result.body["accepted"]))
             for r in result.body["refused"]:
                 metrics.records_refused.labels(dataset, r["reason"]).inc()
         return JSONResponse(result.body, status_code=result.status, headers=result.headers or None)
+
+    @app.get(
+        "/v1/receipts/{receipt_id}",
+        responses={**ERRORS, 404: {"model": ErrorDoc, "description": "No such receipt for this token"}},
+        summary="The outcome of each record of one push request (conforming, incomplete, refused, pending)",
+    )
+    async def receipt(
+        receipt_id: str = Path(max_length=100, description="receipt_id from the push answer"),
+        authorization: str | None = Header(default=None, description="Bearer <token> of the sender, or admin"),
+    ) -> Any:
+        principal = await principal_of(authorization)
+        if isinstance(principal, JSONResponse):
+            return principal
+        assert rt.ports is not None
+        if rt.ports.receipts is None or rt.ports.outcomes is None:
+            return _error(503, "receipts_unavailable", "receipts are not kept by this deployment")
+        result = await read_receipt(receipt_id, principal, rt.ports.receipts, rt.ports.outcomes)
+        return JSONResponse(result.body, status_code=result.status)
 
     @app.get(
         "/v1/communes/{insee}/status",
@@ -327,6 +448,9 @@ def build_app(
         insee: str = Path(pattern=INSEE_PATTERN, description="INSEE code of the commune"),
         authorization: str | None = Header(default=None, description="Bearer <token> of this commune, or admin"),
     ) -> Any:
+        return await answered_in_time(lambda: status_of(insee, authorization))
+
+    async def status_of(insee: str, authorization: str | None) -> Any:
         principal = await principal_of(authorization)
         if isinstance(principal, JSONResponse):
             return principal
@@ -335,6 +459,14 @@ def build_app(
         assert rt.ports is not None
         doc = await rt.ports.status.commune_status(insee, catalogue.ids())
         return JSONResponse(doc)
+
+    app.include_router(
+        profile_router(
+            catalogue=catalogue,
+            principal_of=principal_of,
+            store_of=lambda: rt.ports.profiles if rt.ports is not None else None,
+        )
+    )
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_page() -> Response:
@@ -347,8 +479,23 @@ def build_app(
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         scheduler_ok = rt.scheduler is None or not rt.scheduler.done()
-        ok = rt.ready and scheduler_ok
-        return JSONResponse({"ready": ok, "connector_scheduler": scheduler_ok}, status_code=200 if ok else 503)
+        broker = await rt.broker_ok() if rt.broker_ok is not None else rt.ready
+        database = await rt.database_ok() if rt.database_ok is not None else rt.ready
+        topics = rt.topics is None or (rt.topics.done() and not rt.topics.cancelled() and not rt.topics.exception())
+        ok = rt.ready and scheduler_ok and broker and database and topics
+        metrics.ready.labels("ingest").set(1 if ok else 0)
+        body = {
+            "ready": ok,
+            "broker": broker,
+            "database": database,
+            "input_topic": topics,
+            "connector_scheduler": scheduler_ok,
+        }
+        return JSONResponse(
+            body,
+            status_code=200 if ok else 503,
+            headers=None if ok else {"Retry-After": str(settings.retry_after_seconds)},
+        )
 
     return app
 

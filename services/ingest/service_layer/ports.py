@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from services.contract.api_tokens import StoredToken
 from services.contract.messages import ChangeEvent
+from services.ingest.domain.send_report import RecordOutcome, SentRecord
 from services.ingest.domain.snapshot_diff import FeatureRef
 
 
@@ -28,7 +29,9 @@ class EventSink(Protocol):
     async def publish(
         self, events: Iterable[ChangeEvent], on_sent: Callable[[int], None] | None = None, window: int = 5000
     ) -> int:
-        """Send every event, signed, and return once the broker acknowledged all of them."""
+        """Send every event, signed, and return once the broker acknowledged all of them. Raises
+        RecordsTooLarge (nothing sent) when an event is over the record size limit, PublishFailed when the
+        broker did not acknowledge every event in time (then nothing still buffered is sent later)."""
         ...
 
 
@@ -46,7 +49,9 @@ class IdempotencyStore(Protocol):
         """Reserve the key for this request; False when another request holds it already."""
         ...
 
-    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None: ...
+    async def complete(self, scope: str, key: str, status: int, body: dict[str, Any]) -> None:
+        """Store the answer; StoreUnavailable when the database is down."""
+        ...
 
     async def release(self, scope: str, key: str) -> None:
         """Forget a claim whose request failed (e.g. the broker was down), so the client can retry."""
@@ -62,6 +67,7 @@ class ConnectorConfig:
     fmt: str | None
     every_seconds: float
     max_delete_share: float
+    profile: str | None = None  # the source name of a saved profile (commune, or '*' for a Métropole connector)
 
 
 class ConnectorStore(Protocol):
@@ -90,6 +96,31 @@ class ConnectorStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredProfile:
+    commune: str  # an INSEE code, or '*' for a file that names each record's commune
+    dataset: str
+    source: str
+    version: int
+    profile: dict[str, Any]  # the profile document (source_profiles.profile_to_dict)
+    saved_by: str
+    saved_at: datetime
+
+
+class ProfileStore(Protocol):
+    async def save(
+        self, commune: str, dataset: str, source: str, profile: dict[str, Any], saved_by: str
+    ) -> StoredProfile: ...
+
+    async def get(
+        self, commune: str, dataset: str, source: str, version: int | None = None
+    ) -> StoredProfile | None: ...
+
+    async def list_latest(self, commune: str | None = None, dataset: str | None = None) -> list[StoredProfile]: ...
+
+    async def versions(self, commune: str, dataset: str, source: str) -> list[StoredProfile]: ...
+
+
 class StatusReadModel(Protocol):
     async def commune_status(self, commune: str, datasets: list[str], recent: int = 20) -> dict[str, Any]: ...
 
@@ -102,5 +133,44 @@ class PublishFailed(Exception):
     """The broker did not acknowledge every event (transient): nothing is recorded as done."""
 
 
+class StoreUnavailable(Exception):
+    """A store could not be written (database down); raised by adapters for transient failures."""
+
+
+class RecordsTooLarge(Exception):
+    """Some events are larger, encoded, than the largest record the input path takes (permanent: a retry
+    can never succeed). Nothing was sent. ``sizes`` maps the position of each such event in the call to its
+    encoded size."""
+
+    def __init__(self, sizes: Mapping[int, int], limit: int) -> None:
+        self.sizes = dict(sizes)
+        self.limit = limit
+        first = min(self.sizes)
+        super().__init__(
+            f"{len(self.sizes)} record(s) larger than the limit of {limit} bytes per record "
+            f"(the first, at position {first}, is {self.sizes[first]} bytes encoded)"
+        )
+
+
 class SnapshotUnavailable(Exception):
     """The source could not be read (file missing, HTTP error, too large): the run fails, nothing changes."""
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    receipt_id: str
+    commune: str | None  # the token's commune (None: admin)
+    dataset: str
+    body: dict[str, Any]  # the push answer: accepted (index, event_id, feature_id, commune) and refused
+
+
+class ReceiptStore(Protocol):
+    async def save(self, receipt_id: str, commune: str | None, dataset: str, body: dict[str, Any]) -> None: ...
+
+    async def get(self, receipt_id: str) -> StoredReceipt | None: ...
+
+
+class OutcomeReader(Protocol):
+    async def read(self, dataset: str, sent: Sequence[SentRecord]) -> list[RecordOutcome]:
+        """One outcome per sent record, in order; ``pending`` where the pipeline has not answered yet."""
+        ...

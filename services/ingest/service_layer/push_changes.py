@@ -1,9 +1,15 @@
 """Handle one push request of the HTTP API once its token is known: parse, authorise every record,
 apply the idempotency key and the rate limit, publish the accepted records, answer.
 
-Status codes: 202 accepted (with per-record refusals), 400 malformed body, 403 a record of another
-commune (nothing is published), 404 unknown dataset, 409 same key still in progress, 413 too many
-records, 422 idempotency key reused with another body, 429 rate limited, 503 broker unavailable.
+Status codes: 202 accepted (with per-record refusals, ``record_too_large`` among them), 400 malformed body,
+403 a record of another commune (nothing is published), 404 unknown dataset, 409 same key still in
+progress, 413 too many records, 422 idempotency key reused with another body, 429 rate limited, 503 broker
+unavailable (with Retry-After; the records were not acknowledged and are never sent after the answer).
+
+The guarantee on 202 vs 503 (docs/ingest.md, "Outages"): 202 only once the broker acknowledged every
+accepted record (acks=all). 503 when it did not within the publish deadline; the producer's buffer is then
+discarded. A produce request already on the wire at that moment may still be appended by the broker: with an
+Idempotency-Key the event ids are derived from the key, so the retry that the 503 asks for is applied once.
 """
 
 from __future__ import annotations
@@ -16,9 +22,25 @@ from typing import Any
 
 from services.contract.api_tokens import Principal
 from services.contract.datasets.catalogue import DatasetCatalogue
-from services.ingest.domain.push_records import MalformedBody, RecordRefusal, parse_batch, records_of
+from services.ingest.domain.push_records import (
+    MalformedBody,
+    RecordRefusal,
+    idempotent_event_ids,
+    parse_batch,
+    records_of,
+    refuse_too_large,
+)
 from services.ingest.domain.rate_limit import TokenBuckets
-from services.ingest.service_layer.ports import Clock, EventSink, IdempotencyStore, PublishFailed
+from services.ingest.domain.source_profiles import SourceProfile
+from services.ingest.service_layer.ports import (
+    Clock,
+    EventSink,
+    IdempotencyStore,
+    PublishFailed,
+    ReceiptStore,
+    RecordsTooLarge,
+    StoreUnavailable,
+)
 
 SOURCE = "odc-http-api"
 
@@ -26,6 +48,7 @@ SOURCE = "odc-http-api"
 @dataclass(frozen=True)
 class PushLimits:
     max_records: int = 10_000
+    retry_after_seconds: int = 5  # the Retry-After of a 503
 
 
 @dataclass(frozen=True)
@@ -78,6 +101,8 @@ async def push_changes(
     clock: Clock,
     new_id: Callable[[], str],
     limits: PushLimits,
+    profile: SourceProfile | None = None,
+    receipts: ReceiptStore | None = None,
 ) -> PushResponse:
     definition = catalogue.get(dataset)
     if definition is None:
@@ -106,6 +131,7 @@ async def push_changes(
         sequence=int(now.timestamp() * 1_000_000),
         occurred_at=now,
         new_id=new_id,
+        profile=profile,
     )
     if parsed.forbidden:
         return PushResponse(
@@ -125,14 +151,26 @@ async def push_changes(
         previous = await idempotency.get(scope, idempotency_key)
         if previous is not None:
             return _replay(previous, request_sha)
-    events = [a.event for a in parsed.accepted]
+    if idempotency_key is not None:
+        parsed = idempotent_event_ids(parsed, scope, idempotency_key, request_sha)
     try:
-        await sink.publish(events)
+        try:
+            await sink.publish([a.event for a in parsed.accepted])
+        except RecordsTooLarge as large:  # nothing was sent: refuse those records, send the others
+            parsed = refuse_too_large(parsed, large.sizes, large.limit)
+            await sink.publish([a.event for a in parsed.accepted])
     except PublishFailed as failed:
         if idempotency_key is not None:
             await idempotency.release(scope, idempotency_key)
-        resp = error(503, "broker_unavailable", f"the records could not be queued, retry later: {failed}")
-        return PushResponse(503, resp.body, {"Retry-After": "5"})
+        retry_after = str(limits.retry_after_seconds)
+        resp = error(
+            503,
+            "broker_unavailable",
+            f"the broker did not acknowledge the records; they are not sent after this answer (see docs/ingest.md, "
+            f"Outages); retry in {retry_after} s, with the same Idempotency-Key if you sent one: {failed}",
+            retry_after=limits.retry_after_seconds,
+        )
+        return PushResponse(503, resp.body, {"Retry-After": retry_after})
     response_body = {
         "dataset": dataset,
         "commune": principal.commune,
@@ -150,8 +188,18 @@ async def push_changes(
         "refused": [refusal_doc(r) for r in parsed.refused],
         "status_url": f"/v1/communes/{principal.commune}/status" if principal.commune else None,
     }
+    if receipts is not None:  # each record's outcome in the pipeline, readable later (read_receipt.py)
+        receipt_id = new_id()
+        response_body["receipt_id"] = receipt_id
+        response_body["receipt_url"] = f"/v1/receipts/{receipt_id}"
+        await receipts.save(receipt_id, principal.commune, dataset, response_body)
     if idempotency_key is not None:
-        await idempotency.complete(scope, idempotency_key, 202, response_body)
+        try:
+            await idempotency.complete(scope, idempotency_key, 202, response_body)
+        except StoreUnavailable:
+            # The broker has the records: the true answer is 202. The key stays claimed without an answer, so
+            # a replay gets 409 until the key expires; it never publishes the records twice.
+            return PushResponse(202, response_body, {"Idempotency-Stored": "false"})
     return PushResponse(202, response_body)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition
 from services.ingest.domain.snapshot_diff import (
     SnapshotDiff,
     diff,
@@ -18,8 +18,17 @@ from services.ingest.domain.snapshot_diff import (
     index_snapshot,
     mirror_events,
 )
-from services.ingest.domain.source_records import UnreadableFile, reader_for
-from services.ingest.service_layer.ports import Clock, ConnectorStore, EventSink, SnapshotFetcher, SnapshotUnavailable
+from services.ingest.domain.source_profiles import ProfileError, apply_to_records, profile_from_dict
+from services.ingest.domain.source_records import SourceRecord, UnreadableFile, reader_for
+from services.ingest.service_layer.ports import (
+    Clock,
+    ConnectorConfig,
+    ConnectorStore,
+    EventSink,
+    ProfileStore,
+    SnapshotFetcher,
+    SnapshotUnavailable,
+)
 
 APPLIED, HELD, FAILED, DRY_RUN, BUSY, UP_TO_DATE = "applied", "held", "failed", "dry_run", "busy", "up_to_date"
 
@@ -64,6 +73,16 @@ def source_name(source: str) -> str:
     return source.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
+async def _through_profile(
+    cfg: ConnectorConfig, records: list[SourceRecord], definition: DatasetDefinition, profiles: ProfileStore | None
+) -> list[SourceRecord]:
+    key = (cfg.commune or "*", cfg.dataset, cfg.profile or "")
+    stored = await profiles.get(*key) if profiles is not None else None
+    if stored is None:
+        raise ProfileError(f"no saved profile {'/'.join(key)} (odc profile save)")
+    return apply_to_records(profile_from_dict(stored.profile), records, definition.identity_fields)
+
+
 async def run_connector(
     name: str,
     *,
@@ -76,7 +95,9 @@ async def run_connector(
     dry_run: bool = False,
     confirm: bool = False,
     progress: Progress = Progress(),
+    profiles: ProfileStore | None = None,
 ) -> RunReport:
+    """``profiles``: where the connector's source profile is saved (a connector with a profile fails without it)."""
     cfg = await store.get(name)
     if cfg is None:
         raise UnknownConnector(name)
@@ -91,7 +112,9 @@ async def run_connector(
         try:
             data = await fetcher.fetch(cfg.source)
             records = list(reader_for(source_name(cfg.source), cfg.fmt)(data))
-        except (SnapshotUnavailable, UnreadableFile) as bad:
+            if cfg.profile is not None:
+                records = await _through_profile(cfg, records, definition, profiles)
+        except (SnapshotUnavailable, UnreadableFile, ProfileError) as bad:
             report = RunReport(name, FAILED, error=str(bad))
             if not dry_run:
                 await store.record_run(name, FAILED, report.summary())

@@ -61,6 +61,8 @@ def rejections_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
             message=r.message,
             source=SourcePosition(r.source_topic, r.source_partition, r.source_offset),
             original=bytes(r.original),
+            original_sha256=r.original_sha256,
+            original_size=r.original_size,
             event_id=r.event_id,
             dataset=r.dataset,
             commune=r.commune,

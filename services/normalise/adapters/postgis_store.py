@@ -11,16 +11,20 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 import shapely
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.messages import Rejection
+from services.contract.size_limits import REJECTION_ORIGINAL_PREFIX_BYTES
+from services.infrastructure.schema_migrations import upgrade_schema
 from services.normalise.adapters.same_place_store import PostgisSamePlaceStore
-from services.normalise.adapters.tables import AFTER_CREATE, PREAMBLE, metadata
+from services.normalise.adapters.tables import NORMALISE_SCHEMA
 from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
+from services.normalise.domain.rejection_retention import bounded_original
 from services.normalise.domain.same_place import folded_text_values
 
 
@@ -29,13 +33,8 @@ class StoreInvariantBroken(RuntimeError):
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))  # concurrent starters
-        for stmt in PREAMBLE:
-            await conn.execute(text(stmt))
-        await conn.run_sync(metadata.create_all)
-        for stmt in AFTER_CREATE:
-            await conn.execute(text(stmt))
+    """Upgrade the normaliser's tables to their latest migration (adapters/migrations)."""
+    await upgrade_schema(engine, NORMALISE_SCHEMA)
 
 
 _STAGE_DDL = """
@@ -66,9 +65,10 @@ _OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, featur
 
 _REJECTION_INSERT = text("""
 INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
-  errors, source_topic, source_partition, source_offset, original)
+  errors, source_topic, source_partition, source_offset, original, original_sha256, original_size, source_row)
 VALUES (:rejection_id, :rejected_at, :stage, :reason, :message, :event_id, :dataset, :commune, :feature_id,
-  CAST(:errors AS jsonb), :source_topic, :source_partition, :source_offset, :original)
+  CAST(:errors AS jsonb), :source_topic, :source_partition, :source_offset, :original, :original_sha256,
+  :original_size, :source_row)
 ON CONFLICT (rejection_id) DO NOTHING
 """)
 
@@ -176,7 +176,7 @@ class PostgisUnitOfWork:
         if not finals:
             return 0
         raw = await self.conn.get_raw_connection()
-        pg = raw.driver_connection
+        pg: Any = raw.driver_connection
         async with pg.cursor() as cur:
             await cur.execute(_STAGE_DDL)
             async with cur.copy("COPY stage_feature FROM STDIN") as cp:
@@ -230,9 +230,11 @@ class PostgisUnitOfWork:
 
     async def record_rejections(self, rejections: Sequence[Rejection]) -> None:
         """Rejections quote what the sender wrote; PostgreSQL refuses NUL in text and jsonb, so NUL is stored
-        as U+FFFD in these columns (the original bytes are kept untouched in ``original``)."""
+        as U+FFFD in these columns (the original bytes are kept untouched in ``original``, up to
+        REJECTION_ORIGINAL_PREFIX_BYTES, with the SHA-256 and size of the whole)."""
         if not rejections:
             return
+        bounded = [bounded_original(r.original, REJECTION_ORIGINAL_PREFIX_BYTES) for r in rejections]
         await self.conn.execute(
             _REJECTION_INSERT,
             [
@@ -255,6 +257,7 @@ class PostgisUnitOfWork:
                                     "value": e.value,
                                     "message_en": e.message_en,
                                     "message_fr": e.message_fr,
+                                    "column": e.column,
                                 }
                                 for e in r.errors
                             ],
@@ -264,10 +267,30 @@ class PostgisUnitOfWork:
                     "source_topic": r.source.topic,
                     "source_partition": r.source.partition,
                     "source_offset": r.source.offset,
-                    "original": r.original,
+                    "original": b.prefix,
+                    "original_sha256": b.sha256,
+                    "original_size": b.size,
+                    "source_row": r.source_row,
                 }
-                for r in rejections
+                for r, b in zip(rejections, bounded, strict=True)
             ],
+        )
+
+    async def resolve_rejections(self, keys: Sequence[FeatureKey], at: datetime) -> None:
+        if not keys:
+            return
+        await self.conn.execute(
+            text(
+                "UPDATE rejection r SET resolved_at = :at FROM unnest(CAST(:ds AS text[]), CAST(:cs AS text[]), "
+                "CAST(:fs AS text[])) AS k(dataset, commune, feature_id) WHERE r.commune = k.commune "
+                "AND r.dataset = k.dataset AND r.feature_id = k.feature_id AND r.resolved_at IS NULL"
+            ),
+            {
+                "at": at,
+                "ds": [k.dataset for k in keys],
+                "cs": [k.commune for k in keys],
+                "fs": [k.feature_id for k in keys],
+            },
         )
 
     async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:

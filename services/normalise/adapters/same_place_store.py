@@ -81,6 +81,12 @@ ON CONFLICT (dataset, commune, feature_id) DO UPDATE SET
 """)
 
 
+_FORGET = text("""
+DELETE FROM feature_provenance p USING unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:fi AS text[])) AS k(d, c, f)
+WHERE p.dataset = k.d AND p.canonical_commune = k.c AND p.canonical_feature_id = k.f
+""")
+
+
 def _key_arrays(keys: Sequence[FeatureKey]) -> dict[str, list[str]]:
     return {"ds": [k.dataset for k in keys], "co": [k.commune for k in keys], "fi": [k.feature_id for k in keys]}
 
@@ -134,6 +140,20 @@ class PostgisSamePlaceStore:
                 (i - 1, FeatureKey(d, c, f), {n: v for n, v in zip(names, values, strict=True) if v is not None})
             )
         return out
+
+    async def pending_groups(self, limit: int) -> list[FeatureKey]:
+        rows = await self._conn.execute(
+            text(
+                "SELECT DISTINCT dataset, canonical_commune, canonical_feature_id FROM feature_provenance "
+                "ORDER BY 1, 2, 3 LIMIT :limit"
+            ),
+            {"limit": limit},
+        )
+        return [FeatureKey(d, c, f) for d, c, f in rows]
+
+    async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
+        if canonicals:
+            await self._conn.execute(_FORGET, _key_arrays(canonicals))
 
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
         if not members:

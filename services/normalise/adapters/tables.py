@@ -1,6 +1,9 @@
-"""Tables owned by the normaliser (SQLAlchemy Core + GeoAlchemy2). Created idempotently at start."""
+"""Tables owned by the normaliser (SQLAlchemy Core + GeoAlchemy2). Changed only through migrations
+(./migrations), upgraded to head at start."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -19,6 +22,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from services.infrastructure.schema_migrations import SchemaOwner
 
 metadata = MetaData()
 
@@ -93,12 +98,21 @@ rejection = Table(
     Column("source_topic", Text, nullable=False),
     Column("source_partition", Integer, nullable=False),
     Column("source_offset", BigInteger, nullable=False),
+    # the first REJECTION_ORIGINAL_PREFIX_BYTES of the message (services/contract/size_limits.py), with the
+    # SHA-256 and size of the whole; both NULL on rows written before they existed (original whole then)
     Column("original", LargeBinary, nullable=False),
     Column("seq", BigInteger, nullable=False, server_default=text("nextval('rejection_seq')")),
     Column("sent_at", DateTime(timezone=True)),
+    Column("original_sha256", Text),
+    Column("original_size", BigInteger),
+    # where the record is in the sent file (the event's source_row), and when the same source record was
+    # later accepted (it then leaves `odc report`)
+    Column("source_row", BigInteger, nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
 )
 Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
 Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
+Index("rejection_by_time", rejection.c.rejected_at)  # pruning by retention
 
 # Accepted events per commune, counted in the batch transaction that claims their ids (so exactly once);
 # read by the ingest's status for communes. Rejections are counted from ``rejection`` itself.
@@ -144,6 +158,12 @@ Index(
     feature_provenance.c.canonical_feature_id,
 )
 
-PREAMBLE = ["CREATE EXTENSION IF NOT EXISTS postgis", "CREATE SEQUENCE IF NOT EXISTS rejection_seq"]
-# create_all adds no column to a table that already exists (stores created before this release)
-AFTER_CREATE = ["ALTER TABLE canonical_feature ADD COLUMN IF NOT EXISTS compared_folded jsonb"]
+NORMALISE_SCHEMA = SchemaOwner("normalise", Path(__file__).with_name("migrations"), (metadata,))
+# each batch resolves the refusals of the records it accepted: only unresolved rows are looked up
+Index(
+    "rejection_unresolved",
+    rejection.c.dataset,
+    rejection.c.commune,
+    rejection.c.feature_id,
+    postgresql_where=rejection.c.resolved_at.is_(None),
+)

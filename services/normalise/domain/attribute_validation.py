@@ -20,6 +20,7 @@ from typing import Any
 
 from services.contract.datasets.field_names import FieldMatcher
 from services.contract.messages import FieldError
+from services.normalise.domain.pattern_words import pattern_in_words
 
 Canonical = None | bool | int | float | str
 
@@ -306,7 +307,10 @@ def _bound(spec: Mapping[str, Any], value: Any) -> Any:
     return value
 
 
-def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], None]]:
+def _constraint_checks(
+    spec: Mapping[str, Any], pattern_words: tuple[str, str] | None = None
+) -> list[Callable[[Canonical], None]]:
+    """``pattern_words``: how a valid value is written (en, fr), shown instead of the pattern."""
     c = spec.get("constraints", {})
     checks: list[Callable[[Canonical], None]] = []
     if "enum" in c:
@@ -328,12 +332,13 @@ def _constraint_checks(spec: Mapping[str, Any]) -> list[Callable[[Canonical], No
         checks.append(check_enum)
     if "pattern" in c:
         rx = re.compile(c["pattern"])
+        words_en, words_fr = pattern_in_words(c["pattern"], spec.get("example"))  # never the expression itself
 
         def check_pattern(v: Canonical) -> None:
+            if isinstance(v, str) and not rx.fullmatch(v) and pattern_words is not None:
+                raise _Invalid("pattern", f"expected {pattern_words[0]}", f"attendu : {pattern_words[1]}")
             if isinstance(v, str) and not rx.fullmatch(v):
-                raise _Invalid(
-                    "pattern", f"does not match the pattern {c['pattern']}", f"ne respecte pas le motif {c['pattern']}"
-                )
+                raise _Invalid("pattern", words_en, words_fr)
 
         checks.append(check_pattern)
     if "minimum" in c:
@@ -397,8 +402,10 @@ class CompiledSchema:
         aliases: Mapping[str, tuple[str, ...]] | None = None,
         *,
         lenient: bool = True,
+        pattern_words: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.lenient = lenient
+        words = pattern_words or {}
         self.missing = frozenset(table_schema.get("missingValues", [""]))
         pk = table_schema.get("primaryKey") or []
         self.primary_key = frozenset([pk] if isinstance(pk, str) else pk)
@@ -408,10 +415,11 @@ class CompiledSchema:
                 # Table Schema: primary key fields are implicitly required
                 required=bool(f.get("constraints", {}).get("required", False)) or f["name"] in self.primary_key,
                 cast=_caster(f, lenient),
-                checks=tuple(_constraint_checks(f)),
+                checks=tuple(_constraint_checks(f, words.get(f["name"]))),
             )
             for f in table_schema["fields"]
         )
+        self.required_fields = frozenset(f.name for f in self.fields if f.required)
         self.matcher = FieldMatcher((f.name for f in self.fields), aliases, fold_names=lenient)
 
     def is_missing(self, raw: Any) -> bool:

@@ -9,15 +9,19 @@ import struct
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
+from typing import cast
 
 import shapely
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
+from services.contract.conformance_levels import CONFORMANCE, DROPPED, INCOMPLETE, MISSING, level_of
 from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
+from services.contract.datasets.field_names import stated_commune
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
 from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
+from services.normalise.domain.conformance import judge_conformance
 from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
 
 _INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
@@ -79,6 +83,12 @@ class Candidate:
     event: ChangeEvent
     key: FeatureKey
     feature: CanonicalFeature | None  # None for a delete
+    warnings: tuple[FieldError, ...] = ()  # values left out of the record (docs/validation.md), for the sender
+
+    @property
+    def level(self) -> str:
+        """``conforming`` or ``incomplete`` (a delete is ``conforming``): see conformance.py."""
+        return level_of(self.feature.attributes if self.feature is not None else {})
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,8 @@ def printable(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
 
 
-def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
+def _envelope_errors(ev: ChangeEvent, now: datetime, example: str = "69123") -> list[FieldError]:
+    """``example``: a commune code of the territory, shown in the message on a malformed commune."""
     errs: list[FieldError] = []
     if not ev.event_id or len(ev.event_id) > MAX_ID_LEN or _CONTROL.search(ev.event_id):
         errs.append(
@@ -158,8 +169,8 @@ def _envelope_errors(ev: ChangeEvent, now: datetime) -> list[FieldError]:
         errs.append(
             FieldError(
                 "insee",
-                "commune: not an INSEE code (5 characters)",
-                "commune : ce n'est pas un code INSEE (5 caractères)",
+                f"commune: not an INSEE code (5 characters, e.g. {example})",
+                f"commune : ce n'est pas un code INSEE (5 caractères, par exemple {example})",
                 "commune",
                 printable(ev.commune[:50]),
             )
@@ -242,13 +253,76 @@ def write_carrier(spec: GeometrySpec, values: dict[str, object], geometry: BaseG
         values[spec.field] = shapely.to_wkt(geometry, rounding_precision=7)
 
 
+def _insee_text(value: object) -> str:
+    """A commune code as a file writes it; codes stored as numbers lost their leading zero (1053 -> 01053)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text.zfill(5) if text.isdigit() and len(text) < 5 else text
+
+
+def _area_named(e: FieldError, area_name: tuple[str, str]) -> FieldError:
+    """ "outside the dataset's area" says which area (the definition's ``area_name``: en, and fr after "hors")."""
+    if e.rule != "out_of_area":
+        return e
+    en, fr = area_name
+    at = e.value or "?"
+    return replace(
+        e,
+        message_en=f"geometry: the position ({at}, longitude, latitude) is outside {en}, the area of this dataset",
+        message_fr=f"géométrie : la position ({at}, longitude, latitude) est hors {fr}, la zone de ce jeu de données",
+    )
+
+
+def _with_columns(
+    errors: list[FieldError] | tuple[FieldError, ...], sent_as: dict[str, str], ev: ChangeEvent, spec: GeometrySpec
+) -> tuple[FieldError, ...]:
+    """Each problem with the column of the sender's file it came from (as the file named it), so the clerk
+    finds it; a field the record lacks has none."""
+    geometry_columns = [c for c in (spec.x_field, spec.y_field, spec.field) if c]
+
+    def column(e: FieldError) -> str | None:
+        if e.column is not None or e.field is None:
+            return e.column
+        if e.field == "geometry":
+            sent = [sent_as.get(c, c) for c in geometry_columns if sent_as.get(c, c) in ev.attributes]
+            return ", ".join(sent) if sent else None
+        name = sent_as.get(e.field, e.field)
+        return printable(name) if name in ev.attributes else None
+
+    return tuple(replace(e, column=column(e)) for e in errors)
+
+
+def _commune_mismatch(column: str, stated: str, sent_for: str) -> FieldError:
+    return FieldError(
+        "commune_mismatch",
+        f"{column}: the record names commune {stated} but was sent for commune {sent_for}; send it for commune "
+        f"{stated} (a file of several communes is sent with an admin key and no --commune: each record then "
+        "goes under its own commune)",
+        f"{column} : l'enregistrement indique la commune {stated} mais a été envoyé pour la commune {sent_for} ; "
+        f"envoyez-le pour la commune {stated} (un fichier de plusieurs communes s'envoie avec une clé "
+        "administrateur et sans --commune : chaque enregistrement va alors à sa propre commune)",
+        column,
+        stated,
+    )
+
+
 class EventNormaliser:
     """Compiles every dataset's schema once, then turns events into candidates or rejections."""
 
     def __init__(self, catalogue: DatasetCatalogue) -> None:
         self.catalogue = catalogue
-        self._schemas = {d.id: CompiledSchema(d.table_schema, d.aliases) for d in catalogue}
+        self._schemas = {
+            d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
+        }
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
+        # a problem in these fields refuses the record (conformance.py): identity, commune, primary key
+        self._protected = {
+            d.id: frozenset(
+                (*d.identity_fields, *([d.commune_field] if d.commune_field else []), *self._schemas[d.id].primary_key)
+            )
+            for d in catalogue
+        }
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
         definition = self.catalogue.get(ev.dataset)
@@ -267,7 +341,7 @@ class EventNormaliser:
                     ),
                 ),
             )
-        envelope = _envelope_errors(ev, now)
+        envelope = _envelope_errors(ev, now, self.catalogue.territory.example)
         if envelope and ev.operation is Operation.DELETE:
             return Invalid(ev, "invalid_envelope", "; ".join(e.message_en for e in envelope), tuple(envelope))
         key = FeatureKey(ev.dataset, ev.commune, ev.feature_id)
@@ -314,6 +388,7 @@ class EventNormaliser:
                         definition.boxes,
                         out_of_area=spec.out_of_area,
                         placeholder=spec.placeholder,
+                        area_name=definition.area_name,
                     )
                     geometry = ng.geometry
                     corrections.extend(ng.corrections)
@@ -322,24 +397,26 @@ class EventNormaliser:
                     corrections.extend(verdict.flags)
                     errors.extend(verdict.errors)
                 except GeometryRejected as bad:
-                    errors.append(
-                        FieldError(bad.rule, f"geometry: {bad.en}", f"géométrie : {bad.fr}", "geometry", bad.value)
+                    errors.extend(
+                        _area_named(
+                            FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value),
+                            definition.area_name,
+                        )
+                        for b in (bad, *bad.also)
                     )
 
         result = schema.validate_mapped(values, named.ignored, named.renamed)
         errors[:0] = [*envelope, *result.errors]  # everything wrong with the record, reported at once
         if commune_field and result.values.get(commune_field) not in (None, ev.commune):
-            errors.append(
-                FieldError(
-                    "commune_mismatch",
-                    f"{commune_field}: {result.values[commune_field]} is not the sending commune {ev.commune}",
-                    f"{commune_field} : {result.values[commune_field]} n'est pas la commune émettrice {ev.commune}",
-                    commune_field,
-                    str(result.values[commune_field]),
-                )
-            )
+            errors.append(_commune_mismatch(commune_field, str(result.values[commune_field]), ev.commune))
+        elif "filled:" + str(commune_field) + "=commune" in corrections or not commune_field:
+            # the schema's commune field is absent: a commune-like column of the file may still name another
+            # commune (a département's file sent with --commune): refuse it rather than relabel it
+            found = stated_commune({k: ev.attributes[k] for k in named.ignored if k in ev.attributes})
+            if found is not None and _insee_text(found[1]) != ev.commune:
+                errors.append(_commune_mismatch(printable(found[0]), printable(_insee_text(found[1])[:20]), ev.commune))
         feature = CanonicalFeature.build(result.values, geometry, tuple(corrections))
-        if not errors and _JSON_NUL.search(feature.attributes_json()):
+        if _JSON_NUL.search(feature.attributes_json()):
             # a NUL inside a JSON value (array, object, any): no store accepts it
             errors.append(
                 FieldError(
@@ -348,8 +425,28 @@ class EventNormaliser:
                     "une valeur contient un caractère NUL",
                 )
             )
-        if errors:
-            geometric = all(e.field == "geometry" for e in errors)
+        conformance = judge_conformance(
+            result.errors,
+            [e for e in errors if e not in result.errors],
+            protected=self._protected[ev.dataset],
+            required=schema.required_fields,
+        )
+        sent_as = {field: sent for sent, field in named.renamed}
+        if conformance.refused:
+            geometric = all(e.field == "geometry" for e in conformance.refusing)
             reason = "invalid_envelope" if envelope else "invalid_geometry" if geometric else "invalid_attributes"
-            return Invalid(ev, reason, "; ".join(e.message_en for e in errors[:5]), tuple(errors))
-        return Candidate(ev, key, feature)
+            return Invalid(
+                ev, reason, "; ".join(e.message_en for e in errors[:5]), _with_columns(errors, sent_as, ev, spec)
+            )
+        if conformance.missing or conformance.dropped:
+            published: dict[str, Canonical] = dict(result.values)
+            for name in conformance.dropped:
+                published[name] = None  # a value that breaks its field's rule is never published as it was sent
+            if conformance.missing:
+                published[CONFORMANCE] = INCOMPLETE
+                published[MISSING] = cast(str, list(conformance.missing))  # a JSON array, like odc:provenance
+            if conformance.dropped:
+                published[DROPPED] = cast(str, list(conformance.dropped))
+            corrections.extend(f"dropped:{e.field}:{e.rule}" for e in conformance.warnings if e.rule != "required")
+            feature = CanonicalFeature.build(published, geometry, tuple(corrections))
+        return Candidate(ev, key, feature, _with_columns(conformance.warnings, sent_as, ev, spec))

@@ -1,24 +1,24 @@
-"""Same place, two records, applied to a batch: which canonical feature each event changes, and how. Pure.
+"""Same place, two records, applied to a batch. Pure.
 
 A *source record* is what one commune (the sender of record: its own services, or a connector acting for it)
-calls one feature: the key (dataset, commune, feature_id). Most canonical features have one source record,
-their own key, and follow the plain dedup rules (``dedup_decisions``). When a new record of a dataset that
-links records (its ``same_place`` policy) is the same real thing as a live canonical feature of another
-commune (``same_place.same_place``), it becomes a *member* of that feature instead of a new feature. The
-canonical feature keeps its key (the first record's: public ids stay stable) and every member's provenance.
+calls one feature: the key (dataset, commune, feature_id). **Every source record is its own canonical
+feature, written only by its commune.** When a new record of a dataset that links records (its
+``same_place`` policy) is the same real thing as a live feature of another commune
+(``same_place.same_place``), the new record is still created at its own key, with its own content, id,
+commune code and position; it only carries a link to that feature in ``odc:same_place_as``
+(commune, feature id, distance). The other commune's feature is not touched: not its content, not its
+sequence, not its versions. A commune's write changes only what that commune owns (docs/architecture.md,
+issue #13: the previous model merged the two records into one feature whose content was the latest
+writer's, so any commune could rewrite another's published feature by sending a record next to it).
 
-Semantics (docs/validation.md):
-- staleness is judged per member, against that member's own (sequence, occurred_at): sequences of two
-  communes are not comparable;
-- the canonical content is the live member with the latest event time (last writer by event time; ties by
-  sequence then key), with the live members listed under ``odc:provenance``;
-- deleting a member removes only its provenance: the feature stays, with the remaining members' latest
-  content, while one remains; the last delete deletes the canonical feature;
-- a link is an *update* of the existing canonical feature (its provenance grows), never a new feature;
-- each change written to a linked canonical feature advances its stored sequence by one, so the store's
-  ordering guard and subscribers see one ordered history per canonical feature.
-Records of one commune are never linked to each other; links are made when a record is created (or comes
-back after a delete), not re-evaluated later.
+- The link is made when a record is created (or comes back after a delete), and kept on its later updates
+  (the store's copy is carried over, so an update does not drop it); it is not re-evaluated later.
+- Records of one commune are never linked to each other.
+- *Legacy groups*: stores written by the previous model hold linked features in ``feature_provenance``
+  (members of one canonical feature). A batch that touches such a group dissolves it first
+  (``dissolve_group``): the canonical key gets back its own record's content (or is deleted if its own
+  record was), and every other live member becomes its own feature, linked to it. Each of those is a
+  change published in the next version, so subscribers see the repair.
 """
 
 from __future__ import annotations
@@ -33,21 +33,23 @@ from shapely.geometry import Point
 from shapely.ops import nearest_points
 
 from services.contract.datasets.catalogue import SamePlacePolicy
-from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey, content_hash
+from services.contract.messages import ChangeEvent, Operation
+from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, Outcome, StoredFeature, decide
 from services.normalise.domain.same_place import Link, PlacedRecord, attributes_allow, distance_m, same_place
 
-PROVENANCE = "odc:provenance"  # the attribute that lists a linked feature's members (not a schema field)
+SAME_PLACE_AS = "odc:same_place_as"  # a record's link to another commune's feature of the same place
 _M_PER_DEG = 111_195.0
 
 
 @dataclass(frozen=True)
 class Member:
-    """One source record of a linked canonical feature, with its own position and content."""
+    """One source record of a linked canonical feature of the previous model (``feature_provenance``), with its own
+    position and content. Read only to dissolve such a group (``dissolve_group``)."""
 
     key: FeatureKey
     canonical: FeatureKey
-    source: str  # the channel of its last event (ev.source), for the provenance shown to subscribers
+    source: str  # the channel of its last event (ev.source)
     sequence: int
     occurred_at: datetime
     removed: bool
@@ -59,31 +61,30 @@ class Member:
 @dataclass(frozen=True)
 class LinkedBatch:
     reported: list[Decision]  # one per candidate, on the event's own key: what happened to *that* record
-    to_save: list[Decision]  # on canonical keys: what the store and the outbox must hold
-    members: list[Member]  # final states of the members this batch changed
+    to_save: list[Decision]  # what the store and the outbox must hold (repairs of dissolved groups included)
+    dissolved: list[FeatureKey]  # canonical keys of the previous model's groups dissolved by this batch
 
 
-def group_feature(members: Iterable[Member]) -> CanonicalFeature | None:
-    """The canonical content of a linked feature: its latest live member's, plus the live provenance."""
-    live = [m for m in members if not m.removed and m.feature is not None]
-    if not live:
-        return None
-    winner = max(live, key=lambda m: (m.occurred_at, m.sequence, m.key.commune, m.key.feature_id))
-    assert winner.feature is not None
-    provenance = [
-        {
-            "commune": m.key.commune,
-            "feature_id": m.key.feature_id,
-            "source": m.source,
-            "distance_m": round(m.distance_m, 1),
-            "linked_at": m.linked_at.isoformat(),
-        }
-        for m in sorted(live, key=lambda m: (m.linked_at, m.key.commune, m.key.feature_id))
-    ]
-    attributes = dict(winner.feature.attributes)
-    attributes[PROVENANCE] = cast(str, provenance)  # a JSON array: attributes are stored and sent as JSON
-    geometry = winner.feature.geometry
-    return CanonicalFeature(attributes, geometry, content_hash(attributes, geometry), winner.feature.corrections)
+def linked(feature: CanonicalFeature, links: list[dict[str, object]]) -> CanonicalFeature:
+    """``feature`` carrying ``links`` in ``odc:same_place_as`` (its own content otherwise unchanged)."""
+    attributes = dict(feature.attributes)
+    attributes[SAME_PLACE_AS] = cast(str, links)  # a JSON array: attributes are stored and sent as JSON
+    return CanonicalFeature.build(attributes, feature.geometry, feature.corrections)
+
+
+def link_to(key: FeatureKey, distance: float) -> dict[str, object]:
+    return {"commune": key.commune, "feature_id": key.feature_id, "distance_m": round(distance, 1)}
+
+
+def carried_link(stored: StoredFeature | None, c: Candidate) -> Candidate:
+    """An update of a linked record keeps its link (the sender does not send it; senders cannot set it either:
+    it is not a schema field, so validation drops it from what they send)."""
+    if stored is None or stored.deleted or stored.feature is None or c.feature is None:
+        return c
+    links = stored.feature.attributes.get(SAME_PLACE_AS)
+    if links is None or SAME_PLACE_AS in c.feature.attributes:
+        return c
+    return replace(c, feature=linked(c.feature, cast(list[dict[str, object]], links)))
 
 
 def _cell_size_deg(policy: SamePlacePolicy) -> float:
@@ -125,24 +126,23 @@ class _Grid:
 @dataclass
 class _World:
     stored: dict[FeatureKey, StoredFeature]
-    members: dict[FeatureKey, Member]
     policies: Mapping[str, SamePlacePolicy]
     grid: _Grid = field(default_factory=_Grid)
-    groups: dict[FeatureKey, set[FeatureKey]] = field(default_factory=dict)  # canonical -> member keys
 
     def __post_init__(self) -> None:
-        for m in self.members.values():
-            self.groups.setdefault(m.canonical, set()).add(m.key)
         for key, s in self.stored.items():
             policy = self.policies.get(key.dataset)
             if policy is not None and policy.distance_m > 0 and not s.deleted and s.feature is not None:
                 self.grid.add(key, s.feature, policy)
 
-    def sources_of(self, canonical: FeatureKey) -> set[str]:
-        keys = self.groups.get(canonical)
-        if not keys:
-            return {canonical.commune}
-        return {k.commune for k in keys if not self.members[k].removed}
+    def put(self, d: Decision) -> None:
+        if d.after is None:
+            return
+        key = d.candidate.key
+        self.stored[key] = d.after
+        policy = self.policies.get(key.dataset)
+        if policy is not None and policy.distance_m > 0 and not d.after.deleted and d.after.feature is not None:
+            self.grid.add(key, d.after.feature, policy)
 
 
 def _placed(source: str, here: CanonicalFeature, there: CanonicalFeature) -> tuple[PlacedRecord, PlacedRecord]:
@@ -171,12 +171,12 @@ def _boxes_farther_than(a: CanonicalFeature, b: CanonicalFeature, limit_m: float
 
 
 def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[FeatureKey, float] | None:
-    """The nearest live canonical feature of another commune that is the same real thing, and its distance."""
+    """The nearest live feature of another commune that is the same real thing, and its distance."""
     assert c.feature is not None
     best: tuple[float, FeatureKey] | None = None
     for key in world.grid.near(c.key.dataset, c.feature, policy):
-        if key == c.key or (key.commune == c.key.commune and key not in world.groups):
-            continue  # Link.SAME_SOURCE, known from the keys alone (an unlinked feature's only source is its own)
+        if key.commune == c.key.commune:
+            continue  # Link.SAME_SOURCE: one commune's two records stay two
         s = world.stored.get(key)
         if s is None or s.deleted or s.feature is None or s.feature.geometry is None:
             continue
@@ -186,11 +186,8 @@ def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[Fea
             continue  # Link.TOO_FAR, known from the bounding boxes (two parks: no nearest points to compute)
         here, there = _placed(c.key.commune, c.feature, s.feature)
         if distance_m(here, there) > policy.distance_m:
-            continue  # Link.TOO_FAR, before gathering the feature's sources
-        sources = world.sources_of(key)
-        if c.key.commune in sources:
-            continue  # Link.SAME_SOURCE: one commune's two records stay two
-        there = replace(there, source=min(sources))
+            continue  # Link.TOO_FAR
+        there = replace(there, source=key.commune)
         if same_place(here, there, policy) is Link.SAME:
             d = distance_m(here, there)
             if best is None or (d, key.commune, key.feature_id) < (best[0], best[1].commune, best[1].feature_id):
@@ -198,44 +195,82 @@ def find_link(world: _World, c: Candidate, policy: SamePlacePolicy) -> tuple[Fea
     return None if best is None else (best[1], best[0])
 
 
-def _canonical_decision(
-    world: _World, canonical: FeatureKey, c: Candidate, members_after: Iterable[Member]
-) -> Decision | None:
-    """The change the canonical feature undergoes when its members become ``members_after``."""
-    before = world.stored.get(canonical)
-    feature = group_feature(members_after)
-    was_live = before is not None and not before.deleted
-    if feature is None and not was_live:
-        return None
-    if (
-        feature is not None
-        and was_live
-        and before is not None
-        and before.feature is not None
-        and before.feature.content_hash == feature.content_hash
-    ):
-        return None
-    ev = c.event
-    sequence = (before.sequence + 1) if before is not None else ev.sequence
-    occurred_at = max(before.occurred_at, ev.occurred_at) if before is not None else ev.occurred_at
-    after = StoredFeature(sequence, occurred_at, feature is None, feature)
-    outcome = Outcome.DELETED if feature is None else Outcome.UPDATED if was_live else Outcome.CREATED
-    rekeyed = Candidate(
-        replace(
-            ev, commune=canonical.commune, feature_id=canonical.feature_id, sequence=sequence, occurred_at=occurred_at
-        ),
-        canonical,
-        feature,
-    )
-    return Decision(rekeyed, outcome, before, after)
+def _rekeyed(
+    c: Candidate, key: FeatureKey, sequence: int, occurred_at: datetime, feature: CanonicalFeature | None
+) -> Candidate:
+    ev = replace(c.event, commune=key.commune, feature_id=key.feature_id, sequence=sequence, occurred_at=occurred_at)
+    return Candidate(ev, key, feature)
 
 
-def _member_outcome(before: Member | None, c: Candidate) -> Outcome:
-    if c.feature is None:
-        return Outcome.UNCHANGED if before is None or before.removed else Outcome.DELETED
-    if before is None or before.removed or before.feature is None:
-        return Outcome.CREATED
-    return Outcome.UNCHANGED if before.feature.content_hash == c.feature.content_hash else Outcome.UPDATED
+def dissolve_group(
+    canonical: FeatureKey,
+    members: Iterable[Member],
+    stored: Mapping[FeatureKey, StoredFeature],
+    trigger: Candidate,
+) -> list[Decision]:
+    """The changes that turn a previous-model group back into one feature per source record.
+
+    The canonical key gets its own record's content back (deleted when its own record was); its stored
+    position only moves forward (``sequence + 1``), as the store's ordering guard requires. Every other
+    live member becomes a feature at its own key, at its own position, linked to the canonical feature's
+    key. Each change is written under ``trigger``'s event id (the event that reached the group)."""
+    group = sorted(members, key=lambda m: (m.key.commune, m.key.feature_id))
+    out: list[Decision] = []
+    before = stored.get(canonical)
+    own = next((m for m in group if m.key == canonical), None)
+    own_feature = None if own is None or own.removed else own.feature
+    if before is not None:
+        after_feature = own_feature
+        was_live = not before.deleted
+        same = (
+            was_live
+            and after_feature is not None
+            and before.feature is not None
+            and before.feature.content_hash == after_feature.content_hash
+        )
+        if not same and (was_live or after_feature is not None):
+            seq, occ = before.sequence + 1, before.occurred_at
+            after = StoredFeature(seq, occ, after_feature is None, after_feature)
+            outcome = Outcome.DELETED if after_feature is None else Outcome.UPDATED if was_live else Outcome.CREATED
+            out.append(Decision(_rekeyed(trigger, canonical, seq, occ, after_feature), outcome, before, after))
+    for m in group:
+        if m.key == canonical or m.removed or m.feature is None:
+            continue
+        prior = stored.get(m.key)
+        seq, occ = m.sequence, m.occurred_at
+        if prior is not None and (prior.sequence, prior.occurred_at) >= (seq, occ):
+            seq, occ = prior.sequence + 1, prior.occurred_at
+        feature = linked(m.feature, [link_to(canonical, m.distance_m)]) if own_feature is not None else m.feature
+        after = StoredFeature(seq, occ, False, feature)
+        live_before = prior is not None and not prior.deleted
+        outcome = Outcome.UPDATED if live_before else Outcome.CREATED
+        out.append(Decision(_rekeyed(trigger, m.key, seq, occ, feature), outcome, prior, after))
+    return out
+
+
+def dissolve_groups(
+    groups: Mapping[FeatureKey, Iterable[Member]], stored: Mapping[FeatureKey, StoredFeature], now: datetime
+) -> list[Decision]:
+    """The repair of groups that no event reached: ``dissolve_group`` for each, under an event id that names the
+    repair and the group (``repair:same-place:<dataset>/<commune>/<feature id>``), at ``now``."""
+    out: list[Decision] = []
+    for canonical, members in sorted(groups.items(), key=lambda kv: (kv[0].dataset, kv[0].commune, kv[0].feature_id)):
+        trigger = Candidate(
+            ChangeEvent(
+                f"repair:same-place:{canonical.dataset}/{canonical.commune}/{canonical.feature_id}",
+                canonical.dataset,
+                canonical.commune,
+                canonical.feature_id,
+                Operation.UPSERT,
+                now,
+                0,
+                "odc-repair",
+            ),
+            canonical,
+            None,
+        )
+        out.extend(dissolve_group(canonical, members, stored, trigger))
+    return out
 
 
 def decide_linked_batch(
@@ -245,79 +280,55 @@ def decide_linked_batch(
     policies: Mapping[str, SamePlacePolicy],
     now: datetime,
 ) -> LinkedBatch:
-    """Decide a batch in arrival order. ``stored`` holds the canonical rows of the candidates' keys, of the
-    linked features they belong to and of the live features near the new records; ``members`` every member
-    of those linked features."""
-    world = _World(dict(stored), dict(members), policies)
+    """Decide a batch in arrival order. ``stored`` holds the rows of the candidates' keys, of the live features
+    near the new records and of every key of the previous model's groups in ``members`` (which holds every
+    member of the groups the candidates belong to). ``now`` is kept for the callers' signature."""
+    del now
+    world = _World(dict(stored), policies)
     reported: list[Decision] = []
     to_save: list[Decision] = []
-    changed: dict[FeatureKey, Member] = {}
+    groups: dict[FeatureKey, list[Member]] = {}
+    for m in members.values():
+        groups.setdefault(m.canonical, []).append(m)
+    dissolved: list[FeatureKey] = []
 
-    def apply(canonical: FeatureKey, c: Candidate, new_members: list[Member]) -> Decision | None:
-        for m in new_members:
-            world.members[m.key] = m
-            world.groups.setdefault(canonical, set()).add(m.key)
-            changed[m.key] = m
-        d = _canonical_decision(world, canonical, c, (world.members[k] for k in world.groups[canonical]))
-        if d is not None:
-            assert d.after is not None
-            world.stored[canonical] = d.after
-            to_save.append(d)
-        return d
+    def save(d: Decision) -> None:
+        to_save.append(d)
+        world.put(d)
 
-    for c in candidates:
+    for received in candidates:
+        c = received
         policy = policies.get(c.key.dataset)
-        ev = c.event
-        member = world.members.get(c.key)
-        if policy is None or policy.distance_m <= 0:
-            plain = decide(world.stored.get(c.key), c)
-            _plain(world, plain, policy, reported, to_save)
-            continue
-        if member is not None:  # a member of a linked feature: judged against its own position
-            if (ev.sequence, ev.occurred_at) <= (member.sequence, member.occurred_at):
+        member = members.get(c.key)
+        if member is not None and member.canonical in groups:
+            # the previous model's group this record belongs to: one feature per source record again
+            for d in dissolve_group(member.canonical, groups.pop(member.canonical), world.stored, c):
+                save(d)
+            dissolved.append(member.canonical)
+            if (c.event.sequence, c.event.occurred_at) <= (member.sequence, member.occurred_at):
                 reported.append(Decision(c, Outcome.STALE, None, None))
                 continue
-            outcome = _member_outcome(member, c)
-            updated = replace(
-                member,
-                source=ev.source,
-                sequence=ev.sequence,
-                occurred_at=ev.occurred_at,
-                removed=c.feature is None,
-                feature=c.feature,
-            )
-            apply(member.canonical, c, [updated])
-            reported.append(Decision(c, outcome, None, None))
-            continue
+            s = world.stored.get(c.key)
+            if s is not None and (c.event.sequence, c.event.occurred_at) <= (s.sequence, s.occurred_at):
+                # newer than its record, older than the group's counter the canonical row carried: ordered after it
+                c = _rekeyed(c, c.key, s.sequence + 1, max(s.occurred_at, c.event.occurred_at), c.feature)
+        c = carried_link(world.stored.get(c.key), c)
         plain = decide(world.stored.get(c.key), c)
-        if plain.outcome is not Outcome.CREATED or c.feature is None:
-            _plain(world, plain, policy, reported, to_save)
-            continue
-        found = find_link(world, c, policy)
-        if found is None:
-            _plain(world, plain, policy, reported, to_save)
-            continue
-        canonical, distance = found
-        new: list[Member] = []
-        if canonical not in world.groups:  # the existing feature's own record becomes its first member
-            s = world.stored[canonical]
-            new.append(Member(canonical, canonical, "", s.sequence, s.occurred_at, False, s.feature, 0.0, now))
-        new.append(Member(c.key, canonical, ev.source, ev.sequence, ev.occurred_at, False, c.feature, distance, now))
-        apply(canonical, c, new)
-        reported.append(Decision(c, Outcome.LINKED, None, None))
-    return LinkedBatch(reported, to_save, list(changed.values()))
-
-
-def _plain(
-    world: _World,
-    d: Decision,
-    policy: SamePlacePolicy | None,
-    reported: list[Decision],
-    to_save: list[Decision],
-) -> None:
-    reported.append(d)
-    to_save.append(d)
-    if d.after is not None:
-        world.stored[d.candidate.key] = d.after
-        if policy is not None and policy.distance_m > 0 and not d.after.deleted and d.after.feature is not None:
-            world.grid.add(d.candidate.key, d.after.feature, policy)
+        if (
+            policy is not None
+            and policy.distance_m > 0
+            and plain.outcome is Outcome.CREATED
+            and c.feature is not None
+            and SAME_PLACE_AS not in c.feature.attributes
+        ):
+            found = find_link(world, c, policy)
+            if found is not None:
+                target, distance = found
+                c = replace(c, feature=linked(c.feature, [link_to(target, distance)]))
+                plain = decide(world.stored.get(c.key), c)
+                reported.append(Decision(c, Outcome.LINKED, plain.before, plain.after))
+                save(plain)
+                continue
+        reported.append(plain)
+        save(plain)
+    return LinkedBatch(reported, to_save, dissolved)

@@ -28,9 +28,28 @@ _EPSG_RE = re.compile(r"(?:EPSG)(?::|::|/0/|/)(\d+)$", re.IGNORECASE)
 
 
 class GeometryRejected(Exception):
-    def __init__(self, rule: str, en: str, fr: str, value: str | None = None) -> None:
+    def __init__(
+        self, rule: str, en: str, fr: str, value: str | None = None, also: tuple[GeometryRejected, ...] = ()
+    ) -> None:
         super().__init__(en)
         self.rule, self.en, self.fr, self.value = rule, en, fr, value
+        self.also = also  # further problems of the same geometry, reported with this one (all at once)
+
+
+_FAMILY = {"MultiPoint": "Point", "MultiLineString": "LineString", "MultiPolygon": "Polygon"}
+
+
+def _type_problem(geom: BaseGeometry, expected_type: str) -> tuple[GeometryRejected, ...]:
+    """The wrong-type problem of a geometry that is refused for another reason first (its area), so that the
+    sender learns both at once: a Polygon sent for a Point dataset is not only "outside the area"."""
+    got = geom.geom_type
+    if _FAMILY.get(got, got) == _FAMILY.get(expected_type, expected_type):
+        return ()
+    return (
+        GeometryRejected(
+            "geometry_type", f"expected {expected_type}, got {got}", f"{expected_type} attendu, {got} reçu", got
+        ),
+    )
 
 
 def _not_finite() -> GeometryRejected:
@@ -46,11 +65,15 @@ def _placeholder(x: float, y: float) -> GeometryRejected:
     )
 
 
-def _out_of_area(lon: float, lat: float) -> GeometryRejected:
+DATASET_AREA = ("the dataset's area", "de la zone du jeu de données")
+
+
+def _out_of_area(lon: float, lat: float, area_name: tuple[str, str] = DATASET_AREA) -> GeometryRejected:
+    """``area_name``: the area in words (en, fr), e.g. ("the territory of X", "du territoire de X")."""
     return GeometryRejected(
         "out_of_area",
-        f"geometry at ({lon:.5f}, {lat:.5f}) is outside the dataset's area",
-        f"géométrie en ({lon:.5f}, {lat:.5f}) hors de la zone du jeu de données",
+        f"geometry at ({lon:.5f}, {lat:.5f}) is outside {area_name[0]}",
+        f"géométrie en ({lon:.5f}, {lat:.5f}) hors {area_name[1]}",
         f"{lon:.5f},{lat:.5f}",
     )
 
@@ -196,6 +219,7 @@ def normalise_geometry(
     *,
     out_of_area: str = "reject",
     placeholder: str = "reject",
+    area_name: tuple[str, str] = DATASET_AREA,
 ) -> NormalisedGeometry:
     """``out_of_area`` and ``placeholder`` are the dataset's policies: "reject" refuses the record, "flag"
     accepts it and records ``flagged:<rule>`` among its corrections.
@@ -206,8 +230,10 @@ def normalise_geometry(
     if expected_type == "Point" and len(raw.value) <= MAX_GEOMETRY_BYTES:
         xy = _plain_point(raw)
         if xy is not None:
-            return _normalise_point(xy[0], xy[1], raw.crs, _boxes(area), out_of_area, placeholder)
-    return normalise_general(raw, expected_type, area, out_of_area=out_of_area, placeholder=placeholder)
+            return _normalise_point(xy[0], xy[1], raw.crs, _boxes(area), out_of_area, placeholder, area_name)
+    return normalise_general(
+        raw, expected_type, area, out_of_area=out_of_area, placeholder=placeholder, area_name=area_name
+    )
 
 
 _NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -238,7 +264,13 @@ def _plain_point(raw: RawGeometry) -> tuple[float, float] | None:
 
 
 def _normalise_point(
-    x: float, y: float, crs: str | None, boxes: tuple[Box, ...], out_of_area: str, placeholder: str
+    x: float,
+    y: float,
+    crs: str | None,
+    boxes: tuple[Box, ...],
+    out_of_area: str,
+    placeholder: str,
+    area_name: tuple[str, str] = DATASET_AREA,
 ) -> NormalisedGeometry:
     """normalise_general's rules for one point, in floats."""
     if not (math.isfinite(x) and math.isfinite(y)):
@@ -258,7 +290,9 @@ def _normalise_point(
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
-            raise _out_of_area(lon + 0.0, lat + 0.0)  # -0.0 shown as 0.0, as the general path's mean gives it
+            raise _out_of_area(
+                lon + 0.0, lat + 0.0, area_name
+            )  # -0.0 shown as 0.0, as the general path's mean gives it
         corrections.append("flagged:out_of_area")
     geom: BaseGeometry = Point(lon, lat)
     if epsg != 4326:
@@ -273,6 +307,7 @@ def normalise_general(
     *,
     out_of_area: str = "reject",
     placeholder: str = "reject",
+    area_name: tuple[str, str] = DATASET_AREA,
 ) -> NormalisedGeometry:
     """Any geometry, through shapely (see normalise_geometry)."""
     boxes = _boxes(area)
@@ -315,7 +350,9 @@ def normalise_general(
         lon, lat = lat, lon
     if not _inside(boxes, lon, lat):
         if out_of_area == "reject":
-            raise _out_of_area(lon, lat)
+            refused = _out_of_area(lon, lat, area_name)
+            refused.also = _type_problem(geom, expected_type)
+            raise refused
         corrections.append("flagged:out_of_area")
 
     geom = _as_type(geom, expected_type, corrections)

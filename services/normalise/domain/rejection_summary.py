@@ -15,7 +15,8 @@ class RejectedRecord:
     feature_id: str
     rejected_at: str  # ISO 8601
     reason: str
-    errors: Sequence[Mapping[str, Any]]  # field, rule, value, message_fr, message_en
+    errors: Sequence[Mapping[str, Any]]  # field, rule, value, message_fr, message_en, column
+    source_row: int | None = None  # CSV line or feature index in the sent file
 
 
 @dataclass(frozen=True)

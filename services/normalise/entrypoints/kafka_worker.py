@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -39,12 +40,16 @@ from services.infrastructure.kafka_consumer import commit_offsets, make_batch_co
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
+from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
+from services.normalise.domain.rejection_retention import retention_cutoff
 from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
 from services.normalise.metrics import NormaliseMetrics
+from services.normalise.service_layer.link_same_places import dissolve_previous_groups
 from services.normalise.service_layer.process_batch import InboundMessage, PreparedBatch, apply_batch, prepare_batch
 from services.normalise.settings import NormaliseSettings
 
@@ -65,10 +70,10 @@ class Health:
     consumer: bool = False
 
 
-def kafka_headers(raw: object) -> tuple[tuple[str, bytes], ...]:
+def kafka_headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     """Headers as pairs of (str, bytes), whatever shape the client gives them in."""
     items = raw.items() if isinstance(raw, dict) else (raw or ())
-    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)  # type: ignore[union-attr]
+    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)
 
 
 def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
@@ -79,7 +84,7 @@ def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
     ]
 
 
-def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:  # type: ignore[type-arg]
+def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:
     return [
         InboundMessage(
             r.value if isinstance(r.value, bytes) else b"",
@@ -98,7 +103,7 @@ class NormaliseWorker:
         self.registry = registry or CollectorRegistry()
         self.metrics = NormaliseMetrics(self.registry)
         self.codecs = Codecs()
-        self.normaliser = EventNormaliser(DatasetCatalogue.load())
+        self.normaliser = EventNormaliser(DatasetCatalogue.load(territory=settings.territory))
         self.compared_fields = {
             d.id: d.same_place.compared_fields for d in self.normaliser.catalogue if d.same_place.distance_m > 0
         }
@@ -108,6 +113,9 @@ class NormaliseWorker:
         self.signing_keys = SigningKeyCache(self.engine, settings.signing_keys_max_age_seconds)
         self.stopping = asyncio.Event()
         self.failed = False
+        engine, timeout = self.engine, settings.readiness_timeout_seconds
+        self.broker_ok = CachedCheck(lambda: broker_reachable(settings.kafka_bootstrap, timeout))
+        self.database_ok = CachedCheck(lambda: database_answers(engine, timeout))
 
     # --- database readiness, as the metrics and /readyz show it ---
     def _db_down(self, error: BaseException, attempt: int) -> None:
@@ -134,9 +142,17 @@ class NormaliseWorker:
             lambda: create_schema(self.engine), is_transient=is_transient, what="create schema", max_attempts=30
         )
         await create_signing_key_schema(self.engine)
+        dissolved = await retry_transient(
+            lambda: dissolve_previous_groups(lambda: PostgisUnitOfWork(self.engine, self.compared_fields), self.clock),
+            is_transient=is_transient,
+            what="dissolve same-place groups of the previous model",
+            max_attempts=30,
+        )
+        if dissolved:
+            log.warning("dissolved %d same-place groups left by the previous model (issue #13)", dissolved)
         self._db_up()
 
-    async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:  # type: ignore[type-arg]
+    async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:
         """Decode, authenticate and normalise, in slices that yield to the event loop between them, so the
         previous batch's transaction (awaiting PostgreSQL) goes on meanwhile."""
         batch = to_inbound(records)
@@ -274,6 +290,24 @@ class NormaliseWorker:
                 log.warning("outbox relay process did not stop in 15 s; terminating it")
                 process.terminate()
 
+    async def prune_rejections(self) -> None:
+        """Every prune interval, delete relayed rejections past the retention (batched). A database outage
+        skips a round; the next one catches up."""
+        s = self.settings
+        while not self.stopping.is_set():
+            try:
+                cutoff = retention_cutoff(self.clock.now(), s.rejection_retention_days)
+                pruned = await prune_rejections(self.engine, cutoff, s.rejection_prune_batch_rows)
+                if pruned:
+                    log.info("pruned %d rejections recorded before %s", pruned, cutoff.isoformat())
+                self.metrics.rejections_pruned.inc(pruned)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("rejection pruning skipped, database unavailable: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), s.rejection_prune_interval_seconds)
+
     def web_app(self) -> web.Application:
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -283,8 +317,15 @@ class NormaliseWorker:
 
         async def readyz(request: web.Request) -> web.Response:
             h = self.health
-            ok = h.database and h.relay and h.consumer
-            body = {"ready": ok, "database": h.database, "relay": h.relay, "consumer": h.consumer}
+            broker, database = await self.broker_ok(), await self.database_ok()
+            ok = h.database and h.relay and h.consumer and broker and database
+            body = {
+                "ready": ok,
+                "database": h.database and database,
+                "broker": broker,
+                "relay": h.relay,
+                "consumer": h.consumer,
+            }
             return web.json_response(body, status=200 if ok else 503)
 
         app = web.Application()
@@ -305,6 +346,7 @@ class NormaliseWorker:
             tasks = [
                 asyncio.create_task(self.consume(), name="consume"),
                 asyncio.create_task(self.relay(), name="relay"),
+                asyncio.create_task(self.prune_rejections(), name="prune-rejections"),
             ]
             stop = asyncio.create_task(self.stopping.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -52,7 +52,16 @@ class SamePlaceStore(Protocol):
         ...
 
     async def save_members(self, members: Sequence[Member], at: datetime) -> None:
-        """Write these members' states (insert or replace)."""
+        """Write these members' states (insert or replace). Only tests use it now: to build a store as the
+        previous model left it (groups are no longer made)."""
+        ...
+
+    async def pending_groups(self, limit: int) -> list[FeatureKey]:
+        """Canonical keys of up to ``limit`` groups left by the previous model (none once all are dissolved)."""
+        ...
+
+    async def forget_groups(self, canonicals: Sequence[FeatureKey]) -> None:
+        """Delete every member row of these groups (dissolved: each record is its own feature again)."""
         ...
 
 
@@ -86,6 +95,11 @@ class NormaliseUnitOfWork(Protocol):
 
     async def record_tally(self, tally: Mapping[tuple[str, str, str], int], at: datetime) -> None:
         """Add accepted-event counts per (dataset, commune, outcome): the communes' status reads them."""
+        ...
+
+    async def resolve_rejections(self, keys: Sequence[FeatureKey], at: datetime) -> None:
+        """Mark the earlier refusals of these source records resolved: each was accepted in this batch (it
+        leaves `odc report` and the refused count)."""
         ...
 
     async def commit(self) -> None: ...

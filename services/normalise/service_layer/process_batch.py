@@ -40,6 +40,8 @@ class BatchReport:
     changes_written: int = 0
     # accepted events per (dataset, commune, outcome), for the communes' status (counted once per event id)
     tally: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # applied upserts per (dataset, conformance level: conforming / incomplete); refused ones are ``rejections``
+    levels: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -95,6 +97,7 @@ def prepare_batch(
                 commune=getattr(ev, "commune", None),
                 feature_id=getattr(ev, "feature_id", None),
                 errors=errors,
+                source_row=getattr(ev, "source_row", None),
             )
         )
         report.rejections[
@@ -161,6 +164,8 @@ async def apply_batch(
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1
             report.tally[(d.candidate.key.dataset, d.candidate.key.commune, d.outcome.value)] += 1
+            if d.candidate.feature is not None and d.outcome.value != "stale":
+                report.levels[(d.candidate.key.dataset, d.candidate.level)] += 1
         if log.isEnabledFor(logging.DEBUG):  # one line per event: off unless asked for
             for c in duplicates:
                 log.debug("duplicate event, already applied", extra=_event_fields(c.event, outcome="duplicate"))
@@ -169,6 +174,8 @@ async def apply_batch(
                 log.debug("event %s", d.outcome.value, extra=fields)
         report.changes_written = await uow.save(to_save, now)
         await uow.record_tally(report.tally, now)
+        accepted = {d.candidate.key for d in decisions if d.outcome is not Outcome.STALE and d.candidate.feature}
+        await uow.resolve_rejections(sorted(accepted, key=lambda k: (k.dataset, k.commune, k.feature_id)), now)
         await uow.record_rejections(rejections)
         await uow.commit()
     return report

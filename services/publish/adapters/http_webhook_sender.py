@@ -104,8 +104,8 @@ class HttpxWebhookSender:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as error:
             return AttemptResult(None, f"{type(error).__name__}: {error}"[:500] or type(error).__name__)
-        error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        return AttemptResult(response.status_code, error)
+        failure = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        return AttemptResult(response.status_code, failure)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.codecs import Codecs
 from services.contract.messages import ChangeKind, FeatureState
-from services.publish.adapters.tables import metadata
+from services.infrastructure.schema_migrations import upgrade_schema
+from services.publish.adapters.tables import PUBLISH_SCHEMA
 from services.publish.domain.notifications import encode_event, structured_event, version_message
 from services.publish.domain.versioning import (
     EMPTY_HASH,
@@ -24,28 +25,8 @@ from services.publish.domain.versioning import (
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(7431001)"))
-        await conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
-        await conn.run_sync(metadata.create_all)
-        # create_all adds no index to a table that already exists (stores created before this release)
-        await conn.execute(
-            text(
-                "CREATE INDEX IF NOT EXISTS version_diff_feature ON version_diff "
-                "(dataset, commune, feature_id, version)"
-            )
-        )
-        # published_feature appeared after the first versions: fill it once from the diffs
-        await conn.execute(
-            text(
-                "INSERT INTO published_feature (dataset, commune, feature_id, geom, geometry, attributes, content_hash, "
-                "version) SELECT dataset, commune, feature_id, ST_SetSRID(ST_GeomFromGeoJSON(after_geometry), 4326), "
-                "after_geometry, after_attributes, after_hash, version FROM (SELECT DISTINCT ON (dataset, commune, "
-                "feature_id) * FROM version_diff vd WHERE NOT EXISTS (SELECT 1 FROM published_feature p WHERE "
-                "p.dataset = vd.dataset) ORDER BY dataset, commune, feature_id, version DESC) latest "
-                "WHERE after_hash IS NOT NULL"
-            )
-        )
+    """Upgrade the publisher's tables to their latest migration (adapters/migrations)."""
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
 
 
 def _cols(s: FeatureState | None) -> tuple[str | None, str | None, str | None]:
@@ -137,12 +118,13 @@ class PostgresPublishUnitOfWork:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT last_version, feature_count, content_hash FROM dataset_state WHERE dataset = :d FOR UPDATE"
+                    "SELECT last_version, feature_count, content_hash, incomplete FROM dataset_state "
+                    "WHERE dataset = :d FOR UPDATE"
                 ),
                 {"d": dataset},
             )
         ).one()
-        return DatasetState(dataset, row[0], row[1], row[2])
+        return DatasetState(dataset, row[0], row[1], row[2], row[3])
 
     async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]:
         rows = await self.conn.execute(
@@ -173,8 +155,9 @@ class PostgresPublishUnitOfWork:
         await self.conn.execute(
             text(
                 "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
-                "content_hash, first_change_id, last_change_id) VALUES (:dataset, :version, :published_at, :added, "
-                ":updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id)"
+                "content_hash, first_change_id, last_change_id, incomplete) VALUES (:dataset, :version, :published_at, "
+                ":added, :updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id, "
+                ":incomplete)"
             ),
             {
                 k: getattr(draft, k)
@@ -189,6 +172,7 @@ class PostgresPublishUnitOfWork:
                     "content_hash",
                     "first_change_id",
                     "last_change_id",
+                    "incomplete",
                 )
             },
         )
@@ -212,12 +196,13 @@ class PostgresPublishUnitOfWork:
         )
         await self.conn.execute(
             text(
-                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t "
-                "WHERE dataset = :d"
+                "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t, "
+                "incomplete = :i WHERE dataset = :d"
             ),
             {
                 "v": draft.version,
                 "n": draft.feature_count,
+                "i": draft.incomplete,
                 "h": draft.content_hash,
                 "t": draft.published_at,
                 "d": draft.dataset,

@@ -28,6 +28,7 @@ class DatasetSummary:
     feature_count: int
     content_hash: str
     updated_at: datetime
+    incomplete: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def _summary(r: Any) -> VersionSummary:
         updated=r.updated,
         removed=r.removed,
         content_hash=r.content_hash,
+        incomplete=r.incomplete,
     )
 
 
@@ -95,7 +97,7 @@ class PostgresReadModel:
     # -- datasets and versions ----------------------------------------------------------------------
     async def datasets(self) -> dict[str, DatasetSummary]:
         rows = await self._all(
-            "SELECT dataset, last_version, feature_count, content_hash, updated_at FROM dataset_state"
+            "SELECT dataset, last_version, feature_count, content_hash, updated_at, incomplete FROM dataset_state"
         )
         return {r[0]: DatasetSummary(*r) for r in rows}
 
@@ -106,7 +108,8 @@ class PostgresReadModel:
         order = "DESC" if newest_first else "ASC"
         cond = "version < :after" if newest_first else "version > :after"
         rows = await self._all(
-            "SELECT version, published_at, feature_count, added, updated, removed, content_hash FROM dataset_version "
+            "SELECT version, published_at, feature_count, added, updated, removed, content_hash, incomplete "
+            "FROM dataset_version "
             f"WHERE dataset = :d AND {cond} ORDER BY version {order} LIMIT :n",
             d=dataset,
             after=after,
@@ -117,7 +120,7 @@ class PostgresReadModel:
     async def version(self, dataset: str, version: int) -> VersionRecord | None:
         rows = await self._all(
             "SELECT version, published_at, feature_count, added, updated, removed, content_hash, first_change_id, "
-            "last_change_id FROM dataset_version WHERE dataset = :d AND version = :v",
+            "last_change_id, incomplete FROM dataset_version WHERE dataset = :d AND version = :v",
             d=dataset,
             v=version,
         )
@@ -165,6 +168,7 @@ class PostgresReadModel:
     # -- change feed and history --------------------------------------------------------------------
     async def changes(self, dataset: str, start: FeedPosition | None, since: int, limit: int) -> list[FeedRow]:
         """Up to ``limit`` diff rows after ``start`` (a cursor) or, without one, of versions after ``since``."""
+        params: dict[str, Any]
         if start is None:
             cond, params = "vd.version > :since", {"since": since}
         else:

@@ -1,6 +1,8 @@
-"""Tables owned by the publisher."""
+"""Tables owned by the publisher. Changed only through migrations (./migrations), upgraded to head at start."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
@@ -17,8 +19,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from services.infrastructure.schema_migrations import SchemaOwner
 
 metadata = MetaData()
 
@@ -30,6 +35,8 @@ dataset_state = Table(
     Column("feature_count", BigInteger, nullable=False),
     Column("content_hash", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # live features marked incomplete (services/contract/conformance_levels.py); the others conform
+    Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # Every canonical change received, kept: the dedup record (change_id) and the row-level history.
@@ -68,6 +75,7 @@ dataset_version = Table(
     Column("content_hash", Text, nullable=False),
     Column("first_change_id", BigInteger, nullable=False),
     Column("last_change_id", BigInteger, nullable=False),
+    Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("dataset", "version", name="dataset_version_pk"),
 )
 
@@ -173,3 +181,5 @@ Index(
     webhook_delivery.c.id,
     postgresql_where=webhook_delivery.c.state == "pending",
 )
+
+PUBLISH_SCHEMA = SchemaOwner("publish", Path(__file__).with_name("migrations"), (metadata,))

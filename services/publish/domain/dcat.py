@@ -24,7 +24,12 @@ CONTEXT = {
     "dct:license": {"@type": "@id"},
 }
 LICENSE = "https://www.etalab.gouv.fr/licence-ouverte-open-licence/"
-PUBLISHER = {"@type": "foaf:Organization", "foaf:name": "Métropole de Lyon — OpenData des communes"}
+DEFAULT_TERRITORY_NAME = "Métropole de Lyon"
+
+
+def publisher(territory_name: str = DEFAULT_TERRITORY_NAME) -> dict[str, str]:
+    """The publisher: the deployment's territory (ODC_TERRITORY)."""
+    return {"@type": "foaf:Organization", "foaf:name": f"{territory_name} — OpenData des communes"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class VersionSummary:
     updated: int
     removed: int
     content_hash: str
+    incomplete: int = 0  # features marked incomplete (left out of the national-layout CSV)
 
 
 def national_schema_json(ns: Any) -> dict[str, Any] | None:
@@ -66,7 +72,11 @@ def _distribution(id_: str, title: str, url: str, media_type: str, download: boo
 
 
 def dataset_node(
-    base: str, d: DatasetDefinition, versions: list[VersionSummary], total_versions: int
+    base: str,
+    d: DatasetDefinition,
+    versions: list[VersionSummary],
+    total_versions: int,
+    territory_name: str = DEFAULT_TERRITORY_NAME,
 ) -> dict[str, Any]:
     """One dataset; ``versions`` newest first (possibly only the latest ones), ``total_versions`` all."""
     url = f"{base}/datasets/{d.id}"
@@ -77,7 +87,7 @@ def dataset_node(
         "dct:identifier": d.id,
         "dct:title": [{"@value": d.title_fr, "@language": "fr"}, {"@value": d.title_en, "@language": "en"}],
         "dct:description": d.schema_note or d.title_fr,
-        "dct:publisher": PUBLISHER,
+        "dct:publisher": publisher(territory_name),
         "dct:license": LICENSE,
         "dcat:landingPage": {"@id": url},
         "dcat:distribution": [
@@ -129,16 +139,21 @@ def dataset_document(
     return {"@context": CONTEXT, **dataset_node(base, d, versions, total_versions)}
 
 
-def catalogue_document(base: str, datasets: list[dict[str, Any]], modified: datetime | None) -> dict[str, Any]:
+def catalogue_document(
+    base: str,
+    datasets: list[dict[str, Any]],
+    modified: datetime | None,
+    territory_name: str = DEFAULT_TERRITORY_NAME,
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "@context": CONTEXT,
         "@id": f"{base}/catalog",
         "@type": "dcat:Catalog",
         "dct:title": [
-            {"@value": "OpenData des communes — Métropole de Lyon", "@language": "fr"},
-            {"@value": "Communes' open data — Métropole de Lyon", "@language": "en"},
+            {"@value": f"OpenData des communes — {territory_name}", "@language": "fr"},
+            {"@value": f"Communes' open data — {territory_name}", "@language": "en"},
         ],
-        "dct:publisher": PUBLISHER,
+        "dct:publisher": publisher(territory_name),
         "dcat:dataset": datasets,
     }
     if modified is not None:

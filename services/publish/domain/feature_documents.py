@@ -14,6 +14,7 @@ from typing import Any
 
 import shapely
 
+from services.contract.conformance_levels import is_incomplete_json
 from services.contract.datasets.catalogue import DatasetDefinition
 
 
@@ -108,8 +109,25 @@ def _cell(value: Any, field: dict[str, Any] | None) -> str:
     return str(value)
 
 
+LEFT_OUT_HEADER = "X-Odc-Left-Out"  # how many records a national-layout CSV leaves out, and why
+
+
+def conformance_json(feature_count: int, incomplete: int) -> dict[str, int]:
+    """Counts per level of a version's features (refused records are never in a version)."""
+    return {"conforming": feature_count - incomplete, "incomplete": incomplete}
+
+
+def left_out_note(incomplete: int, geojson_url: str) -> str:
+    """The CSV's note on the records it leaves out (an HTTP header value: ASCII only)."""
+    return (
+        f"{incomplete} incomplete record(s) left out: they lack fields the national schema requires; "
+        f"they are in {geojson_url} with odc:conformance=incomplete and odc:missing"
+    )
+
+
 class CsvLayout:
-    """Renders features as CSV rows in a dataset's column layout."""
+    """Renders features as CSV rows in a dataset's column layout. Only conforming records belong to it: the
+    file must stay valid against the national schema (``includes``)."""
 
     def __init__(self, definition: DatasetDefinition) -> None:
         self.columns = csv_columns(definition)
@@ -117,6 +135,10 @@ class CsvLayout:
 
     def header(self) -> str:
         return self._line(self.columns)
+
+    @staticmethod
+    def includes(f: StoredFeature) -> bool:
+        return not is_incomplete_json(f.attributes_json)
 
     def row(self, f: StoredFeature) -> str:
         attributes = json.loads(f.attributes_json)
@@ -137,4 +159,5 @@ class CsvLayout:
     def chunks(self, features: Iterable[StoredFeature]) -> Iterator[str]:
         yield self.header()
         for f in features:
-            yield self.row(f)
+            if self.includes(f):
+                yield self.row(f)

@@ -20,7 +20,7 @@ EVENT_TYPE = "fr.grandlyon.odc.dataset.version.published"
 CONTENT_TYPE = "application/avro"
 JSON_CONTENT_TYPE = "application/json"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-DATASCHEMA = "schemas/avro/dataset_version.v2.avsc"
+DATASCHEMA = "schemas/avro/dataset_version.v3.avsc"
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ def version_message(
         changes=tuple(ChangedFeature(e.commune, e.feature_id, e.kind.value, e.before, e.after) for e in draft.entries)
         if inline
         else (),
+        incomplete=draft.incomplete,
     )
     return attrs, data
 
@@ -127,6 +128,7 @@ def structured_event(draft: VersionDraft, source: str, *, base_url: str, max_inl
         "updated": draft.updated,
         "removed": draft.removed,
         "feature_count": draft.feature_count,
+        "conformance": {"conforming": draft.conforming, "incomplete": draft.incomplete},
         "content_hash": draft.content_hash,
         "links": {lk.rel: lk.href for lk in version_links(base_url, draft.dataset, draft.version)},
         "changes_included": inline,

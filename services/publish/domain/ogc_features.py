@@ -65,9 +65,9 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict[str
     return link
 
 
-def landing_page(base: str, api_doc: str) -> dict[str, Any]:
+def landing_page(base: str, api_doc: str, territory_name: str = "Métropole de Lyon") -> dict[str, Any]:
     return {
-        "title": "odc — OpenData des communes (Métropole de Lyon)",
+        "title": f"odc — OpenData des communes ({territory_name})",
         "description": "Current published data of every dataset, as OGC API – Features.",
         "links": [
             _link(f"{base}", "self", JSON, "this document"),

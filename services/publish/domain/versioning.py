@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from services.contract.conformance_levels import is_incomplete_json
 from services.contract.datasets.catalogue import VersioningPolicy
 from services.contract.messages import ChangeKind, FeatureState
 
@@ -41,6 +42,7 @@ class DatasetState:
     last_version: int
     feature_count: int
     content_hash: str
+    incomplete: int = 0  # live features marked incomplete (conformance_levels.py); the rest conform
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,11 @@ class VersionDraft:
     first_change_id: int
     last_change_id: int
     entries: tuple[DiffEntry, ...]
+    incomplete: int = 0  # features of this version marked incomplete, maintained like feature_count
+
+    @property
+    def conforming(self) -> int:
+        return self.feature_count - self.incomplete
 
 
 @dataclass(frozen=True)
@@ -125,11 +132,14 @@ def build_version(state: DatasetState, changes: list[ReceivedChange], now: datet
         return None
     acc = int(state.content_hash, 16)
     added = updated = removed = 0
+    incomplete = state.incomplete
     for e in entries:
         if e.before is not None:
             acc ^= feature_digest(e.commune, e.feature_id, e.before.content_hash)
+            incomplete -= is_incomplete_json(e.before.attributes_json)
         if e.after is not None:
             acc ^= feature_digest(e.commune, e.feature_id, e.after.content_hash)
+            incomplete += is_incomplete_json(e.after.attributes_json)
         if e.kind is DiffKind.ADDED:
             added += 1
         elif e.kind is DiffKind.UPDATED:
@@ -148,6 +158,7 @@ def build_version(state: DatasetState, changes: list[ReceivedChange], now: datet
         first_change_id=changes[0].change_id,
         last_change_id=changes[-1].change_id,
         entries=tuple(entries),
+        incomplete=incomplete,
     )
 
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -29,11 +29,14 @@ from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat, ogc_features
 from services.publish.domain.change_feed import BadCursor, decode_cursor, page_outcome
 from services.publish.domain.feature_documents import (
+    LEFT_OUT_HEADER,
     BadFeatureId,
     CsvLayout,
     StoredFeature,
+    conformance_json,
     feature_dict,
     feature_json,
+    left_out_note,
     parse_public_feature_id,
     public_feature_id,
 )
@@ -158,6 +161,7 @@ def build_api(
     registry: CollectorRegistry,
     health: dict[str, bool],
     tokens: TokenStore,
+    live_checks: Mapping[str, Callable[[], Awaitable[bool]]] | None = None,
     allow_private_targets: bool = False,
     sse_poll_seconds: float = 0.5,
     sse_keepalive_seconds: float = 15.0,
@@ -236,6 +240,7 @@ def build_api(
             "updated": s.updated,
             "removed": s.removed,
             "feature_count": s.feature_count,
+            "conformance": conformance_json(s.feature_count, s.incomplete),
             "content_hash": s.content_hash,
             "first_change_id": v.first_change_id,
             "last_change_id": v.last_change_id,
@@ -279,8 +284,11 @@ def build_api(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        ok = all(health.values())
-        return JSONResponse({"ready": ok, **health}, status_code=200 if ok else 503)
+        state = dict(health)
+        for name, check in (live_checks or {}).items():  # the broker and the database, asked now
+            state[name] = state.get(name, True) and await check()
+        ok = all(state.values())
+        return JSONResponse({"ready": ok, **state}, status_code=200 if ok else 503)
 
     @app.get("/", summary="Index of the API")
     async def index() -> dict[str, Any]:
@@ -306,6 +314,7 @@ def build_api(
             "national_schema": dcat.national_schema_json(d.national_schema),
             "latest_version": state.last_version if state else 0,
             "feature_count": state.feature_count if state else 0,
+            "conformance": conformance_json(state.feature_count, state.incomplete) if state else None,
             "content_hash": state.content_hash if state else None,
             "updated_at": _iso(state.updated_at) if state else None,
             "links": {
@@ -351,6 +360,7 @@ def build_api(
                     "updated": v.updated,
                     "removed": v.removed,
                     "feature_count": v.feature_count,
+                    "conformance": conformance_json(v.feature_count, v.incomplete),
                     "content_hash": v.content_hash,
                     "href": f"{url}/versions/{v.version}",
                 }
@@ -416,10 +426,16 @@ def build_api(
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
         layout = CsvLayout(d)
+        # only conforming records: the file stays valid against the national schema; the header says how
+        # many were left out and where they are (docs/validation.md)
+        headers[LEFT_OUT_HEADER] = left_out_note(
+            v.summary.incomplete, f"{base}/datasets/{dataset}/versions/{version}/features.geojson"
+        )
 
         async def rows() -> AsyncIterator[str]:
             async for f in read_model.snapshot(dataset, version):
-                yield layout.row(f)
+                if layout.includes(f):
+                    yield layout.row(f)
 
         return StreamingResponse(
             text_stream([layout.header()], rows(), []), media_type="text/csv; charset=utf-8", headers=headers
@@ -567,7 +583,7 @@ def build_api(
     # -- DCAT ----------------------------------------------------------------------------------------
     async def dcat_node(d: DatasetDefinition, latest: int) -> dict[str, Any]:
         versions = await read_model.versions(d.id, latest + 1, 50, newest_first=True) if latest else []
-        return dcat.dataset_node(base, d, versions, latest)
+        return dcat.dataset_node(base, d, versions, latest, catalogue.territory.name)
 
     @app.get(
         "/datasets/{dataset}/dcat",
@@ -589,12 +605,12 @@ def build_api(
         states = await read_model.datasets()
         nodes = [await dcat_node(d, states[d.id].last_version if d.id in states else 0) for d in catalogue]
         modified = max((s.updated_at for s in states.values()), default=None)
-        return JSONResponse(dcat.catalogue_document(base, nodes, modified), media_type=JSONLD)
+        return JSONResponse(dcat.catalogue_document(base, nodes, modified, catalogue.territory.name), media_type=JSONLD)
 
     # -- OGC API – Features --------------------------------------------------------------------------
     @app.get("/ogc", summary="OGC API – Features landing page", tags=["OGC API – Features"])
     async def ogc_landing() -> dict[str, Any]:
-        return ogc_features.landing_page(ogc, f"{base}/openapi.json")
+        return ogc_features.landing_page(ogc, f"{base}/openapi.json", catalogue.territory.name)
 
     @app.get("/ogc/conformance", summary="OGC API – Features conformance classes", tags=["OGC API – Features"])
     async def ogc_conformance() -> dict[str, Any]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,7 @@ from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
+from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
 from services.publish.adapters.notification_outbox import notifications_outbox
@@ -78,7 +80,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
     registry = registry or CollectorRegistry()
     metrics = PublishMetrics(registry)
     codecs = Codecs()
-    catalogue = DatasetCatalogue.load()
+    catalogue = DatasetCatalogue.load(territory=settings.territory)
     engine = make_engine(settings.database_url.get_secret_value())
     clock = SystemClock()
     health = {"database": False, "relay": False}
@@ -107,6 +109,12 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         registry=registry,
         health=health,
         tokens=PostgresTokenStore(engine),
+        live_checks={
+            "broker": CachedCheck(
+                lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
+            ),
+            "database": CachedCheck(lambda: database_answers(engine, settings.readiness_timeout_seconds)),
+        },
         allow_private_targets=settings.webhook_allow_private_targets,
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
@@ -178,7 +186,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         started = time.perf_counter()
         try:
             new = await retry_transient(
-                lambda changes=changes: record_changes(changes, uow_factory=uow, clock=clock),
+                functools.partial(record_changes, changes, uow_factory=uow, clock=clock),
                 is_transient=is_transient,
                 what="record changes",
                 on_retry=on_retry,
@@ -384,7 +392,7 @@ class PublishWorker:
         self,
         stopping: Stopping,
         prepare: Callable[[], Awaitable[None]],
-        loops: list[Callable[[], Awaitable[None]]],
+        loops: list[Callable[[], Coroutine[Any, Any, None]]],
         engine: Any,
     ) -> None:
         self.stopping, self.prepare, self.loops, self.engine = stopping, prepare, loops, engine

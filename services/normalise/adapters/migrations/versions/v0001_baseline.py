@@ -1,0 +1,168 @@
+"""Baseline of the normaliser's tables: the schema of the last release without migrations (d9e54e3), frozen.
+
+Creates only what is missing (``checkfirst``), so a store made by that release, which has these tables but
+no version table, passes through it unchanged; v0002 then adds what older stores lack. Later changes are new
+revisions: never edit this file.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+metadata = MetaData()
+
+canonical_feature = Table(
+    "canonical_feature",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True), nullable=True),
+    Column("attributes", JSONB, nullable=True),
+    Column("content_hash", Text, nullable=True),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("last_event_id", Text, nullable=False),
+    Column("corrections", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The folded text values of the dataset's same-place fields (domain.same_place.folded_text_values), so
+    # the nearby search compares names instead of folding each one; NULL where not computed (a dataset that
+    # links nothing, a deleted feature, rows written before the column existed: folded in SQL then).
+    Column("compared_folded", JSONB, nullable=True),
+    PrimaryKeyConstraint("dataset", "commune", "feature_id", name="canonical_feature_pk"),
+)
+
+processed_event = Table(
+    "processed_event",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
+
+feature_change_outbox = Table(
+    "feature_change_outbox",
+    metadata,
+    Column("change_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("before_geometry", Text),
+    Column("before_attributes", Text),
+    Column("before_hash", Text),
+    Column("after_geometry", Text),
+    Column("after_attributes", Text),
+    Column("after_hash", Text),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index(
+    "feature_change_outbox_unsent",
+    feature_change_outbox.c.change_id,
+    postgresql_where=feature_change_outbox.c.sent_at.is_(None),
+)
+
+rejection = Table(
+    "rejection",
+    metadata,
+    Column("rejection_id", Text, primary_key=True),
+    Column("rejected_at", DateTime(timezone=True), nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("event_id", Text),
+    Column("dataset", Text),
+    Column("commune", Text),
+    Column("feature_id", Text),
+    Column("errors", JSONB, nullable=False),
+    Column("source_topic", Text, nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("original", LargeBinary, nullable=False),
+    Column("seq", BigInteger, nullable=False, server_default=text("nextval('rejection_seq')")),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
+Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
+
+# Accepted events per commune, counted in the batch transaction that claims their ids (so exactly once);
+# read by the ingest's status for communes. Rejections are counted from ``rejection`` itself.
+commune_event_tally = Table(
+    "commune_event_tally",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("dataset", "commune", "outcome", name="commune_event_tally_pk"),
+)
+
+# Same place, two records: the source records (members) of linked canonical features, each with its own
+# position and content; the canonical feature is canonical_feature's row at (dataset, canonical_commune,
+# canonical_feature_id). Rows exist only for linked features (see normalise/domain/feature_links.py).
+feature_provenance = Table(
+    "feature_provenance",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("canonical_commune", Text, nullable=False),
+    Column("canonical_feature_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("removed", Boolean, nullable=False),
+    Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=False), nullable=True),
+    Column("attributes", JSONB, nullable=True),
+    Column("content_hash", Text, nullable=True),
+    Column("corrections", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("distance_m", Float, nullable=False),
+    Column("linked_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("dataset", "commune", "feature_id", name="feature_provenance_pk"),
+)
+Index(
+    "feature_provenance_by_canonical",
+    feature_provenance.c.dataset,
+    feature_provenance.c.canonical_commune,
+    feature_provenance.c.canonical_feature_id,
+)
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    op.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    op.execute("CREATE SEQUENCE IF NOT EXISTS rejection_seq")
+    metadata.create_all(bind, checkfirst=True)
+
+
+def downgrade() -> None:
+    metadata.drop_all(op.get_bind())
+    op.execute("DROP SEQUENCE IF EXISTS rejection_seq")

@@ -1,0 +1,196 @@
+"""Baseline of the publisher's tables: the schema of the last release without migrations (d9e54e3), frozen.
+
+Creates only what is missing (``checkfirst``), so a store made by that release, which has these tables but
+no version table, passes through it unchanged; v0002 then does what that release re-ran at every start.
+Later changes are new revisions: never edit this file.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+from geoalchemy2 import Geometry
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+metadata = MetaData()
+
+dataset_state = Table(
+    "dataset_state",
+    metadata,
+    Column("dataset", Text, primary_key=True),
+    Column("last_version", BigInteger, nullable=False),
+    Column("feature_count", BigInteger, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every canonical change received, kept: the dedup record (change_id) and the row-level history.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("change_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("before_geometry", Text),
+    Column("before_attributes", Text),
+    Column("before_hash", Text),
+    Column("after_geometry", Text),
+    Column("after_attributes", Text),
+    Column("after_hash", Text),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("version", BigInteger, nullable=True),  # null while pending
+)
+Index(
+    "change_log_pending", change_log.c.dataset, change_log.c.change_id, postgresql_where=change_log.c.version.is_(None)
+)
+Index("change_log_feature", change_log.c.dataset, change_log.c.commune, change_log.c.feature_id, change_log.c.change_id)
+
+dataset_version = Table(
+    "dataset_version",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("added", Integer, nullable=False),
+    Column("updated", Integer, nullable=False),
+    Column("removed", Integer, nullable=False),
+    Column("feature_count", BigInteger, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("first_change_id", BigInteger, nullable=False),
+    Column("last_change_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("dataset", "version", name="dataset_version_pk"),
+)
+
+version_diff = Table(
+    "version_diff",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("before_geometry", Text),
+    Column("before_attributes", Text),
+    Column("before_hash", Text),
+    Column("after_geometry", Text),
+    Column("after_attributes", Text),
+    Column("after_hash", Text),
+    PrimaryKeyConstraint("dataset", "version", "commune", "feature_id", name="version_diff_pk"),
+)
+
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("headers", JSONB, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+)
+Index("notification_outbox_unsent", notification_outbox.c.id, postgresql_where=notification_outbox.c.sent_at.is_(None))
+Index(
+    "version_diff_feature",
+    version_diff.c.dataset,
+    version_diff.c.commune,
+    version_diff.c.feature_id,
+    version_diff.c.version,
+)
+
+# The current published state (the latest version's features), maintained per version in O(changes): what
+# OGC API – Features and the "latest" downloads serve, with a spatial index for bbox queries.
+published_feature = Table(
+    "published_feature",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("commune", Text, nullable=False),
+    Column("feature_id", Text, nullable=False),
+    Column("geom", Geometry("GEOMETRY", srid=4326, spatial_index=True), nullable=True),
+    Column("geometry", Text),  # GeoJSON text exactly as in the version's diff
+    Column("attributes", Text, nullable=False),
+    Column("content_hash", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),  # the version that last changed it
+    PrimaryKeyConstraint("dataset", "commune", "feature_id", name="published_feature_pk"),
+)
+
+# The structured CloudEvent (JSON) of each version: the body of webhook deliveries and SSE events.
+version_event = Table(
+    "version_event",
+    metadata,
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("body", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("dataset", "version", name="version_event_pk"),
+)
+
+webhook_subscription = Table(
+    "webhook_subscription",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("datasets", ARRAY(Text), nullable=True),  # null: every dataset
+    Column("secret", Text, nullable=False),  # needed to sign; never logged, never returned after creation
+    Column("description", Text, nullable=False, server_default=""),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per (subscription, version): the per-subscription outbox, delivered in id order.
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("subscription_id", Text, nullable=False),
+    Column("dataset", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("state", Text, nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("subscription_id", "event_id", name="webhook_delivery_once"),
+)
+Index(
+    "webhook_delivery_pending",
+    webhook_delivery.c.subscription_id,
+    webhook_delivery.c.id,
+    postgresql_where=webhook_delivery.c.state == "pending",
+)
+
+
+def upgrade() -> None:
+    op.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    metadata.create_all(op.get_bind(), checkfirst=True)
+
+
+def downgrade() -> None:
+    metadata.drop_all(op.get_bind())

@@ -1,0 +1,355 @@
+"""Schema changes without surprises: a store created by the previous release (d9e54e3, before migrations,
+frozen in tests/fixtures/schema_d9e54e3.sql with rows in every table) upgrades through the services' own
+start path with its data intact and ends with the schema of a fresh install; upgrading again changes
+nothing; an owner's migrations go down and up again alone; workers starting together do not race; and
+head equals the tables the code declares (a column added to tables.py without a revision fails here)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from psycopg import sql
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from deploy.local.postgres import PostgresCluster
+from services.cli.schema_commands import SCHEMA_OWNERS
+from services.infrastructure.api_tokens import create_api_token_schema
+from services.infrastructure.database import make_engine
+from services.infrastructure.schema_migrations import (
+    SchemaOwner,
+    current_revision,
+    downgrade_schema,
+    head_revision,
+    pending_revisions,
+    upgrade_schema,
+    write_revision,
+)
+from services.infrastructure.signing_keys import create_signing_key_schema
+from services.ingest.adapters.tables import create_ingest_schema
+from services.normalise.adapters.postgis_store import create_schema as create_normalise_schema
+from services.normalise.adapters.tables import NORMALISE_SCHEMA
+from services.publish.adapters.postgis_store import create_schema as create_publish_schema
+
+pytestmark = pytest.mark.integration
+
+PREVIOUS_RELEASE = Path(__file__).parents[1] / "fixtures" / "schema_d9e54e3.sql"
+VERSION_TABLES = {o.version_table for o in SCHEMA_OWNERS}
+
+
+async def start_every_service(engine: AsyncEngine) -> None:
+    """What the three services run against the database at start (their entrypoints call exactly these)."""
+    await create_normalise_schema(engine)  # normalise worker
+    await create_signing_key_schema(engine)  # normalise worker: event signatures
+    await create_publish_schema(engine)  # publish worker
+    await create_api_token_schema(engine)  # publish API: operator tokens
+    await create_ingest_schema(engine)  # ingest HTTP app and CLI
+
+
+@pytest.fixture
+def new_database(postgis: PostgresCluster) -> Iterator[Callable[[], str]]:
+    """Empty databases with PostGIS (the app role is a superuser in the test cluster), dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"odc_mig_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(postgis.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        made.append(name)
+        dsn = postgis.dsn.rsplit("/", 1)[0] + "/" + name
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION postgis")
+        return dsn
+
+    yield make
+    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
+        for name in made:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[Callable[[str], AsyncEngine]]:
+    made: list[AsyncEngine] = []
+
+    def make(dsn: str) -> AsyncEngine:
+        made.append(make_engine(dsn, pool_size=2))
+        return made[-1]
+
+    yield make
+    for e in made:
+        await e.dispose()
+
+
+def previous_release_store(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(PREVIOUS_RELEASE.read_text())  # type: ignore[arg-type]  # a trusted file, many statements
+
+
+def schema_of(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Columns (name, type, nullability, default; not position: a column added later comes last), geometry
+    types and SRIDs, indexes, constraints and sequences of the public schema, PostGIS's own table aside."""
+    queries = {
+        "columns": "SELECT table_name, column_name, data_type, udt_name, character_maximum_length, is_nullable, "
+        "column_default FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND table_name <> 'spatial_ref_sys' AND table_name NOT IN "
+        "(SELECT viewname FROM pg_views WHERE schemaname = 'public') ORDER BY 1, 2",
+        "geometry": "SELECT f_table_name, f_geometry_column, type, srid FROM geometry_columns ORDER BY 1, 2",
+        "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+        "AND tablename <> 'spatial_ref_sys' ORDER BY 1, 2",
+        "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text <> 'spatial_ref_sys' ORDER BY 1, 2",
+        "sequences": "SELECT sequence_name, data_type FROM information_schema.sequences "
+        "WHERE sequence_schema = 'public' ORDER BY 1",
+    }
+    with psycopg.connect(dsn) as conn:
+        return {k: conn.execute(q).fetchall() for k, q in queries.items()}  # type: ignore[arg-type]
+
+
+def tables_of(dsn: str) -> set[str]:
+    return {row[0] for row in schema_of(dsn)["columns"]}
+
+
+def columns_of(dsn: str) -> dict[str, list[str]]:
+    """Each table's columns, in order."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY table_name, ordinal_position"
+        ).fetchall()
+    out: dict[str, list[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, []).append(column)
+    return out
+
+
+def data_of(
+    dsn: str, skip: frozenset[str] = frozenset(), columns: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
+    """Every row of every table but the version tables, in the row's text form (geometry as hex EWKB, bytea in
+    hex: exact), sorted. With ``columns``: only those columns of each table (what an earlier release had; the
+    columns later revisions add are checked by the schema comparison)."""
+    out: dict[str, list[str]] = {}
+    with psycopg.connect(dsn) as conn:
+        for table in sorted(tables_of(dsn) - VERSION_TABLES - skip):
+            if columns is None or table not in columns:
+                q = sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(sql.Identifier(table))
+            else:
+                q = sql.SQL("SELECT ROW({})::text FROM {} t ORDER BY 1").format(
+                    sql.SQL(", ").join(sql.Identifier("t", c) for c in columns[table]), sql.Identifier(table)
+                )
+            out[table] = [r[0] for r in conn.execute(q).fetchall()]
+    return out
+
+
+def revisions_of(dsn: str) -> dict[str, str | None]:
+    with psycopg.connect(dsn) as conn:
+        out: dict[str, str | None] = {}
+        for o in SCHEMA_OWNERS:
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [o.version_table]).fetchone()
+            row = (
+                conn.execute(sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(o.version_table))).fetchone()
+                if exists and exists[0]
+                else None
+            )
+            out[o.name] = None if row is None else row[0]
+    return out
+
+
+HEADS = {o.name: head_revision(o) for o in SCHEMA_OWNERS}
+
+
+async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    old = new_database()
+    previous_release_store(old)
+    assert revisions_of(old) == {o.name: None for o in SCHEMA_OWNERS}  # no version table: made before migrations
+    data_before, columns_before = data_of(old), columns_of(old)
+    assert all(data_before.values()), {t: len(rows) for t, rows in data_before.items()}  # rows in every table
+
+    await start_every_service(engines(old))
+
+    assert revisions_of(old) == HEADS
+    after = data_of(old, columns=columns_before)
+    assert {t: rows for t, rows in after.items() if t in data_before} == data_before
+    assert not {t: rows for t, rows in after.items() if t not in data_before and rows}  # tables added: empty
+    fresh = new_database()
+    await start_every_service(engines(fresh))
+    assert schema_of(old) == schema_of(fresh)
+    assert tables_of(fresh) - VERSION_TABLES == tables_of(old) - VERSION_TABLES != set()
+
+
+async def test_upgrading_again_changes_nothing(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    old = new_database()
+    previous_release_store(old)
+    engine = engines(old)
+    await start_every_service(engine)
+    schema, data = schema_of(old), data_of(old)
+
+    await start_every_service(engine)
+    await upgrade_schema(engine, *SCHEMA_OWNERS)
+
+    assert (schema_of(old), data_of(old), revisions_of(old)) == (schema, data, HEADS)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(lambda c: {o.name: pending_revisions(c, o) for o in SCHEMA_OWNERS}) == {
+            o.name: [] for o in SCHEMA_OWNERS
+        }
+
+
+async def test_an_older_store_gets_once_what_the_previous_release_redid_at_every_start(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Stores made before compared_folded, the version_diff_feature index and published_feature existed
+    (the previous release patched them at every start): the v0002 revisions add the column and the index
+    and fill published_feature from the diffs, once."""
+    old = new_database()
+    previous_release_store(old)
+    published_before = data_of(old)["published_feature"]
+    with psycopg.connect(old, autocommit=True) as conn:
+        conn.execute("ALTER TABLE canonical_feature DROP COLUMN compared_folded")
+        conn.execute("DROP INDEX version_diff_feature")
+        conn.execute("DELETE FROM published_feature")
+    other_data = data_of(old, skip=frozenset({"published_feature"}))
+    columns = columns_of(old)  # later revisions' columns are checked by the schema comparison
+
+    await start_every_service(engines(old))
+
+    fresh = new_database()
+    await start_every_service(engines(fresh))
+    assert schema_of(old) == schema_of(fresh)
+    assert data_of(old)["published_feature"] == published_before
+    after = data_of(old, skip=frozenset({"published_feature"}), columns=columns)
+    assert {t: rows for t, rows in after.items() if t in other_data} == other_data
+
+
+async def test_one_owner_goes_down_to_nothing_and_up_again_alone(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    old = new_database()
+    previous_release_store(old)
+    engine = engines(old)
+    await start_every_service(engine)
+    schema, data = schema_of(old), data_of(old)
+    normalise_tables = NORMALISE_SCHEMA.table_names()
+
+    await downgrade_schema(engine, NORMALISE_SCHEMA, "-1")  # the latest revision
+    assert revisions_of(old)["normalise"] == f"{int(HEADS['normalise'] or 0) - 1:04d}"
+    await downgrade_schema(engine, NORMALISE_SCHEMA, "base")
+
+    assert revisions_of(old) == {**HEADS, "normalise": None}
+    assert tables_of(old) & normalise_tables == set()
+    assert data_of(old) == {t: rows for t, rows in data.items() if t not in normalise_tables}  # others untouched
+    await upgrade_schema(engine, NORMALISE_SCHEMA)
+    assert schema_of(old) == schema
+    assert revisions_of(old) == HEADS
+
+
+async def test_services_starting_together_do_not_race(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    fresh = new_database()
+    # bounded: without the lock they fail or wait on each other's uncommitted tables
+    await asyncio.wait_for(asyncio.gather(*(start_every_service(engines(fresh)) for _ in range(4))), 60)
+    reference = new_database()
+    await start_every_service(engines(reference))
+    assert schema_of(fresh) == schema_of(reference)
+    assert revisions_of(fresh) == HEADS
+
+
+def _drift(conn: Connection, owner: SchemaOwner) -> list[Any]:
+    mc = MigrationContext.configure(
+        conn,
+        opts={
+            "version_table": owner.version_table,
+            "include_object": lambda obj, name, type_, reflected, compare_to: (
+                (obj if type_ == "table" else getattr(obj, "table", obj)).name in owner.table_names()
+            ),
+            "compare_type": True,
+            "compare_server_default": True,
+        },
+    )
+    return compare_metadata(mc, list(owner.metadata))  # type: ignore[arg-type]  # a sequence is accepted
+
+
+@pytest.mark.parametrize("owner", SCHEMA_OWNERS, ids=lambda o: o.name)
+async def test_head_is_the_schema_the_code_declares(
+    owner: SchemaOwner, new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """A column, table or index added to the owner's tables.py without a revision shows here (each diff
+    names it: write the revision with ``odc schema revision``)."""
+    engine = engines(new_database())
+    await start_every_service(engine)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(current_revision, owner) == head_revision(owner)
+        diffs = await conn.run_sync(_drift, owner)
+    assert diffs == []
+
+
+def test_odc_schema_upgrades_a_previous_release_store(
+    new_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``make run`` runs before starting the services (deploy/local), and an operator's check."""
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    old = new_database()
+    previous_release_store(old)
+    monkeypatch.setenv("ODC_DATABASE_URL", old)
+    runner = CliRunner()
+
+    behind = runner.invoke(app, ["schema", "current"])
+    assert behind.exit_code == 1, behind.output
+    assert "normalise  at (none)" in behind.output
+
+    upgraded = runner.invoke(app, ["schema", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert revisions_of(old) == HEADS
+    assert "publish    (none) -> 0002  applied 0001, 0002" in upgraded.output
+
+    assert runner.invoke(app, ["schema", "current"]).exit_code == 0
+    again = runner.invoke(app, ["schema", "upgrade"])
+    assert again.exit_code == 0 and again.output.count("already at head") == len(SCHEMA_OWNERS), again.output
+
+    down = runner.invoke(app, ["schema", "downgrade", "publish", "-1"])
+    assert down.exit_code == 0, down.output
+    assert revisions_of(old) == {**HEADS, "publish": "0001"}
+    assert runner.invoke(app, ["schema", "current"]).exit_code == 1
+
+
+async def test_a_failing_revision_leaves_nothing_half_done(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine], tmp_path: Path
+) -> None:
+    """The upgrade is one transaction: a revision that fails after its first statement leaves neither that
+    statement's change nor a moved version behind, and the service's start fails loudly."""
+    engine = engines(new_database())
+    await start_every_service(engine)
+    broken = replace(NORMALISE_SCHEMA, script_location=tmp_path / "migrations")
+    shutil.copytree(NORMALISE_SCHEMA.script_location, broken.script_location)
+    path = write_revision(broken, "half done")
+    path.write_text(
+        path.read_text().replace(
+            'raise NotImplementedError("write the change with op.add_column / op.create_table / op.execute ...")',
+            'op.add_column("rejection", sa.Column("half_done", sa.Text()))\n    op.execute("SELECT 1 / 0")',
+        )
+    )
+
+    with pytest.raises(DBAPIError, match="division by zero"):
+        await upgrade_schema(engine, broken)
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(current_revision, NORMALISE_SCHEMA) == head_revision(NORMALISE_SCHEMA)
+        assert await conn.run_sync(_drift, NORMALISE_SCHEMA) == []  # no half_done column
