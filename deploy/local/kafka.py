@@ -39,7 +39,8 @@ from deploy.local.kafka_access import (
     load_or_create_access,
     provision_access,
 )
-from services.infrastructure.kafka_security import MAX_REQUEST_BYTES, SASL_MECHANISM, KafkaClientSecurity
+from services.contract import size_limits
+from services.infrastructure.kafka_security import SASL_MECHANISM, KafkaClientSecurity
 
 KAFKA_CONF_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_CONF_DIR / "pom.xml"
@@ -358,8 +359,8 @@ class KafkaBroker:
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": ";".join(f"User:{u}" for u in SUPER_USERS),
             "allow.everyone.if.no.acl.found": "false",
-            # the largest record batch: same number as every producer's max_request_size
-            "message.max.bytes": str(MAX_REQUEST_BYTES),
+            # the largest record batch, >= every producer's max_request_size (services/contract/size_limits.py)
+            "message.max.bytes": str(size_limits.BROKER_MESSAGE_MAX_BYTES),
             "log.dirs": str(self.log_dirs),
             "num.partitions": "1",
             "default.replication.factor": "1",

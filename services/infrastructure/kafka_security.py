@@ -1,10 +1,7 @@
 """How every odc Kafka client connects: SASL/SCRAM-SHA-512 as its own principal, over TLS checked against the
 broker's CA (docs/security.md, "Kafka broker"). The one place that builds the aiokafka keyword arguments, so no
-client can be made without credentials by copying a constructor.
-
-Also the size every producer may send in one request: the broker's ``message.max.bytes`` is the same number
-(deploy/local/kafka.py), and it leaves room above the push API's largest body (5 MiB) for the Avro framing, the
-signature headers and a rejection's reason.
+client can be made without credentials by copying a constructor. Producers also get the request size of
+services/contract/size_limits.py, which the broker's ``message.max.bytes`` allows (deploy/local/kafka.py).
 """
 
 from __future__ import annotations
@@ -15,10 +12,10 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from services.contract import size_limits
+
 SASL_MECHANISM = "SCRAM-SHA-512"
 SECURITY_PROTOCOLS = ("SASL_SSL", "SASL_PLAINTEXT")
-# One produce request / one record batch: push API body limit (5 MiB) + 1 MiB for framing, headers, reasons.
-MAX_REQUEST_BYTES = 6 * 1024 * 1024
 
 
 class KafkaClientSettings(Protocol):
@@ -81,4 +78,4 @@ class KafkaClientSecurity:
 
     def producer_kwargs(self) -> dict[str, Any]:
         """client_kwargs plus the request size every odc producer shares with the broker."""
-        return {**self.client_kwargs(), "max_request_size": MAX_REQUEST_BYTES}
+        return {**self.client_kwargs(), "max_request_size": size_limits.PRODUCER_MAX_REQUEST_BYTES}

@@ -38,7 +38,8 @@ from deploy.local.kafka_access import (
     set_producer_quotas,
 )
 from deploy.local.ports import free_port
-from services.infrastructure.kafka_security import MAX_REQUEST_BYTES, KafkaClientSecurity
+from services.contract import size_limits
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 
 INPUT = "odc.change-events"
@@ -353,30 +354,32 @@ async def test_a_communes_flood_is_throttled_by_the_broker(
 
 
 async def test_record_sizes_agree_between_producers_and_broker(kafka_broker: KafkaBroker, topics: None) -> None:
-    """The push API's largest body (5 MiB) fits one record; above the shared limit the producer refuses at
-    once; a producer configured beyond it is refused by the broker."""
-    push_api_largest = 5 * 1024 * 1024
+    """services/contract/size_limits.py on the real broker: the largest record (1,000,000 B) fits one request
+    of every odc producer; above the producers' max_request_size the producer refuses at once; a producer
+    configured beyond it is refused by the broker's message.max.bytes."""
+    largest = size_limits.MAX_RECORD_BYTES
+    limit = size_limits.PRODUCER_MAX_REQUEST_BYTES
     ingest = kafka_broker.security(SERVICE_USERS["ingest"]).producer_kwargs()
-    assert ingest["max_request_size"] == MAX_REQUEST_BYTES > push_api_largest
+    assert ingest["max_request_size"] == limit
     props = kafka_broker.server_properties()
-    assert int(props["message.max.bytes"]) == MAX_REQUEST_BYTES
+    assert int(props["message.max.bytes"]) == size_limits.BROKER_MESSAGE_MAX_BYTES >= limit
 
     p = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all", request_timeout_ms=60_000, **ingest)
     await p.start()
     try:
-        md = await p.send_and_wait(INPUT, b"r" * push_api_largest, partition=3)
+        md = await p.send_and_wait(INPUT, b"r" * largest, key=b"k" * 120, partition=3)
         assert md.offset >= 0
         with pytest.raises(MessageSizeTooLargeError):
-            await p.send_and_wait(INPUT, b"r" * (MAX_REQUEST_BYTES + 1), partition=3)
+            await p.send_and_wait(INPUT, b"r" * (limit + 1), partition=3)
     finally:
         await p.stop()
 
-    big = {**_admin_kwargs(kafka_broker), "max_request_size": 2 * MAX_REQUEST_BYTES}
+    big = {**_admin_kwargs(kafka_broker), "max_request_size": 4 * limit}
     q = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all", request_timeout_ms=60_000, **big)
     await q.start()
     try:
         with pytest.raises(KafkaError):  # RecordTooLarge / MessageSizeTooLarge from the broker
-            await q.send_and_wait(INPUT, b"r" * (MAX_REQUEST_BYTES + 1024), partition=3)
+            await q.send_and_wait(INPUT, b"r" * (size_limits.BROKER_MESSAGE_MAX_BYTES + 1024), partition=3)
     finally:
         await q.stop()
 

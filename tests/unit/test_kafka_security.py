@@ -22,7 +22,8 @@ from deploy.local.kafka_access import (
     acl_bindings,
     producer_quotas,
 )
-from services.infrastructure.kafka_security import MAX_REQUEST_BYTES, KafkaClientSecurity
+from services.contract import size_limits
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.ingest.settings import IngestSettings
 from services.normalise.settings import NormaliseSettings
 from services.publish.settings import PublishSettings
@@ -36,7 +37,7 @@ def test_client_kwargs_carry_scram_credentials_and_a_verifying_tls_context() -> 
     assert (kw["sasl_plain_username"], kw["sasl_plain_password"]) == ("odc-ingest", "s3cret")
     ctx = kw["ssl_context"]
     assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    assert sec.producer_kwargs()["max_request_size"] == MAX_REQUEST_BYTES
+    assert sec.producer_kwargs()["max_request_size"] == size_limits.PRODUCER_MAX_REQUEST_BYTES
     assert "s3cret" not in repr(sec)
 
 
