@@ -98,7 +98,11 @@ def test_the_metropole_fountain_layer_goes_through_its_suggested_profile(pipelin
     ids = [f["properties"]["id"] for f in features]
     suggestion = suggestion_for(source, "drinking_fountains")
     before = pipeline.metric("normalise", "odc_events_received_total")
-    settings = IngestSettings(kafka_bootstrap=pipeline.broker.bootstrap, database_url=pipeline.db.dsn)
+    settings = IngestSettings(
+        kafka_bootstrap=pipeline.broker.bootstrap,
+        database_url=pipeline.db.dsn,
+        **pipeline.broker.access.settings_kwargs(COMMUNE_USERS[0]),  # `odc send` as a commune's producer
+    )
     summary = asyncio.run(send_file(source, "drinking_fountains", None, settings, profile=suggestion.profile))
     assert summary.events == 40
     pipeline.settle("drinking_fountains", before, 40)
