@@ -19,7 +19,7 @@ help:
 	@echo "make test-faults  only the fault-injection tests (kill -9, broker/database down), with reconciliation"
 	@echo "make fuzz     coverage-guided fuzzing (atheris) of every decoder and validator, FUZZ_SECONDS each"
 	@echo "make bench    end-to-end throughput and latency on real data; appends to docs/benchmarks.md"
-	@echo "make acceptance  every real file of ../shared/data/real through odc send on a throwaway stack; writes docs/data-quality.md"
+	@echo "make acceptance  every real file of ../shared/data/real (or DATA=folder) through odc send on a throwaway stack; writes docs/data-quality.md"
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (odc needs Python 3.11)"; exit 1; }
@@ -73,7 +73,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.suite $(BENCH_ARGS)
 
 acceptance: $(STAMP)
-	$(PY) -m acceptance
+	$(PY) -m acceptance $(if $(DATA),--data $(DATA))
 
 clean: down
 	rm -rf .local $(VENV)

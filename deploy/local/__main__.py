@@ -221,6 +221,10 @@ SAMPLES = (
     ("samples/bnlc/bnlc-2026-05-21-rhone.csv", "carpool_places", None),
     ("samples/schema-examples/stations-taxi.csv", "taxi_ranks", None),
     ("samples/schema-examples/stationnement.csv", "parking", None),
+    # national datasets: positions checked against France, communes against the whole COG, whatever the
+    # territory; their records are incomplete (the 2014 export lacks most of GéoDAE's required fields)
+    ("samples/montpellier/defibrillateurs.csv", "defibrillators", "34172"),
+    ("samples/schema-examples/subventions.csv", "subsidies", "06004"),
 )
 
 

@@ -16,6 +16,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_base(count: int, tries: int = 200) -> int:
+    """A base N such that N .. N+count-1 are all free on 127.0.0.1 now (for ``ODC_PORT_BASE`` in tests)."""
+    import random
+
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(20000, 60000 - count)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     """True if something accepts TCP connections on host:port."""
     try:
@@ -25,4 +47,4 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return False
 
 
-__all__ = ["free_port", "port_open"]
+__all__ = ["free_port", "free_port_base", "port_open"]

@@ -61,7 +61,8 @@ def subscribe(
         list[str] | None, typer.Option("--dataset", "-d", help="dataset to receive (repeat; default: every dataset)")
     ] = None,
     secret: Annotated[
-        str | None, typer.Option(help="signing secret, 16+ characters (default: a generated one, printed once)")
+        str | None,
+        typer.Option(help="signing secret whsec_<base64 of 24..64 bytes> (default: a generated one, printed once)"),
     ] = None,
     description: Annotated[str, typer.Option(help="free text to recognise the subscription")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

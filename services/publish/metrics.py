@@ -30,7 +30,7 @@ class PublishMetrics(WorkerMetrics):
         )
         self.webhook_attempts = Counter(
             "odc_webhook_attempts_total",
-            "Webhook delivery attempts, by outcome (delivered, retry, dead)",
+            "Webhook delivery attempts, by outcome (delivered, retry, dead, disabled: a 410 Gone)",
             ["outcome"],
             registry=registry,
         )

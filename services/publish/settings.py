@@ -51,9 +51,16 @@ class PublishSettings(BaseSettings):
     webhook_interval_seconds: float = 0.25
     # Loopback/private/link-local webhook targets are refused unless this is set (tests, closed networks).
     webhook_allow_private_targets: bool = False
+    # Standard Webhooks secret rotation: the previous secret keeps signing (a second signature) this long.
+    webhook_secret_rotation_overlap_seconds: float = 86400.0
     sse_poll_seconds: float = 0.5
     sse_keepalive_seconds: float = 15.0
     log_level: str = "INFO"
+    # The contact point (vCard) of every dataset in the DCAT catalogue, shown by data.gouv.fr to the datasets' users
+    # (it keeps a contact point only with an e-mail). The defaults are the Métropole de Lyon's open-data portal.
+    dcat_contact_name: str = "Métropole de Lyon — OpenData des communes"
+    dcat_contact_email: str = "opendata@grandlyon.com"
+    dcat_contact_url: str = "https://data.grandlyon.com"
 
     def base_url(self) -> str:
         if self.public_base_url:

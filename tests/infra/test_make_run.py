@@ -25,7 +25,8 @@ import pytest
 
 from deploy.local import REPO_ROOT
 from deploy.local._proc import pid_alive
-from deploy.local.ports import free_port
+from deploy.local.ports import free_port_base
+from services.contract.local_ports import PORTS_USED, local_ports
 from tests.conftest import postgres_data_dir
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ class Stack:
         )
 
     def port(self, service: str) -> int:
-        return int(self.env[f"ODC_{service.upper()}_WEB_PORT"])
+        return local_ports(int(self.env["ODC_PORT_BASE"])).web(service)
 
     def pid(self, name: str) -> int | None:
         try:
@@ -92,7 +93,7 @@ class Stack:
         return total
 
     def supervisor_metric(self, name: str, **labels: str) -> float:
-        return self.metrics(f"http://127.0.0.1:{self.env['ODC_SUPERVISOR_PORT']}/metrics", name, **labels)
+        return self.metrics(f"http://127.0.0.1:{local_ports(int(self.env['ODC_PORT_BASE'])).supervisor}/metrics", name, **labels)
 
     def toilet(self) -> tuple[Any, ...] | None:
         with psycopg.connect(self.dsn) as conn:
@@ -121,18 +122,12 @@ def _sent(output: str) -> int:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = postgres_data_dir("make-run")  # PostgreSQL's own user must traverse it
-    ports = {
-        "ODC_KAFKA_PORT": free_port(),
-        "ODC_KAFKA_CONTROLLER_PORT": free_port(),
-        "ODC_PG_PORT": free_port(),
-        "ODC_SUPERVISOR_PORT": free_port(),
-        **{f"ODC_{s.upper()}_WEB_PORT": free_port() for s in SERVICES},
-    }
-    env = {**os.environ, **{k: str(v) for k, v in ports.items()}}
-    env.update({f"ODC_{s.upper()}_URL": f"http://127.0.0.1:{ports[f'ODC_{s.upper()}_WEB_PORT']}" for s in SERVICES})
-    dsn = f"postgresql://odc:odc@127.0.0.1:{ports['ODC_PG_PORT']}/odc"
-    env["ODC_DATABASE_URL"] = env["ODC_INGEST_DATABASE_URL"] = dsn  # odc key / odc send / odc status
-    env["ODC_INGEST_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{ports['ODC_KAFKA_PORT']}"
+    # the one setting that moves the whole local stack (services/contract/local_ports.py); every odc command
+    # follows it too, so the test sets nothing else
+    base = free_port_base(PORTS_USED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ODC_")}
+    env["ODC_PORT_BASE"] = str(base)
+    dsn = local_ports(base).database_url
     s = Stack(root, env, dsn)
     try:
         first = s.run("run")

@@ -18,16 +18,20 @@ from typing import Any
 
 import httpx
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from owslib.ogcapi.features import Features
 from pytest_httpserver import HTTPServer
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from deploy.local.ports import free_port
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import Operation
 from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import make_engine
-from services.publish.domain.webhooks import verify_signature
-from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
+from services.publish.domain.webhooks import standard_secret
+from tests.integration.pipeline_harness import TOPICS, Pipeline, toilet_event, wait_for
 
 pytestmark = pytest.mark.integration
 DATASET = "public_toilets"
@@ -168,10 +172,10 @@ def test_csv_is_in_the_schema_column_layout(api: str, history: Any) -> None:
     import csv
 
     rows = list(csv.reader(lines))
-    expected = list(definition.field_names) + (["geometry"] if definition.national_schema is None else [])
+    expected = list(definition.field_names) + (["WKT"] if definition.national_schema is None else [])
     assert rows[0] == expected
     assert len(rows) - 1 == get(f"{api}/datasets/{DATASET}/versions/{last}").json()["feature_count"]
-    geometry = rows[0].index("geometry") if "geometry" in rows[0] else None
+    geometry = rows[0].index("WKT") if "WKT" in rows[0] else None
     if geometry is not None:
         assert all(row[geometry].startswith("POINT") for row in rows[1:])
 
@@ -253,7 +257,7 @@ def test_ogc_api_features_client_lists_collections_and_pages_through_items(api: 
 
     box = ogc.collection_items(DATASET, bbox=[4.895, 45.76, 4.905, 45.78], limit=1000)
     assert 0 < box["numberReturned"] < expected  # b was moved to 4.9; a and c are at 4.88
-    assert f"69266:{b}" in {f["id"] for f in box["features"]}
+    assert f"69266.{b}" in {f["id"] for f in box["features"]}  # OGC ids are URL-safe: <commune>.<feature_id>
     for f in box["features"]:
         lon, lat = f["geometry"]["coordinates"]
         assert 4.895 <= lon <= 4.905 and 45.76 <= lat <= 45.78
@@ -285,6 +289,35 @@ def test_kafka_cloudevents_arrive_in_order_with_links_and_small_diffs_inline(
     assert json.loads(change.before.attributes_json)["adresse"] == f"v1 {c}"
     assert {lk.rel for lk in removal.links} >= {"self", "diff", "geojson", "csv", "changes"}
     assert get(next(lk.href for lk in removal.links if lk.rel == "diff")).status_code == 200
+
+
+def test_kafka_messages_parse_with_the_cloudevents_sdk_with_partitionkey_sequence_and_dataschema(
+    api: str, history: Any, pipeline: Pipeline
+) -> None:
+    """Issue #15.5: the binary-mode Kafka messages read back with the official SDK carry the extensions; the
+    dataschema is an absolute URI that serves the Avro schema."""
+    records = [r for r in pipeline.read_topic(TOPICS["versions"]) if r.key == DATASET.encode()]
+    assert records and any(r.value for r in records)
+    for r in records[-3:]:
+        headers = {k: v for k, v in r.headers}
+        assert headers["ce_partitionkey"] == DATASET.encode()  # the header itself, not only the key
+        event = from_binary(KafkaMessage(headers, r.key, r.value), JSONFormat())
+        version = int(event.get_id().rsplit(":v", 1)[1])
+        assert event.get_extension("partitionkey") == DATASET
+        assert event.get_extension("sequence") == f"{version:020d}"
+        assert event.get_dataschema() == f"{api}/schemas/avro/dataset_version.v3.avsc"
+    served = get(dict(records[-1].headers)["ce_dataschema"].decode())
+    assert served.status_code == 200
+    assert served.json() == json.loads((REPO / "schemas/avro/dataset_version.v3.avsc").read_text(encoding="utf-8"))
+    sequences = [dict(r.headers)["ce_sequence"].decode() for r in records]
+    assert sequences == sorted(sequences)  # text order is version order
+
+
+def test_the_asyncapi_document_is_served_and_linked_from_the_ogc_landing_page(api: str) -> None:
+    (hub,) = [lk for lk in get(f"{api}/ogc").json()["links"] if lk["rel"] == "hub"]
+    doc = get(hub["href"]).json()
+    assert doc["asyncapi"] == "3.0.0" and doc["channels"]["datasetVersions"]["address"] == TOPICS["versions"]
+    assert doc["servers"]["publishApi"]["host"] == api.split("://", 1)[1]
 
 
 def test_a_big_version_carries_links_but_no_inline_features(api: str, history: Any, pipeline: Pipeline) -> None:
@@ -325,6 +358,9 @@ def test_sse_stream_resumes_from_last_event_id_and_follows_new_versions(
     assert [int(i) for i, _ in got] == [latest - 1, latest, latest + 1]
     for i, ce in got:
         assert ce["specversion"] == "1.0" and ce["id"] == f"{DATASET}:v{i}" and ce["data"]["version"] == int(i)
+    parsed = JSONFormat().read(None, json.dumps(got[-1][1]).encode())  # the CloudEvents SDK reads the SSE data
+    assert parsed.get_extension("partitionkey") == DATASET and parsed.get_extension("sequence") == f"{latest + 1:020d}"
+    assert parsed.get_dataschema() == f"{api}/schemas/avro/dataset_version.v3.avsc"
     (added,) = got[-1][1]["data"]["changes"]
     assert added["kind"] == "added" and added["id"] == f"69266:{fid}" and added["before"] is None
 
@@ -347,7 +383,7 @@ def subscribe(api: str, url: str, secret: str, operator: dict[str, str]) -> str:
 def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order_signed(
     api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
 ) -> None:
-    secret = "s3cret-" + uuid.uuid4().hex
+    secret = standard_secret(os.urandom(32))
     receiver = HTTPServer(host="127.0.0.1", port=free_port())
     receiver.expect_request("/hook", method="POST").respond_with_data("ok")
     sub = subscribe(api, receiver.url_for("/hook"), secret, operator)  # the receiver is not listening yet: down
@@ -372,12 +408,18 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
         for request, response in receiver.log:
             body = request.get_data()
             assert response.status_code == 200
-            assert verify_signature(secret, request.headers["X-Odc-Signature"], body, int(time.time()))
-            assert not verify_signature(
-                "wrong-secret-xxxxxxxx", request.headers["X-Odc-Signature"], body, int(time.time())
-            )
+            headers = dict(request.headers)
+            Webhook(secret).verify(body, headers)  # Standard Webhooks, the official library
+            with pytest.raises(WebhookVerificationError):
+                Webhook(standard_secret(os.urandom(32))).verify(body, headers)
+            assert "X-Odc-Signature" not in request.headers  # registered after Standard Webhooks: no legacy header
+            assert request.headers["webhook-id"] == json.loads(body)["id"]
             assert request.headers["Content-Type"].startswith("application/cloudevents+json")
             bodies.append(json.loads(body))
+            event = JSONFormat().read(None, body)  # the CloudEvents SDK reads the webhook body
+            assert event.get_extension("partitionkey") == DATASET
+            assert event.get_extension("sequence") == f"{json.loads(body)['data']['version']:020d}"
+            assert event.get_dataschema() == f"{api}/schemas/avro/dataset_version.v3.avsc"
     finally:
         receiver.stop()
         httpx.delete(f"{api}/subscriptions/{sub}", headers=operator, timeout=30)
@@ -392,6 +434,62 @@ def test_webhook_receiver_down_for_a_while_gets_every_version_once_back_in_order
     assert "secret" not in final
 
 
+def test_rotation_through_the_api_signs_with_both_secrets_and_a_410_disables_the_subscription(
+    api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
+) -> None:
+    """Issue #15.4 through the publish API on the real stack: rotate-secret, then a delivery verifies with
+    both secrets (standardwebhooks); the receiver's 410 Gone disables the subscription (shown in its state,
+    counted): nothing is sent or queued for it (a version published meanwhile is not), and after enable the
+    delivery the 410 answered arrives."""
+    first = standard_secret(os.urandom(32))
+    receiver = HTTPServer(host="127.0.0.1", port=free_port())
+    receiver.expect_ordered_request("/hook", method="POST").respond_with_data("ok")
+    receiver.expect_ordered_request("/hook", method="POST").respond_with_data("gone", status=410)
+    receiver.expect_request("/hook", method="POST").respond_with_data("ok")
+    receiver.start()
+    try:
+        sub = subscribe(api, receiver.url_for("/hook"), first, operator)
+        rotated = httpx.post(f"{api}/subscriptions/{sub}/rotate-secret", headers=operator, timeout=30).json()
+        second = rotated["secret"]
+        assert second.startswith("whsec_") and second != first and rotated["previous_secret_valid_until"]
+        refused = httpx.post(f"{api}/subscriptions/{sub}/rotate-secret", timeout=30)
+        assert refused.status_code == 401  # operator only
+        disabled_before = pipeline.metric("publish", "odc_webhook_attempts_total", outcome="disabled")
+        publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
+        wait_for("the first delivery", lambda: len(receiver.log) >= 1, timeout=60)
+        request, _ = receiver.log[0]
+        body, headers = request.get_data(), dict(request.headers)
+        assert len(headers["Webhook-Signature"].split(" ")) == 2
+        assert Webhook(first).verify(body, headers) == Webhook(second).verify(body, headers)
+
+        gone_version = publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
+        state = wait_for(
+            "the subscription to be disabled by the 410",
+            lambda: (s := get(f"{api}/subscriptions/{sub}", headers=operator).json())["disabled"] and s,
+            timeout=60,
+        )
+        assert state["active"] is False and "410" in state["disabled"]["reason"]
+        assert state["deliveries"]["pending"] == 1 and state["last_attempt"]["status"] == 410
+        assert pipeline.metric("publish", "odc_webhook_attempts_total", outcome="disabled") == disabled_before + 1
+        publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
+        time.sleep(1.0)  # the webhook loop polls every 0.25 s: a delivery to a disabled subscription would show
+        assert len(receiver.log) == 2
+        assert get(f"{api}/subscriptions/{sub}", headers=operator).json()["deliveries"]["pending"] == 1
+
+        assert httpx.post(f"{api}/subscriptions/{sub}/enable", headers=operator, timeout=30).status_code == 200
+        wait_for(
+            "the kept delivery",
+            lambda: get(f"{api}/subscriptions/{sub}", headers=operator).json()["deliveries"]["delivered"] == 2,
+            timeout=60,
+        )
+        request, _ = receiver.log[2]
+        assert Webhook(second).verify(request.get_data(), dict(request.headers))["data"]["version"] == gone_version
+        assert get(f"{api}/subscriptions/{sub}", headers=operator).json()["disabled"] is None
+    finally:
+        receiver.stop()
+        httpx.delete(f"{api}/subscriptions/{sub}", headers=operator, timeout=30)
+
+
 def test_a_receiver_that_keeps_failing_is_dead_lettered_visible_and_replayable(
     api: str, history: Any, pipeline: Pipeline, operator: dict[str, str]
 ) -> None:
@@ -399,7 +497,7 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_visible_and_replayable(
     receiver.expect_request("/hook", method="POST").respond_with_data("nope", status=500)
     receiver.start()
     try:
-        sub = subscribe(api, receiver.url_for("/hook"), "another-secret-" + uuid.uuid4().hex, operator)
+        sub = subscribe(api, receiver.url_for("/hook"), standard_secret(os.urandom(24)), operator)
         dead_before = pipeline.metric("publish", "odc_webhook_attempts_total", outcome="dead")
         publish_round(pipeline, [toilet_event(new_ids(1)[0], seq=1)])
         state = wait_for(
@@ -520,7 +618,7 @@ def test_odc_subscribe_registers_a_webhook(api: str, operator: dict[str, str]) -
         check=True,
     )
     created = json.loads(out.stdout)
-    assert created["datasets"] == [DATASET] and len(created["secret"]) >= 16
+    assert created["datasets"] == [DATASET] and created["secret"].startswith("whsec_")
     assert get(f"{api}/subscriptions/{created['id']}", headers=operator).json()["url"] == "http://127.0.0.1:9/hook"
     httpx.delete(f"{api}/subscriptions/{created['id']}", headers=operator, timeout=30)
     without = subprocess.run(
@@ -535,25 +633,7 @@ def test_odc_subscribe_registers_a_webhook(api: str, operator: dict[str, str]) -
     assert without.returncode == 2 and "operator token" in without.stderr
 
 
-# -- DCAT, OpenAPI, metrics ----------------------------------------------------------------------------
-
-
-def test_dcat_catalogue_lists_every_dataset_with_distributions_and_versions(api: str, history: Any) -> None:
-    _, _, last = history
-    r = get(f"{api}/catalog")
-    assert r.headers["content-type"].startswith("application/ld+json")
-    doc = r.json()
-    assert doc["@type"] == "dcat:Catalog" and doc["@context"]["dcat"] == "http://www.w3.org/ns/dcat#"
-    by_id = {d["dct:identifier"]: d for d in doc["dcat:dataset"]}
-    assert set(by_id) == set(DatasetCatalogue.load().ids())
-    toilets = by_id[DATASET]
-    assert {d["dcat:mediaType"] for d in toilets["dcat:distribution"]} == {"application/geo+json", "text/csv"}
-    assert int(toilets["dcat:version"]) >= last
-    assert toilets["dcat:hasVersion"][0]["dcat:version"] == toilets["dcat:version"]
-    one = get(f"{api}/datasets/{DATASET}/dcat").json()
-    assert one["@id"] == toilets["@id"] and "@context" in one
-    for dist in one["dcat:distribution"]:
-        assert httpx.get(dist["dcat:accessURL"], timeout=30, follow_redirects=True).status_code == 200
+# -- OpenAPI, metrics (DCAT: test_dcat_and_exports.py) -----------------------------------------------
 
 
 def test_served_openapi_document_is_the_committed_one(api: str) -> None:

@@ -190,6 +190,26 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     assert tables_of(fresh) - VERSION_TABLES == tables_of(old) - VERSION_TABLES != set()
 
 
+async def test_subscriptions_of_the_previous_release_keep_the_legacy_signature_header(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Publish 0004 (Standard Webhooks): a subscription registered before is legacy (it keeps getting
+    X-Odc-Signature for one release); one registered after is not."""
+    old = new_database()
+    previous_release_store(old)
+    await start_every_service(engines(old))
+    with psycopg.connect(old) as conn:
+        rows = conn.execute(
+            "SELECT id, legacy_signature, previous_secret, disabled_at FROM webhook_subscription"
+        ).fetchall()
+        assert rows == [("sub-1", True, None, None)]
+        conn.execute(
+            "INSERT INTO webhook_subscription (id, url, secret, active, created_at) "
+            "VALUES ('new', 'https://example.org/h', 'whsec_x', true, now())"
+        )
+        assert conn.execute("SELECT legacy_signature FROM webhook_subscription WHERE id = 'new'").fetchone() == (False,)
+
+
 async def test_upgrading_again_changes_nothing(
     new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
 ) -> None:
@@ -318,7 +338,7 @@ def test_odc_schema_upgrades_a_previous_release_store(
     upgraded = runner.invoke(app, ["schema", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     assert revisions_of(old) == HEADS
-    assert "publish    (none) -> 0002  applied 0001, 0002" in upgraded.output
+    assert "publish    (none) -> 0004  applied 0001, 0002, 0003, 0004" in upgraded.output
 
     assert runner.invoke(app, ["schema", "current"]).exit_code == 0
     again = runner.invoke(app, ["schema", "upgrade"])
@@ -326,7 +346,7 @@ def test_odc_schema_upgrades_a_previous_release_store(
 
     down = runner.invoke(app, ["schema", "downgrade", "publish", "-1"])
     assert down.exit_code == 0, down.output
-    assert revisions_of(old) == {**HEADS, "publish": "0001"}
+    assert revisions_of(old) == {**HEADS, "publish": f"{int(HEADS['publish']) - 1:04d}"}  # one below head
     assert runner.invoke(app, ["schema", "current"]).exit_code == 1
 
 

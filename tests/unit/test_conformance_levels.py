@@ -248,3 +248,50 @@ def test_the_normaliser_counts_records_per_level() -> None:
         )
 
     assert (value("conforming"), value("incomplete"), value("refused")) == (2, 1, 1)
+
+
+def _delivery_area(**changes: Any) -> ChangeEvent:
+    """A delivery area of the CEREMA's Grand Lyon example (samples/cerema/exemple-grand-lyon.csv, row GL-2300)."""
+    attrs = {
+        "UUID": "828e1140-523c-4a41-b466-ab1b64a4a4bd",
+        "ID": "GL-2300",
+        "NOM": "200046977_20",
+        "LONGITUDE": "4.855184",
+        "LATITUDE": "45.769656",
+        "ADRESSE": "27 Rue Ney, 69006 Lyon",
+        "LONGUEUR": "900",
+        "LARGEUR": "180",
+        "TYPE": "aire permanente",
+        **changes,
+    }
+    attrs = {k: v for k, v in attrs.items() if v is not ...}
+    return ChangeEvent(
+        "e2", "delivery_areas", "69123", str(attrs.get("ID", "")), Operation.UPSERT, NOW, 1, "t", None, attrs
+    )
+
+
+def test_a_national_primary_key_that_is_not_the_identity_makes_the_record_incomplete_not_refused() -> None:
+    """delivery_areas: the stream's identity is ID; UUID is the national schema's primary key. A record with a
+    valid ID, commune and position but no (or a broken) UUID gets in as incomplete (the Hauts-de-Seine export
+    has no UUID column: all 1,007 records were refused before, docs/data-quality.md)."""
+    assert isinstance(ok := NORMALISER.normalise(_delivery_area(), NOW), Candidate), ok
+    assert ok.level == "conforming"
+    for changes, dropped in (({"UUID": ...}, None), ({"UUID": "92012025"}, ["UUID"])):
+        out = NORMALISER.normalise(_delivery_area(**changes), NOW)
+        assert isinstance(out, Candidate) and out.feature is not None, out
+        assert out.level == "incomplete"
+        assert out.feature.attributes["odc:missing"] == ["UUID"]
+        assert out.feature.attributes.get("odc:dropped") == dropped
+    # the identity still refuses
+    refused = NORMALISER.normalise(_delivery_area(ID=...), NOW)
+    assert isinstance(refused, Invalid)
+
+
+def test_source_columns_no_field_takes_are_kept_with_the_record_not_in_the_national_csv() -> None:
+    """odc:extra (the columns a source profile maps to no field) is stored and published with the record."""
+    extra = '{"Source": "Open Street Map", "Commune": "Lyon"}'
+    for changes in ({}, {"type_fontaine": ...}):  # conforming and incomplete alike
+        out = NORMALISER.normalise(fountain(**changes, **{"odc:extra": extra}), NOW)
+        assert isinstance(out, Candidate) and out.feature is not None
+        assert out.feature.attributes["odc:extra"] == extra
+    assert "odc:extra" not in CsvLayout(DatasetCatalogue.load().get("drinking_fountains")).columns  # type: ignore[arg-type]

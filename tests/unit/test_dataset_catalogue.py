@@ -72,6 +72,31 @@ def test_a_definition_naming_an_unknown_field_is_refused(tmp_path: Path) -> None
         load_definition(folder)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"themes": ["TRANSPORT"]}, "not an EU data theme"),
+        ({"accrual_periodicity": "sometimes"}, "accrual_periodicity"),
+    ],
+)
+def test_catalogue_metadata_must_use_the_eu_vocabularies(tmp_path, extra, message) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    raw = {
+        "id": "broken",
+        "title": {"fr": "x", "en": "x"},
+        "description": {"fr": "Des x.", "en": "Some x."},
+        "schema": {"fields": [{"name": "id", "type": "string"}]},
+        "identity_field": "id",
+        "geometry": {"type": "Point"},
+    }
+    (folder / "definition.json").write_text(json.dumps(raw))
+    assert load_definition(folder).description_fr == "Des x."
+    (folder / "definition.json").write_text(json.dumps({**raw, **extra}))
+    with pytest.raises(DefinitionError, match=message):
+        load_definition(folder)
+
+
 def event(dataset: str, attrs: dict[str, object], commune: str, geometry: RawGeometry | None = None) -> ChangeEvent:
     d = CAT.get(dataset)
     assert d is not None

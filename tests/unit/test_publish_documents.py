@@ -6,12 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import string
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
+import shapely
 from hypothesis import given
 from hypothesis import strategies as st
+from rdflib import Graph, URIRef
+from rdflib.namespace import DCTERMS, RDF
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -19,6 +25,7 @@ from services.contract.messages import ChangeKind, FeatureState
 from services.publish.domain import dcat, ogc_features
 from services.publish.domain.change_feed import BadCursor, FeedPosition, decode_cursor, encode_cursor, page_outcome
 from services.publish.domain.feature_documents import (
+    CSV_FIELD_LIMIT,
     BadFeatureId,
     CsvLayout,
     StoredFeature,
@@ -27,6 +34,7 @@ from services.publish.domain.feature_documents import (
     feature_json,
     parse_public_feature_id,
     public_feature_id,
+    wkt_cell,
 )
 from services.publish.domain.notifications import (
     DATASCHEMA,
@@ -96,21 +104,47 @@ def test_feature_json_escapes_any_id(commune: str, fid: str) -> None:
 def test_csv_follows_the_schema_columns_with_a_wkt_geometry_when_no_national_schema() -> None:
     assert TOILETS is not None
     layout = CsvLayout(TOILETS)
-    assert layout.columns == [*TOILETS.field_names, "geometry"] if TOILETS.national_schema is None else True
+    assert TOILETS.national_schema is None and layout.columns == [*TOILETS.field_names, "WKT"]
     text = "".join(layout.chunks([StoredFeature("69266", "1", POINT, state('1 rue, "A"').attributes_json)]))
     rows = list(csv.reader(io.StringIO(text)))
     header, row = rows
     record = dict(zip(header, row, strict=True))
     assert record["adresse"] == '1 rue, "A"' and record["gid"] == "1" and record["payant"] == "false"
     assert record["codinsee"] == "69266" and record["web"] == ""
-    if "geometry" in record:
-        assert record["geometry"] == "POINT (4.85 45.76)"
+    assert record["WKT"] == "POINT (4.85 45.76)"
 
 
 def test_csv_of_a_dataset_with_a_national_schema_has_exactly_its_columns() -> None:
     assert TOILETS is not None
     national = replace(TOILETS, national_schema={"name": "x/y", "version": "1"})  # type: ignore[arg-type]
     assert csv_columns(national) == list(TOILETS.field_names)
+    assert csv_columns(national, with_wkt=True) == [*TOILETS.field_names, "WKT"]
+
+
+def test_csvt_gives_gdal_the_schema_types_and_the_widest_value_of_each_string_column() -> None:
+    carpool = CATALOGUE.get("carpool_places")
+    assert carpool is not None
+    layout = CsvLayout(carpool, with_wkt=True)
+    attributes = json.dumps({"id_lieu": "69123-C-001", "nom_lieu": "Aire de l'Étang", "date_maj": "2026-01-15", "ouvert": True, "Xlong": 4.8, "Ylat": 45.7, "nbre_pl": 12})  # fmt: skip
+    rows = [layout.cells(StoredFeature("69123", "1", POINT, attributes)), layout.cells(StoredFeature("69123", "2", POINT, "{}"))]  # fmt: skip
+    types = dict(zip(layout.columns, next(csv.reader(io.StringIO(layout.csvt(layout.widest(rows))))), strict=True))
+    assert types["nom_lieu"] == "String(16)"  # bytes: É is two
+    assert types["id_lieu"] == "String(11)" and types["comm"] == "String(1)"
+    assert (types["date_maj"], types["ouvert"], types["Xlong"], types["nbre_pl"]) == ("Date", "Integer(Boolean)", "Real", "Integer64")  # fmt: skip
+    assert types["WKT"] == "WKT"
+
+
+def test_wkt_cells_keep_7_decimals_and_stay_under_pythons_csv_field_limit() -> None:
+    assert wkt_cell('{"type":"Point","coordinates":[4.851234567891,45.76]}') == "POINT (4.8512346 45.76)"
+    assert wkt_cell(None) == ""
+    # a ring of 6,500 vertices is ~141,000 characters with 7 decimals: 6 decimals bring it under the limit
+    ring = [[4.8 + 0.01 * math.cos(i / 1000) + 1e-9 * i, 45.7 + 0.01 * math.sin(i / 1000)] for i in range(6500)]
+    ring.append(ring[0])
+    text = wkt_cell(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    assert len(text) < CSV_FIELD_LIMIT and text.startswith("POLYGON")
+    assert shapely.from_wkt(text).equals_exact(shapely.Polygon(ring), 1e-5)
+    row = CsvLayout(TOILETS).row(StoredFeature("69266", "1", json.dumps({"type": "Polygon", "coordinates": [ring]}), "{}"))  # type: ignore[arg-type]  # fmt: skip
+    assert len(next(csv.reader(io.StringIO(row)))) == len(CsvLayout(TOILETS).columns)  # type: ignore[arg-type]
 
 
 # -- change feed cursors ---------------------------------------------------------------------------------
@@ -204,7 +238,7 @@ def small_draft():  # type: ignore[no-untyped-def]
 def test_kafka_message_v2_inlines_small_diffs_and_a_removal_carries_what_was_removed() -> None:
     draft = small_draft()
     attrs, data = version_message(draft, "urn:test", base_url="http://h:1", max_inline_changes=3)
-    assert attrs.id == "public_toilets:v5" and attrs.dataschema == DATASCHEMA
+    assert attrs.id == "public_toilets:v5" and attrs.dataschema == "http://h:1/" + DATASCHEMA
     assert data.changes_included and [c.kind for c in data.changes] == ["added", "updated", "removed"]
     removed = data.changes[2]
     assert removed.after is None and removed.before == state("gone")
@@ -258,16 +292,22 @@ def test_structured_cloudevent_is_json_with_geojson_before_and_after() -> None:
 # -- OGC API – Features ----------------------------------------------------------------------------------
 
 
+def _params(bbox: str | None, limit: int | None, offset: int | None) -> list[tuple[str, str]]:
+    return [(k, str(v)) for k, v in (("bbox", bbox), ("limit", limit), ("offset", offset)) if v is not None]
+
+
 @pytest.mark.parametrize(
     ("bbox", "limit", "offset", "expected"),
     [
         (None, None, None, ogc_features.ItemsQuery(None, 10, 0)),
         ("4.8,45.7,4.9,45.8", 100, 20, ogc_features.ItemsQuery((4.8, 45.7, 4.9, 45.8), 100, 20)),
         ("4.8,45.7,0,4.9,45.8,100", 5, 0, ogc_features.ItemsQuery((4.8, 45.7, 4.9, 45.8), 5, 0)),
+        (None, 10_001, None, ogc_features.ItemsQuery(None, 10_000, 0)),  # clamped (/req/core/fc-limit-response)
+        (None, 100_000, None, ogc_features.ItemsQuery(None, 10_000, 0)),
     ],
 )
 def test_items_query_parsing(bbox, limit, offset, expected) -> None:  # type: ignore[no-untyped-def]
-    assert ogc_features.parse_items_query(bbox, limit, offset) == expected
+    assert ogc_features.parse_items_query(_params(bbox, limit, offset)) == expected
 
 
 @pytest.mark.parametrize(
@@ -276,14 +316,84 @@ def test_items_query_parsing(bbox, limit, offset, expected) -> None:  # type: ig
         ("1,2,3", None, None),
         ("a,b,c,d", None, None),
         ("0,50,1,40", None, None),
+        ("0,0,nan,1", None, None),
+        ("-200,0,1,1", None, None),
         (None, 0, None),
-        (None, 10_001, None),
+        (None, -5, None),
         (None, 10, -1),
     ],
 )
 def test_bad_items_queries_are_refused(bbox, limit, offset) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ogc_features.BadQuery):
-        ogc_features.parse_items_query(bbox, limit, offset)
+        ogc_features.parse_items_query(_params(bbox, limit, offset))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [("foo", "bar")],
+        [("filter", "x=1")],
+        [("crs", "EPSG:4326")],
+        [("limit", "abc")],
+        [("limit", "1"), ("limit", "2")],
+    ],
+)
+def test_unknown_repeated_or_non_numeric_parameters_are_refused(params: list[tuple[str, str]]) -> None:
+    with pytest.raises(ogc_features.BadQuery):
+        ogc_features.parse_items_query(params)
+
+
+@pytest.mark.parametrize(
+    ("value", "start", "end"),
+    [
+        ("2026-11-03T09:00:00Z", datetime(2026, 11, 3, 9, tzinfo=UTC), datetime(2026, 11, 3, 9, tzinfo=UTC)),
+        ("2026-11-03T10:00:00+01:00", datetime(2026, 11, 3, 9, tzinfo=UTC), datetime(2026, 11, 3, 9, tzinfo=UTC)),
+        (
+            "2026-11-03T09:00:00Z/2026-11-04T00:00:00Z",
+            datetime(2026, 11, 3, 9, tzinfo=UTC),
+            datetime(2026, 11, 4, tzinfo=UTC),
+        ),
+        ("../2026-11-04T00:00:00Z", None, datetime(2026, 11, 4, tzinfo=UTC)),
+        ("/2026-11-04T00:00:00Z", None, datetime(2026, 11, 4, tzinfo=UTC)),
+        ("2026-11-03T09:00:00Z/..", datetime(2026, 11, 3, 9, tzinfo=UTC), None),
+        ("2026-11-03T09:00:00Z/", datetime(2026, 11, 3, 9, tzinfo=UTC), None),
+        (
+            "2026-11-03",
+            datetime(2026, 11, 3, tzinfo=UTC),
+            datetime(2026, 11, 4, tzinfo=UTC) - timedelta(microseconds=1),
+        ),
+    ],
+)
+def test_datetime_instants_and_intervals(value: str, start: datetime | None, end: datetime | None) -> None:
+    assert ogc_features.parse_datetime(value) == ogc_features.TimeInterval(start, end)
+
+
+@pytest.mark.parametrize(
+    "value", ["../..", "/", "yesterday", "2026-11-03T09:00:00", "2026-11-04T00:00:00Z/2026-11-03T00:00:00Z", "a/b/c"]
+)
+def test_bad_datetimes_are_refused(value: str) -> None:
+    with pytest.raises(ogc_features.BadQuery):
+        ogc_features.parse_datetime(value)
+
+
+UNRESERVED = set(string.ascii_letters + string.digits + "-._~")
+
+
+@given(st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=40))
+def test_ogc_feature_ids_are_url_safe_stable_and_round_trip(commune: str, fid: str) -> None:
+    ogc_id = ogc_features.ogc_feature_id(commune, fid)
+    assert set(ogc_id) <= UNRESERVED and quote(ogc_id, safe="") == ogc_id
+    assert ogc_features.parse_ogc_feature_id(ogc_id) == (commune, fid)
+    assert ogc_features.ogc_feature_id(commune, fid) == ogc_id
+
+
+def test_ogc_feature_ids_read_plainly_and_refuse_other_spellings() -> None:
+    assert ogc_features.ogc_feature_id("69123", "WC-12") == "69123.WC-12"
+    assert ogc_features.ogc_feature_id("69123", "a|b c") == "69123.a~7Cb~20c"
+    assert ogc_features.ogc_feature_id("69.1", "x~y") == "69~2E1.x~7Ey"
+    for bad in ("69123", "69123.", ".x", "69123.a~7cb", "69123.a|b", "69123.~FF"):
+        with pytest.raises(ogc_features.BadFeatureId):
+            ogc_features.parse_ogc_feature_id(bad)
 
 
 def test_items_links_page_forward_and_back() -> None:
@@ -300,7 +410,7 @@ def test_items_links_page_forward_and_back() -> None:
 
 def test_landing_page_and_collection_documents() -> None:
     assert TOILETS is not None
-    landing = ogc_features.landing_page("http://h/ogc", "http://h/openapi.json")
+    landing = ogc_features.landing_page("http://h/ogc", "http://h/ogc/api")
     assert {lk["rel"] for lk in landing["links"]} >= {"self", "service-desc", "conformance", "data"}
     assert ogc_features.conformance()["conformsTo"][0].endswith("/conf/core")
     coll = ogc_features.collection("http://h/ogc", TOILETS, None, 3)
@@ -310,20 +420,66 @@ def test_landing_page_and_collection_documents() -> None:
 # -- DCAT --------------------------------------------------------------------------------------------------
 
 
+def _dcat_graph(definition, versions, total):  # type: ignore[no-untyped-def]
+    entry = dcat.DatasetEntry(definition, versions, total, T0 if total else None)
+    return dcat.dataset_graph("http://h", entry, CATALOGUE.territory, dcat.DEFAULT_CONTACT)
+
+
 def test_dcat_dataset_lists_distributions_and_versions_newest_first() -> None:
     assert TOILETS is not None
     versions = [dcat.VersionSummary(v, T0, 10, 1, 0, 0, "0" * 64) for v in (3, 2, 1)]
-    doc = dcat.dataset_document("http://h", TOILETS, versions, 3)
-    assert (
-        doc["@type"] == "dcat:Dataset" and doc["dcat:version"] == "3" and doc["dct:modified"] == "2026-11-03T09:00:00Z"
-    )
-    assert [v["dcat:version"] for v in doc["dcat:hasVersion"]] == ["3", "2", "1"]
-    assert {d["dcat:mediaType"] for d in doc["dcat:distribution"]} == {"application/geo+json", "text/csv"}
-    assert all(k.split(":")[0] in doc["@context"] for k in doc if ":" in k and not k.startswith("@"))
-    empty = dcat.dataset_document("http://h", TOILETS, [], 0)
-    assert "dcat:version" not in empty and empty["dcat:hasVersion"] == []
-    cat = dcat.catalogue_document("http://h", [dcat.dataset_node("http://h", TOILETS, versions, 3)], T0)
-    assert cat["@type"] == "dcat:Catalog" and len(cat["dcat:dataset"]) == 1
+    g = _dcat_graph(TOILETS, versions, 3)
+    node = URIRef("http://h/datasets/public_toilets")
+    assert (node, RDF.type, dcat.DCAT.Dataset) in g and str(g.value(node, dcat.DCAT.version)) == "3"
+    assert g.value(node, DCTERMS.modified).toPython() == T0
+    assert sorted(str(g.value(v, dcat.DCAT.version)) for v in g.objects(node, dcat.DCAT.hasVersion)) == ["1", "2", "3"]
+    assert {str(g.value(d, dcat.DCAT.mediaType)) for d in g.objects(node, dcat.DCAT.distribution)} == {
+        "https://www.iana.org/assignments/media-types/application/geo+json",
+        "https://www.iana.org/assignments/media-types/text/csv",
+    }
+    empty = _dcat_graph(TOILETS, [], 0)
+    assert empty.value(node, dcat.DCAT.version) is None and not list(empty.objects(node, dcat.DCAT.hasVersion))
+    assert empty.value(node, DCTERMS.issued) is None
+
+
+@pytest.mark.parametrize(
+    ("param", "accept", "expected"),
+    [
+        (None, None, "json-ld"),
+        (None, "*/*", "json-ld"),
+        (None, "text/turtle", "turtle"),
+        (None, "application/rdf+xml", "xml"),
+        (None, "text/html, application/rdf+xml;q=0.9, text/turtle;q=0.5", "xml"),
+        (None, "text/turtle;q=0.2, application/ld+json;q=0.8", "json-ld"),
+        (None, "text/turtle;q=0, application/rdf+xml;q=0.1", "xml"),
+        ("ttl", "application/rdf+xml", "turtle"),
+        ("RDF", None, "xml"),
+        ("jsonld", "text/turtle", "json-ld"),
+    ],
+)
+def test_rdf_format_is_negotiated(param: str | None, accept: str | None, expected: str) -> None:
+    assert dcat.negotiate(param, accept).name == expected
+
+
+def test_an_unknown_rdf_format_is_refused() -> None:
+    with pytest.raises(dcat.UnknownFormat):
+        dcat.negotiate("n3", None)
+
+
+def test_catalogue_pages_link_first_last_next_and_previous_in_both_hydra_vocabularies() -> None:
+    ids = CATALOGUE.ids()
+    hydra = dcat.HYDRA
+    for number in (1, 2, 4):
+        g = dcat.catalogue_graph("http://h", [], ids, dcat.Page(number, 4, len(ids)), dcat.TURTLE, CATALOGUE.territory, dcat.DEFAULT_CONTACT, None)  # fmt: skip
+        view = g.value(predicate=RDF.type, object=hydra.PartialCollectionView)
+        assert (view, RDF.type, hydra.PagedCollection) in g
+        assert str(view) == f"http://h/catalog?format=ttl&page={number}&page_size=4"
+        assert g.value(view, hydra.next) == g.value(view, hydra.nextPage)
+        assert g.value(view, hydra.last) == URIRef("http://h/catalog?format=ttl&page=4&page_size=4")
+        expect_next = None if number == 4 else URIRef(f"http://h/catalog?format=ttl&page={number + 1}&page_size=4")
+        assert g.value(view, hydra.next) == expect_next
+        assert (g.value(view, hydra.previous) is None) == (number == 1)
+        assert (URIRef("http://h/ogc"), RDF.type, dcat.DCAT.DataService) in g if number == 1 else True
 
 
 def test_diff_kinds_are_the_avro_enum_symbols() -> None:
@@ -340,8 +496,14 @@ def test_every_catalogue_dataset_has_a_csv_layout_dcat_node_and_ogc_collection(d
     assert len(columns) == len(definition.field_names) + (
         1 if definition.national_schema is None and definition.geometry.type != "None" else 0
     )
-    node = dcat.dataset_node("http://h", definition, [dcat.VersionSummary(1, T0, 1, 1, 0, 0, "0" * 64)], 1)
-    json.dumps(node)  # plain JSON, whatever the definition's national schema object is
+    g = _dcat_graph(definition, [dcat.VersionSummary(1, T0, 1, 1, 0, 0, "0" * 64)], 1)
+    node = URIRef(f"http://h/datasets/{definition.id}")
+    assert definition.description_fr and definition.description_en and definition.keywords and definition.themes
+    assert str(g.value(node, DCTERMS.description)) in (definition.description_fr, definition.description_en)
+    for fmt in (dcat.TURTLE, dcat.RDF_XML, dcat.JSON_LD):
+        assert len(Graph().parse(data=dcat.serialize(g, fmt), format=fmt.name)) == len(g)
     if definition.national_schema is not None:
-        assert node["dct:conformsTo"]["@type"] == "dct:Standard"
+        schema = g.value(node, DCTERMS.conformsTo)
+        assert isinstance(schema, URIRef) and str(schema).startswith("https://schema.data.gouv.fr/schemas/")
+        assert str(schema).endswith(f"/{definition.national_schema.version}/schema.json")
     assert ogc_features.collection("http://h/ogc", definition, None, 1)["id"] == definition.id

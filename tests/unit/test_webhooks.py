@@ -25,6 +25,7 @@ from services.publish.domain.webhooks import (
     decide,
     refused_address,
     signature_header,
+    standard_signature,
     verify_signature,
 )
 from services.publish.service_layer.ports import ClaimedDelivery, NewSubscription
@@ -87,7 +88,7 @@ def test_backoff_is_exponential_capped_with_jitter(attempts: int, jitter: float,
         (AttemptResult(204), 4, DeliveryState.DELIVERED, 5),
         (AttemptResult(500, "HTTP 500"), 0, DeliveryState.PENDING, 1),
         (AttemptResult(None, "ConnectError"), 3, DeliveryState.PENDING, 4),
-        (AttemptResult(410, "HTTP 410"), 4, DeliveryState.DEAD, 5),
+        (AttemptResult(404, "HTTP 404"), 4, DeliveryState.DEAD, 5),
         (AttemptResult(None, "timeout"), 4, DeliveryState.DEAD, 5),
     ],
 )
@@ -275,7 +276,10 @@ async def test_a_receiver_down_for_a_while_gets_everything_in_order_each_signed(
     bodies = [b for _, b, _ in receiver.received if b]
     assert bodies[-4:] == [b'{"n":1}', b'{"n":2}', b'{"n":3}', b'{"n":4}']
     _, body, headers = receiver.received[-1]
-    assert verify_signature(SECRET, headers["X-Odc-Signature"], body, int(clock.t.timestamp()))
+    ts = int(headers["webhook-timestamp"])
+    assert 0 <= clock.t.timestamp() - ts <= 1 and headers["webhook-id"] == "d:v4"
+    assert headers["webhook-signature"] == standard_signature(SECRET, "d:v4", ts, body)
+    assert "X-Odc-Signature" not in headers  # not a legacy subscription
     assert headers["X-Odc-Event-Id"] == "d:v4" and headers["Content-Type"].startswith("application/cloudevents+json")
     assert w.deliveries[0].attempts == 6 and all(d.attempts == 1 for d in w.deliveries[1:])
 
@@ -330,7 +334,9 @@ async def test_a_target_that_now_resolves_to_a_private_address_is_not_called() -
     [
         ("https://x.org/h", ["nope"], None, ["93.184.215.14"], "unknown datasets"),
         ("https://x.org/h", [], None, ["93.184.215.14"], "at least one"),
-        ("https://x.org/h", None, "short", ["93.184.215.14"], "16 characters"),
+        ("https://x.org/h", None, "short-but-not-whsec", ["93.184.215.14"], "whsec_"),
+        ("https://x.org/h", None, "whsec_c2hvcnQ=", ["93.184.215.14"], "24 to 64 bytes"),
+        ("https://x.org/h", None, "whsec_not base64!", ["93.184.215.14"], "not base64"),
         ("https://x.org/h", None, None, ["127.0.0.1"], "loopback"),
         ("gopher://x.org/h", None, None, ["93.184.215.14"], "http"),
     ],

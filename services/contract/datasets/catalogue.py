@@ -1,7 +1,8 @@
 """Load and check dataset definitions. Adding a dataset is adding a folder, not code.
 
 Each dataset is ``definitions/<id>/definition.json`` (identity, geometry and how the schema carries it,
-geometry policy, area, name aliases, same-place policy, versioning) next to its Table Schema: the national
+geometry policy, area, name aliases, same-place policy, versioning; for the DCAT catalogue its description for
+users, keywords, EU data themes and update frequency) next to its Table Schema: the national
 schema copied unmodified as ``schema.json`` (with a ``SOURCE.md`` naming repository, commit and licence), or
 the project's own canonical schema, written in the same Table Schema form, where France has none.
 """
@@ -45,6 +46,14 @@ FIELD_TYPES = {
 # (Xlong/Ylat, LONGITUDE/LATITUDE, long_coor1/lat_coor1...), one geopoint column, or one WKT column.
 CARRIERS = {"geojson", "xy", "geopoint", "wkt", "none"}
 POLICIES = {"reject", "flag"}
+# The EU's data themes (http://publications.europa.eu/resource/authority/data-theme), the ``themes`` of a definition:
+# DCAT-AP's vocabulary for dcat:theme, read by data.gouv.fr's harvester.
+DATA_THEMES = {
+    "AGRI", "ECON", "EDUC", "ENER", "ENVI", "GOVE", "HEAL", "INTR", "JUST", "REGI", "SOCI", "TECH", "TRAN",
+}  # fmt: skip
+# The EU's frequencies (http://publications.europa.eu/resource/authority/frequency) a definition may name as its
+# ``accrual_periodicity``; the default is UPDATE_CONT: versions are published as the communes' changes arrive.
+FREQUENCIES = {"UPDATE_CONT", "CONT", "HOURLY", "DAILY", "WEEKLY", "MONTHLY", "QUARTERLY", "ANNUAL", "IRREG"}
 
 Box = tuple[float, float, float, float]
 # A dataset whose "area" is "territory" is the deployment's own: its positions are checked against the
@@ -140,7 +149,13 @@ class DatasetDefinition:
     versioning: VersioningPolicy
     table_schema: dict[str, Any]
     national_schema: NationalSchema | None = None
-    schema_note: str = ""
+    schema_note: str = ""  # for developers: why the schema is what it is (not published)
+    # what the dataset holds, for its users (DCAT dct:description), and how it is found (dcat:keyword, dcat:theme)
+    description_fr: str = ""
+    description_en: str = ""
+    keywords: tuple[str, ...] = ()
+    themes: tuple[str, ...] = ()
+    accrual_periodicity: str = "UPDATE_CONT"
     field_names: tuple[str, ...] = field(default=())
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     same_place: SamePlacePolicy = field(default_factory=SamePlacePolicy)
@@ -275,6 +290,16 @@ def _definition_from_dict(
         for name in (*same_place.match_fields, *same_place.distinct_fields):
             _check_field(origin, names, "same_place field", name)
         ns = raw.get("national_schema")
+        description = raw.get("description", {})
+        themes = tuple(raw.get("themes", ()))
+        for theme in themes:
+            if theme not in DATA_THEMES:
+                raise DefinitionError(
+                    f"{origin}: theme {theme!r} is not an EU data theme ({', '.join(sorted(DATA_THEMES))})"
+                )
+        periodicity = raw.get("accrual_periodicity", "UPDATE_CONT")
+        if periodicity not in FREQUENCIES:
+            raise DefinitionError(f"{origin}: accrual_periodicity {periodicity!r} is not one of {sorted(FREQUENCIES)}")
         return DatasetDefinition(
             id=raw["id"],
             title_fr=raw["title"]["fr"],
@@ -287,6 +312,11 @@ def _definition_from_dict(
             table_schema=schema,
             national_schema=NationalSchema(**ns) if ns else None,
             schema_note=raw.get("schema_note", ""),
+            description_fr=str(description.get("fr", "")),
+            description_en=str(description.get("en", "")),
+            keywords=tuple(str(k) for k in raw.get("keywords", ())),
+            themes=themes,
+            accrual_periodicity=periodicity,
             field_names=names,
             aliases=aliases,
             same_place=same_place,

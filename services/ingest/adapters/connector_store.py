@@ -87,6 +87,7 @@ class PostgresConnectorStore:
                 "format": r.format,
                 "every_seconds": r.every_seconds,
                 "max_delete_share": r.max_delete_share,
+                "profile": r.profile,
                 "features": int(counts.get(r.name, 0)),
                 "last_run_at": r.last_run_at.isoformat() if r.last_run_at else None,
                 "last_status": r.last_status,

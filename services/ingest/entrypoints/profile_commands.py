@@ -52,9 +52,12 @@ def _run(work: Any) -> Any:
     return asyncio.run(go())
 
 
-def suggestion_for(path: Path, dataset: str, fmt: str | None = None) -> ProfileSuggestion:
-    """Read FILE and propose a profile for DATASET (raises UnreadableFile, KeyError for an unknown dataset)."""
-    definition = DatasetCatalogue.load(territory=IngestSettings().territory).get(dataset)
+def suggestion_for(
+    path: Path, dataset: str, fmt: str | None = None, territory: str | None = None
+) -> ProfileSuggestion:
+    """Read FILE and propose a profile for DATASET (raises UnreadableFile, KeyError for an unknown dataset), under
+    the ``territory`` setting (default: the deployment's ODC_TERRITORY)."""
+    definition = DatasetCatalogue.load(territory=territory or IngestSettings().territory).get(dataset)
     if definition is None:
         raise KeyError(dataset)
     data = path.read_bytes()

@@ -128,6 +128,8 @@ def _hash_of(attributes_json: str, wkb: bytes | None) -> str:
 
 # A NUL anywhere in a JSON document (key or value) is written \u0000 by json.dumps, after an even number of
 # backslashes (an odd number means the backslash itself was escaped: the text "\u0000", not a NUL).
+# The source columns a source profile maps to no field, as JSON text (services/ingest/domain/source_profiles.py)
+EXTRA = "odc:extra"
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
@@ -316,12 +318,11 @@ class EventNormaliser:
             d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
         }
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
-        # a problem in these fields refuses the record (conformance.py): identity, commune, primary key
+        # a problem in these fields refuses the record (conformance.py): identity and commune. A national
+        # primary key that is not the stream's identity (delivery_areas: UUID, identity ID) is a required field
+        # like the others: without a valid value the record is incomplete, and the national CSV leaves it out
         self._protected = {
-            d.id: frozenset(
-                (*d.identity_fields, *([d.commune_field] if d.commune_field else []), *self._schemas[d.id].primary_key)
-            )
-            for d in catalogue
+            d.id: frozenset((*d.identity_fields, *([d.commune_field] if d.commune_field else []))) for d in catalogue
         }
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
@@ -415,7 +416,12 @@ class EventNormaliser:
             found = stated_commune({k: ev.attributes[k] for k in named.ignored if k in ev.attributes})
             if found is not None and _insee_text(found[1]) != ev.commune:
                 errors.append(_commune_mismatch(printable(found[0]), printable(_insee_text(found[1])[:20]), ev.commune))
-        feature = CanonicalFeature.build(result.values, geometry, tuple(corrections))
+        kept: dict[str, Canonical] = dict(result.values)
+        if isinstance(ev.attributes.get(EXTRA), str):
+            # the source columns no field takes (a source profile's odc:extra): kept with the record, published
+            # in the Métropole's own outputs, never in the national-layout CSV (schema columns only)
+            kept[EXTRA] = ev.attributes[EXTRA]
+        feature = CanonicalFeature.build(kept, geometry, tuple(corrections))
         if _JSON_NUL.search(feature.attributes_json()):
             # a NUL inside a JSON value (array, object, any): no store accepts it
             errors.append(
@@ -439,7 +445,7 @@ class EventNormaliser:
                 ev, reason, "; ".join(e.message_en for e in errors[:5]), _with_columns(errors, sent_as, ev, spec)
             )
         if conformance.missing or conformance.dropped:
-            published: dict[str, Canonical] = dict(result.values)
+            published: dict[str, Canonical] = dict(kept)
             for name in conformance.dropped:
                 published[name] = None  # a value that breaks its field's rule is never published as it was sent
             if conformance.missing:

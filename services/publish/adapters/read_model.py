@@ -7,7 +7,6 @@ version it is the ``published_feature`` table, maintained per version and spatia
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,42 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.contract.messages import FeatureState
+from services.publish.domain.api_documents import DatasetSummary, FeedRow, HistoryRow, VersionRecord
 from services.publish.domain.change_feed import FeedPosition
 from services.publish.domain.dcat import VersionSummary
 from services.publish.domain.feature_documents import StoredFeature
 from services.publish.domain.versioning import DiffEntry, DiffKind
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    dataset: str
-    last_version: int
-    feature_count: int
-    content_hash: str
-    updated_at: datetime
-    incomplete: int = 0
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    dataset: str
-    summary: VersionSummary
-    first_change_id: int
-    last_change_id: int
-
-
-@dataclass(frozen=True)
-class FeedRow:
-    position: FeedPosition
-    published_at: datetime
-    entry: DiffEntry
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    version: int
-    published_at: datetime
-    entry: DiffEntry
 
 
 def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
@@ -217,22 +185,55 @@ class PostgresReadModel:
         r = rows[0]
         return None if r[0] is None else (float(r[0]), float(r[1]), float(r[2]), float(r[3]))
 
+    async def first_published(self, dataset: str) -> datetime | None:
+        """When the dataset's first version was published: the start of its features' temporal extent."""
+        rows = await self._all(
+            "SELECT published_at FROM dataset_version WHERE dataset = :d ORDER BY version LIMIT 1", d=dataset
+        )
+        return rows[0][0] if rows else None
+
     async def items(
-        self, dataset: str, bbox: tuple[float, float, float, float] | None, limit: int, offset: int
+        self,
+        dataset: str,
+        bbox: tuple[float, float, float, float] | None,
+        limit: int,
+        offset: int,
+        period: tuple[datetime | None, datetime | None] | None = None,
     ) -> tuple[int, list[StoredFeature]]:
-        """(numberMatched, the page) from one snapshot."""
+        """(numberMatched, the page) from one snapshot. ``bbox`` includes its edges (a degenerate box is a
+        line or a point, not an empty polygon; minLon > maxLon crosses the antimeridian). ``period`` selects
+        features whose current state was published within it (both ends inclusive, None open). Without a
+        filter, numberMatched is dataset_state's live count rather than a count(*)."""
         cond = "dataset = :d"
         params: dict[str, Any] = {"d": dataset, "n": limit, "o": offset}
         if bbox is not None:
-            cond += " AND geom && ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326) AND ST_Intersects(geom, ST_MakeEnvelope(:x0, :y0, :x1, :y1, 4326))"
-            params.update(x0=bbox[0], y0=bbox[1], x1=bbox[2], y1=bbox[3])
+            x0, y0, x1, y1 = bbox
+            spans = [(x0, x1)] if x0 <= x1 else [(x0, 180.0), (-180.0, x1)]  # across the antimeridian: two
+            boxes = []
+            for i, (a, b) in enumerate(spans):
+                box = (
+                    f"ST_Envelope(ST_SetSRID(ST_MakeLine(ST_MakePoint(:xa{i}, :y0), ST_MakePoint(:xb{i}, :y1)), 4326))"
+                )
+                boxes.append(f"(geom && {box} AND ST_Intersects(geom, {box}))")
+                params.update({f"xa{i}": a, f"xb{i}": b})
+            params.update(y0=y0, y1=y1)
+            cond += f" AND ({' OR '.join(boxes)})"
+        if period is not None:
+            cond += (
+                " AND version IN (SELECT version FROM dataset_version WHERE dataset = :d"
+                " AND published_at >= coalesce(CAST(:t0 AS timestamptz), '-infinity'::timestamptz)"
+                " AND published_at <= coalesce(CAST(:t1 AS timestamptz), 'infinity'::timestamptz))"
+            )
+            params.update(t0=period[0], t1=period[1])
+        count_sql = (
+            f"SELECT count(*) FROM published_feature WHERE {cond}"
+            if bbox is not None or period is not None
+            else "SELECT coalesce((SELECT feature_count FROM dataset_state WHERE dataset = :d), 0)"
+        )
         async with self._engine.connect() as conn:
             await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
-                matched = int(
-                    (await conn.execute(text(f"SELECT count(*) FROM published_feature WHERE {cond}"), params)).scalar()
-                    or 0
-                )
+                matched = int((await conn.execute(text(count_sql), params)).scalar() or 0)
                 rows = (
                     await conn.execute(
                         text(

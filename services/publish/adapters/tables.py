@@ -154,6 +154,13 @@ webhook_subscription = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("active", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Standard Webhooks (docs/api.md): the secret replaced by a rotation, still signed with until then
+    Column("previous_secret", Text, nullable=True),
+    Column("previous_secret_until", DateTime(timezone=True), nullable=True),
+    # registered before Standard Webhooks: also gets the old X-Odc-Signature header (one release)
+    Column("legacy_signature", Boolean, nullable=False, server_default="false"),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),  # the receiver answered 410 Gone
+    Column("disabled_reason", Text, nullable=True),
 )
 
 # One row per (subscription, version): the per-subscription outbox, delivered in id order.

@@ -57,8 +57,11 @@ class PostgresDeliveryStore:
     async def claim_head(self, subscription_id: str, now: datetime) -> ClaimedDelivery | None:
         locked = (
             await self.conn.execute(
-                text("SELECT url, secret FROM webhook_subscription WHERE id = :s AND active FOR UPDATE SKIP LOCKED"),
-                {"s": subscription_id},
+                text(
+                    "SELECT url, secret, CASE WHEN previous_secret_until > :now THEN previous_secret END AS previous, "
+                    "legacy_signature FROM webhook_subscription WHERE id = :s AND active FOR UPDATE SKIP LOCKED"
+                ),
+                {"s": subscription_id, "now": now},
             )
         ).first()
         if locked is None:
@@ -85,6 +88,8 @@ class PostgresDeliveryStore:
             head.version,
             head.attempts,
             bytes(head.body),
+            locked.previous,
+            locked.legacy_signature,
         )
 
     async def record_attempt(
@@ -106,12 +111,20 @@ class PostgresDeliveryStore:
                 "id": delivery_id,
             },
         )
+        if decision.disable_subscription:
+            await self.conn.execute(
+                text(
+                    "UPDATE webhook_subscription SET active = false, disabled_at = :now, disabled_reason = :reason "
+                    "WHERE id = (SELECT subscription_id FROM webhook_delivery WHERE id = :id)"
+                ),
+                {"now": now, "reason": f"the receiver answered {result.status} Gone", "id": delivery_id},
+            )
 
     async def add_subscription(self, s: NewSubscription) -> None:
         await self.conn.execute(
             text(
-                "INSERT INTO webhook_subscription (id, url, datasets, secret, description, active, created_at) "
-                "VALUES (:id, :url, :datasets, :secret, :description, true, :created_at)"
+                "INSERT INTO webhook_subscription (id, url, datasets, secret, description, active, created_at, "
+                "legacy_signature) VALUES (:id, :url, :datasets, :secret, :description, true, :created_at, false)"
             ),
             {
                 "id": s.id,
@@ -145,6 +158,10 @@ class SubscriptionView:
     last_status: int | None
     last_error: str | None
     last_delivered_event: str | None
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+    previous_secret_until: datetime | None = None
+    legacy_signature: bool = False
 
     def as_json(self) -> dict[str, Any]:
         def iso(t: datetime | None) -> str | None:
@@ -161,12 +178,21 @@ class SubscriptionView:
             "oldest_pending_at": iso(self.oldest_pending_at),
             "last_attempt": {"at": iso(self.last_attempt_at), "status": self.last_status, "error": self.last_error},
             "last_delivered_event": self.last_delivered_event,
+            # Standard Webhooks: a receiver's 410 Gone disables the subscription (enable it again with
+            # POST .../enable); during a secret rotation the previous secret signs too until this time
+            "disabled": None
+            if self.disabled_at is None
+            else {"at": iso(self.disabled_at), "reason": self.disabled_reason},
+            "previous_secret_valid_until": iso(self.previous_secret_until),
+            "signatures": ["webhook-signature", "X-Odc-Signature"] if self.legacy_signature else ["webhook-signature"],
         }
 
 
 _VIEW_SQL = (
     "SELECT s.id, s.url, s.datasets, s.description, s.active, s.created_at, c.pending, c.delivered, c.dead, "
-    "c.oldest_pending_at, l.last_attempt_at, l.last_status, l.last_error, ld.event_id FROM webhook_subscription s "
+    "c.oldest_pending_at, l.last_attempt_at, l.last_status, l.last_error, ld.event_id, s.disabled_at, s.disabled_reason, "
+    "CASE WHEN s.previous_secret_until > now() THEN s.previous_secret_until END, s.legacy_signature "
+    "FROM webhook_subscription s "
     "LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE d.state = 'pending') AS pending, "
     "count(*) FILTER (WHERE d.state = 'delivered') AS delivered, count(*) FILTER (WHERE d.state = 'dead') AS dead, "
     "min(d.created_at) FILTER (WHERE d.state = 'pending') AS oldest_pending_at "
@@ -235,6 +261,38 @@ class PostgresSubscriptionQueries:
             result = await conn.execute(
                 text("UPDATE webhook_subscription SET active = false WHERE id = :s AND active"), {"s": subscription_id}
             )
+        return bool(result.rowcount)
+
+    async def rotate_secret(self, subscription_id: str, new_secret: str, previous_until: datetime) -> bool:
+        """Sign with ``new_secret`` from now on, and with the current one as well until ``previous_until``."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                text(
+                    "UPDATE webhook_subscription SET previous_secret = secret, previous_secret_until = :until, "
+                    "secret = :new WHERE id = :s"
+                ),
+                {"s": subscription_id, "new": new_secret, "until": previous_until},
+            )
+        return bool(result.rowcount)
+
+    async def enable(self, subscription_id: str, now: datetime) -> bool:
+        """Deliver again to a subscription its receiver disabled (410 Gone): its pending deliveries are due now."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                text(
+                    "UPDATE webhook_subscription SET active = true, disabled_at = NULL, disabled_reason = NULL "
+                    "WHERE id = :s AND disabled_at IS NOT NULL"
+                ),
+                {"s": subscription_id},
+            )
+            if result.rowcount:
+                await conn.execute(
+                    text(
+                        "UPDATE webhook_delivery SET next_attempt_at = :now WHERE subscription_id = :s "
+                        "AND state = 'pending' AND next_attempt_at > :now"
+                    ),
+                    {"s": subscription_id, "now": now},
+                )
         return bool(result.rowcount)
 
     async def totals(self) -> dict[str, float]:

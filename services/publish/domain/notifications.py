@@ -4,7 +4,13 @@ Kafka: protocol binding, binary content mode — attributes in ``ce_*`` headers,
 DatasetVersionPublished as the value. Webhooks and server-sent events: structured content mode, one JSON
 document (``application/cloudevents+json``) with the same attributes and a JSON ``data``. Both carry the
 version, its counts, links to its resources and, when the diff is small enough, every changed feature
-before and after (a removal carries what was removed)."""
+before and after (a removal carries what was removed).
+
+Extensions (issue #15.5), on every channel: ``partitionkey`` (the dataset: the Kafka message key, the unit of
+ordering), ``sequence`` (the version number zero-padded to 20 digits, so it sorts as text in version order,
+as the CloudEvents sequence extension asks) and ``dataschema``, an absolute URI that serves the Avro schema
+of the version record (the publish API's ``/schemas/avro/{file}``). In the JSON (structured) form ``data``
+holds the same record's fields, with ``links`` as an object and ``changes`` as GeoJSON features."""
 
 from __future__ import annotations
 
@@ -20,7 +26,18 @@ EVENT_TYPE = "fr.grandlyon.odc.dataset.version.published"
 CONTENT_TYPE = "application/avro"
 JSON_CONTENT_TYPE = "application/json"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-DATASCHEMA = "schemas/avro/dataset_version.v3.avsc"
+DATASCHEMA_FILE = "dataset_version.v3.avsc"
+DATASCHEMA = f"schemas/avro/{DATASCHEMA_FILE}"  # relative: only when no base URL is known (unit tests)
+SEQUENCE_DIGITS = 20  # a version number as text that sorts in version order (any int64 fits)
+
+
+def dataschema_uri(base_url: str) -> str:
+    """Where the publish API serves the Avro schema of the version record."""
+    return f"{base_url.rstrip('/')}/{DATASCHEMA}" if base_url else DATASCHEMA
+
+
+def sequence(version: int) -> str:
+    return f"{version:0{SEQUENCE_DIGITS}d}"
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,8 @@ class CloudEventAttributes:
     time: str
     datacontenttype: str
     dataschema: str
+    partitionkey: str
+    sequence: str
     specversion: str = "1.0"
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
@@ -45,6 +64,8 @@ class CloudEventAttributes:
                 ("subject", self.subject),
                 ("time", self.time),
                 ("dataschema", self.dataschema),
+                ("partitionkey", self.partitionkey),
+                ("sequence", self.sequence),
             )
         ]
         headers.append(("content-type", self.datacontenttype.encode()))
@@ -82,7 +103,9 @@ def version_message(
         subject=draft.dataset,
         time=_time(draft),
         datacontenttype=CONTENT_TYPE,
-        dataschema=DATASCHEMA,
+        dataschema=dataschema_uri(base_url),
+        partitionkey=draft.dataset,
+        sequence=sequence(draft.version),
     )
     inline = len(draft.entries) <= max_inline_changes
     data = DatasetVersionPublished(
@@ -143,6 +166,9 @@ def structured_event(draft: VersionDraft, source: str, *, base_url: str, max_inl
         "subject": draft.dataset,
         "time": _time(draft),
         "datacontenttype": JSON_CONTENT_TYPE,
+        "dataschema": dataschema_uri(base_url),
+        "partitionkey": draft.dataset,
+        "sequence": sequence(draft.version),
         "data": data,
     }
 

@@ -1,23 +1,86 @@
 """Webhook rules, pure: signing and verifying deliveries, the retry schedule, what an attempt's result means,
 and which target URLs are refused.
 
-Signature (documented in docs/api.md): header ``X-Odc-Signature: t=<unix seconds>,v1=<hex>`` where
-``hex = HMAC-SHA256(secret, "<t>.<body>")``. A receiver recomputes it over the raw body, compares in
-constant time, refuses a ``t`` outside its tolerance window (replay), and dedupes on the event id."""
+Signatures follow Standard Webhooks (https://www.standardwebhooks.com, the scheme of Svix; documented in
+docs/api.md): ``webhook-id`` (the version's CloudEvent id), ``webhook-timestamp`` (unix seconds) and
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>``, one signature per secret in
+force (space-separated, several during a rotation's overlap). Secrets are issued as ``whsec_<base64>``; the
+key is the base64-decoded part. Subscriptions registered before Standard Webhooks (``legacy``) keep getting
+the old header ``X-Odc-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`` as well, for
+one release."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from urllib.parse import urlsplit
 
-SIGNATURE_HEADER = "X-Odc-Signature"
+SIGNATURE_HEADER = "X-Odc-Signature"  # legacy (subscriptions registered before Standard Webhooks), one release
 DEFAULT_TOLERANCE_SECONDS = 300
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
+SECRET_MIN_BYTES, SECRET_MAX_BYTES = 24, 64  # the Standard Webhooks recommendation
+GONE = 410  # Standard Webhooks: a receiver answering 410 Gone is disabled, not retried
+
+
+class BadSecret(ValueError):
+    pass
+
+
+def standard_secret(random_bytes: bytes) -> str:
+    """A signing secret as Standard Webhooks issues them: ``whsec_`` and the base64 of random bytes."""
+    return SECRET_PREFIX + base64.b64encode(random_bytes).decode("ascii")
+
+
+def check_standard_secret(secret: str) -> None:
+    """Refuse a secret a subscriber chose unless it is ``whsec_<base64 of 24..64 bytes>``."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise BadSecret(f"the secret must be {SECRET_PREFIX}<base64> (Standard Webhooks), or omitted to get one")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadSecret(f"the part after {SECRET_PREFIX} is not base64") from exc
+    if not SECRET_MIN_BYTES <= len(key) <= SECRET_MAX_BYTES:
+        raise BadSecret(f"the secret must hold {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} bytes (base64-encoded)")
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a secret: the base64-decoded part of a ``whsec_`` secret; a legacy secret (any text,
+    registered before Standard Webhooks) is its UTF-8 bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        return base64.b64decode(secret[len(SECRET_PREFIX) :])
+    return secret.encode("utf-8")
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256(key, "<msg_id>.<timestamp>.<body>")>``."""
+    mac = hmac.new(signing_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+
+
+def delivery_signature_headers(
+    msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str], *, legacy: bool
+) -> dict[str, str]:
+    """The signing headers of one delivery: Standard Webhooks, one signature per secret in force (the
+    current one first); plus the old ``X-Odc-Signature`` for a legacy subscription."""
+    headers = {
+        WEBHOOK_ID_HEADER: msg_id,
+        WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+        WEBHOOK_SIGNATURE_HEADER: " ".join(standard_signature(s, msg_id, timestamp, body) for s in secrets),
+    }
+    if legacy:
+        signatures = ",".join(f"v1={signature(s, timestamp, body)}" for s in secrets)
+        headers[SIGNATURE_HEADER] = f"t={timestamp},{signatures}"
+    return headers
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -88,17 +151,22 @@ class DeliveryDecision:
     state: DeliveryState
     attempts: int
     next_attempt_at: datetime | None
+    disable_subscription: bool = False  # the receiver answered 410 Gone
 
 
 def decide(
     result: AttemptResult, attempts_before: int, policy: RetryPolicy, now: datetime, jitter: float
 ) -> DeliveryDecision:
     """After one attempt: delivered on 2xx; otherwise retried later, or dead-lettered once the attempts
-    are used up. Every non-2xx answer is retried: a receiver's 4xx is as often a deploy in progress as a
-    permanent refusal, and the dead letter (replayable) bounds the cost."""
+    are used up. Every non-2xx answer but 410 is retried: a receiver's 4xx is as often a deploy in progress
+    as a permanent refusal, and the dead letter (replayable) bounds the cost. 410 Gone is the receiver saying
+    it wants no more (Standard Webhooks): the subscription is disabled and the delivery stays pending, kept
+    for a re-enabled subscription, never lost."""
     attempts = attempts_before + 1
     if result.succeeded:
         return DeliveryDecision(DeliveryState.DELIVERED, attempts, None)
+    if result.status == GONE:
+        return DeliveryDecision(DeliveryState.PENDING, attempts, None, disable_subscription=True)
     if attempts >= policy.max_attempts:
         return DeliveryDecision(DeliveryState.DEAD, attempts, None)
     delay = backoff_delay(policy, attempts, jitter)

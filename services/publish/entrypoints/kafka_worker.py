@@ -42,6 +42,7 @@ from services.publish.adapters.notification_outbox import notifications_outbox
 from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork, create_schema
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresDeliveryStore, PostgresSubscriptionQueries
+from services.publish.domain.dcat import ContactPoint
 from services.publish.domain.webhooks import DeliveryState, RetryPolicy
 from services.publish.entrypoints.http_api import build_api
 from services.publish.metrics import PublishMetrics
@@ -109,6 +110,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         registry=registry,
         health=health,
         tokens=PostgresTokenStore(engine),
+        dcat_contact=ContactPoint(settings.dcat_contact_name, settings.dcat_contact_email, settings.dcat_contact_url),
         live_checks={
             "broker": CachedCheck(
                 lambda: broker_reachable(settings.kafka_bootstrap, settings.readiness_timeout_seconds)
@@ -118,6 +120,12 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         allow_private_targets=settings.webhook_allow_private_targets,
         sse_poll_seconds=settings.sse_poll_seconds,
         sse_keepalive_seconds=settings.sse_keepalive_seconds,
+        secret_rotation_overlap_seconds=settings.webhook_secret_rotation_overlap_seconds,
+        async_topics={
+            "featureChanges": settings.topic_feature_changes,
+            "datasetVersions": settings.topic_notifications,
+        },
+        kafka_bootstrap=settings.kafka_bootstrap,
     )
 
     def on_retry(error: BaseException, attempt: int) -> None:
@@ -343,6 +351,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                 for o in outcomes:
                     state = o.decision.state
                     outcome = "retry" if state is DeliveryState.PENDING else state.value
+                    outcome = "disabled" if o.decision.disable_subscription else outcome  # the receiver's 410
                     metrics.webhook_attempts.labels(outcome).inc()
                     metrics.webhook_attempt_duration.observe(o.seconds)
                     if state is not DeliveryState.DELIVERED:

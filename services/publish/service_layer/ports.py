@@ -66,6 +66,12 @@ class ClaimedDelivery:
     version: int
     attempts: int
     body: bytes
+    previous_secret: str | None = None  # still in force during a rotation's overlap: signed with both
+    legacy_signature: bool = False  # registered before Standard Webhooks: the old header too
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.secret,) if self.previous_secret is None else (self.secret, self.previous_secret)
 
 
 @dataclass(frozen=True)

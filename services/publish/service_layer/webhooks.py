@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 from services.publish.domain.webhooks import (
     AttemptResult,
+    BadSecret,
     DeliveryDecision,
     JitterSource,
     RetryPolicy,
     TargetRefused,
+    check_standard_secret,
     check_target_addresses,
     check_url_shape,
     decide,
-    signature_header,
+    delivery_signature_headers,
 )
 from services.publish.service_layer.ports import (
     AddressResolver,
@@ -76,8 +78,11 @@ async def register_subscription(
             raise InvalidSubscription(f"unknown datasets: {', '.join(unknown)}")
         if not filter_:
             raise InvalidSubscription("datasets must name at least one dataset, or be omitted for all")
-    if secret is not None and len(secret) < 16:
-        raise InvalidSubscription("the secret must be at least 16 characters (or omit it to get one)")
+    if secret is not None:
+        try:
+            check_standard_secret(secret)
+        except BadSecret as bad:
+            raise InvalidSubscription(str(bad)) from bad
     try:
         await check_target(url, resolver, allow_private)
     except TargetRefused as refused:
@@ -116,7 +121,7 @@ async def deliver_one(
             timestamp = int(clock.now().timestamp())
             headers = {
                 "Content-Type": CONTENT_TYPE,
-                "X-Odc-Signature": signature_header(d.secret, timestamp, d.body),
+                **delivery_signature_headers(d.event_id, timestamp, d.body, d.secrets, legacy=d.legacy_signature),
                 "X-Odc-Event-Id": d.event_id,
                 "X-Odc-Delivery-Id": str(d.id),
                 "X-Odc-Delivery-Attempt": str(d.attempts + 1),
