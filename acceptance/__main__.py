@@ -30,6 +30,7 @@ from frictionless import Resource, Schema
 
 from acceptance.manifest import BELOW_TARGET_WHY, ENTRIES, EXCLUDED, Entry
 from deploy.local.kafka import KafkaBroker
+from deploy.local.kafka_access import SERVICE_USERS
 from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import ServiceProcess, service_env
@@ -112,8 +113,10 @@ def run_file(
     before = _metrics(normaliser.base_url)
     # the sender's signing key is registered in the stack's own database, as `odc send` does on a real one
     settings = IngestSettings(
+        # as the ingest service's principal: the corpus is loaded at full speed, not at a commune's byte-rate quota
         kafka_bootstrap=broker.bootstrap,
         database_url=db.dsn,
+        **broker.access.settings_kwargs(SERVICE_USERS["ingest"]),
         **{"ODC_TERRITORY": entry.territory},  # type: ignore[arg-type]
     )
     try:
@@ -343,6 +346,7 @@ def start_services(work: Path, broker: KafkaBroker, db: PostgresCluster, territo
         env = service_env(
             name,
             kafka_bootstrap=broker.bootstrap,
+            kafka_access=broker.access,
             database_url=db.dsn,
             port=port,
             # odc send here stands for the commune itself; the path authorisation is not what is measured

@@ -29,6 +29,7 @@ from sqlalchemy import BigInteger, Column, DateTime, Text, create_engine, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from deploy.local.kafka import KafkaBroker
 from services.contract.messages import ChangeEvent, GeometryEncoding
 from services.normalise.domain.geometry_normalisation import normalise_geometry
 
@@ -120,22 +121,29 @@ def ogr2ogr_bulk_load(
     }
 
 
-def raw_kafka(bootstrap: str, values: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> dict[str, Any]:
+def raw_kafka(broker: KafkaBroker, values: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> dict[str, Any]:
     topic = f"anchor-raw-{uuid.uuid4().hex[:8]}"
+    bootstrap, auth = broker.bootstrap, broker.admin_security().client_kwargs()  # the load generator: admin
 
     async def go() -> float:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
         finally:
             await admin.close()
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5, max_batch_size=1 << 20
+            bootstrap_servers=bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            **auth,
         )
         consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
+            **auth,
             group_id=f"anchor-{topic}",
             auto_offset_reset="earliest",
             enable_auto_commit=False,

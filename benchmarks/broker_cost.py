@@ -32,14 +32,14 @@ def main() -> None:
     stack.broker = KafkaBroker(stack.root / "kafka", free_port(), free_port(), heap="1g")
     stack.broker.start(timeout=120)
     try:
-        bootstrap = stack.broker.bootstrap
-        asyncio.run(ensure_topics(bootstrap, [TopicSpec(pt.INPUT_TOPIC, 6)]))
+        broker = stack.broker
+        asyncio.run(ensure_topics(broker.bootstrap, [TopicSpec(pt.INPUT_TOPIC, 6)], security=broker.admin_security()))
         codecs = Codecs()
         values = [
             (e.commune.encode(), codecs.encode_change_event(e), [])
             for e in pt.build_events("public_toilets", args.events, seq=1)
         ]
-        asyncio.run(pt.produce(bootstrap, values[:100]))  # connections and JIT warm
+        asyncio.run(pt.produce(broker, values[:100]))  # connections and JIT warm
         pid = stack.broker.pid()
         assert pid is not None
         time.sleep(3)
@@ -49,7 +49,7 @@ def main() -> None:
         for linger in (int(x) for x in args.linger_ms.split(",")):
             pt.LINGER_MS = linger
             c0, t0 = tree_cpu_seconds(pid), time.monotonic()
-            asyncio.run(pt.produce(bootstrap, values, rate=args.rate))
+            asyncio.run(pt.produce(broker, values, rate=args.rate))
             cores = (tree_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
             print(f"broker receiving {args.rate:.0f} ev/s, linger {linger} ms: {cores:.2f} core")
     finally:

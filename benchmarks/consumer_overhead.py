@@ -25,16 +25,17 @@ TOPIC = "bench.consumer-overhead"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def produce(bootstrap: str, n: int, size: int) -> None:
+async def produce(broker: KafkaBroker, n: int, size: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    bootstrap, auth = broker.bootstrap, broker.admin_security().client_kwargs()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(TOPIC, num_partitions=6, replication_factor=1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, **auth)
     await producer.start()
     try:
         value = os.urandom(size)
@@ -44,10 +45,10 @@ async def produce(bootstrap: str, n: int, size: int) -> None:
         await producer.stop()
 
 
-async def aiokafka_consume(bootstrap: str, n: int) -> tuple[float, float]:
+async def aiokafka_consume(broker: KafkaBroker, n: int) -> tuple[float, float]:
     consumer = AIOKafkaConsumer(
-        TOPIC, bootstrap_servers=bootstrap, group_id="bench-aiokafka", auto_offset_reset="earliest",
-        enable_auto_commit=False,
+        TOPIC, bootstrap_servers=broker.bootstrap, group_id="bench-aiokafka", auto_offset_reset="earliest",
+        enable_auto_commit=False, **broker.admin_security().client_kwargs(),
     )  # fmt: skip
     await consumer.start()
     try:
@@ -64,8 +65,12 @@ async def aiokafka_consume(bootstrap: str, n: int) -> tuple[float, float]:
 
 FAUST_WORKER = """
 import os, sys, time, faust
+import ssl
 bootstrap, n, out = os.environ["B"], int(os.environ["N"]), os.environ["OUT"]
-app = faust.App("bench-faust", broker=f"kafka://{bootstrap}", store="memory://", value_serializer="raw",
+creds = faust.SASLCredentials(username=os.environ["U"], password=os.environ["P"], mechanism="SCRAM-SHA-512",
+    ssl_context=ssl.create_default_context(cafile=os.environ["CA"]))
+app = faust.App("bench-faust", broker=f"kafka://{bootstrap}", broker_credentials=creds, store="memory://",
+    value_serializer="raw",
     key_serializer="raw", consumer_auto_offset_reset="earliest", web_enabled=False, datadir=out + ".d",
     broker_commit_interval=1.0)
 topic = app.topic("__TOPIC__", value_serializer="raw", key_serializer="raw")
@@ -86,14 +91,16 @@ app.main()
 """.replace("__TOPIC__", TOPIC)
 
 
-def faust_consume(bootstrap: str, n: int) -> tuple[float, float]:
+def faust_consume(broker: KafkaBroker, n: int) -> tuple[float, float]:
+    admin = broker.admin_security()
     work = Path(tempfile.mkdtemp(prefix="odc-faust-bench-"))
     script, out = work / "worker.py", work / "result.txt"
     script.write_text(FAUST_WORKER)
     proc = subprocess.run(
         [sys.executable, str(script), "worker", "-l", "warn"],
         cwd=work, capture_output=True, text=True, timeout=900, check=False,
-        env={**os.environ, "B": bootstrap, "N": str(n), "OUT": str(out)},
+        env={**os.environ, "B": broker.bootstrap, "N": str(n), "OUT": str(out), "U": admin.username,
+             "P": admin.password.get_secret_value(), "CA": str(admin.ssl_cafile)},
     )  # fmt: skip
     if not out.exists():
         raise RuntimeError(f"faust worker failed: {proc.stderr[-2000:]}")
@@ -109,9 +116,9 @@ def main() -> None:
     broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="odc-bench-")) / "kafka", free_port(), free_port(), heap="1g")
     broker.start(timeout=120)
     try:
-        asyncio.run(produce(broker.bootstrap, args.events, args.size))
-        a_cpu, a_wall = asyncio.run(aiokafka_consume(broker.bootstrap, args.events))
-        f_cpu, f_wall = faust_consume(broker.bootstrap, args.events)
+        asyncio.run(produce(broker, args.events, args.size))
+        a_cpu, a_wall = asyncio.run(aiokafka_consume(broker, args.events))
+        f_cpu, f_wall = faust_consume(broker, args.events)
     finally:
         broker.stop()
     n = args.events

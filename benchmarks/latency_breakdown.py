@@ -85,7 +85,7 @@ def main() -> None:
         }
         PROFILES.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        sent = asyncio.run(pt.produce(stack.broker.bootstrap, values, rate=args.rate))
+        sent = asyncio.run(pt.produce(stack.broker, values, rate=args.rate))
         elapsed = time.monotonic() - t0
         me1 = resource.getrusage(resource.RUSAGE_SELF)
         cores = {k: (tree_cpu_seconds(p) - cpu0[k]) / elapsed for k, p in roots.items()}

@@ -29,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks.stack import BenchStack, machine_description, wait_until_counted
+from deploy.local.kafka import KafkaBroker
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey, sign
@@ -134,11 +135,17 @@ def signed_values(stack: BenchStack, events: list[ChangeEvent]) -> list[tuple[by
 
 
 async def produce(
-    bootstrap: str, values: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], rate: float | None = None
+    broker: KafkaBroker, values: list[tuple[bytes, bytes, list[tuple[str, bytes]]]], rate: float | None = None
 ) -> list[float]:
-    """Send all values; return each one's send time (monotonic). With ``rate``, pace to events/s."""
+    """Send all values (as the broker's admin: a load generator, not a rate-limited commune); return each
+    one's send time (monotonic). With ``rate``, pace to events/s."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=LINGER_MS, max_batch_size=1 << 20
+        bootstrap_servers=broker.bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=LINGER_MS,
+        max_batch_size=1 << 20,
+        **broker.admin_security().producer_kwargs(),
     )
     await producer.start()
     sent_at: list[float] = []
@@ -168,7 +175,7 @@ def run_throughput(stack: BenchStack, dataset: str, n: int) -> dict[str, Any]:
     before = int(stack.sql("SELECT count(*) FROM processed_event")[0][0])
     assert stack.broker is not None
     t0 = time.monotonic()
-    asyncio.run(produce(stack.broker.bootstrap, values))
+    asyncio.run(produce(stack.broker, values))
     t_sent = time.monotonic()
     wait_until_counted(
         lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]) - before,
@@ -187,10 +194,15 @@ def run_throughput(stack: BenchStack, dataset: str, n: int) -> dict[str, Any]:
     }
 
 
-async def _collect_versions(bootstrap: str, stop_after_change: int, deadline: float) -> list[tuple[float, Any]]:
+async def _collect_versions(broker: KafkaBroker, stop_after_change: int, deadline: float) -> list[tuple[float, Any]]:
     codecs = Codecs()
     consumer = AIOKafkaConsumer(
-        VERSIONS_TOPIC, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest", enable_auto_commit=False
+        VERSIONS_TOPIC,
+        bootstrap_servers=broker.bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        **broker.admin_security().client_kwargs(),
     )
     await consumer.start()
     out: list[tuple[float, Any]] = []
@@ -218,13 +230,13 @@ def run_latency(stack: BenchStack, dataset: str, rate: float, seconds: float, ta
     ]
     values = signed_values(stack, events)
     assert stack.broker is not None
-    bootstrap = stack.broker.bootstrap
+    broker = stack.broker
 
     async def go() -> tuple[list[float], list[tuple[float, Any]]]:
         max_change = int(stack.sql("SELECT coalesce(max(change_id), 0) FROM feature_change_outbox")[0][0])
-        collector = asyncio.create_task(_collect_versions(bootstrap, max_change + n, time.monotonic() + seconds + 120))
+        collector = asyncio.create_task(_collect_versions(broker, max_change + n, time.monotonic() + seconds + 120))
         await asyncio.sleep(1.0)  # let the consumer get its assignment
-        sent = await produce(bootstrap, values, rate=rate)
+        sent = await produce(broker, values, rate=rate)
         return sent, await collector
 
     sent, versions = asyncio.run(go())

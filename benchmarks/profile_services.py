@@ -140,7 +140,7 @@ def main() -> None:
         cpu_before = {k: tree_cpu_seconds(pid) for k, pid in roots.items()}
         stack.sql("SELECT pg_stat_statements_reset() IS NULL")
         t0 = time.monotonic()
-        asyncio.run(produce(stack.broker.bootstrap, values))
+        asyncio.run(produce(stack.broker, values))
         # Applied events, not features: a record that is the same place as another commune's feature is linked
         # to it and makes no new feature. Then every change the normaliser made must be in the publisher's log.
         wait_until_counted(

@@ -51,7 +51,12 @@ class BenchStack:
                 self.root,
                 free_port(),
                 service_env(
-                    name, kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn, port=0, extra=extra_env
+                    name,
+                    kafka_bootstrap=self.broker.bootstrap,
+                    kafka_access=self.broker.access,
+                    database_url=self.db.dsn,
+                    port=0,
+                    extra=extra_env,
                 ),
             )
             svc.env[f"ODC_{name.upper()}_WEB_PORT"] = str(svc.port)

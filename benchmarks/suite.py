@@ -65,7 +65,7 @@ def pipeline_throughput(stack: BenchStack, dataset: str, events: list, values: l
 
     before = count_applied(stack)
     t0 = time.monotonic()
-    asyncio.run(produce(stack.broker.bootstrap, values))
+    asyncio.run(produce(stack.broker, values))
     t_sent = time.monotonic()
     wait_until_counted(
         lambda: count_applied(stack) - before, len(events), started=t0, timeout=3600, what="throughput run"
@@ -119,6 +119,7 @@ def replay(stack: BenchStack, expected: dict[str, int], total_events: int) -> di
     svc.env = service_env(
         "normalise",
         kafka_bootstrap=stack.broker.bootstrap,
+        kafka_access=stack.broker.access,
         database_url=dsn,
         port=port,
         extra={
@@ -204,7 +205,7 @@ def main() -> None:
             print(f"[{label}] anchor: ogr2ogr ...", flush=True)
             r[f"{label}_ogr2ogr"] = anchors.ogr2ogr_bulk_load(stack.db.dsn, events, d.bounds, d.geometry.type)
             print(f"[{label}] anchor: raw Kafka ...", flush=True)
-            r[f"{label}_raw_kafka"] = anchors.raw_kafka(stack.broker.bootstrap, values)
+            r[f"{label}_raw_kafka"] = anchors.raw_kafka(stack.broker, values)
             print(f"[{label}] anchor: naive ORM upsert on {args.naive} events ...", flush=True)
             r[f"{label}_naive_orm"] = anchors.naive_orm_upsert(
                 stack.db.dsn, events[: args.naive], d.bounds, d.geometry.type
@@ -220,7 +221,11 @@ def main() -> None:
         print("scale-out: two normaliser workers ...", flush=True)
         second = ServiceProcess("normalise", stack.root, free_port(), instance="b")
         second.env = service_env(
-            "normalise", kafka_bootstrap=stack.broker.bootstrap, database_url=stack.db.dsn, port=second.port
+            "normalise",
+            kafka_bootstrap=stack.broker.bootstrap,
+            kafka_access=stack.broker.access,
+            database_url=stack.db.dsn,
+            port=second.port,
         )
         second.start()
         second.wait_ready(180)

@@ -1,10 +1,12 @@
-"""``python -m deploy.local up|run|down|status|supervise [--root DIR]``
+"""``python -m deploy.local up|run|down|status|supervise|env [--root DIR] [--as USER]``
 
 ``up`` starts Kafka and PostgreSQL+PostGIS; ``run`` also starts the three odc services, waits until
 they are ready, starts the supervisor that restarts a crashed service (deploy/local/supervisor.py), loads
 the bundled samples and prints a summary (what ``make run`` does); ``down`` stops everything.
 ``supervise`` is the supervisor itself (``run`` starts it in the background; metrics on
-ODC_SUPERVISOR_PORT, default ODC_PORT_BASE+6 or 6068).
+ODC_SUPERVISOR_PORT, default ODC_PORT_BASE+6 or 6068). ``env`` prints the shell exports with which
+``odc send`` reaches the broker as a commune's Kafka principal (``--as`` another user of
+deploy/local/kafka_access.py).
 
 Starts/stops the local Kafka broker and PostgreSQL+PostGIS cluster used by ``make run``.
 Data lives under ``<repo>/.local/run/`` (``kafka/``, ``postgres/``) unless ``--root`` is given.
@@ -24,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -37,6 +40,7 @@ from deploy.local import REPO_ROOT
 from deploy.local._proc import signal_group_or_pid, tail, wait_dead
 from deploy.local.kafka import KafkaBroker, KafkaSetupError, ensure_kafka_jars, kafka_libs_dir
 from deploy.local.kafka import _libs_complete as _kafka_libs_complete
+from deploy.local.kafka_access import COMMUNE_USERS
 from deploy.local.ports import port_open
 from deploy.local.postgres import PostgresCluster, PostgresSetupError
 from deploy.local.restart_policy import RestartPolicy
@@ -110,7 +114,9 @@ def _services(root: Path) -> list[ServiceProcess]:
     out = []
     for name in SERVICE_NAMES:
         port = ServiceProcess(name, root, 0).recorded_port() or _ports().web(name)
-        env = service_env(name, kafka_bootstrap=broker.bootstrap, database_url=cluster.dsn, port=port)
+        env = service_env(
+            name, kafka_bootstrap=broker.bootstrap, kafka_access=broker.access, database_url=cluster.dsn, port=port
+        )
         out.append(ServiceProcess(name, root, port, env))
     return out
 
@@ -305,6 +311,7 @@ def cmd_run(root: Path) -> int:
     print(f"  PostGIS    {cluster.dsn}")
     print(f"  logs       {root / 'logs'}")
     print("Stop everything with `make down`; see `make status`.")
+    print('`odc send` needs the Kafka credentials of a commune: eval "$(python -m deploy.local env)"')
     return 0
 
 
@@ -360,6 +367,8 @@ def odc_env(root: Path) -> dict[str, str]:
     broker, cluster = _broker(root), _cluster(root)
     env = {
         **os.environ,
+        # `odc send` as a commune would: its Kafka principal may only write the input topic
+        **broker.access.env("ODC_INGEST_", COMMUNE_USERS[0]),
         "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap,
         "ODC_INGEST_DATABASE_URL": cluster.dsn,
         "ODC_DATABASE_URL": cluster.dsn,
@@ -391,10 +400,28 @@ def cmd_status(root: Path, with_odc: bool = False) -> int:
     return rc
 
 
+def cmd_env(root: Path, user: str) -> int:
+    """Print shell exports that let `odc send` (IngestSettings) reach the local broker as ``user``."""
+    broker = _broker(root)
+    if not (broker.data_dir / "access" / "credentials.json").is_file():
+        _say(f"no Kafka credentials under {broker.data_dir}: run `make run` (or `python -m deploy.local up`) first")
+        return 1
+    env = {**broker.access.env("ODC_INGEST_", user), "ODC_INGEST_KAFKA_BOOTSTRAP": broker.bootstrap}
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "run", "down", "status", "supervise"])
+    parser.add_argument("command", choices=["up", "run", "down", "status", "supervise", "env"])
     parser.add_argument("--with-odc", action="store_true", help="status: then `odc status` on the same addresses")
+    parser.add_argument(
+        "--as",
+        dest="user",
+        default=COMMUNE_USERS[0],
+        help=f"env: the Kafka principal to print settings for (default {COMMUNE_USERS[0]}, as a commune's `odc send`)",
+    )
     parser.add_argument(
         "--root",
         type=Path,
@@ -412,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_down(root)
         if args.command == "supervise":
             return cmd_supervise(root)
+        if args.command == "env":
+            return cmd_env(root, args.user)
         return cmd_status(root, args.with_odc)
     except (KafkaSetupError, PostgresSetupError, ServiceError, subprocess.CalledProcessError) as e:
         _say(f"ERROR: {e}")

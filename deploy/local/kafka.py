@@ -30,6 +30,17 @@ from typing import Any, TypeVar
 
 from deploy.local import REPO_ROOT
 from deploy.local._proc import cmdline, pid_alive, reap, signal_group_or_pid, tail, wait_dead
+from deploy.local.kafka_access import (
+    BROKER,
+    CONTROLLER,
+    SCRAM_USERS,
+    SUPER_USERS,
+    KafkaAccess,
+    load_or_create_access,
+    provision_access,
+)
+from services.contract import size_limits
+from services.infrastructure.kafka_security import SASL_MECHANISM, KafkaClientSecurity
 
 KAFKA_CONF_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_CONF_DIR / "pom.xml"
@@ -150,8 +161,11 @@ def _run_coro(coro: Coroutine[Any, Any, T]) -> T:
         return ex.submit(asyncio.run, coro).result()
 
 
-async def kafka_round_trip(bootstrap: str, topic: str = PROBE_TOPIC, timeout: float = 15.0) -> None:
-    """Create ``topic`` (1 partition, RF 1) if absent, produce one record, consume it back.
+async def kafka_round_trip(
+    bootstrap: str, security: KafkaClientSecurity, topic: str = PROBE_TOPIC, timeout: float = 15.0
+) -> None:
+    """Create ``topic`` (1 partition, RF 1) if absent, produce one record, consume it back, as the principal
+    of ``security`` (the admin for the readiness probe).
 
     Raises on any failure or when it takes longer than ``timeout``.
     """
@@ -160,7 +174,8 @@ async def kafka_round_trip(bootstrap: str, topic: str = PROBE_TOPIC, timeout: fl
     from aiokafka.errors import for_code
 
     async def _go() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        auth = security.client_kwargs()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **auth)
         await admin.start()
         try:
             resp = await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
@@ -171,7 +186,7 @@ async def kafka_round_trip(bootstrap: str, topic: str = PROBE_TOPIC, timeout: fl
             await admin.close()
 
         payload = uuid.uuid4().bytes
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000, **auth)
         await producer.start()
         try:
             md = await producer.send_and_wait(topic, payload, partition=0)
@@ -179,7 +194,7 @@ async def kafka_round_trip(bootstrap: str, topic: str = PROBE_TOPIC, timeout: fl
             await producer.stop()
 
         tp = TopicPartition(topic, 0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **auth)
         await consumer.start()
         try:
             consumer.assign([tp])
@@ -200,9 +215,16 @@ async def kafka_round_trip(bootstrap: str, topic: str = PROBE_TOPIC, timeout: fl
 class KafkaBroker:
     """Single-node KRaft Kafka broker (broker+controller in one JVM) bound to 127.0.0.1.
 
-    Files in ``data_dir``: ``server.properties``, ``kraft-logs/`` (log.dirs), ``logs/server.log``
-    (log4j), ``broker.log`` (JVM stdout/stderr), ``broker.pid``, ``broker.json`` (ports, for
-    :meth:`from_data_dir`).
+    Clients reach it over SASL_SSL only (SCRAM-SHA-512, the users of deploy/local/kafka_access.py, written
+    into storage at format time), with the StandardAuthorizer: a client without valid credentials can do
+    nothing, and each principal only what its ACLs allow (applied as the admin on every start). The KRaft
+    controller listener is SASL_PLAINTEXT with PLAIN on 127.0.0.1 (SCRAM cannot authenticate the
+    controller, whose metadata holds the SCRAM users); only the broker itself logs in there.
+
+    Files in ``data_dir``: ``server.properties`` (0600, holds the broker's own passwords),
+    ``kraft-logs/`` (log.dirs), ``logs/server.log`` (log4j), ``broker.log`` (JVM stdout/stderr),
+    ``broker.pid``, ``broker.json`` (ports, for :meth:`from_data_dir`), ``access/`` (passwords and TLS
+    key store, :class:`deploy.local.kafka_access.KafkaAccess`).
     """
 
     def __init__(
@@ -228,6 +250,7 @@ class KafkaBroker:
         self.pid_path = self.data_dir / "broker.pid"
         self.state_path = self.data_dir / "broker.json"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._access: KafkaAccess | None = None
         self.last_start_seconds: float | None = None
 
     def __repr__(self) -> str:
@@ -280,19 +303,64 @@ class KafkaBroker:
     def is_formatted(self) -> bool:
         return (self.log_dirs / "meta.properties").is_file()
 
+    # -- access -------------------------------------------------------------------------------
+
+    @property
+    def access(self) -> KafkaAccess:
+        """Passwords and TLS material of this broker (generated on first use, kept in ``access/``)."""
+        if self._access is None:
+            self._access = load_or_create_access(self.data_dir)
+        return self._access
+
+    def security(self, user: str) -> KafkaClientSecurity:
+        """How a client acting as ``user`` (deploy/local/kafka_access.py) connects to this broker."""
+        return self.access.security(user)
+
+    def admin_security(self) -> KafkaClientSecurity:
+        return self.access.admin()
+
     # -- config ---------------------------------------------------------------------------------
 
     def server_properties(self) -> dict[str, str]:
         p, c = self.port, self.controller_port
+        a = self.access
+        scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain_login = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        ctl = a.passwords[CONTROLLER]
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{c}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+            "listeners": f"CLIENT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{p},CONTROLLER://127.0.0.1:{c}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            "listener.security.protocol.map": "CLIENT:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+            # clients: SCRAM over TLS
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+            "listener.name.client.scram-sha-512.sasl.jaas.config": (
+                f'{scram_login} required username="{BROKER}" password="{a.passwords[BROKER]}";'
+            ),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(a.keystore),
+            "ssl.keystore.password": a.keystore_password,
+            "ssl.key.password": a.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(a.ca_file),
+            "ssl.client.auth": "none",
+            # the KRaft controller: PLAIN on loopback, one user (the broker itself)
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f'{plain_login} required username="{CONTROLLER}" password="{ctl}" user_{CONTROLLER}="{ctl}";'
+            ),
+            # authorisation: nothing without an ACL, except for the super users
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": ";".join(f"User:{u}" for u in SUPER_USERS),
+            "allow.everyone.if.no.acl.found": "false",
+            # the largest record batch, >= every producer's max_request_size (services/contract/size_limits.py)
+            "message.max.bytes": str(size_limits.BROKER_MESSAGE_MAX_BYTES),
             "log.dirs": str(self.log_dirs),
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -323,7 +391,10 @@ class KafkaBroker:
         text = "# generated by deploy/local/kafka.py; rewritten on every start\n" + "".join(
             f"{k}={v}\n" for k, v in self.server_properties().items()
         )
-        self.properties_path.write_text(text)
+        fd = os.open(self.properties_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        self.properties_path.chmod(0o600)
 
     def _write_state(self) -> None:
         self.state_path.write_text(
@@ -374,6 +445,11 @@ class KafkaBroker:
             f"--cluster-id={new_cluster_id()}",  # "=": an id may start with "-" (1 in 64), which argparse reads as an option
             "-c",
             str(self.properties_path),
+            *(
+                arg
+                for user in SCRAM_USERS
+                for arg in ("--add-scram", f"{SASL_MECHANISM}=[name={user},password={self.access.passwords[user]}]")
+            ),
         )
         proc = subprocess.run(
             cmd, check=False, cwd=self.data_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -398,8 +474,16 @@ class KafkaBroker:
 
         libs = ensure_kafka_jars(self.repo_root)
         self._write_properties()
+        marker = self.access.directory / "scram-users-formatted"
         if not self.is_formatted():
             self._format(libs)
+            marker.write_text("\n".join(SCRAM_USERS) + "\n")
+        elif not marker.is_file() or set(marker.read_text().split()) != set(SCRAM_USERS):
+            raise KafkaSetupError(
+                f"the Kafka storage in {self.log_dirs} was formatted without the SCRAM users of "
+                f"deploy/local/kafka_access.py (a broker from before authentication); stop it and remove "
+                f"{self.data_dir} to start a new one"
+            )
         self._write_state()
 
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -452,7 +536,8 @@ class KafkaBroker:
                     f"deadline (last error: {last!r}); log tail:\n{tail(self.log_path)}"
                 )
             try:
-                _run_coro(kafka_round_trip(self.bootstrap, timeout=min(20.0, remaining)))
+                _run_coro(kafka_round_trip(self.bootstrap, self.admin_security(), timeout=min(20.0, remaining)))
+                _run_coro(provision_access(self.bootstrap, self.access))
                 return
             except Exception as e:  # retried until the deadline
                 last = e
@@ -464,7 +549,7 @@ class KafkaBroker:
 
     def round_trip(self, timeout: float = 15.0) -> None:
         """Prove the broker works now (create probe topic, produce, consume). Raises on failure."""
-        _run_coro(kafka_round_trip(self.bootstrap, timeout=timeout))
+        _run_coro(kafka_round_trip(self.bootstrap, self.admin_security(), timeout=timeout))
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (controlled shutdown), wait up to ``timeout`` s, then SIGKILL. Idempotent."""

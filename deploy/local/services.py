@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deploy.local import REPO_ROOT
 from deploy.local._proc import pid_alive, signal_group_or_pid, tail, wait_dead
+from deploy.local.kafka_access import KafkaAccess
 
 SERVICE_NAMES = ("ingest", "normalise", "publish")
 
@@ -29,11 +30,19 @@ class ServiceError(RuntimeError):
 
 
 def service_env(
-    name: str, *, kafka_bootstrap: str, database_url: str, port: int, extra: dict[str, str] | None = None
+    name: str,
+    *,
+    kafka_bootstrap: str,
+    kafka_access: KafkaAccess,
+    database_url: str,
+    port: int,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment variables of one service's settings class (prefix ODC_<NAME>_)."""
+    """The environment variables of one service's settings class (prefix ODC_<NAME>_), with the service's own
+    Kafka principal (deploy/local/kafka_access.py)."""
     prefix = f"ODC_{name.upper()}_"
     env = {
+        **kafka_access.service_env(name),
         f"{prefix}KAFKA_BOOTSTRAP": kafka_bootstrap,
         f"{prefix}WEB_PORT": str(port),
         f"{prefix}WEB_HOST": "127.0.0.1",

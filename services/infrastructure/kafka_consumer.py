@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter, Gauge
 
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.retry import retry_transient
 
 log = logging.getLogger("odc.kafka")
@@ -25,6 +26,7 @@ def make_batch_consumer(
     *,
     service: str,
     bootstrap: str,
+    security: KafkaClientSecurity,
     group_id: str,
     batch_max_events: int,
     fetch_min_bytes: int = 1,
@@ -49,6 +51,7 @@ def make_batch_consumer(
         fetch_min_bytes=fetch_min_bytes,
         fetch_max_wait_ms=int(fetch_max_wait_seconds * 1000),
         **extra,
+        **security.client_kwargs(),
     )
 
 

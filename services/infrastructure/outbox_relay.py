@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.infrastructure.kafka_security import KafkaClientSecurity
+
 log = logging.getLogger("odc.outbox")
 
 
@@ -86,7 +88,7 @@ class OutboxRelay:
             return int((await conn.execute(text(sql), {"limit": 1_000_000})).scalar() or 0)
 
 
-def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, client_id: str, security: KafkaClientSecurity) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id=client_id,
@@ -95,4 +97,5 @@ def make_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
         linger_ms=5,
         max_batch_size=1 << 20,
         request_timeout_ms=30000,
+        **security.producer_kwargs(),
     )

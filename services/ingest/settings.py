@@ -24,6 +24,12 @@ class IngestSettings(BaseSettings):
     # database and the web port not given explicitly follow it (`odc send`, `odc key`, `odc connector`...).
     port_base: int | None = Field(default=None, validation_alias=AliasChoices("ODC_PORT_BASE"))
     kafka_bootstrap: str = "127.0.0.1:19092"
+    # SASL/SCRAM-SHA-512 principal and TLS trust (services/infrastructure/kafka_security.py, docs/security.md)
+    # (`odc send` on a commune's machine uses the same settings with that commune's own Kafka user)
+    kafka_username: str = "odc-ingest"
+    kafka_password: SecretStr = SecretStr("")
+    kafka_security_protocol: str = "SASL_SSL"
+    kafka_ssl_cafile: str | None = None  # the broker's CA (PEM); None: the system's trust store
     database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
     topic_change_events: str = "odc.change-events"
     input_partitions: int = 6

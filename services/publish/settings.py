@@ -15,6 +15,11 @@ class PublishSettings(BaseSettings):
     territory: str = Field(default="metropole-de-lyon", validation_alias=AliasChoices("ODC_TERRITORY"))
 
     kafka_bootstrap: str = "127.0.0.1:19092"
+    # SASL/SCRAM-SHA-512 principal and TLS trust (services/infrastructure/kafka_security.py, docs/security.md)
+    kafka_username: str = "odc-publish"
+    kafka_password: SecretStr = SecretStr("")
+    kafka_security_protocol: str = "SASL_SSL"
+    kafka_ssl_cafile: str | None = None  # the broker's CA (PEM); None: the system's trust store
     database_url: SecretStr = SecretStr("postgresql://odc:odc@127.0.0.1:15432/odc")
     group_id: str = "odc-publish"
     topic_feature_changes: str = "odc.feature-changes"

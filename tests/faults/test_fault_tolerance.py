@@ -37,7 +37,13 @@ def test_a_second_worker_takes_over_the_partitions_of_a_killed_one(fresh_pipelin
     p = fresh_pipeline
     p.start()
     second = ServiceProcess("normalise", p.run_dir, free_port(), instance="b")
-    second.env = service_env("normalise", kafka_bootstrap=p.broker.bootstrap, database_url=p.db.dsn, port=second.port)
+    second.env = service_env(
+        "normalise",
+        kafka_bootstrap=p.broker.bootstrap,
+        kafka_access=p.broker.access,
+        database_url=p.db.dsn,
+        port=second.port,
+    )
     second.start()
     second.wait_ready(120)
     try:

@@ -46,8 +46,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluste
         c.stop()
 
 
-async def _create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+def _admin(broker: KafkaBroker) -> dict[str, object]:
+    """The broker refuses anonymous clients: these tests act as its admin principal."""
+    return broker.admin_security().client_kwargs()
+
+
+async def _create_topic(broker: KafkaBroker, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **_admin(broker))
     await admin.start()
     try:
         resp = await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
@@ -88,8 +93,8 @@ def test_broker_started_and_logging(broker: KafkaBroker) -> None:
 
 async def test_kafka_round_trip(broker: KafkaBroker) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    await _create_topic(broker.bootstrap, topic, 3)
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await _create_topic(broker, topic, 3)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, **_admin(broker), acks="all")
     await producer.start()
     try:
         sent = {f"k{i}".encode(): f"v{i}".encode() for i in range(30)}
@@ -99,7 +104,7 @@ async def test_kafka_round_trip(broker: KafkaBroker) -> None:
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=broker.bootstrap, group_id=f"g-{topic}", auto_offset_reset="earliest"
+        topic, bootstrap_servers=broker.bootstrap, **_admin(broker), group_id=f"g-{topic}", auto_offset_reset="earliest"
     )
     await consumer.start()
     got: dict[bytes, bytes] = {}
@@ -117,7 +122,7 @@ async def test_kafka_round_trip(broker: KafkaBroker) -> None:
 
 async def test_auto_create_disabled(broker: KafkaBroker) -> None:
     missing = f"missing-{uuid.uuid4().hex[:8]}"
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=3000)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, **_admin(broker), request_timeout_ms=3000)
     await producer.start()
     try:
         # no auto-creation: metadata for the topic never arrives, the send fails
@@ -125,7 +130,7 @@ async def test_auto_create_disabled(broker: KafkaBroker) -> None:
             await asyncio.wait_for(producer.send_and_wait(missing, b"x"), 8)
     finally:
         await producer.stop()
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **_admin(broker))
     await admin.start()
     try:
         assert missing not in await admin.list_topics()
@@ -140,13 +145,14 @@ async def test_sync_api_inside_event_loop(broker: KafkaBroker) -> None:
 
 async def test_consumer_group_rebalance(broker: KafkaBroker) -> None:
     topic = f"rb-{uuid.uuid4().hex[:8]}"
-    await _create_topic(broker.bootstrap, topic, 4)
+    await _create_topic(broker, topic, 4)
     group = f"g-{topic}"
 
     def consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             topic,
             bootstrap_servers=broker.bootstrap,
+            **_admin(broker),
             group_id=group,
             heartbeat_interval_ms=300,
             session_timeout_ms=6000,

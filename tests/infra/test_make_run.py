@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         first = s.run("run")
         assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-2000:]
+        # `odc send` needs a commune's Kafka credentials, as the README says: eval "$(python -m deploy.local env)"
+        exports = s.run("env")
+        assert exports.returncode == 0, exports.stderr
+        for line in exports.stdout.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = shlex.split(value)[0]
         yield s
     finally:
         s.run("down", timeout=120)

@@ -18,6 +18,7 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy.local.kafka import KafkaBroker
+from deploy.local.kafka_access import COMMUNE_USERS, SERVICE_USERS
 from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
@@ -68,7 +69,12 @@ class Pipeline:
             if name not in self.services:
                 port = free_port()
                 env = service_env(
-                    name, kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn, port=port, extra=extra_env
+                    name,
+                    kafka_bootstrap=self.broker.bootstrap,
+                    kafka_access=self.broker.access,
+                    database_url=self.db.dsn,
+                    port=port,
+                    extra=extra_env,
                 )
                 self.services[name] = ServiceProcess(name, self.run_dir, port, env)
             self.services[name].start()
@@ -83,7 +89,11 @@ class Pipeline:
     def send_file(
         self, path: Path, dataset: str, commune: str | None = None, sequence: int | None = None
     ) -> SendSummary:
-        settings = IngestSettings(kafka_bootstrap=self.broker.bootstrap, database_url=self.db.dsn)
+        settings = IngestSettings(
+            kafka_bootstrap=self.broker.bootstrap,
+            database_url=self.db.dsn,
+            **self.broker.access.settings_kwargs(COMMUNE_USERS[0]),  # `odc send` acts as a commune
+        )
         return asyncio.run(send_file(path, dataset, commune, settings, sequence=sequence))
 
     def admin_key(self) -> SigningKey:
@@ -121,7 +131,14 @@ class Pipeline:
     ) -> None:
         async def go() -> None:
             # Idempotent producer: order is kept per partition even with many sends in flight.
-            p = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, enable_idempotence=True, linger_ms=5)
+            # as the ingest service's producer (events signed with the Métropole's key by default); its
+            # principal may only write the input topic, and unlike a commune's it has no byte-rate quota
+            p = AIOKafkaProducer(
+                bootstrap_servers=self.broker.bootstrap,
+                enable_idempotence=True,
+                linger_ms=5,
+                **self.broker.security(SERVICE_USERS["ingest"]).producer_kwargs(),
+            )
             await p.start()
             try:
                 pending = []
@@ -159,6 +176,7 @@ class Pipeline:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 group_id=None,
+                **self.broker.admin_security().client_kwargs(),  # the tests read every topic as the operator
             )
             await c.start()
             try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.local.kafka_access import COMMUNE_USERS
 from tests.integration.pipeline_harness import Pipeline, wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,7 @@ def odc(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
         "ODC_DATABASE_URL": p.db.dsn,
         "ODC_INGEST_DATABASE_URL": p.db.dsn,
         "ODC_INGEST_KAFKA_BOOTSTRAP": p.broker.bootstrap,
+        **p.broker.access.env("ODC_INGEST_", COMMUNE_USERS[0]),  # `odc send` as a commune's producer
         "COLUMNS": "200",
     }
     return subprocess.run(

@@ -199,6 +199,7 @@ def test_odc_send_with_the_broker_down_from_the_start_exits_1_with_one_line_and_
     env = {
         **os.environ,
         "ODC_INGEST_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "ODC_INGEST_KAFKA_PASSWORD": "never-checked",  # credentials are present; the broker is what is missing
         "ODC_INGEST_SEND_RETRY_SECONDS": "3",
     }
     done = subprocess.run(

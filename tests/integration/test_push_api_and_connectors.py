@@ -49,6 +49,7 @@ def cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
         "ODC_DATABASE_URL": p.db.dsn,
         "ODC_INGEST_DATABASE_URL": p.db.dsn,
         "ODC_INGEST_KAFKA_BOOTSTRAP": p.broker.bootstrap,
+        **p.broker.access.service_env("ingest"),  # connectors run as the ingest service's principal
     }
     return subprocess.run(
         [sys.executable, "-m", "services.cli.main", *args],
@@ -77,7 +78,12 @@ def input_size(p: Pipeline) -> int:
     """Messages ever written to the input topic (sum of end offsets): proves 'nothing was written'."""
 
     async def go() -> int:
-        c = AIOKafkaConsumer(TOPICS["input"], bootstrap_servers=p.broker.bootstrap, group_id=None)
+        c = AIOKafkaConsumer(
+            TOPICS["input"],
+            bootstrap_servers=p.broker.bootstrap,
+            group_id=None,
+            **p.broker.admin_security().client_kwargs(),
+        )
         await c.start()
         try:
             deadline = time.monotonic() + 30

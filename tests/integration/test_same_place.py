@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from deploy.local.kafka_access import COMMUNE_USERS
 from services.contract.messages import ChangeEvent, Operation
 from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
 
@@ -104,7 +105,8 @@ def test_the_same_toilet_from_two_communes_8_m_apart_stays_two_features_and_the_
 # ------------------------------------------------------------------------------------ the attack
 def cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ODC_DATABASE_URL": p.db.dsn, "ODC_INGEST_DATABASE_URL": p.db.dsn,
-           "ODC_INGEST_KAFKA_BOOTSTRAP": p.broker.bootstrap}  # fmt: skip
+           "ODC_INGEST_KAFKA_BOOTSTRAP": p.broker.bootstrap,
+           **p.broker.access.env("ODC_INGEST_", COMMUNE_USERS[0])}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "services.cli.main", *args], check=False, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.kafka_access import COMMUNE_USERS
 from tests.integration.pipeline_harness import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,7 @@ def odc(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "ODC_INGEST_KAFKA_BOOTSTRAP": pipeline.broker.bootstrap,
+        **pipeline.broker.access.env("ODC_INGEST_", COMMUNE_USERS[0]),  # `odc send` as a commune's producer
         "ODC_INGEST_DATABASE_URL": pipeline.db.dsn,
         "ODC_DATABASE_URL": pipeline.db.dsn,
         "COLUMNS": "200",

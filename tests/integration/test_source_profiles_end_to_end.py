@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.kafka_access import COMMUNE_USERS
 from services.ingest.entrypoints.profile_commands import suggestion_for
 from services.ingest.entrypoints.send_command import send_file
 from services.ingest.settings import IngestSettings
@@ -31,6 +32,7 @@ def cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
         "ODC_DATABASE_URL": p.db.dsn,
         "ODC_INGEST_DATABASE_URL": p.db.dsn,
         "ODC_INGEST_KAFKA_BOOTSTRAP": p.broker.bootstrap,
+        **p.broker.access.env("ODC_INGEST_", COMMUNE_USERS[0]),  # `odc send` as a commune's producer
     }
     return subprocess.run(
         [sys.executable, "-m", "services.cli.main", *args],
@@ -96,7 +98,11 @@ def test_the_metropole_fountain_layer_goes_through_its_suggested_profile(pipelin
     ids = [f["properties"]["id"] for f in features]
     suggestion = suggestion_for(source, "drinking_fountains")
     before = pipeline.metric("normalise", "odc_events_received_total")
-    settings = IngestSettings(kafka_bootstrap=pipeline.broker.bootstrap, database_url=pipeline.db.dsn)
+    settings = IngestSettings(
+        kafka_bootstrap=pipeline.broker.bootstrap,
+        database_url=pipeline.db.dsn,
+        **pipeline.broker.access.settings_kwargs(COMMUNE_USERS[0]),  # `odc send` as a commune's producer
+    )
     summary = asyncio.run(send_file(source, "drinking_fountains", None, settings, profile=suggestion.profile))
     assert summary.events == 40
     pipeline.settle("drinking_fountains", before, 40)

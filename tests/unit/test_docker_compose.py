@@ -403,3 +403,42 @@ def test_database_url_points_at_the_postgis_service(
         f"docker-compose.yml: {service} database URL (host, port, user, password, /db) {actual} does not "
         f"match the postgis service {expected}"
     )
+
+
+def test_services_authenticate_to_kafka_as_users_that_kafka_setup_creates(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every listener needs SASL; each service logs in with its own user, on the protocol of the listener it
+    bootstraps from, and waits for kafka-setup, which creates that user (SCRAM-SHA-512) and its ACLs."""
+    kafka_env = _environment(_service(compose, KAFKA))
+    protocols = dict(
+        item.strip().split(":", 1) for item in kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert all(p.startswith("SASL_") for p in protocols.values()), (
+        f"docker-compose.yml: a listener without SASL: {protocols}"
+    )
+    assert kafka_env.get("KAFKA_AUTHORIZER_CLASS_NAME", "").endswith("StandardAuthorizer")
+    assert kafka_env.get("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND") == "false"
+    by_address = {f"{h}:{p}": name for name, (h, p) in _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"]).items()}
+    setup = _service(compose, "kafka-setup")
+    script = "\n".join(map(str, setup.get("command") or []))
+    users = set()
+    for service in APP_SERVICES:
+        with monkeypatch.context() as mp:
+            settings = _effective_settings(compose, service, mp)
+        listener = by_address[settings.kafka_bootstrap.split(",")[0].strip()]
+        assert settings.kafka_security_protocol == protocols[listener], (
+            f"docker-compose.yml: {service} speaks {settings.kafka_security_protocol} to listener {listener} "
+            f"({protocols[listener]})"
+        )
+        assert settings.kafka_password.get_secret_value(), f"docker-compose.yml: {service} has no Kafka password"
+        assert f"user {settings.kafka_username} " in script, (
+            f"docker-compose.yml: kafka-setup does not create the Kafka user {settings.kafka_username!r} of {service}"
+        )
+        assert settings.kafka_username not in kafka_env.get("KAFKA_SUPER_USERS", ""), f"{service} is a super user"
+        users.add(settings.kafka_username)
+        cond = (_service(compose, service).get("depends_on") or {}).get("kafka-setup", {}).get("condition")
+        assert cond == "service_completed_successfully", f"docker-compose.yml: {service} must wait for kafka-setup"
+    assert len(users) == len(APP_SERVICES), f"docker-compose.yml: services share a Kafka user: {users}"
+    assert "allow odc-commune --operation Write --topic odc.change-events\n" in script + "\n"
+    assert "producer_byte_rate=" in script

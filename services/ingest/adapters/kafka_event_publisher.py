@@ -28,6 +28,7 @@ from services.contract import size_limits
 from services.contract.codecs import Codecs
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.ingest.service_layer.ports import PublishFailed, RecordsTooLarge
 
 log = logging.getLogger("odc.ingest.publisher")
@@ -66,15 +67,17 @@ class KafkaEventPublisher:
         bootstrap: str,
         topic: str,
         codecs: Codecs,
+        *,
+        security: KafkaClientSecurity,
         client_id: str = "odc-ingest",
         signing_key: SigningKey | None = None,
         request_timeout_ms: int = 30000,
-        *,
         max_record_bytes: int = size_limits.MAX_RECORD_BYTES,
         max_request_bytes: int = size_limits.PRODUCER_MAX_REQUEST_BYTES,
         deadline_seconds: float | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._client_id = client_id
         self._request_timeout_ms = request_timeout_ms
         self._max_record_bytes = max_record_bytes
@@ -97,6 +100,7 @@ class KafkaEventPublisher:
             max_batch_size=1 << 20,
             max_request_size=self._max_request_bytes,
             request_timeout_ms=self._request_timeout_ms,
+            **self._security.client_kwargs(),
         )
 
     async def start(self) -> None:

@@ -22,6 +22,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import make_engine
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import (
     issue_signing_key,
@@ -294,13 +295,17 @@ def connector_run(
 
     async def work(engine: AsyncEngine) -> rc.RunReport:
         key = await named_admin_key(engine, settings.service_signing_key_id, "ingest service (HTTP API, connectors)")
+        security = KafkaClientSecurity.from_settings(settings)
         await ensure_topics(
-            settings.kafka_bootstrap, [TopicSpec(settings.topic_change_events, settings.input_partitions)]
+            settings.kafka_bootstrap,
+            [TopicSpec(settings.topic_change_events, settings.input_partitions)],
+            security=security,
         )
         publisher = KafkaEventPublisher(
             settings.kafka_bootstrap,
             settings.topic_change_events,
             Codecs(),
+            security=security,
             signing_key=key,
             max_record_bytes=settings.max_record_bytes,
             max_request_bytes=settings.producer_max_request_bytes,

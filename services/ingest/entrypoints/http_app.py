@@ -27,6 +27,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.infrastructure.api_tokens import PostgresTokenStore
 from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
@@ -147,6 +148,7 @@ def build_app(
             settings.kafka_bootstrap,
             settings.topic_change_events,
             Codecs(),
+            security=KafkaClientSecurity.from_settings(settings),
             signing_key=key,
             request_timeout_ms=15000,
             max_record_bytes=settings.max_record_bytes,
@@ -194,10 +196,13 @@ def build_app(
         spec = [TopicSpec(settings.topic_change_events, settings.input_partitions)]
         while True:
             try:
-                await ensure_topics(settings.kafka_bootstrap, spec, timeout=30)
+                await ensure_topics(
+                    settings.kafka_bootstrap, spec, security=KafkaClientSecurity.from_settings(settings), timeout=30
+                )
                 return
             except RuntimeError as exc:
                 log.warning("input topic not checked yet: %s", exc)
+                await asyncio.sleep(1.0)  # an ACL refusal raises at once: do not spin
 
     async def run_one(name: str) -> RunReport:
         assert rt.engine is not None and rt.ports is not None

@@ -24,6 +24,7 @@ from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefini
 from services.contract.event_signature import SigningKey
 from services.contract.messages import ChangeEvent
 from services.infrastructure.database import is_transient, make_engine
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.event_outcomes import wait_for_outcomes
@@ -167,6 +168,10 @@ async def send_file(
         )
 
     prepare(commune)  # raises SendError (unknown dataset, no file, wrong profile) before any key is read
+    try:
+        security = KafkaClientSecurity.from_settings(settings)
+    except ValueError as bad:  # no Kafka credentials: one line, not a traceback
+        raise SendError(str(bad)) from bad
     key = signing_key or await signing_key_for(settings, key_file)
     if key.commune is not None:  # a commune's key writes that commune only: say so now, not in a rejection
         if commune is not None and commune != key.commune:
@@ -179,6 +184,7 @@ async def send_file(
         settings.kafka_bootstrap,
         settings.topic_change_events,
         Codecs(),
+        security=security,
         signing_key=key,
         request_timeout_ms=10000,
         max_record_bytes=settings.max_record_bytes,
@@ -195,6 +201,7 @@ async def send_file(
             await ensure_topics(
                 settings.kafka_bootstrap,
                 [TopicSpec(settings.topic_change_events, settings.input_partitions)],
+                security=security,
                 timeout=settings.send_retry_seconds,
             )
         except RuntimeError as exc:

@@ -37,6 +37,7 @@ from services.contract.event_signature import HEADER_KEY_ID, EventAuthenticator
 from services.contract.messages import SourcePosition
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
@@ -128,7 +129,11 @@ class NormaliseWorker:
 
     async def prepare(self) -> None:
         await retry_transient(
-            lambda: ensure_topics(self.settings.kafka_bootstrap, topic_specs(self.settings)),
+            lambda: ensure_topics(
+                self.settings.kafka_bootstrap,
+                topic_specs(self.settings),
+                security=KafkaClientSecurity.from_settings(self.settings),
+            ),
             is_transient=lambda e: isinstance(e, KafkaError | OSError),
             what="create topics",
             max_attempts=30,
@@ -206,6 +211,7 @@ class NormaliseWorker:
             s.topic_change_events,
             service="normalise",
             bootstrap=s.kafka_bootstrap,
+            security=KafkaClientSecurity.from_settings(s),
             group_id=s.group_id,
             batch_max_events=s.batch_max_events,
             fetch_min_bytes=s.fetch_min_bytes,

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from services.contract.codecs import Codecs
 from services.infrastructure.database import make_engine
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
@@ -84,7 +85,7 @@ async def _relay_loop(settings: NormaliseSettings, bridge: RelayBridge, parent_p
     s = settings
     codecs = Codecs()
     engine = make_engine(s.database_url.get_secret_value(), pool_size=2)
-    producer = make_producer(s.kafka_bootstrap, "odc-normalise-relay")
+    producer = make_producer(s.kafka_bootstrap, "odc-normalise-relay", KafkaClientSecurity.from_settings(s))
     await retry_transient(
         producer.start, is_transient=lambda e: isinstance(e, KafkaError | OSError), what="connect the relay"
     )

@@ -31,6 +31,7 @@ from services.contract.datasets.catalogue import DatasetCatalogue
 from services.infrastructure.api_tokens import PostgresTokenStore, create_api_token_schema
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
@@ -141,6 +142,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             settings.topic_feature_changes,
             service="publish",
             bootstrap=settings.kafka_bootstrap,
+            security=KafkaClientSecurity.from_settings(settings),
             group_id=settings.group_id,
             batch_max_events=settings.batch_max_events,
             fetch_min_bytes=settings.fetch_min_bytes,
@@ -261,7 +263,9 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             await asyncio.sleep(settings.cut_interval_seconds)
 
     async def relay_notifications() -> None:
-        producer = make_producer(settings.kafka_bootstrap, "odc-publish-relay")
+        producer = make_producer(
+            settings.kafka_bootstrap, "odc-publish-relay", KafkaClientSecurity.from_settings(settings)
+        )
         await producer.start()
         relay = OutboxRelay(
             engine,
@@ -378,6 +382,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         await ensure_topics(
             settings.kafka_bootstrap,
             [TopicSpec(settings.topic_feature_changes, 3), TopicSpec(settings.topic_notifications, 3)],
+            security=KafkaClientSecurity.from_settings(settings),
         )
         await retry_transient(
             lambda: create_schema(engine), is_transient=is_transient, what="create schema", max_attempts=30
