@@ -1,6 +1,6 @@
 """OGC API – Features Part 3 (filtering): the queryables of a collection (a JSON Schema built from its Table
 Schema) and CQL2 filters (text or JSON, parsed by ``pygeofilter``) translated into a SQL condition over
-``published_feature`` (``geom`` in EPSG:4326, ``attributes`` jsonb).
+``published_feature`` (``geom`` in EPSG:4326, ``attributes`` JSON text, read as jsonb).
 
 Safety: the condition's text is built only from constant fragments and generated bind-parameter names
 (``:cq0``, ``:cq1`` ...); every value *and every property name* is a bound parameter. A property that is not
@@ -175,7 +175,7 @@ class _Translator:
         if name not in self.types:
             raise BadFilter(f"unknown property {name[:80]!r}: see the collection's queryables")
         key = self.bind(name)
-        raw = f"(attributes ->> CAST({key} AS text))"
+        raw = f"(CAST(attributes AS jsonb) ->> CAST({key} AS text))"
         kind = self.types[name]
         if kind in ("number", "integer"):
             return f"(CASE WHEN {raw} ~ '{_NUMERIC}' THEN CAST({raw} AS double precision) END)", "number"
