@@ -96,6 +96,7 @@ def test_the_collection_links_its_queryables_and_describedby(published: Publishe
         ("adresse LIKE '%{tag}%'", {"a", "b", "c"}),
         ("adresse LIKE '%{tag}%' AND gid > {b}", {"c"}),
         ("adresse LIKE '%{tag}%' AND gid >= {b}", {"b", "c"}),
+        ("adresse LIKE '%{tag}%' AND {b} >= gid", {"a", "b"}),
         ("adresse = '2 rue {tag} b'", {"b"}),
         ("adresse LIKE '%{tag}%' AND NOT gid = {a}", {"b", "c"}),
         ("gid = {a} OR gid = {c}", {"a", "c"}),

@@ -44,6 +44,7 @@ def _no_client_text(f: SqlFilter, *client: str) -> None:
     [
         ("adresse = 'x'", "= CAST(:cq1 AS text)", {"cq0": "adresse", "cq1": "x"}),
         ("gid > 3", "> CAST(:cq1 AS double precision)", {"cq0": "gid", "cq1": 3.0}),
+        ("3 < gid", "> CAST(:cq1 AS double precision)", {"cq0": "gid", "cq1": 3.0}),
         ("gid <> 3.5", "<> CAST(:cq1 AS double precision)", {"cq0": "gid", "cq1": 3.5}),
         ("unisexe = true", "= CAST(:cq1 AS boolean)", {"cq0": "unisexe", "cq1": True}),
         ("adresse LIKE 'a%'", "LIKE CAST(:cq1 AS text) ESCAPE", {"cq0": "adresse", "cq1": "a%"}),

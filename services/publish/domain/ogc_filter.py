@@ -147,6 +147,8 @@ _COMPARISONS = {
     ast.GreaterEqual: ">=",
 }
 
+_MIRRORED = {"=": "=", "<>": "<>", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
 
 @dataclass
 class SqlFilter:
@@ -238,8 +240,11 @@ class _Translator:
         if isinstance(node, bool):  # TRUE / FALSE as a whole predicate
             return "true" if node else "false"
         if type(node) in _COMPARISONS:
-            lhs, kind = self.prop(node.lhs)
-            return f"({lhs} {_COMPARISONS[type(node)]} {self.literal(node.rhs, kind)})"
+            op, left, right = _COMPARISONS[type(node)], node.lhs, node.rhs
+            if isinstance(right, ast.Attribute) and not isinstance(left, ast.Attribute):  # 3 < gid: gid > 3
+                op, left, right = _MIRRORED[op], right, left
+            lhs, kind = self.prop(left)
+            return f"({lhs} {op} {self.literal(right, kind)})"
         if isinstance(node, ast.IsNull):
             lhs, _ = self.prop(node.lhs)
             return f"({lhs} IS {'NOT ' if node.not_ else ''}NULL)"
