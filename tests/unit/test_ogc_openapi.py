@@ -40,14 +40,24 @@ def test_its_server_is_the_ogc_root_and_paths_are_relative_to_it() -> None:
         "/collections/{collectionId}",
         "/collections/{collectionId}/items",
         "/collections/{collectionId}/items/{featureId}",
+        "/collections/{collectionId}/queryables",
     }
 
 
 def test_items_parameters_are_the_standard_definitions() -> None:
     params = DOC["components"]["parameters"]
     items = DOC["paths"]["/collections/{collectionId}/items"]["get"]["parameters"]
-    assert {p["$ref"].rsplit("/", 1)[1] for p in items} == {"collectionId", "limit", "offset", "bbox", "datetime"}
-    for name in ("limit", "bbox", "datetime"):
+    assert {p["$ref"].rsplit("/", 1)[1] for p in items} == {
+        "collectionId",
+        "limit",
+        "offset",
+        "bbox",
+        "datetime",
+        "filter",
+        "filter-lang",
+        "filter-crs",
+    }
+    for name in ("limit", "bbox", "datetime", "filter", "filter-lang", "filter-crs"):
         p = params[name]
         assert (p["name"], p["in"], p["required"], p["style"], p["explode"]) == (name, "query", False, "form", False)
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 10}

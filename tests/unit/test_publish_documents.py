@@ -332,7 +332,7 @@ def test_bad_items_queries_are_refused(bbox, limit, offset) -> None:  # type: ig
     "params",
     [
         [("foo", "bar")],
-        [("filter", "x=1")],
+        [("filter", "x=1"), ("filter", "y=2")],
         [("crs", "EPSG:4326")],
         [("limit", "abc")],
         [("limit", "1"), ("limit", "2")],

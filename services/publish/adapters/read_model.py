@@ -18,6 +18,7 @@ from services.publish.domain.api_documents import DatasetSummary, FeedRow, Histo
 from services.publish.domain.change_feed import FeedPosition
 from services.publish.domain.dcat import VersionSummary
 from services.publish.domain.feature_documents import StoredFeature
+from services.publish.domain.ogc_filter import SqlFilter
 from services.publish.domain.versioning import DiffEntry, DiffKind
 
 
@@ -199,11 +200,13 @@ class PostgresReadModel:
         limit: int,
         offset: int,
         period: tuple[datetime | None, datetime | None] | None = None,
+        where: SqlFilter | None = None,
     ) -> tuple[int, list[StoredFeature]]:
         """(numberMatched, the page) from one snapshot. ``bbox`` includes its edges (a degenerate box is a
         line or a point, not an empty polygon; minLon > maxLon crosses the antimeridian). ``period`` selects
         features whose current state was published within it (both ends inclusive, None open). Without a
-        filter, numberMatched is dataset_state's live count rather than a count(*)."""
+        filter, numberMatched is dataset_state's live count rather than a count(*). ``where`` is a CQL2 filter's
+        condition (constant text and generated parameter names only; its values are bound parameters)."""
         cond = "dataset = :d"
         params: dict[str, Any] = {"d": dataset, "n": limit, "o": offset}
         if bbox is not None:
@@ -225,9 +228,12 @@ class PostgresReadModel:
                 " AND published_at <= coalesce(CAST(:t1 AS timestamptz), 'infinity'::timestamptz))"
             )
             params.update(t0=period[0], t1=period[1])
+        if where is not None:
+            cond += " AND " + where.sql
+            params.update(where.params)
         count_sql = (
             f"SELECT count(*) FROM published_feature WHERE {cond}"
-            if bbox is not None or period is not None
+            if bbox is not None or period is not None or where is not None
             else "SELECT coalesce((SELECT feature_count FROM dataset_state WHERE dataset = :d), 0)"
         )
         async with self._engine.connect() as conn:

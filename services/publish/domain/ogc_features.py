@@ -13,11 +13,14 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from services.contract.datasets.catalogue import DatasetDefinition
+from services.publish.domain.ogc_filter import CONFORMANCE as FILTER_CONFORMANCE
+from services.publish.domain.ogc_filter import QUERYABLES_REL, SCHEMA_JSON
 
 CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    *FILTER_CONFORMANCE,  # Part 3 (filtering) and CQL2: the classes met, see ogc_filter.CONFORMANCE
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GREGORIAN = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
@@ -43,7 +46,7 @@ class BadFeatureId(ValueError):
     pass
 
 
-ITEMS_PARAMETERS = frozenset({"bbox", "datetime", "limit", "offset"})
+ITEMS_PARAMETERS = frozenset({"bbox", "datetime", "limit", "offset", "filter", "filter-lang", "filter-crs"})
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,13 @@ class ItemsQuery:
     offset: int
     time: TimeInterval | None = None
     datetime_text: str | None = None  # as asked, repeated in the paging links
+    filter_text: str | None = None  # Part 3: the CQL2 filter as asked (parsed by ogc_filter)
+    filter_lang: str | None = None
+    filter_crs: str | None = None
 
     @property
     def filtered(self) -> bool:
-        return self.bbox is not None or self.time is not None
+        return self.bbox is not None or self.time is not None or self.filter_text is not None
 
 
 def _integer(name: str, value: str) -> int:
@@ -146,7 +152,16 @@ def parse_items_query(params: Sequence[tuple[str, str]]) -> ItemsQuery:
         raise BadQuery(f"limit must be between 1 and {MAX_LIMIT}")
     start = 0 if "offset" not in seen else _integer("offset", seen["offset"])
     text = seen.get("datetime") or None
-    return ItemsQuery(box, min(n, MAX_LIMIT), start, None if text is None else parse_datetime(text), text)
+    return ItemsQuery(
+        box,
+        min(n, MAX_LIMIT),
+        start,
+        None if text is None else parse_datetime(text),
+        text,
+        seen.get("filter") or None,
+        seen.get("filter-lang") or None,
+        seen.get("filter-crs") or None,
+    )
 
 
 # -- feature ids ----------------------------------------------------------------------------------------
@@ -246,6 +261,8 @@ def collection(
         "links": [
             _link(url, "self", JSON),
             _link(f"{url}/items", "items", GEOJSON, "items"),
+            _link(f"{url}/queryables", QUERYABLES_REL, SCHEMA_JSON, "queryables (JSON Schema)"),
+            _link(f"{url}/queryables", "describedby", SCHEMA_JSON, "the features' properties (JSON Schema)"),
         ],
     }
 
@@ -263,6 +280,9 @@ def items_links(base: str, dataset: str, q: ItemsQuery, returned: int, matched: 
             params["bbox"] = ",".join(repr(v) for v in q.bbox)
         if q.datetime_text is not None:
             params["datetime"] = q.datetime_text
+        for name, value in (("filter", q.filter_text), ("filter-lang", q.filter_lang), ("filter-crs", q.filter_crs)):
+            if value is not None:
+                params[name] = value
         return f"{url}?{urlencode(params)}"
 
     links = [_link(page(q.offset), "self", GEOJSON), _link(f"{base}/collections/{dataset}", "collection", JSON)]

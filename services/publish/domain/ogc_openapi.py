@@ -234,6 +234,42 @@ def _parameters() -> dict[str, Any]:
             "explode": False,
             "schema": {"type": "string"},
         },
+        # OGC API – Features Part 3 (filtering)
+        "filter": {
+            "name": "filter",
+            "in": "query",
+            "description": (
+                "A CQL2 filter (Basic CQL2, LIKE, BETWEEN, IN, S_INTERSECTS) on the collection's queryables "
+                "(see /collections/{collectionId}/queryables), in the language named by filter-lang."
+            ),
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "schema": {"type": "string"},
+        },
+        "filter-lang": {
+            "name": "filter-lang",
+            "in": "query",
+            "description": "The language of filter: cql2-text (the default) or cql2-json.",
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"], "default": "cql2-text"},
+        },
+        "filter-crs": {
+            "name": "filter-crs",
+            "in": "query",
+            "description": "The CRS of the filter's geometries: CRS84 only (the default).",
+            "required": False,
+            "style": "form",
+            "explode": False,
+            "schema": {
+                "type": "string",
+                "format": "uri",
+                "enum": ["http://www.opengis.net/def/crs/OGC/1.3/CRS84"],
+                "default": "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
+            },
+        },
     }
 
 
@@ -318,8 +354,23 @@ def openapi_document(server_url: str, territory_name: str = "Métropole de Lyon"
                         p("parameters", "offset"),
                         p("parameters", "bbox"),
                         p("parameters", "datetime"),
+                        p("parameters", "filter"),
+                        p("parameters", "filter-lang"),
+                        p("parameters", "filter-crs"),
                     ],
                     ("400", "404"),
+                )
+            },
+            "/collections/{collectionId}/queryables": {
+                "get": _operation(
+                    "getQueryables",
+                    "The properties a filter may use (a JSON Schema)",
+                    {
+                        "description": "The queryables (JSON Schema 2020-12)",
+                        "content": {"application/schema+json": {"schema": {"type": "object"}}},
+                    },
+                    [p("parameters", "collectionId")],
+                    ("404",),
                 )
             },
             "/collections/{collectionId}/items/{featureId}": {

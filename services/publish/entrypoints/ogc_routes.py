@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from services.contract.datasets.catalogue import DatasetDefinition
-from services.publish.domain import ogc_features, ogc_openapi
+from services.publish.domain import ogc_features, ogc_filter, ogc_openapi
 from services.publish.domain.api_documents import iso
 from services.publish.domain.feature_documents import (
     BadFeatureId,
@@ -71,6 +71,17 @@ def router(ports: ApiPorts) -> APIRouter:
         return await collection_doc(d, (await read_model.latest_versions()).get(d.id, 0))
 
     @r.get(
+        "/ogc/collections/{collection_id}/queryables",
+        summary="The properties a filter may use: a JSON Schema (2020-12) from the dataset's Table Schema",
+        responses={200: {"content": {ogc_filter.SCHEMA_JSON: {}}}, 404: EXCEPTION},
+    )
+    async def ogc_queryables(collection_id: str) -> Response:
+        d = known(collection_id)
+        if isinstance(d, JSONResponse):
+            return d
+        return JSONResponse(ogc_filter.queryables(ogc, d), media_type=ogc_filter.SCHEMA_JSON)
+
+    @r.get(
         "/ogc/collections/{collection_id}/items",
         summary="Features of the latest published version, filtered by bbox and datetime, paged by limit/offset",
         description=(
@@ -91,16 +102,27 @@ def router(ports: ApiPorts) -> APIRouter:
         datetime: Annotated[
             str | None, Query(description="RFC 3339 instant or interval (`..` open) on the features' time")
         ] = None,
+        filter: Annotated[
+            str | None, Query(description="A CQL2 filter on the queryables (Part 3: Basic CQL2, S_INTERSECTS)")
+        ] = None,
+        filter_lang: Annotated[
+            str | None, Query(alias="filter-lang", description="cql2-text (default) or cql2-json")
+        ] = None,
+        filter_crs: Annotated[str | None, Query(alias="filter-crs", description="CRS84 only")] = None,
     ) -> Response:
         d = known(collection_id)
         if isinstance(d, JSONResponse):
             return d
         try:
             q = ogc_features.parse_items_query(request.query_params.multi_items())
-        except ogc_features.BadQuery as bad:
+            where = None
+            if q.filter_text is not None or q.filter_lang is not None or q.filter_crs is not None:
+                tree = ogc_filter.parse_filter(q.filter_text or "", q.filter_lang, q.filter_crs)
+                where = ogc_filter.to_sql(tree, d)
+        except (ogc_features.BadQuery, ogc_filter.BadFilter) as bad:
             return ogc_error(400, bad.code, str(bad))
         period = None if q.time is None else (q.time.start, q.time.end)
-        matched, page = await read_model.items(collection_id, q.bbox, q.limit, q.offset, period)
+        matched, page = await read_model.items(collection_id, q.bbox, q.limit, q.offset, period, where)
         members = ogc_features.items_members(
             ogc, collection_id, q, len(page), matched, iso(ports.clock.now().replace(microsecond=0))
         )
