@@ -137,7 +137,11 @@ class Pipeline:
                 bootstrap_servers=self.broker.bootstrap,
                 enable_idempotence=True,
                 linger_ms=5,
-                **self.broker.security(SERVICE_USERS["ingest"]).producer_kwargs(),
+                **(
+                    self.broker.security(SERVICE_USERS["ingest"])
+                    if self.input_topic == TOPICS["input"]
+                    else self.broker.admin_security()  # another deployment's topic: no ACL names it for ingest
+                ).producer_kwargs(),
             )
             await p.start()
             try:

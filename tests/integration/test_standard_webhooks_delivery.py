@@ -101,7 +101,9 @@ async def add_delivery(engine: Any, sid: str) -> str:
 
 
 async def deliver(engine: Any) -> None:
-    sender = HttpxWebhookSender(5.0, SystemResolver(), allow_private=True)
+    # a generous timeout: a delivery the client gave up on while the receiver answered would be retried as a
+    # failure, and on a loaded machine the receiver thread can take seconds to answer
+    sender = HttpxWebhookSender(60.0, SystemResolver(), allow_private=True)
     try:
         await deliver_due(
             store_factory=lambda: PostgresDeliveryStore(engine),

@@ -51,6 +51,10 @@ def montpellier(
             "ODC_NORMALISE_TOPIC_FEATURE_CHANGES": "odc.mtp.feature-changes",
             "ODC_NORMALISE_TOPIC_REJECTED": "odc.mtp.rejected",
             "ODC_NORMALISE_GROUP_ID": "odc-normalise-mtp",
+            # the broker's ACLs name the deployment's own topics (odc.change-events, ...): these extra topics of a
+            # second deployment on the same broker have none for odc-normalise, so this normaliser acts as the admin
+            "ODC_NORMALISE_KAFKA_USERNAME": kafka_broker.admin_security().username,
+            "ODC_NORMALISE_KAFKA_PASSWORD": kafka_broker.admin_security().password.get_secret_value(),
         },
     )
     try:
