@@ -112,12 +112,19 @@ def cmd_up(root: Path) -> int:
 def _services(root: Path) -> list[ServiceProcess]:
     broker, cluster = _broker(root), _cluster(root)
     out = []
+    ports = {name: ServiceProcess(name, root, 0).recorded_port() or _ports().web(name) for name in SERVICE_NAMES}
     for name in SERVICE_NAMES:
-        port = ServiceProcess(name, root, 0).recorded_port() or _ports().web(name)
+        # the publisher's OGC API edits (Part 4) go through the ingest service's push API
+        extra = {"ODC_PUBLISH_INGEST_URL": f"http://127.0.0.1:{ports['ingest']}"} if name == "publish" else None
         env = service_env(
-            name, kafka_bootstrap=broker.bootstrap, kafka_access=broker.access, database_url=cluster.dsn, port=port
+            name,
+            kafka_bootstrap=broker.bootstrap,
+            kafka_access=broker.access,
+            database_url=cluster.dsn,
+            port=ports[name],
+            extra=extra,
         )
-        out.append(ServiceProcess(name, root, port, env))
+        out.append(ServiceProcess(name, root, ports[name], env))
     return out
 
 

@@ -53,6 +53,12 @@ class PublishSettings(BaseSettings):
     webhook_allow_private_targets: bool = False
     # Standard Webhooks secret rotation: the previous secret keeps signing (a second signature) this long.
     webhook_secret_rotation_overlap_seconds: float = 86400.0
+    # OGC API – Features Part 4 (commune edits): each write is sent to the ingest service's push API with the
+    # caller's token. ingest_url is where this service reaches it; ingest_public_url where clients follow a
+    # write's receipt (default: ingest_url). An edit waits this long for the stream's decision, then answers 202.
+    ingest_url: str = "http://127.0.0.1:6065"
+    ingest_public_url: str = ""
+    edit_wait_seconds: float = 5.0
     sse_poll_seconds: float = 0.5
     sse_keepalive_seconds: float = 15.0
     log_level: str = "INFO"

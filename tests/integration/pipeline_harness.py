@@ -68,13 +68,16 @@ class Pipeline:
         for name in names:
             if name not in self.services:
                 port = free_port()
+                extra = dict(extra_env or {})
+                if name == "publish" and "ingest" in self.services:  # OGC API edits go through the push API
+                    extra.setdefault("ODC_PUBLISH_INGEST_URL", self.services["ingest"].base_url)
                 env = service_env(
                     name,
                     kafka_bootstrap=self.broker.bootstrap,
                     kafka_access=self.broker.access,
                     database_url=self.db.dsn,
                     port=port,
-                    extra=extra_env,
+                    extra=extra,
                 )
                 self.services[name] = ServiceProcess(name, self.run_dir, port, env)
             self.services[name].start()

@@ -19,6 +19,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from services.contract.messages import ChangeEvent
+from services.publish.domain.ogc_edits import CONFORMANCE as EDIT_CONFORMANCE
 from services.publish.domain.ogc_filter import CONFORMANCE as FILTER_CONFORMANCE
 from tests.integration.pipeline_harness import Pipeline, toilet_event
 
@@ -185,10 +186,10 @@ def test_req_core_conformance_op(published: Published) -> None:
 
 def test_req_core_conformance_success(published: Published) -> None:
     """/req/core/conformance-success: the conformance declaration lists the classes implemented, and only
-    them: Core, GeoJSON and OpenAPI 3.0 (no HTML, no CRS), and Part 3's filtering classes (their own suite is
-    tests/integration/test_ogc_api_filtering.py)."""
+    them: Core, GeoJSON and OpenAPI 3.0 (no HTML, no CRS), Part 3's filtering classes (their own suite is
+    tests/integration/test_ogc_api_filtering.py) and Part 4's (tests/integration/test_ogc_api_edits.py)."""
     declared = set(get(f"{published.ogc}/conformance").json()["conformsTo"])
-    assert declared == {CORE, GEOJSON_CLASS, OAS30, *FILTER_CONFORMANCE}
+    assert declared == {CORE, GEOJSON_CLASS, OAS30, *FILTER_CONFORMANCE, *EDIT_CONFORMANCE}
 
 
 def test_req_core_http(published: Published, pipeline: Pipeline) -> None:

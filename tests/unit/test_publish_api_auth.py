@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.publish.entrypoints.http_api import build_api
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import NewSubscription
+from services.publish.service_layer.ports import NewSubscription, PushAnswer
 from tests.fakes.ingest_ports import InMemoryTokens
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -88,9 +88,25 @@ class RecordingDeliveryStore:
         return None
 
 
+class RecordingPushApi:
+    """The push API port: records what an OGC API edit would send."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def push(self, token: str, dataset: str, record: dict[str, Any], idempotency_key: str) -> PushAnswer:
+        self.calls.append(("push", record))
+        return PushAnswer(503, {"message": "fake"}, "5")
+
+    async def receipt(self, token: str, receipt_path: str) -> PushAnswer:
+        self.calls.append(("receipt", receipt_path))
+        return PushAnswer(404, {})
+
+
 class Api:
     def __init__(self) -> None:
         self.tokens = InMemoryTokens()
+        self.push_api = RecordingPushApi()
         self.subscriptions = RecordingSubscriptions()
         self.added: list[NewSubscription] = []
         registry = CollectorRegistry()
@@ -106,6 +122,7 @@ class Api:
             registry=registry,
             health={"database": True},
             tokens=self.tokens,
+            push_api=self.push_api,
         )
 
     def client(self) -> AbstractContextManager[TestClient]:
@@ -135,8 +152,55 @@ def test_the_calls_cover_every_subscription_route_and_every_write_route() -> Non
     subscription_routes = {(m, p) for m, p in routes if p.startswith("/subscriptions")}
     called = {(m, p.replace("/abc", "/{subscription_id}")) for m, p, _ in SUBSCRIPTION_CALLS}
     assert called == subscription_routes
-    writes = {(m, p) for m, p in routes if m not in ("GET", "HEAD")}
-    assert writes and writes <= subscription_routes, f"a write route outside /subscriptions: {writes}"
+    edit_routes = {
+        (m, p.replace("/69123.1", "/{feature_id}").replace("/public_toilets/", "/{collection_id}/"))
+        for m, p, _ in EDIT_CALLS
+    }
+    writes = {
+        (m, p.replace("{feature_id:path}", "{feature_id}")) for m, p in routes if m not in ("GET", "HEAD", "OPTIONS")
+    }
+    assert writes and writes <= subscription_routes | edit_routes, f"a write route not covered: {writes}"
+    assert {(m, p) for m, p in writes if p.startswith("/ogc")} == edit_routes
+
+
+# Every OGC API Part 4 write: a commune's push token, checked against its stored hash, before anything is sent.
+EDIT_CALLS = [
+    ("POST", "/ogc/collections/public_toilets/items", {"type": "Feature", "geometry": None, "properties": {}}),
+    ("PUT", "/ogc/collections/public_toilets/items/69123.1", {"type": "Feature", "geometry": None, "properties": {}}),
+    ("PATCH", "/ogc/collections/public_toilets/items/69123.1", {"properties": {"adresse": "x"}}),
+    ("DELETE", "/ogc/collections/public_toilets/items/69123.1", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), EDIT_CALLS)
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Basic b2RjOm9kYw==", "Bearer ", "Bearer not-a-token", "Bearer odc_0123456789ab_" + "A" * 43, "revoked"],
+)
+def test_an_ogc_edit_without_a_valid_token_is_401_and_sends_nothing(
+    method: str, path: str, body: Any, authorization: str | None
+) -> None:
+    api = Api()
+    if authorization == "revoked":
+        token = api.tokens.issue("69123")
+        api.tokens.revoke(token)
+        authorization = f"Bearer {token}"
+    headers = {} if authorization is None else {"Authorization": authorization}
+    with api.client() as c:
+        r = c.request(method, path, json=body, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.json()["code"] == "Unauthorized" and r.headers["www-authenticate"].startswith("Bearer")
+    assert api.push_api.calls == []
+
+
+@pytest.mark.parametrize(("method", "path", "body"), EDIT_CALLS[1:])
+def test_an_ogc_edit_of_another_communes_feature_is_403_and_sends_nothing(method: str, path: str, body: Any) -> None:
+    api = Api()
+    token = api.tokens.issue("69266")
+    with api.client() as c:
+        r = c.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and r.json()["code"] == "Forbidden", r.text
+    assert api.push_api.calls == []
 
 
 @pytest.mark.parametrize(("method", "path", "body"), SUBSCRIPTION_CALLS)

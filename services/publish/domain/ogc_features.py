@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from services.contract.datasets.catalogue import DatasetDefinition
+from services.publish.domain.ogc_edits import CONFORMANCE as EDIT_CONFORMANCE
 from services.publish.domain.ogc_filter import CONFORMANCE as FILTER_CONFORMANCE
 from services.publish.domain.ogc_filter import QUERYABLES_REL, SCHEMA_JSON
 
@@ -21,6 +22,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     *FILTER_CONFORMANCE,  # Part 3 (filtering) and CQL2: the classes met, see ogc_filter.CONFORMANCE
+    *EDIT_CONFORMANCE,  # Part 4 (create, replace, update, delete): see ogc_edits
 ]
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 GREGORIAN = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"

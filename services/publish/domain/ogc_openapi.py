@@ -284,8 +284,58 @@ def _responses() -> dict[str, Any]:
     }
 
 
+def _write(operation_id: str, summary: str, ok: dict[str, dict[str, Any]], body: str | None) -> dict[str, Any]:
+    """A Part 4 operation: the commune's push token, the answers of docs/api.md "Editing from QGIS"."""
+    item: list[dict[str, Any]] = [_ref("parameters", "collectionId")] + ([] if operation_id == "createFeature" else [
+        _ref("parameters", "featureId")])  # fmt: skip
+    if operation_id in ("replaceFeature", "updateFeature", "deleteFeature"):
+        item.append({"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                     "description": "The ETag of the feature as read (GET); a stale one is a 412"})  # fmt: skip
+    responses: dict[str, Any] = {
+        **ok,
+        "202": {"description": "Sent to the stream as a change event, still being processed (Link rel=monitor)"},
+    }
+    for status, words in (("400", "Invalid body"), ("401", "No or unknown token"), ("403", "Not the token's commune"),
+                          ("404", "No such collection or feature"), ("409", "The feature exists (use PUT)"),
+                          ("412", "If-Match is stale"), ("415", "Unsupported Content-Type"),
+                          ("422", "The stream refused the change (reasons listed)"),
+                          ("503", "The push API is unavailable (Retry-After)")):  # fmt: skip
+        responses[status] = {"description": words, "content": {JSON: {"schema": _ref("schemas", "exception")}}}
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["OGC API – Features – Part 4"],
+        "parameters": item,
+        "security": [{"pushToken": []}],
+        "responses": responses,
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {body: {"schema": _ref("schemas", "featureGeoJSON")}}}
+    return op
+
+
+def _with_writes(doc: dict[str, Any]) -> dict[str, Any]:
+    paths = doc["paths"]
+    paths["/collections/{collectionId}/items"]["post"] = _write(
+        "createFeature", "Create a feature of the token's commune", {"201": {"description": "Created (Location)"}},
+        GEOJSON)  # fmt: skip
+    item = paths["/collections/{collectionId}/items/{featureId}"]
+    item["put"] = _write("replaceFeature", "Replace a feature", {"200": {"description": "Replaced"}}, GEOJSON)
+    item["patch"] = _write("updateFeature", "Update a feature (RFC 7396 merge patch)",
+                           {"200": {"description": "Updated"}}, "application/merge-patch+json")  # fmt: skip
+    item["delete"] = _write("deleteFeature", "Delete a feature", {"204": {"description": "Deleted"}}, None)
+    doc["components"]["securitySchemes"] = {
+        "pushToken": {"type": "http", "scheme": "bearer", "description": "A commune's push token (odc token create)"}
+    }
+    return doc
+
+
 def openapi_document(server_url: str, territory_name: str = "Métropole de Lyon") -> dict[str, Any]:
     """The API definition; ``server_url`` is the OGC API's root (``<base>/ogc``)."""
+    return _with_writes(_read_document(server_url, territory_name))
+
+
+def _read_document(server_url: str, territory_name: str) -> dict[str, Any]:
     p = _ref
     return {
         "openapi": OPENAPI_VERSION,
@@ -294,7 +344,8 @@ def openapi_document(server_url: str, territory_name: str = "Métropole de Lyon"
             "version": "1.0.0",
             "description": (
                 "The current (latest published) data of every dataset of the OpenData des communes, as OGC API – "
-                "Features – Part 1: Core with GeoJSON."
+                "Features – Part 1: Core with GeoJSON, Part 3 (filtering) and Part 4 (a commune edits its own "
+                "features with its push token; each edit is a change event processed by the stream)."
             ),
             "license": {
                 "name": "Licence Ouverte / Open Licence 2.0",

@@ -14,7 +14,7 @@ from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
+from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, PushApi, TokenStore
 
 GEOJSON = "application/geo+json"
 JSONLD = "application/ld+json"
@@ -42,6 +42,11 @@ class ApiPorts:
     secret_rotation_overlap_seconds: float = 86400.0
     async_topics: Mapping[str, str] | None = None  # the topic names, for the AsyncAPI document
     kafka_bootstrap: str = "127.0.0.1:19092"
+    # OGC API Part 4 edits: the push API they go through (None: edits answer 503), the public address of its
+    # receipts, and how long an edit waits for the stream's decision before answering 202
+    push_api: PushApi | None = None
+    ingest_public_url: str = ""
+    edit_wait_seconds: float = 5.0
 
     @property
     def ogc(self) -> str:

@@ -8,6 +8,7 @@ built from the app's ports (``ApiPorts``) by its ``router(ports)`` factory and r
 - ``event_routes``: server-sent events
 - ``dcat_routes``: DCAT (JSON-LD, Turtle, RDF/XML), paged with Hydra
 - ``ogc_routes``: OGC API – Features over the current data
+- ``ogc_edit_routes``: OGC API – Features Part 4, a commune's edits (through the push API, never the database)
 - ``subscription_routes``: webhook subscriptions, Standard Webhooks secret rotation (operator token)
 - ``asyncapi_routes``: the AsyncAPI document and the Avro schemas
 
@@ -33,6 +34,7 @@ from services.publish.entrypoints import (
     change_feed_routes,
     dcat_routes,
     event_routes,
+    ogc_edit_routes,
     ogc_routes,
     operations_routes,
     subscription_routes,
@@ -41,7 +43,7 @@ from services.publish.entrypoints import (
 from services.publish.entrypoints.api_ports import ApiPorts
 from services.publish.entrypoints.subscription_routes import AccessRefused
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
+from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, PushApi, TokenStore
 
 API_VERSION = "1.0.0"
 
@@ -59,6 +61,7 @@ ROUTERS: list[Callable[[ApiPorts], APIRouter]] = [
     event_routes.router,
     dcat_routes.router,
     ogc_routes.router,
+    ogc_edit_routes.router,
     subscription_routes.router,
     asyncapi_router,
 ]
@@ -175,6 +178,9 @@ def build_api(
     secret_rotation_overlap_seconds: float = 86400.0,
     async_topics: Mapping[str, str] | None = None,
     kafka_bootstrap: str = "127.0.0.1:19092",
+    push_api: PushApi | None = None,
+    ingest_public_url: str = "",
+    edit_wait_seconds: float = 5.0,
 ) -> FastAPI:
     return create_app(
         ApiPorts(
@@ -197,5 +203,8 @@ def build_api(
             secret_rotation_overlap_seconds=secret_rotation_overlap_seconds,
             async_topics=async_topics,
             kafka_bootstrap=kafka_bootstrap,
+            push_api=push_api,
+            ingest_public_url=ingest_public_url,
+            edit_wait_seconds=edit_wait_seconds,
         )
     )

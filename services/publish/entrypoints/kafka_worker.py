@@ -40,6 +40,7 @@ from services.infrastructure.retry import retry_transient
 from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
 from services.publish.adapters.notification_outbox import notifications_outbox
 from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork, create_schema
+from services.publish.adapters.push_api_client import HttpPushApi
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresDeliveryStore, PostgresSubscriptionQueries
 from services.publish.domain.dcat import ContactPoint
@@ -126,6 +127,9 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             "datasetVersions": settings.topic_notifications,
         },
         kafka_bootstrap=settings.kafka_bootstrap,
+        push_api=HttpPushApi(settings.ingest_url),
+        ingest_public_url=(settings.ingest_public_url or settings.ingest_url).rstrip("/"),
+        edit_wait_seconds=settings.edit_wait_seconds,
     )
 
     def on_retry(error: BaseException, attempt: int) -> None:

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from services.contract.datasets.catalogue import DatasetDefinition
-from services.publish.domain import ogc_features, ogc_filter, ogc_openapi
-from services.publish.domain.api_documents import iso
+from services.publish.domain import ogc_edits, ogc_features, ogc_filter, ogc_openapi
+from services.publish.domain.api_documents import etag_matches, iso
 from services.publish.domain.feature_documents import (
     BadFeatureId,
     feature_dict,
@@ -136,11 +136,11 @@ def router(ports: ApiPorts) -> APIRouter:
 
     @r.get(
         "/ogc/collections/{collection_id}/items/{feature_id:path}",
-        summary="One feature of the latest published version (id `<commune>.<feature_id>`, URL-safe)",
+        summary="One feature of the latest published version (id `<commune>.<feature_id>`, URL-safe), with its ETag",
         description="An id of the former spelling `<commune>:<feature_id>` is redirected (308) to the current one.",
         responses={200: {"content": {GEOJSON: {}}}, 308: {"description": "a former id"}, 404: EXCEPTION},
     )
-    async def ogc_item(collection_id: str, feature_id: str) -> Response:
+    async def ogc_item(request: Request, collection_id: str, feature_id: str) -> Response:
         d = known(collection_id)
         if isinstance(d, JSONResponse):
             return d
@@ -158,8 +158,12 @@ def router(ports: ApiPorts) -> APIRouter:
         f = await read_model.item(collection_id, commune, fid)
         if f is None:
             return ogc_error(404, "NotFound", f"no feature {feature_id[:100]!r} in {collection_id}")
+        tag = ogc_edits.feature_etag(f.geometry_geojson, f.attributes_json)  # If-Match of a Part 4 edit
+        if etag_matches(request.headers.get("if-none-match", ""), tag):
+            return Response(status_code=304, headers={"ETag": tag})
         doc = feature_dict(feature_id, f.geometry_geojson, f.attributes_json)
         doc["links"] = ogc_features.item_links(ogc, collection_id, feature_id)
-        return Response(json.dumps(doc, ensure_ascii=False).encode("utf-8"), media_type=GEOJSON)
+        body = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        return Response(body, media_type=GEOJSON, headers={"ETag": tag, "Cache-Control": "no-cache"})
 
     return r

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Protocol
 
 from services.contract.api_tokens import StoredToken
+from services.publish.domain.feature_documents import StoredFeature
 from services.publish.domain.versioning import DatasetState, PendingSummary, ReceivedChange, VersionDraft
 from services.publish.domain.webhooks import AttemptResult, DeliveryDecision
 
@@ -125,3 +126,29 @@ class TokenStore(Protocol):
     """The API tokens (hashed) shared with the ingest service: operators manage subscriptions with one."""
 
     async def get(self, token_id: str) -> StoredToken | None: ...
+
+
+# -- OGC API Part 4: commune edits go through the push API (services/ingest), never into the database ----------
+class PushApiUnavailable(Exception):
+    """The push API did not answer (refused connection, timeout): the write was not sent."""
+
+
+@dataclass(frozen=True)
+class PushAnswer:
+    status: int
+    body: object
+    retry_after: str | None = None
+
+
+class PushApi(Protocol):
+    """The ingest service's push API: the one write path (token, rate limit, idempotency, signing, receipts)."""
+
+    async def push(self, token: str, dataset: str, record: dict[str, object], idempotency_key: str) -> PushAnswer: ...
+
+    async def receipt(self, token: str, receipt_path: str) -> PushAnswer: ...
+
+
+class FeatureReader(Protocol):
+    """The current published state of one feature."""
+
+    async def item(self, dataset: str, commune: str, feature_id: str) -> StoredFeature | None: ...
