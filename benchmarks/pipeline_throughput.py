@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import shapely
+import shapely.geometry
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks.stack import BenchStack, machine_description, wait_until_counted
@@ -104,6 +107,116 @@ def shifted(geometry: RawGeometry | None, round_: int) -> RawGeometry | None:
     def move(c: Any) -> Any:
         if c and isinstance(c[0], int | float):
             return [c[0] + dx, c[1] + dy, *c[2:]]
+        return [move(x) for x in c]
+
+    obj = json.loads(geometry.value)
+    obj["coordinates"] = move(obj["coordinates"])
+    return replace(geometry, value=json.dumps(obj).encode())
+
+
+SPREAD_CELL_DEGREES = 0.001  # the free-place grid: 78 m of longitude, 111 m of latitude at Lyon
+SPREAD_TRIES = 30
+
+
+def build_spread_events(dataset: str, n: int, seq: int, seed: int = 16) -> list[ChangeEvent]:
+    """N events from the file's records, each replica laid on a free place of its own commune with a fresh
+    name (issue #16): round 0 is the file as published; in later rounds each record keeps its shape but moves
+    to a random position inside its commune's boundary (the dataset's area when the commune's is unknown)
+    where its bounding box meets no feature placed before, on a grid of ~100 m cells; after
+    ``SPREAD_TRIES`` positions without a free one it takes the last (a store fuller than the area is then
+    dense anyway). The values of the same-place match fields get the round's suffix, as distinct real things
+    have distinct names. ``build_events`` (replicas within 440 m, same names) is the dense stress case."""
+    catalogue = DatasetCatalogue.load()
+    definition = catalogue.get(dataset)
+    assert definition is not None
+    base = build_events(dataset, min(n, len(list(read_geojson(SAMPLES[dataset].read_bytes())))), seq)
+    rng = np.random.default_rng(seed)
+    occupied: set[tuple[int, int]] = set()
+    boxes = [_bbox(e.geometry) for e in base]
+    for b in boxes:
+        if b is not None:
+            occupied.update(_cells(b))
+    areas: dict[str, Any] = {}
+    pools: dict[str, list[tuple[float, float]]] = {}
+    names = definition.same_place.match_fields
+    out: list[ChangeEvent] = list(base[:n])
+    round_ = 1
+    while len(out) < n:
+        for ev, box in zip(base, boxes, strict=True):
+            if len(out) >= n:
+                break
+            attrs = dict(ev.attributes)
+            for f in names:
+                if isinstance(attrs.get(f), str) and attrs[f]:
+                    attrs[f] = f"{attrs[f]} {round_}"
+            geometry = ev.geometry
+            if box is not None and geometry is not None:
+                cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+                for _ in range(SPREAD_TRIES):
+                    px, py = _random_place(ev.commune, catalogue, definition, areas, pools, rng)
+                    moved = (box[0] + px - cx, box[1] + py - cy, box[2] + px - cx, box[3] + py - cy)
+                    cells = _cells(moved)
+                    if occupied.isdisjoint(cells):
+                        break
+                occupied.update(cells)
+                geometry = _moved(geometry, px - cx, py - cy)
+            out.append(
+                replace(
+                    ev,
+                    event_id=str(uuid.uuid4()),
+                    feature_id=f"{ev.feature_id}-s{round_}",
+                    geometry=geometry,
+                    attributes=attrs,
+                )
+            )
+        round_ += 1
+    return out
+
+
+def _bbox(geometry: RawGeometry | None) -> tuple[float, float, float, float] | None:
+    if geometry is None or geometry.encoding is not GeometryEncoding.GEOJSON:
+        return None
+    b = shapely.from_geojson(geometry.value).bounds
+    return (b[0], b[1], b[2], b[3])
+
+
+def _cells(box: tuple[float, float, float, float]) -> set[tuple[int, int]]:
+    c = SPREAD_CELL_DEGREES
+    return {
+        (i, j)
+        for i in range(int(box[0] // c), int(box[2] // c) + 1)
+        for j in range(int(box[1] // c), int(box[3] // c) + 1)
+    }
+
+
+def _random_place(
+    commune: str,
+    catalogue: DatasetCatalogue,
+    definition: Any,
+    areas: dict[str, Any],
+    pools: dict[str, list[tuple[float, float]]],
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """A uniformly random position inside the commune's boundary (drawn in blocks, vectorised)."""
+    if commune not in areas:
+        g = catalogue.commune_boundaries.get(commune)
+        area = shapely.geometry.shape(g) if g is not None else shapely.box(*definition.bounds)
+        shapely.prepare(area)
+        areas[commune] = area
+    pool = pools.setdefault(commune, [])
+    while not pool:
+        area = areas[commune]
+        x0, y0, x1, y1 = area.bounds
+        xs, ys = rng.uniform(x0, x1, 2048), rng.uniform(y0, y1, 2048)
+        inside = shapely.contains_xy(area, xs, ys)
+        pool.extend(zip(xs[inside].tolist(), ys[inside].tolist(), strict=True))
+    return pool.pop()
+
+
+def _moved(geometry: RawGeometry, dx: float, dy: float) -> RawGeometry:
+    def move(c: Any) -> Any:
+        if c and isinstance(c[0], int | float):
+            return [round(c[0] + dx, 7), round(c[1] + dy, 7), *c[2:]]
         return [move(x) for x in c]
 
     obj = json.loads(geometry.value)
