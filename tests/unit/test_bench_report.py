@@ -38,7 +38,6 @@ def test_every_stage_skipped_renders_skipped_rows_and_valid_json() -> None:
     r = all_skipped()
     table = suite.render(r)
     assert table.count("skipped") == 3 + 2 + 1 + 1 + 1  # throughput rows, latency rows, replay, version, scale-out
-    assert "--scale-out-points" not in table or "skipped" in table
     assert json.loads(json.dumps(r))["live_same_events"]["skipped"] is True
 
 
@@ -58,6 +57,11 @@ def test_scale_out_skipped_alone_still_rates_the_replay_and_latency_events() -> 
     assert "5%" in table and "10.0×" in table  # 1,000 vs 20,000 ogr2ogr and vs 100 naive
     assert "1.25×" in table  # replay 1,250 against 1,000 live
     assert "scale-out: 1 → 2 normaliser workers | skipped (size 0)" in table
+    r["version_cost"] = [{"features": 1000, "median_ms": 20.0}, {"features": 10000, "median_ms": 30.0}]
+    assert (
+        "| cut a 10-change version on 10,000 vs 1,000 features | 30.0 vs 20.0 ms (median) | target ≤ 2× | 1.50× |"
+        in (suite.render(r))
+    )
 
 
 def test_latency_events_without_any_throughput_stage_leave_the_live_rate_skipped() -> None:
