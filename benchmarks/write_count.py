@@ -139,13 +139,13 @@ def written_rows(dsn: str) -> int:
 def wait_until_quiet(
     dsn: str,
     *,
-    quiet: float = 1.5,
+    quiet: float = 5.0,
     poll: float = 0.25,
     timeout: float = 600,
     on_poll: Callable[[], Any] | None = None,
 ) -> Any:
     """Poll the rows written until they have not grown for ``quiet`` seconds (the publisher is done with what
-    the normaliser applied). Returns what ``on_poll()`` returned at the poll where the count last grew (e.g.
+    the normaliser applied: ``quiet`` must exceed the datasets' versioning quiet period, 2 s for parks). Returns what ``on_poll()`` returned at the poll where the count last grew (e.g.
     a CPU snapshot), so that the idle wait is not counted."""
     last, at_last = -1, None
     changed = started = time.monotonic()
