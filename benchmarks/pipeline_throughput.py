@@ -21,11 +21,16 @@ import json
 import statistics
 import time
 import uuid
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import shapely
+import shapely.geometry
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from benchmarks.stack import BenchStack, machine_description, wait_until_counted
@@ -104,6 +109,125 @@ def shifted(geometry: RawGeometry | None, round_: int) -> RawGeometry | None:
     def move(c: Any) -> Any:
         if c and isinstance(c[0], int | float):
             return [c[0] + dx, c[1] + dy, *c[2:]]
+        return [move(x) for x in c]
+
+    obj = json.loads(geometry.value)
+    obj["coordinates"] = move(obj["coordinates"])
+    return replace(geometry, value=json.dumps(obj).encode())
+
+
+SPREAD_CELL_DEGREES = 0.0005  # the free-place grid: 39 m of longitude, 56 m of latitude at Lyon
+SPREAD_TRIES = 30
+
+
+def build_spread_events(dataset: str, n: int, seq: int, seed: int = 16) -> list[ChangeEvent]:
+    """N events from the file's records, each replica laid on a free place of the dataset's area with a fresh
+    name (issue #16). Round 0 is the file as published; in later rounds each record keeps its shape but moves
+    to a uniformly random position inside the territory's communes where its bounding box meets no feature
+    placed before (a grid of ~50 m cells); after ``SPREAD_TRIES`` positions without a free one it takes the
+    last (an area fuller than it can hold is dense anyway). The replica belongs to the commune it lands in
+    (event commune and the dataset's commune field), and the values of the same-place match fields get the
+    round's suffix, as distinct real things have distinct names. ``build_events`` (replicas within 440 m of
+    the original, same names and commune) is the dense stress case."""
+    catalogue = DatasetCatalogue.load()
+    definition = catalogue.get(dataset)
+    assert definition is not None
+    n_file = sum(1 for _ in read_geojson(SAMPLES[dataset].read_bytes()))
+    base = build_events(dataset, min(n, n_file), seq)
+    rng = np.random.default_rng(seed)
+    occupied: set[tuple[int, int]] = set()
+    boxes = [_bbox(e.geometry) for e in base]
+    for b in boxes:
+        if b is not None:
+            occupied.update(_cells(b))
+    places = _Places(catalogue.commune_boundaries, definition.bounds, rng)
+    names, commune_field = definition.same_place.match_fields, definition.commune_field
+    out: list[ChangeEvent] = list(base[:n])
+    recent: deque[bool] = deque(maxlen=200)  # placements that found no free place
+    round_ = 1
+    while len(out) < n:
+        for ev, box in zip(base, boxes, strict=True):
+            if len(out) >= n:
+                break
+            attrs = dict(ev.attributes)
+            for f in names:
+                if isinstance(attrs.get(f), str) and attrs[f]:
+                    attrs[f] = f"{attrs[f]} {round_}"
+            geometry, commune = ev.geometry, ev.commune
+            if box is not None and geometry is not None:
+                cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+                # once the area is full (most of the recent placements found no free place), stop searching
+                tries = SPREAD_TRIES if sum(recent) < 0.9 * len(recent) or len(recent) < 100 else 1
+                for _ in range(tries):
+                    px, py, commune = places.draw()
+                    moved = (box[0] + px - cx, box[1] + py - cy, box[2] + px - cx, box[3] + py - cy)
+                    free = not any(c in occupied for c in _cells(moved))
+                    if free:
+                        break
+                recent.append(not free)
+                occupied.update(_cells(moved))
+                geometry = _moved(geometry, px - cx, py - cy)
+                if commune_field and commune_field in attrs:
+                    attrs[commune_field] = type(attrs[commune_field])(commune)
+                commune = commune or ev.commune
+            out.append(
+                replace(
+                    ev,
+                    event_id=str(uuid.uuid4()),
+                    feature_id=f"{ev.feature_id}-s{round_}",
+                    commune=commune,
+                    geometry=geometry,
+                    attributes=attrs,
+                )
+            )
+        round_ += 1
+    return out
+
+
+def _bbox(geometry: RawGeometry | None) -> tuple[float, float, float, float] | None:
+    if geometry is None or geometry.encoding is not GeometryEncoding.GEOJSON:
+        return None
+    b = shapely.from_geojson(geometry.value).bounds
+    return (b[0], b[1], b[2], b[3])
+
+
+def _cells(box: tuple[float, float, float, float]) -> Iterator[tuple[int, int]]:
+    c = SPREAD_CELL_DEGREES
+    for i in range(int(box[0] // c), int(box[2] // c) + 1):
+        for j in range(int(box[1] // c), int(box[3] // c) + 1):
+            yield (i, j)
+
+
+class _Places:
+    """Uniformly random positions inside the territory's communes, with the commune each falls in (drawn
+    in vectorised blocks); without boundaries, inside the dataset's bounds and no commune ("")."""
+
+    def __init__(self, boundaries: dict[str, Any], bounds: tuple[float, float, float, float], rng: Any) -> None:
+        self._codes = list(boundaries)
+        self._areas = [shapely.geometry.shape(boundaries[c]) for c in self._codes]
+        for a in self._areas:
+            shapely.prepare(a)
+        self._bounds = shapely.total_bounds(self._areas) if self._areas else bounds
+        self._rng = rng
+        self._pool: list[tuple[float, float, str]] = []
+
+    def draw(self) -> tuple[float, float, str]:
+        while not self._pool:
+            x0, y0, x1, y1 = self._bounds
+            xs, ys = self._rng.uniform(x0, x1, 4096), self._rng.uniform(y0, y1, 4096)
+            if not self._areas:
+                self._pool.extend((x, y, "") for x, y in zip(xs.tolist(), ys.tolist(), strict=True))
+            for code, area in zip(self._codes, self._areas, strict=True):
+                inside = shapely.contains_xy(area, xs, ys)
+                self._pool.extend((x, y, code) for x, y in zip(xs[inside].tolist(), ys[inside].tolist(), strict=True))
+            self._rng.shuffle(self._pool)
+        return self._pool.pop()
+
+
+def _moved(geometry: RawGeometry, dx: float, dy: float) -> RawGeometry:
+    def move(c: Any) -> Any:
+        if c and isinstance(c[0], int | float):
+            return [round(c[0] + dx, 7), round(c[1] + dy, 7), *c[2:]]
         return [move(x) for x in c]
 
     obj = json.loads(geometry.value)

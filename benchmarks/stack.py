@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from deploy.local.kafka import KafkaBroker
 from deploy.local.ports import free_port
@@ -33,6 +34,9 @@ class BenchStack:
     broker: KafkaBroker | None = None
     db: PostgresCluster | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    # Each service connects as its own login role (odc_<name>, superuser like the app role) so that
+    # pg_stat_statements, which keys statements by role, splits the writes by service (write_count.py).
+    service_roles: bool = False
 
     def start(self, extra_env: dict[str, str] | None = None, pg_settings: dict[str, str] | None = None) -> None:
         # A benchmark stopped with SIGTERM (timeout, kill) must still stop its broker, cluster and services.
@@ -54,7 +58,7 @@ class BenchStack:
                     name,
                     kafka_bootstrap=self.broker.bootstrap,
                     kafka_access=self.broker.access,
-                    database_url=self.db.dsn,
+                    database_url=self.role_dsn(name) if self.service_roles else self.db.dsn,
                     port=0,
                     extra=extra_env,
                 ),
@@ -64,6 +68,19 @@ class BenchStack:
             self.services[name] = svc
         for name in names:
             self.services[name].wait_ready(timeout=120)
+
+    def role_dsn(self, name: str) -> str:
+        """The DSN of service ``name``'s own role ``odc_<name>`` (created if missing, same password)."""
+        assert self.db is not None
+        role = f"odc_{name}"
+        with psycopg.connect(**self.db.superuser_conninfo(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(self.db.password)
+                    )
+                )
+        return self.db.dsn.replace(f"//{self.db.user}:", f"//{role}:", 1)
 
     def stop(self) -> None:
         for svc in self.services.values():

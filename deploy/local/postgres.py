@@ -327,6 +327,12 @@ class PostgresCluster:
             "log_timezone": "'UTC'",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
             "logging_collector": "off",
+            # Statement statistics for the benchmarks' writes per event (benchmarks/write_count.py; the view
+            # needs CREATE EXTENSION pg_stat_statements in the database read). odc.conf is rewritten on every
+            # start, so a cluster created before picks it up at its next restart. "all" counts the statements
+            # run inside functions and triggers too.
+            "shared_preload_libraries": "'pg_stat_statements'",
+            "pg_stat_statements.track": "all",
             **self.extra_settings,
         }
 
