@@ -10,11 +10,12 @@ from fastapi import HTTPException
 from prometheus_client import CollectorRegistry
 
 from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition
+from services.publish.adapters.export_files import LocalExportFiles
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
+from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, ExportFiles, TokenStore
 
 GEOJSON = "application/geo+json"
 JSONLD = "application/ld+json"
@@ -42,6 +43,7 @@ class ApiPorts:
     secret_rotation_overlap_seconds: float = 86400.0
     async_topics: Mapping[str, str] | None = None  # the topic names, for the AsyncAPI document
     kafka_bootstrap: str = "127.0.0.1:19092"
+    export_files: ExportFiles = field(default_factory=LocalExportFiles)  # the exports, kept as files
 
     @property
     def ogc(self) -> str:

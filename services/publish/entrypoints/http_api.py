@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.publish.adapters.export_files import LocalExportFiles
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat
@@ -41,7 +42,7 @@ from services.publish.entrypoints import (
 from services.publish.entrypoints.api_ports import ApiPorts
 from services.publish.entrypoints.subscription_routes import AccessRefused
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, TokenStore
+from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, ExportFiles, TokenStore
 
 API_VERSION = "1.0.0"
 
@@ -175,6 +176,7 @@ def build_api(
     secret_rotation_overlap_seconds: float = 86400.0,
     async_topics: Mapping[str, str] | None = None,
     kafka_bootstrap: str = "127.0.0.1:19092",
+    export_files: ExportFiles | None = None,
 ) -> FastAPI:
     return create_app(
         ApiPorts(
@@ -197,5 +199,6 @@ def build_api(
             secret_rotation_overlap_seconds=secret_rotation_overlap_seconds,
             async_topics=async_topics,
             kafka_bootstrap=kafka_bootstrap,
+            export_files=export_files or LocalExportFiles(),
         )
     )

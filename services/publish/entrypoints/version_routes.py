@@ -14,6 +14,7 @@ from services.publish.domain import api_documents
 from services.publish.domain.api_documents import VersionRecord, etag_matches, version_etag
 from services.publish.domain.feature_documents import LEFT_OUT_HEADER, WGS84_PRJ, CsvLayout, feature_json, left_out_note
 from services.publish.entrypoints.api_ports import GEOJSON, IMMUTABLE, ApiPorts, problem
+from services.publish.entrypoints.export_responses import ExportFileResponse
 
 
 async def text_stream(head: list[str], rows: AsyncIterator[str], tail: list[str]) -> AsyncIterator[bytes]:
@@ -42,11 +43,6 @@ CSV_DESCRIPTION = (
 )
 
 
-async def collect(chunks: AsyncIterator[bytes]) -> bytes:
-    """An export whole, so that its answer has a Content-Length (GDAL's /vsicurl/ and download managers need it)."""
-    return b"".join([chunk async for chunk in chunks])
-
-
 def router(ports: ApiPorts) -> APIRouter:
     r = APIRouter()
     base, read_model = ports.base, ports.read_model
@@ -62,6 +58,19 @@ def router(ports: ApiPorts) -> APIRouter:
         """The immutable caching headers of one of ``v``'s documents and whether the client has it already."""
         tag = version_etag(v, what)
         return {"ETag": tag, "Cache-Control": IMMUTABLE}, etag_matches(request.headers.get("if-none-match", ""), tag)
+
+    async def export_file(
+        v: VersionRecord,
+        what: str,
+        media_type: str,
+        headers: dict[str, str],
+        produce: Callable[[], AsyncIterator[bytes]],
+    ) -> Response:
+        """An export written once to a file as it streams (memory stays bounded), then served from it with its
+        Content-Length and byte ranges (GDAL's /vsicurl/, download managers and resumed downloads need them)."""
+        name = f"{v.dataset}-v{v.summary.version}-{what}-{v.summary.content_hash[:16]}"
+        path = await ports.export_files.file(name, produce)
+        return ExportFileResponse(path, media_type=media_type, headers=headers, version=v)
 
     def immutable_json(request: Request, v: VersionRecord, what: str, doc: Callable[[], Any]) -> Response:
         headers, fresh = cache_headers(request, v, what)
@@ -126,7 +135,7 @@ def router(ports: ApiPorts) -> APIRouter:
                 yield ("" if first else ",") + feature_json(f)
                 first = False
 
-        return Response(await collect(text_stream([head], rows(), ["]}"])), media_type=GEOJSON, headers=headers)
+        return await export_file(v, "geojson", GEOJSON, headers, lambda: text_stream([head], rows(), ["]}"]))
 
     @r.get(
         "/datasets/{dataset}/versions/{version}/features.csv",
@@ -158,8 +167,10 @@ def router(ports: ApiPorts) -> APIRouter:
                 if layout.includes(f):
                     yield layout.row(f)
 
-        body = await collect(text_stream([layout.header()], rows(), []))
-        return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
+        what = "csv" if geometry is None else "csv-wkt"
+        return await export_file(
+            v, what, "text/csv; charset=utf-8", headers, lambda: text_stream([layout.header()], rows(), [])
+        )
 
     @r.get(
         "/datasets/{dataset}/versions/{version}/features.csvt",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -125,3 +126,11 @@ class TokenStore(Protocol):
     """The API tokens (hashed) shared with the ingest service: operators manage subscriptions with one."""
 
     async def get(self, token_id: str) -> StoredToken | None: ...
+
+
+class ExportFiles(Protocol):
+    """Immutable export documents kept as files, so that they are served with a length and byte ranges without
+    being held in memory. ``name`` identifies one document of one version for good (it includes the version's
+    content hash); ``produce`` writes it, in chunks, when it is not kept yet."""
+
+    async def file(self, name: str, produce: Callable[[], AsyncIterator[bytes]]) -> Path: ...
