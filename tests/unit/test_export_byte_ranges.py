@@ -77,7 +77,7 @@ class SnapshotReadModel:
                 "69123",
                 f"wc-{i:05d}",
                 json.dumps({"type": "Point", "coordinates": [4.8 + i / 1e5, 45.7]}),
-                json.dumps({"gid": i, "nom": f"Toilettes {i}", "acces_pmr": i % 2 == 0}),
+                json.dumps({"gid": i, "adresse": f"{i} place " + "é" * (i % 23), "codinsee": "69123"}),
             )
             for i in range(n)
         ]
@@ -187,6 +187,34 @@ def test_several_ranges_answer_multipart_byteranges(api: tuple[TestClient, Snaps
         head, _, body = part.partition(b"\r\n\r\n")
         assert f"Content-Range: bytes {first}-{last}/{len(whole)}".lower() in head.decode().lower()
         assert body.rstrip(b"\r\n") == whole[first : last + 1].rstrip(b"\r\n")
+
+
+@pytest.mark.parametrize("suffix", ["csvt", "prj"])
+def test_the_csv_sidecar_files_answer_ranges_too(api: tuple[TestClient, SnapshotReadModel], suffix: str) -> None:
+    client, read_model = api
+    url = f"/datasets/{DATASET}/versions/1/features.{suffix}"
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.headers["etag"] and whole.headers["accept-ranges"] == "bytes"
+    r = client.get(url, headers={"Range": "bytes=2-5", "If-Range": whole.headers["etag"]})
+    assert r.status_code == 206 and r.content == whole.content[2:6]
+    assert r.headers["content-range"] == f"bytes 2-5/{len(whole.content)}"
+    assert client.get(url, headers={"If-None-Match": whole.headers["etag"]}).status_code == 304
+    assert read_model.reads == (1 if suffix == "csvt" else 0)
+
+
+def test_the_csvt_has_the_widest_value_of_the_version_in_utf8_bytes(api: tuple[TestClient, SnapshotReadModel]) -> None:
+    client, read_model = api
+    header = client.get(URLS[1]).text.split("\r\n")[0].split(",")
+    types = dict(
+        zip(header, client.get(f"/datasets/{DATASET}/versions/1/features.csvt").text.strip().split(","), strict=True)
+    )
+    widest = max(len(json.loads(f.attributes_json)["adresse"].encode("utf-8")) for f in read_model.features)
+    assert (types["gid"], types["adresse"], types["codinsee"], types["WKT"]) == (
+        "Integer64",
+        f"String({widest})",
+        "String(5)",
+        "WKT",
+    )
 
 
 def test_head_and_304_are_unchanged_and_a_head_is_served_from_the_file(

@@ -1,5 +1,6 @@
 """Datasets and their immutable versions: metadata, row-level diff, GeoJSON and CSV as of a version (strong
-ETags, cached for a year), and the latest downloads (redirects to the immutable URLs)."""
+ETags, cached for a year; the exports written once to files and served with byte ranges), and the latest
+downloads (redirects to the immutable URLs)."""
 
 from __future__ import annotations
 
@@ -186,14 +187,20 @@ def router(ports: ApiPorts) -> APIRouter:
     ) -> Response:
         d = ports.definition(dataset)
         v = await existing_version(dataset, version)
-        headers, fresh = cache_headers(request, v, "csvt" if geometry is None else "csvt-wkt")
+        what = "csvt" if geometry is None else "csvt-wkt"
+        headers, fresh = cache_headers(request, v, what)
         if fresh:
             return Response(status_code=304, headers=headers)
         layout = CsvLayout(d, with_wkt=geometry == "wkt")
-        widths = layout.widest(
-            [layout.cells(f) async for f in read_model.snapshot(dataset, version) if layout.includes(f)]
-        )
-        return Response(layout.csvt(widths), media_type="text/plain; charset=utf-8", headers=headers)
+
+        async def line() -> AsyncIterator[bytes]:
+            widths = [0] * len(layout.columns)  # a running maximum: one feature in memory at a time
+            async for f in read_model.snapshot(dataset, version):
+                if layout.includes(f):
+                    widths = [max(w, n) for w, n in zip(widths, layout.widest([layout.cells(f)]), strict=True)]
+            yield layout.csvt(widths).encode("utf-8")
+
+        return await export_file(v, what, "text/plain; charset=utf-8", headers, line)
 
     @r.get(
         "/datasets/{dataset}/versions/{version}/features.prj",
@@ -201,9 +208,16 @@ def router(ports: ApiPorts) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}}},
     )
-    async def version_prj(dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
-        await existing_version(dataset, version)
-        return Response(WGS84_PRJ, media_type="text/plain; charset=utf-8", headers={"Cache-Control": IMMUTABLE})
+    async def version_prj(request: Request, dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
+        v = await existing_version(dataset, version)
+        headers, fresh = cache_headers(request, v, "prj")
+        if fresh:
+            return Response(status_code=304, headers=headers)
+
+        async def prj() -> AsyncIterator[bytes]:
+            yield WGS84_PRJ.encode("utf-8")
+
+        return await export_file(v, "prj", "text/plain; charset=utf-8", headers, prj)
 
     async def latest_or_404(dataset: str) -> int:
         ports.definition(dataset)
