@@ -10,9 +10,11 @@ last ``keep_seconds`` are never removed, so a response being sent keeps its file
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -29,7 +31,7 @@ PARTIAL = ".partial"
 
 class LocalExportFiles:
     def __init__(self, directory: str | Path | None = None, max_bytes: int = 2 << 30, keep_seconds: float = 300.0):
-        """``directory`` None or empty: a fresh temporary directory, made on first use."""
+        """``directory`` None or empty: a fresh temporary directory, made on first use and removed at exit."""
         self._directory = Path(directory) if directory else None
         self._max_bytes = max_bytes
         self._keep_seconds = keep_seconds
@@ -39,6 +41,7 @@ class LocalExportFiles:
     def directory(self) -> Path:
         if self._directory is None:
             self._directory = Path(tempfile.mkdtemp(prefix="odc-exports-"))
+            atexit.register(shutil.rmtree, self._directory, ignore_errors=True)  # its own: removed at exit
         self._directory.mkdir(parents=True, exist_ok=True)
         return self._directory
 
