@@ -67,6 +67,10 @@ class PublishSettings(BaseSettings):
     dcat_contact_name: str = "Métropole de Lyon — OpenData des communes"
     dcat_contact_email: str = "opendata@grandlyon.com"
     dcat_contact_url: str = "https://data.grandlyon.com"
+    # GeoJSON/CSV exports are written once per version to files and served from them (length, byte ranges):
+    # the directory ("" = a fresh temporary one per process) and its bound, least recently used files removed first
+    export_cache_dir: str = ""
+    export_cache_max_bytes: int = 2 << 30
 
     def base_url(self) -> str:
         if self.public_base_url:

@@ -10,11 +10,19 @@ from fastapi import HTTPException
 from prometheus_client import CollectorRegistry
 
 from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition
+from services.publish.adapters.export_files import LocalExportFiles
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, PushApi, TokenStore
+from services.publish.service_layer.ports import (
+    AddressResolver,
+    Clock,
+    DeliveryStoreFactory,
+    ExportFiles,
+    PushApi,
+    TokenStore,
+)
 
 GEOJSON = "application/geo+json"
 JSONLD = "application/ld+json"
@@ -47,6 +55,7 @@ class ApiPorts:
     push_api: PushApi | None = None
     ingest_public_url: str = ""
     edit_wait_seconds: float = 5.0
+    export_files: ExportFiles = field(default_factory=LocalExportFiles)  # the exports, kept as files
 
     @property
     def ogc(self) -> str:

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.publish.adapters.export_files import LocalExportFiles
 from services.publish.adapters.read_model import PostgresReadModel
 from services.publish.adapters.webhook_store import PostgresSubscriptionQueries
 from services.publish.domain import dcat
@@ -43,7 +44,14 @@ from services.publish.entrypoints import (
 from services.publish.entrypoints.api_ports import ApiPorts
 from services.publish.entrypoints.subscription_routes import AccessRefused
 from services.publish.metrics import PublishMetrics
-from services.publish.service_layer.ports import AddressResolver, Clock, DeliveryStoreFactory, PushApi, TokenStore
+from services.publish.service_layer.ports import (
+    AddressResolver,
+    Clock,
+    DeliveryStoreFactory,
+    ExportFiles,
+    PushApi,
+    TokenStore,
+)
 
 API_VERSION = "1.0.0"
 
@@ -181,6 +189,7 @@ def build_api(
     push_api: PushApi | None = None,
     ingest_public_url: str = "",
     edit_wait_seconds: float = 5.0,
+    export_files: ExportFiles | None = None,
 ) -> FastAPI:
     return create_app(
         ApiPorts(
@@ -206,5 +215,6 @@ def build_api(
             push_api=push_api,
             ingest_public_url=ingest_public_url,
             edit_wait_seconds=edit_wait_seconds,
+            export_files=export_files or LocalExportFiles(),
         )
     )

@@ -37,6 +37,7 @@ from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
+from services.publish.adapters.export_files import LocalExportFiles
 from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
 from services.publish.adapters.notification_outbox import notifications_outbox
 from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork, create_schema
@@ -130,6 +131,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         push_api=HttpPushApi(settings.ingest_url),
         ingest_public_url=(settings.ingest_public_url or settings.ingest_url).rstrip("/"),
         edit_wait_seconds=settings.edit_wait_seconds,
+        export_files=LocalExportFiles(settings.export_cache_dir, settings.export_cache_max_bytes),
     )
 
     def on_retry(error: BaseException, attempt: int) -> None:

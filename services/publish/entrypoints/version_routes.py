@@ -1,5 +1,6 @@
 """Datasets and their immutable versions: metadata, row-level diff, GeoJSON and CSV as of a version (strong
-ETags, cached for a year), and the latest downloads (redirects to the immutable URLs)."""
+ETags, cached for a year; the exports written once to files and served with byte ranges), and the latest
+downloads (redirects to the immutable URLs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.publish.domain import api_documents
 from services.publish.domain.api_documents import VersionRecord, etag_matches, version_etag
 from services.publish.domain.feature_documents import LEFT_OUT_HEADER, WGS84_PRJ, CsvLayout, feature_json, left_out_note
 from services.publish.entrypoints.api_ports import GEOJSON, IMMUTABLE, ApiPorts, problem
+from services.publish.entrypoints.export_responses import ExportFileResponse
 
 
 async def text_stream(head: list[str], rows: AsyncIterator[str], tail: list[str]) -> AsyncIterator[bytes]:
@@ -42,11 +44,6 @@ CSV_DESCRIPTION = (
 )
 
 
-async def collect(chunks: AsyncIterator[bytes]) -> bytes:
-    """An export whole, so that its answer has a Content-Length (GDAL's /vsicurl/ and download managers need it)."""
-    return b"".join([chunk async for chunk in chunks])
-
-
 def router(ports: ApiPorts) -> APIRouter:
     r = APIRouter()
     base, read_model = ports.base, ports.read_model
@@ -62,6 +59,19 @@ def router(ports: ApiPorts) -> APIRouter:
         """The immutable caching headers of one of ``v``'s documents and whether the client has it already."""
         tag = version_etag(v, what)
         return {"ETag": tag, "Cache-Control": IMMUTABLE}, etag_matches(request.headers.get("if-none-match", ""), tag)
+
+    async def export_file(
+        v: VersionRecord,
+        what: str,
+        media_type: str,
+        headers: dict[str, str],
+        produce: Callable[[], AsyncIterator[bytes]],
+    ) -> Response:
+        """An export written once to a file as it streams (memory stays bounded), then served from it with its
+        Content-Length and byte ranges (GDAL's /vsicurl/, download managers and resumed downloads need them)."""
+        name = f"{v.dataset}-v{v.summary.version}-{what}-{v.summary.content_hash[:16]}"
+        path = await ports.export_files.file(name, produce)
+        return ExportFileResponse(path, media_type=media_type, headers=headers, version=v)
 
     def immutable_json(request: Request, v: VersionRecord, what: str, doc: Callable[[], Any]) -> Response:
         headers, fresh = cache_headers(request, v, what)
@@ -126,7 +136,7 @@ def router(ports: ApiPorts) -> APIRouter:
                 yield ("" if first else ",") + feature_json(f)
                 first = False
 
-        return Response(await collect(text_stream([head], rows(), ["]}"])), media_type=GEOJSON, headers=headers)
+        return await export_file(v, "geojson", GEOJSON, headers, lambda: text_stream([head], rows(), ["]}"]))
 
     @r.get(
         "/datasets/{dataset}/versions/{version}/features.csv",
@@ -158,8 +168,10 @@ def router(ports: ApiPorts) -> APIRouter:
                 if layout.includes(f):
                     yield layout.row(f)
 
-        body = await collect(text_stream([layout.header()], rows(), []))
-        return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
+        what = "csv" if geometry is None else "csv-wkt"
+        return await export_file(
+            v, what, "text/csv; charset=utf-8", headers, lambda: text_stream([layout.header()], rows(), [])
+        )
 
     @r.get(
         "/datasets/{dataset}/versions/{version}/features.csvt",
@@ -175,14 +187,20 @@ def router(ports: ApiPorts) -> APIRouter:
     ) -> Response:
         d = ports.definition(dataset)
         v = await existing_version(dataset, version)
-        headers, fresh = cache_headers(request, v, "csvt" if geometry is None else "csvt-wkt")
+        what = "csvt" if geometry is None else "csvt-wkt"
+        headers, fresh = cache_headers(request, v, what)
         if fresh:
             return Response(status_code=304, headers=headers)
         layout = CsvLayout(d, with_wkt=geometry == "wkt")
-        widths = layout.widest(
-            [layout.cells(f) async for f in read_model.snapshot(dataset, version) if layout.includes(f)]
-        )
-        return Response(layout.csvt(widths), media_type="text/plain; charset=utf-8", headers=headers)
+
+        async def line() -> AsyncIterator[bytes]:
+            widths = [0] * len(layout.columns)  # a running maximum: one feature in memory at a time
+            async for f in read_model.snapshot(dataset, version):
+                if layout.includes(f):
+                    widths = [max(w, n) for w, n in zip(widths, layout.widest([layout.cells(f)]), strict=True)]
+            yield layout.csvt(widths).encode("utf-8")
+
+        return await export_file(v, what, "text/plain; charset=utf-8", headers, line)
 
     @r.get(
         "/datasets/{dataset}/versions/{version}/features.prj",
@@ -190,9 +208,16 @@ def router(ports: ApiPorts) -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"text/plain": {}}}},
     )
-    async def version_prj(dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
-        await existing_version(dataset, version)
-        return Response(WGS84_PRJ, media_type="text/plain; charset=utf-8", headers={"Cache-Control": IMMUTABLE})
+    async def version_prj(request: Request, dataset: str, version: Annotated[int, Path(ge=1)]) -> Response:
+        v = await existing_version(dataset, version)
+        headers, fresh = cache_headers(request, v, "prj")
+        if fresh:
+            return Response(status_code=304, headers=headers)
+
+        async def prj() -> AsyncIterator[bytes]:
+            yield WGS84_PRJ.encode("utf-8")
+
+        return await export_file(v, "prj", "text/plain; charset=utf-8", headers, prj)
 
     async def latest_or_404(dataset: str) -> int:
         ports.definition(dataset)

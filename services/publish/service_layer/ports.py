@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -152,3 +153,9 @@ class FeatureReader(Protocol):
     """The current published state of one feature."""
 
     async def item(self, dataset: str, commune: str, feature_id: str) -> StoredFeature | None: ...
+class ExportFiles(Protocol):
+    """Immutable export documents kept as files, so that they are served with a length and byte ranges without
+    being held in memory. ``name`` identifies one document of one version for good (it includes the version's
+    content hash); ``produce`` writes it, in chunks, when it is not kept yet."""
+
+    async def file(self, name: str, produce: Callable[[], AsyncIterator[bytes]]) -> Path: ...
