@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
@@ -16,10 +17,11 @@ from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from services.contract.conformance_levels import CONFORMANCE, DROPPED, INCOMPLETE, MISSING, level_of
-from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
-from services.contract.datasets.field_names import stated_commune
+from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition, GeometrySpec
+from services.contract.datasets.field_names import NameMapping, stated_commune
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
-from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
+from services.normalise.domain.attribute_columns import ColumnarSchema
+from services.normalise.domain.attribute_validation import AttributeResult, Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
 from services.normalise.domain.conformance import judge_conformance
 from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
@@ -309,6 +311,22 @@ def _commune_mismatch(column: str, stated: str, sent_for: str) -> FieldError:
     )
 
 
+@dataclass
+class _Pending:
+    """An upsert part-way: checked up to its attributes, which are validated next (per record or per batch)."""
+
+    ev: ChangeEvent
+    definition: DatasetDefinition
+    key: FeatureKey
+    envelope: list[FieldError]
+    schema: CompiledSchema
+    named: NameMapping
+    values: dict[str, object]
+    corrections: list[str]
+    errors: list[FieldError]
+    geometry: BaseGeometry | None
+
+
 class EventNormaliser:
     """Compiles every dataset's schema once, then turns events into candidates or rejections."""
 
@@ -317,6 +335,7 @@ class EventNormaliser:
         self._schemas = {
             d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
         }
+        self._columns = {d.id: ColumnarSchema(self._schemas[d.id]) for d in catalogue}
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
         # a problem in these fields refuses the record (conformance.py): identity and commune. A national
         # primary key that is not the stream's identity (delivery_areas: UUID, identity ID) is a required field
@@ -326,6 +345,33 @@ class EventNormaliser:
         }
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
+        step = self._before_attributes(ev, now)
+        if not isinstance(step, _Pending):
+            return step
+        return self._after_attributes(
+            step, step.schema.validate_mapped(step.values, step.named.ignored, step.named.renamed)
+        )
+
+    def normalise_batch(self, events: Sequence[ChangeEvent], now: datetime) -> list[Candidate | Invalid]:
+        """``[normalise(ev, now) for ev in events]``, with each dataset's attributes validated over the batch
+        as columns (attribute_columns.py); a Hypothesis test holds the two to the same results."""
+        steps = [self._before_attributes(ev, now) for ev in events]
+        by_dataset: dict[str, list[int]] = {}
+        for i, step in enumerate(steps):
+            if isinstance(step, _Pending):
+                by_dataset.setdefault(step.ev.dataset, []).append(i)
+        done: dict[int, Candidate | Invalid] = {}
+        for dataset, positions in by_dataset.items():
+            pending = [cast(_Pending, steps[i]) for i in positions]  # grouped per dataset: one schema each
+            results = self._columns[dataset].validate_rows(
+                [p.values for p in pending], [p.named.ignored for p in pending], [p.named.renamed for p in pending]
+            )
+            for i, p, result in zip(positions, pending, results, strict=True):
+                done[i] = self._after_attributes(p, result)
+        return [step if not isinstance(step, _Pending) else done[i] for i, step in enumerate(steps)]
+
+    def _before_attributes(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid | _Pending:
+        """Everything before the attribute check: envelope, names, commune fill, geometry."""
         definition = self.catalogue.get(ev.dataset)
         if definition is None:
             return Invalid(
@@ -406,7 +452,14 @@ class EventNormaliser:
                         for b in (bad, *bad.also)
                     )
 
-        result = schema.validate_mapped(values, named.ignored, named.renamed)
+        return _Pending(ev, definition, key, envelope, schema, named, values, corrections, errors, geometry)
+
+    def _after_attributes(self, p: _Pending, result: AttributeResult) -> Candidate | Invalid:
+        """The record's verdict once its attributes are validated (``result``)."""
+        ev, definition, key, envelope, schema, named = p.ev, p.definition, p.key, p.envelope, p.schema, p.named
+        corrections, errors, geometry = p.corrections, p.errors, p.geometry
+        commune_field = definition.commune_field
+        spec = definition.geometry
         errors[:0] = [*envelope, *result.errors]  # everything wrong with the record, reported at once
         if commune_field and result.values.get(commune_field) not in (None, ev.commune):
             errors.append(_commune_mismatch(commune_field, str(result.values[commune_field]), ev.commune))
