@@ -20,7 +20,6 @@ installed: they are not dependencies of the project; ``pip install pyarrow polar
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable, Mapping
@@ -54,9 +53,9 @@ def best_of(fn: Callable[[], object], n: int, repeat: int) -> float:
 # --- the plain-value test in pyarrow.compute and in polars (same rules as attribute_columns.py) -------------
 
 
-def _arrow_tests(pa: Any, pc: Any) -> Callable[[Mapping[str, Any], frozenset[str]], ac.ColumnTest | None]:
-    def factory(spec: Mapping[str, Any], missing: frozenset[str]) -> ac.ColumnTest | None:
-        python_test = ac.plain_value_test(spec, missing)
+def _arrow_tests(pa: Any, pc: Any) -> Callable[[Mapping[str, Any], frozenset[str], bool], ac.ColumnTest | None]:
+    def factory(spec: Mapping[str, Any], missing: frozenset[str], required: bool) -> ac.ColumnTest | None:
+        python_test = ac.plain_value_test(spec, missing, required)
         if python_test is None:
             return None
         ftype = spec.get("type", "string")
@@ -81,17 +80,17 @@ def _arrow_tests(pa: Any, pc: Any) -> Callable[[Mapping[str, Any], frozenset[str
                         mask = pc.and_(mask, pc.is_in(arr, value_set=pa.array([str(e) for e in c["enum"]])))
                     if "pattern" in c:  # RE2, not Python's re: the production code keeps re (exact wording)
                         mask = pc.and_(mask, pc.match_substring_regex(arr, f"^(?:{c['pattern']})$"))
-                    return scatter(column, pc.fill_null(mask, False))
+                    return scatter(column, pc.fill_null(mask, not required))
                 if ftype == "boolean":
                     return python_test(column)  # a dictionary lookup per cell already; nothing to vectorise
                 arr = pa.array(column, type=pa.float64() if ftype == "number" else pa.int64())
-                mask = pc.is_valid(arr)
+                mask = pc.is_valid(arr) if required else pc.or_(pc.is_null(arr), pc.is_valid(arr))
                 if "minimum" in c:
                     mask = pc.and_(mask, pc.greater_equal(arr, float(c["minimum"])))
                 if "maximum" in c:
                     mask = pc.and_(mask, pc.less_equal(arr, float(c["maximum"])))
                 values = arr.to_pylist() if ftype == "number" else None
-                return scatter(column, pc.fill_null(mask, False), values)
+                return scatter(column, pc.fill_null(mask, not required), values)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 return python_test(column)  # mixed types in the column
 
@@ -100,9 +99,9 @@ def _arrow_tests(pa: Any, pc: Any) -> Callable[[Mapping[str, Any], frozenset[str
     return factory
 
 
-def _polars_tests(pl: Any) -> Callable[[Mapping[str, Any], frozenset[str]], ac.ColumnTest | None]:
-    def factory(spec: Mapping[str, Any], missing: frozenset[str]) -> ac.ColumnTest | None:
-        python_test = ac.plain_value_test(spec, missing)
+def _polars_tests(pl: Any) -> Callable[[Mapping[str, Any], frozenset[str], bool], ac.ColumnTest | None]:
+    def factory(spec: Mapping[str, Any], missing: frozenset[str], required: bool) -> ac.ColumnTest | None:
+        python_test = ac.plain_value_test(spec, missing, required)
         if python_test is None:
             return None
         ftype = spec.get("type", "string")
@@ -120,17 +119,17 @@ def _polars_tests(pl: Any) -> Callable[[Mapping[str, Any], frozenset[str]], ac.C
                         mask = mask & s.is_in([str(e) for e in c["enum"]])
                     if "pattern" in c:  # Rust regex, not Python's re
                         mask = mask & s.str.contains(f"^(?:{c['pattern']})$")
-                    keep = mask.fill_null(False).to_list()
+                    keep = mask.fill_null(not required).to_list()
                     return [v if k else ac._NOT_PLAIN for v, k in zip(column, keep, strict=True)]
                 if ftype == "boolean":
                     return python_test(column)
                 s = pl.Series(column, dtype=pl.Float64 if ftype == "number" else pl.Int64, strict=True)
-                mask = s.is_not_null()
+                mask = s.is_not_null() if required else pl.Series([True] * len(column))
                 if "minimum" in c:
                     mask = mask & (s >= float(c["minimum"]))
                 if "maximum" in c:
                     mask = mask & (s <= float(c["maximum"]))
-                keep = mask.fill_null(False).to_list()
+                keep = mask.fill_null(not required).to_list()
                 src = s.to_list() if ftype == "number" else column
                 return [v if k else ac._NOT_PLAIN for v, k in zip(src, keep, strict=True)]
             except (TypeError, OverflowError, pl.exceptions.PolarsError):
@@ -141,10 +140,10 @@ def _polars_tests(pl: Any) -> Callable[[Mapping[str, Any], frozenset[str]], ac.C
     return factory
 
 
-def columnar_with(schema: Any, factory: Callable[[Mapping[str, Any], frozenset[str]], Any]) -> ac.ColumnarSchema:
+def columnar_with(schema: Any, factory: Callable[[Mapping[str, Any], frozenset[str], bool], Any]) -> ac.ColumnarSchema:
     col = ac.ColumnarSchema(schema)
     col.columns = tuple(
-        ac._Column(c.field, factory(spec, schema.missing))
+        ac._Column(c.field, factory(spec, schema.missing, c.field.required))
         for c, spec in zip(col.columns, schema.field_specs, strict=True)
     )
     return col
@@ -178,13 +177,11 @@ def bench_attributes(norm: EventNormaliser, dataset: str, events: list[ChangeEve
         print(f"  attributes, {name}: {us:7.2f} µs/event ({'same results' if same else 'DIFFERENT results'})")
 
 
-def _lambert(raw: RawGeometry) -> RawGeometry:
+def _lambert(raw: RawGeometry, expected_type: str, boxes: Any) -> RawGeometry:
     """The same geometry in Lambert-93 (EPSG:2154), declared: the reprojection path."""
-    obj = json.loads(raw.value)
+    g = normalise_geometry(raw, expected_type, boxes).geometry
     t = Transformer.from_crs("EPSG:4326", "EPSG:2154", always_xy=True)
-    g = shapely.transform(
-        shapely.from_geojson(json.dumps(obj)), lambda c: np.column_stack(t.transform(c[:, 0], c[:, 1]))
-    )
+    g = shapely.transform(g, lambda c: np.column_stack(t.transform(c[:, 0], c[:, 1])))
     return RawGeometry(GeometryEncoding.GEOJSON, shapely.to_geojson(g).encode(), "EPSG:2154")
 
 
@@ -222,7 +219,10 @@ def bench_geometry(norm: EventNormaliser, dataset: str, events: list[ChangeEvent
     ]
     assert all(r is not None for r in raws)
     n = len(raws)
-    for label, batch, epsg in (("WGS84", raws, 4326), ("Lambert-93", [_lambert(r) for r in raws if r], 2154)):
+    for label, batch, epsg in (
+        ("WGS84", raws, 4326),
+        ("Lambert-93", [_lambert(r, spec.type, d.boxes) for r in raws if r], 2154),
+    ):
 
         def per_record(batch: list[Any] = batch) -> None:
             for r in batch:

@@ -50,7 +50,7 @@ _NOT_PLAIN = object()
 ColumnTest = Callable[[list[Any]], list[Any]]
 
 
-def _string_test(spec: Mapping[str, Any], missing: frozenset[str]) -> ColumnTest | None:
+def _string_test(spec: Mapping[str, Any], missing: frozenset[str], empty: Any) -> ColumnTest | None:
     c = spec.get("constraints", {})
     fmt = _FORMATS.get(spec.get("format", "default"))
     rx = re.compile(c["pattern"]) if "pattern" in c else None
@@ -66,6 +66,9 @@ def _string_test(spec: Mapping[str, Any], missing: frozenset[str]) -> ColumnTest
         append = out.append
         memo: dict[str, bool] = {}  # pattern, format and list checks once per distinct value
         for v in column:
+            if v is None:
+                append(empty)
+                continue
             if type(v) is not str or not (lo <= len(v) <= hi) or v in missing or "\x00" in v or v != v.strip():
                 append(_NOT_PLAIN)
                 continue
@@ -82,18 +85,21 @@ def _string_test(spec: Mapping[str, Any], missing: frozenset[str]) -> ColumnTest
     return test
 
 
-def _boolean_test(spec: Mapping[str, Any], missing: frozenset[str]) -> ColumnTest:
+def _boolean_test(spec: Mapping[str, Any], missing: frozenset[str], empty: Any) -> ColumnTest:
     spelt = {t: True for t in spec.get("trueValues", DEFAULT_TRUE)}
     spelt.update({f: False for f in spec.get("falseValues", DEFAULT_FALSE) if f not in spelt})
     plain = {k: v for k, v in spelt.items() if isinstance(k, str) and k not in missing and k == k.strip()}
 
     def test(column: list[Any]) -> list[Any]:
-        return [v if type(v) is bool else plain.get(v, _NOT_PLAIN) if type(v) is str else _NOT_PLAIN for v in column]
+        return [
+            plain.get(v, _NOT_PLAIN) if type(v) is str else empty if v is None else v if type(v) is bool else _NOT_PLAIN
+            for v in column
+        ]
 
     return test
 
 
-def _numeric_test(spec: Mapping[str, Any], as_float: bool) -> ColumnTest | None:
+def _numeric_test(spec: Mapping[str, Any], as_float: bool, empty: Any) -> ColumnTest | None:
     c = spec.get("constraints", {})
     lo = _bound(spec, c["minimum"]) if "minimum" in c else None
     hi = _bound(spec, c["maximum"]) if "maximum" in c else None
@@ -105,7 +111,11 @@ def _numeric_test(spec: Mapping[str, Any], as_float: bool) -> ColumnTest | None:
 
     def test_integer(column: list[Any]) -> list[Any]:
         return [
-            v if type(v) is int and -_MAX_EXACT_INT < v < _MAX_EXACT_INT and low <= v <= high else _NOT_PLAIN
+            v
+            if type(v) is int and -_MAX_EXACT_INT < v < _MAX_EXACT_INT and low <= v <= high
+            else empty
+            if v is None
+            else _NOT_PLAIN
             for v in column
         ]
 
@@ -118,6 +128,8 @@ def _numeric_test(spec: Mapping[str, Any], as_float: bool) -> ColumnTest | None:
                 append(v if low <= v <= high and math.isfinite(v) else _NOT_PLAIN)
             elif t is int and -_MAX_EXACT_INT < v < _MAX_EXACT_INT and low <= v <= high:
                 append(float(v))
+            elif v is None:
+                append(empty)
             else:
                 append(_NOT_PLAIN)
         return out
@@ -125,18 +137,20 @@ def _numeric_test(spec: Mapping[str, Any], as_float: bool) -> ColumnTest | None:
     return test_number if as_float else test_integer
 
 
-def plain_value_test(spec: Mapping[str, Any], missing: frozenset[str]) -> ColumnTest | None:
-    """The column test of one field (stream mode), or ``None`` when every cell goes to the cell check."""
+def plain_value_test(spec: Mapping[str, Any], missing: frozenset[str], required: bool) -> ColumnTest | None:
+    """The column test of one field (stream mode), or ``None`` when every cell goes to the cell check.
+    A ``None`` cell of a field that is not required is plain too: its value is ``None``."""
     ftype = spec.get("type", "string")
     rules = set(spec.get("constraints", {}))
+    empty = _NOT_PLAIN if required else None
     if ftype == "string" and rules <= _STRING_RULES:
-        return _string_test(spec, missing)
+        return _string_test(spec, missing, empty)
     if ftype == "boolean" and rules <= _BOOLEAN_RULES:
-        return _boolean_test(spec, missing)
+        return _boolean_test(spec, missing, empty)
     if ftype in ("integer", "year") and rules <= _NUMBER_RULES:
-        return _numeric_test(spec, as_float=False)
+        return _numeric_test(spec, False, empty)
     if ftype == "number" and rules <= _NUMBER_RULES:
-        return _numeric_test(spec, as_float=True)
+        return _numeric_test(spec, True, empty)
     return None
 
 
@@ -152,7 +166,7 @@ class ColumnarSchema:
     def __init__(self, schema: CompiledSchema) -> None:
         self.schema = schema
         self.columns = tuple(
-            _Column(f, plain_value_test(spec, schema.missing) if schema.lenient else None)
+            _Column(f, plain_value_test(spec, schema.missing, f.required) if schema.lenient else None)
             for f, spec in zip(schema.fields, schema.field_specs, strict=True)
         )
         self.names = tuple(f.name for f in schema.fields)
@@ -173,9 +187,7 @@ class ColumnarSchema:
             raw = [r.get(name) for r in rows]
             values = col.test(raw) if col.test is not None else [_NOT_PLAIN] * n
             memo: dict[tuple[type, Any], tuple[Canonical, FieldError | None]] = {}
-            for i, v in enumerate(values):
-                if v is not _NOT_PLAIN:
-                    continue
+            for i in [i for i, v in enumerate(values) if v is _NOT_PLAIN]:
                 cell = raw[i]
                 key = (type(cell), cell) if type(cell) in (str, int, bool) or cell is None else None
                 outcome = memo.get(key) if key is not None else None
