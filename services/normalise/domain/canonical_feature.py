@@ -24,7 +24,12 @@ from services.normalise.domain.attribute_columns import ColumnarSchema
 from services.normalise.domain.attribute_validation import AttributeResult, Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
 from services.normalise.domain.conformance import judge_conformance
-from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
+from services.normalise.domain.geometry_normalisation import (
+    GeometryRejected,
+    NormalisedGeometry,
+    normalise_geometries,
+    normalise_geometry,
+)
 
 _INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
 MAX_ID_LEN = 200
@@ -325,6 +330,7 @@ class _Pending:
     corrections: list[str]
     errors: list[FieldError]
     geometry: BaseGeometry | None
+    raw_geometry: RawGeometry | None
 
 
 class EventNormaliser:
@@ -348,6 +354,7 @@ class EventNormaliser:
         step = self._before_attributes(ev, now)
         if not isinstance(step, _Pending):
             return step
+        self._place(step, self._normalise_geometry(step))
         return self._after_attributes(
             step, step.schema.validate_mapped(step.values, step.named.ignored, step.named.renamed)
         )
@@ -363,6 +370,24 @@ class EventNormaliser:
         done: dict[int, Candidate | Invalid] = {}
         for dataset, positions in by_dataset.items():
             pending = [cast(_Pending, steps[i]) for i in positions]  # grouped per dataset: one schema each
+            definition = pending[0].definition
+            spec = definition.geometry
+            with_geometry = [p for p in pending if p.raw_geometry is not None]
+            outcomes = (
+                normalise_geometries(
+                    [cast(RawGeometry, p.raw_geometry) for p in with_geometry],
+                    spec.type,
+                    definition.boxes,
+                    out_of_area=spec.out_of_area,
+                    placeholder=spec.placeholder,
+                    area_name=definition.area_name,
+                )
+                if with_geometry and spec.type != "None"
+                else []
+            )
+            placed = dict(zip(map(id, with_geometry), outcomes, strict=True))
+            for p in pending:
+                self._place(p, placed.get(id(p)))
             results = self._columns[dataset].validate_rows(
                 [p.values for p in pending], [p.named.ignored for p in pending], [p.named.renamed for p in pending]
             )
@@ -415,44 +440,54 @@ class EventNormaliser:
             values[commune_field] = ev.commune  # the sender said which commune the record belongs to
             corrections.append(f"filled:{commune_field}=commune")
 
-        errors: list[FieldError] = []
-        geometry = None
         spec = definition.geometry
-        if spec.type != "None":
-            raw_geometry = ev.geometry or carrier_geometry(spec, values, schema.missing)
-            if raw_geometry is None:
-                if not spec.nullable:
-                    errors.append(
-                        FieldError(
-                            "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
-                        )
-                    )
-            else:
-                try:
-                    ng = normalise_geometry(
-                        raw_geometry,
-                        spec.type,
-                        definition.boxes,
-                        out_of_area=spec.out_of_area,
-                        placeholder=spec.placeholder,
-                        area_name=definition.area_name,
-                    )
-                    geometry = ng.geometry
-                    corrections.extend(ng.corrections)
-                    write_carrier(spec, values, geometry)
-                    verdict = self._boundaries.judge(ev.commune, geometry, spec)
-                    corrections.extend(verdict.flags)
-                    errors.extend(verdict.errors)
-                except GeometryRejected as bad:
-                    errors.extend(
-                        _area_named(
-                            FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value),
-                            definition.area_name,
-                        )
-                        for b in (bad, *bad.also)
-                    )
+        raw_geometry = (ev.geometry or carrier_geometry(spec, values, schema.missing)) if spec.type != "None" else None
+        return _Pending(ev, definition, key, envelope, schema, named, values, corrections, [], None, raw_geometry)
 
-        return _Pending(ev, definition, key, envelope, schema, named, values, corrections, errors, geometry)
+    def _normalise_geometry(self, p: _Pending) -> NormalisedGeometry | GeometryRejected | None:
+        spec, definition = p.definition.geometry, p.definition
+        if p.raw_geometry is None:
+            return None
+        try:
+            return normalise_geometry(
+                p.raw_geometry,
+                spec.type,
+                definition.boxes,
+                out_of_area=spec.out_of_area,
+                placeholder=spec.placeholder,
+                area_name=definition.area_name,
+            )
+        except GeometryRejected as bad:
+            return bad
+
+    def _place(self, p: _Pending, ng: NormalisedGeometry | GeometryRejected | None) -> None:
+        """The geometry's outcome on the record: its position, corrections and problems."""
+        ev, definition, values, corrections, errors = p.ev, p.definition, p.values, p.corrections, p.errors
+        spec = definition.geometry
+        if spec.type == "None":
+            return
+        if ng is None:
+            if not spec.nullable:
+                errors.append(
+                    FieldError(
+                        "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
+                    )
+                )
+        elif isinstance(ng, GeometryRejected):
+            errors.extend(
+                _area_named(
+                    FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value),
+                    definition.area_name,
+                )
+                for b in (ng, *ng.also)
+            )
+        else:
+            p.geometry = geometry = ng.geometry
+            corrections.extend(ng.corrections)
+            write_carrier(spec, values, geometry)
+            verdict = self._boundaries.judge(ev.commune, geometry, spec)
+            corrections.extend(verdict.flags)
+            errors.extend(verdict.errors)
 
     def _after_attributes(self, p: _Pending, result: AttributeResult) -> Candidate | Invalid:
         """The record's verdict once its attributes are validated (``result``)."""
