@@ -35,7 +35,7 @@ from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeEvent, GeometryEncoding, RawGeometry
 from services.normalise.domain import attribute_columns as ac
 from services.normalise.domain.canonical_feature import EventNormaliser, carrier_geometry
-from services.normalise.domain.geometry_normalisation import normalise_geometry
+from services.normalise.domain.geometry_normalisation import _transformer, normalise_geometry
 
 DATASETS = ("public_toilets", "parks_gardens")
 
@@ -200,8 +200,7 @@ def geometry_as_arrays(raws: list[RawGeometry], boxes: tuple[tuple[float, float,
     coords, index = shapely.get_coordinates(geoms, return_index=True)
     finite = np.bincount(index, weights=~np.isfinite(coords).all(axis=1), minlength=len(raws)) == 0
     if epsg != 4326:
-        t = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
-        x, y = t.transform(coords[:, 0], coords[:, 1])
+        x, y = _transformer(epsg).transform(coords[:, 0], coords[:, 1])  # cached per CRS, as in production
         coords = np.column_stack((x, y))
         geoms = shapely.set_coordinates(geoms.copy(), coords)
     counts = np.bincount(index, minlength=len(raws))
@@ -258,7 +257,7 @@ def bench_batch(norm: EventNormaliser, events: list[ChangeEvent], repeat: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="500,5000")
+    parser.add_argument("--sizes", default="100,500,5000")  # 100: the worker's PREPARE_SLICE
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     print(
