@@ -92,8 +92,10 @@ def raw_points(draw: st.DrawFn) -> RawGeometry:
             [None, None, "EPSG:4326", "EPSG:2154", "urn:ogc:def:crs:OGC:1.3:CRS84", "EPSG:9999", "n'importe"]
         )
     )
-    if draw(st.integers(0, 9)) == 0:
-        return RawGeometry(GeometryEncoding.WKT, f"POINT ({x} {y})".encode(), crs)
+    if draw(st.integers(0, 4)) == 0:
+        word = draw(st.sampled_from(["POINT", "point", "Point Z", "POINT"]))
+        wkt = f"{space}{word}{space}({number_text(x, style)} {number_text(y, style)}{z.replace(',', '')})"
+        return RawGeometry(GeometryEncoding.WKT, wkt.encode(), crs)
     return RawGeometry(GeometryEncoding.GEOJSON, text.encode(), crs)
 
 
@@ -128,11 +130,13 @@ def test_plain_points_take_the_array_path(monkeypatch) -> None:  # type: ignore[
     swapped = RawGeometry(GeometryEncoding.GEOJSON, b'{"type": "Point", "coordinates": [45.7, 4.85]}')
     lambert = RawGeometry(GeometryEncoding.GEOJSON, b'{"type": "Point", "coordinates": [842000.5, 6519000.25]}')
     outside = RawGeometry(GeometryEncoding.GEOJSON, b'{"type": "Point", "coordinates": [2.35, 48.85]}')
-    got = normalise_geometries([*plain, swapped, lambert, outside], "Point", LYON, area_name=NAME)
+    wkt = RawGeometry(GeometryEncoding.WKT, b"POINT (4.85 45.75)")  # as carrier_geometry builds it
+    got = normalise_geometries([*plain, swapped, lambert, outside, wkt], "Point", LYON, area_name=NAME)
     assert calls == [outside]  # only the refusal is worded by the per-record path
     assert got[50].corrections == ("axis_swapped",)  # type: ignore[union-attr]
     assert got[51].corrections == ("crs_inferred:2154",)  # type: ignore[union-attr]
     assert isinstance(got[52], GeometryRejected) and got[52].rule == "out_of_area"
+    assert comparable(got[53]) == comparable(normalise_geometry(wkt, "Point", LYON))
 
 
 def test_the_bundled_toilets_batch_equals_per_record() -> None:

@@ -445,7 +445,7 @@ def normalise_geometries(
 ) -> list[NormalisedGeometry | GeometryRejected]:
     """``normalise_geometry`` over a batch: the outcome of each, the refusal as the exception object.
 
-    Plain GeoJSON points (the common case) are judged as arrays: numpy for finiteness, placeholders, the CRS
+    Plain points (GeoJSON, or WKT as a record's coordinate columns give them: the common case) are judged as arrays: numpy for finiteness, placeholders, the CRS
     inferred from the value range, the area boxes and the axis order; pyproj on each CRS's coordinate arrays;
     shapely 2 builds the points and rounds reprojected ones at once. A point these rules would refuse, and any
     other geometry, goes through ``normalise_geometry`` itself, which words the refusal. A Hypothesis test holds
@@ -459,10 +459,10 @@ def normalise_geometries(
     declared: dict[str | None, int | None] = {}
     if expected_type == "Point":
         for i, raw in enumerate(raws):
-            if raw.encoding is not GeometryEncoding.GEOJSON or len(raw.value) > 200:
+            if len(raw.value) > 200:
                 continue
-            m = _GEOJSON_POINT.fullmatch(raw.value)
-            if m is None:
+            xy = _plain_xy(raw)
+            if xy is None:
                 continue
             if raw.crs not in declared:
                 try:
@@ -473,8 +473,8 @@ def normalise_geometries(
             if epsg == -1 or (epsg is not None and epsg not in SUPPORTED_EPSG):
                 continue
             plain.append(i)
-            xs.append(float(m.group(1)))
-            ys.append(float(m.group(2)))
+            xs.append(xy[0])
+            ys.append(xy[1])
             epsgs.append(0 if epsg is None else epsg)
     if plain:
         _points_as_arrays(
@@ -489,6 +489,21 @@ def normalise_geometries(
             except GeometryRejected as bad:
                 out[i] = bad
     return out  # type: ignore[return-value]  # every slot filled above
+
+
+def _plain_xy(raw: RawGeometry) -> tuple[float, float] | None:
+    """(x, y) of a point ``_plain_point`` reads the same way, or None (then ``normalise_geometry`` decides)."""
+    if raw.encoding is GeometryEncoding.GEOJSON:
+        m = _GEOJSON_POINT.fullmatch(raw.value)
+        return (float(m.group(1)), float(m.group(2))) if m else None
+    if raw.encoding is GeometryEncoding.WKT:  # what a record's x/y or geopoint columns become (carrier_geometry)
+        try:
+            text = raw.value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        w = _WKT_POINT.fullmatch(text)  # _plain_point's own expression
+        return (float(w.group(1)), float(w.group(2))) if w else None
+    return None
 
 
 def _inside_any(boxes: tuple[Box, ...], x: Any, y: Any) -> Any:
