@@ -445,9 +445,10 @@ def normalise_geometries(
 ) -> list[NormalisedGeometry | GeometryRejected]:
     """``normalise_geometry`` over a batch: the outcome of each, the refusal as the exception object.
 
-    Plain points (GeoJSON, or WKT as a record's coordinate columns give them: the common case) are judged as arrays: numpy for finiteness, placeholders, the CRS
-    inferred from the value range, the area boxes and the axis order; pyproj on each CRS's coordinate arrays;
-    shapely 2 builds the points and rounds reprojected ones at once. A point these rules would refuse, and any
+    Plain points (GeoJSON, or WKT as a record's coordinate columns give them: the common case) are judged as
+    arrays: numpy for finiteness, placeholders, the CRS inferred from the value range, the area boxes and the
+    axis order; pyproj on each CRS's coordinate arrays; shapely 2 builds the points and rounds reprojected ones
+    at once. A point these rules would refuse, and any
     other geometry, goes through ``normalise_geometry`` itself, which words the refusal. A Hypothesis test holds
     the batch to ``normalise_geometry`` record for record (tests/unit/test_geometry_batches.py)."""
     out: list[NormalisedGeometry | GeometryRejected | None] = [None] * len(raws)
