@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.pipeline_throughput import build_events
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeEvent, FieldError, Operation
 from services.ingest.domain.source_records import UnreadableFile, read_csv
 from services.normalise.domain.attribute_columns import ColumnarSchema
 from services.normalise.domain.attribute_validation import Canonical, CompiledField, CompiledSchema
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser
+from tests.unit.bundled_samples import sample_events
 
 CATALOGUE = DatasetCatalogue.load()
 NORMALISER = EventNormaliser(CATALOGUE)
@@ -118,7 +118,7 @@ def test_columnar_equals_per_record_on_generated_schemas_and_records(case: tuple
 @pytest.mark.parametrize("dataset", ["public_toilets", "parks_gardens"])
 def test_columnar_equals_per_record_on_the_bundled_samples(dataset: str) -> None:
     schema = NORMALISER._schemas[dataset]
-    rows = [dict(schema.matcher.map(e.attributes).values) for e in build_events(dataset, 1000, 1)]
+    rows = [dict(schema.matcher.map(e.attributes).values) for e in sample_events(dataset, 1000)]
     same(schema, rows)
 
 
@@ -186,9 +186,9 @@ def test_plain_values_skip_the_cell_check_and_each_other_value_is_checked_once()
 
 # --- the normaliser over a batch -----------------------------------------------------------------------
 
-TOILETS = build_events("public_toilets", 40, 1)
-PARKS = build_events("parks_gardens", 20, 1)
-NOW = datetime.now(UTC)  # after the events' occurred_at: none of them is in the future
+TOILETS = sample_events("public_toilets", 40)
+PARKS = sample_events("parks_gardens", 20)
+NOW = datetime(2026, 11, 2, tzinfo=UTC)  # the day after the samples' occurred_at: none in the future
 toilet_fields = sorted({k for e in TOILETS for k in e.attributes})
 
 
@@ -221,7 +221,7 @@ def test_normalise_batch_equals_normalise_per_event(events: list[ChangeEvent]) -
 
 
 def test_normalise_batch_on_real_batches_of_two_datasets() -> None:
-    events = build_events("public_toilets", 300, 1) + build_events("parks_gardens", 100, 1)
+    events = sample_events("public_toilets", 300) + sample_events("parks_gardens", 100)
     events = events[::2] + events[1::2]  # interleaved
     got = NORMALISER.normalise_batch(events, NOW)
     assert got == [NORMALISER.normalise(e, NOW) for e in events]

@@ -19,6 +19,7 @@ from services.normalise.domain.geometry_normalisation import (
     normalise_geometries,
     normalise_geometry,
 )
+from tests.unit.bundled_samples import sample_events
 
 LYON = ((4.6, 45.5, 5.2, 46.0),)
 NAME = ("the territory of Lyon", "du territoire de Lyon")
@@ -140,11 +141,10 @@ def test_plain_points_take_the_array_path(monkeypatch) -> None:  # type: ignore[
 
 
 def test_the_bundled_toilets_batch_equals_per_record() -> None:
-    from benchmarks.pipeline_throughput import build_events
 
     d = DatasetCatalogue.load().get("public_toilets")
     assert d is not None
-    raws = [e.geometry for e in build_events("public_toilets", 600, 1) if e.geometry is not None]
+    raws = [e.geometry for e in sample_events("public_toilets", 600) if e.geometry is not None]
     assert len(raws) == 600
     spec = d.geometry
     batch = normalise_geometries(raws, spec.type, d.boxes, out_of_area=spec.out_of_area, placeholder=spec.placeholder)
