@@ -379,7 +379,7 @@ def _constraint_checks(
 
 
 @dataclass(frozen=True)
-class _CompiledField:
+class CompiledField:
     name: str
     required: bool
     cast: Callable[[Any], Canonical]
@@ -410,7 +410,7 @@ class CompiledSchema:
         pk = table_schema.get("primaryKey") or []
         self.primary_key = frozenset([pk] if isinstance(pk, str) else pk)
         self.fields = tuple(
-            _CompiledField(
+            CompiledField(
                 name=f["name"],
                 # Table Schema: primary key fields are implicitly required
                 required=bool(f.get("constraints", {}).get("required", False)) or f["name"] in self.primary_key,
@@ -419,6 +419,7 @@ class CompiledSchema:
             )
             for f in table_schema["fields"]
         )
+        self.field_specs: tuple[Mapping[str, Any], ...] = tuple(table_schema["fields"])  # aligned with ``fields``
         self.required_fields = frozenset(f.name for f in self.fields if f.required)
         self.matcher = FieldMatcher((f.name for f in self.fields), aliases, fold_names=lenient)
 
@@ -439,34 +440,39 @@ class CompiledSchema:
         values: dict[str, Canonical] = {}
         errors: list[FieldError] = []
         for f in self.fields:
-            raw = mapped.get(f.name)
-            if self.is_missing(raw):
-                values[f.name] = None
-                if f.required:
-                    errors.append(
-                        FieldError(
-                            rule="required",
-                            field=f.name,
-                            value=None,
-                            message_en=f"{f.name}: a value is required",
-                            message_fr=f"{f.name} : une valeur est obligatoire",
-                        )
-                    )
-                continue
-            try:
-                v = f.cast(raw)
-                for check in f.checks:
-                    check(v)
-            except _Invalid as bad:
-                errors.append(
-                    FieldError(
-                        rule=bad.rule,
-                        field=f.name,
-                        value=_short(raw),
-                        message_en=f"{f.name}: {bad.en}",
-                        message_fr=f"{f.name} : {bad.fr}",
-                    )
-                )
-                continue
-            values[f.name] = v
+            value, error = self.check_cell(f, mapped.get(f.name))
+            if error is not None:
+                errors.append(error)
+                if error.rule != "required":
+                    continue  # a value that breaks its rule is left out of ``values``
+            values[f.name] = value
         return AttributeResult(values, tuple(errors), ignored, renamed)
+
+    def check_cell(self, f: CompiledField, raw: Any) -> tuple[Canonical, FieldError | None]:
+        """One field's value: its canonical form and the problem with it (``None`` when there is none).
+        A missing value is ``None``, with a ``required`` error when the field requires one. The one place
+        that words a field's problems: the per-record and the columnar validators (attribute_columns.py)
+        both call it."""
+        if self.is_missing(raw):
+            if f.required:
+                return None, FieldError(
+                    rule="required",
+                    field=f.name,
+                    value=None,
+                    message_en=f"{f.name}: a value is required",
+                    message_fr=f"{f.name} : une valeur est obligatoire",
+                )
+            return None, None
+        try:
+            v = f.cast(raw)
+            for check in f.checks:
+                check(v)
+        except _Invalid as bad:
+            return None, FieldError(
+                rule=bad.rule,
+                field=f.name,
+                value=_short(raw),
+                message_en=f"{f.name}: {bad.en}",
+                message_fr=f"{f.name} : {bad.fr}",
+            )
+        return v, None

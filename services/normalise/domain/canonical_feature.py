@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
@@ -16,13 +17,19 @@ from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from services.contract.conformance_levels import CONFORMANCE, DROPPED, INCOMPLETE, MISSING, level_of
-from services.contract.datasets.catalogue import DatasetCatalogue, GeometrySpec
-from services.contract.datasets.field_names import stated_commune
+from services.contract.datasets.catalogue import DatasetCatalogue, DatasetDefinition, GeometrySpec
+from services.contract.datasets.field_names import NameMapping, stated_commune
 from services.contract.messages import ChangeEvent, FieldError, GeometryEncoding, Operation, RawGeometry
-from services.normalise.domain.attribute_validation import Canonical, CompiledSchema
+from services.normalise.domain.attribute_columns import ColumnarSchema
+from services.normalise.domain.attribute_validation import AttributeResult, Canonical, CompiledSchema
 from services.normalise.domain.commune_boundary import CommuneBoundaries
 from services.normalise.domain.conformance import judge_conformance
-from services.normalise.domain.geometry_normalisation import GeometryRejected, normalise_geometry
+from services.normalise.domain.geometry_normalisation import (
+    GeometryRejected,
+    NormalisedGeometry,
+    normalise_geometries,
+    normalise_geometry,
+)
 
 _INSEE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
 MAX_ID_LEN = 200
@@ -309,6 +316,23 @@ def _commune_mismatch(column: str, stated: str, sent_for: str) -> FieldError:
     )
 
 
+@dataclass
+class _Pending:
+    """An upsert part-way: checked up to its attributes, which are validated next (per record or per batch)."""
+
+    ev: ChangeEvent
+    definition: DatasetDefinition
+    key: FeatureKey
+    envelope: list[FieldError]
+    schema: CompiledSchema
+    named: NameMapping
+    values: dict[str, object]
+    corrections: list[str]
+    errors: list[FieldError]
+    geometry: BaseGeometry | None
+    raw_geometry: RawGeometry | None
+
+
 class EventNormaliser:
     """Compiles every dataset's schema once, then turns events into candidates or rejections."""
 
@@ -317,6 +341,7 @@ class EventNormaliser:
         self._schemas = {
             d.id: CompiledSchema(d.table_schema, d.aliases, pattern_words=d.pattern_words) for d in catalogue
         }
+        self._columns = {d.id: ColumnarSchema(self._schemas[d.id]) for d in catalogue}
         self._boundaries = CommuneBoundaries(catalogue.commune_boundaries)
         # a problem in these fields refuses the record (conformance.py): identity and commune. A national
         # primary key that is not the stream's identity (delivery_areas: UUID, identity ID) is a required field
@@ -326,6 +351,52 @@ class EventNormaliser:
         }
 
     def normalise(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid:
+        step = self._before_attributes(ev, now)
+        if not isinstance(step, _Pending):
+            return step
+        self._place(step, self._normalise_geometry(step))
+        return self._after_attributes(
+            step, step.schema.validate_mapped(step.values, step.named.ignored, step.named.renamed)
+        )
+
+    def normalise_batch(self, events: Sequence[ChangeEvent], now: datetime) -> list[Candidate | Invalid]:
+        """``[normalise(ev, now) for ev in events]``, with each dataset's attributes validated over the batch
+        as columns (attribute_columns.py); a Hypothesis test holds the two to the same results."""
+        steps = [self._before_attributes(ev, now) for ev in events]
+        by_dataset: dict[str, list[int]] = {}
+        for i, step in enumerate(steps):
+            if isinstance(step, _Pending):
+                by_dataset.setdefault(step.ev.dataset, []).append(i)
+        done: dict[int, Candidate | Invalid] = {}
+        for dataset, positions in by_dataset.items():
+            pending = [cast(_Pending, steps[i]) for i in positions]  # grouped per dataset: one schema each
+            definition = pending[0].definition
+            spec = definition.geometry
+            with_geometry = [p for p in pending if p.raw_geometry is not None]
+            outcomes = (
+                normalise_geometries(
+                    [cast(RawGeometry, p.raw_geometry) for p in with_geometry],
+                    spec.type,
+                    definition.boxes,
+                    out_of_area=spec.out_of_area,
+                    placeholder=spec.placeholder,
+                    area_name=definition.area_name,
+                )
+                if with_geometry and spec.type != "None"
+                else []
+            )
+            placed = dict(zip(map(id, with_geometry), outcomes, strict=True))
+            for p in pending:
+                self._place(p, placed.get(id(p)))
+            results = self._columns[dataset].validate_rows(
+                [p.values for p in pending], [p.named.ignored for p in pending], [p.named.renamed for p in pending]
+            )
+            for i, p, result in zip(positions, pending, results, strict=True):
+                done[i] = self._after_attributes(p, result)
+        return [step if not isinstance(step, _Pending) else done[i] for i, step in enumerate(steps)]
+
+    def _before_attributes(self, ev: ChangeEvent, now: datetime) -> Candidate | Invalid | _Pending:
+        """Everything before the attribute check: envelope, names, commune fill, geometry."""
         definition = self.catalogue.get(ev.dataset)
         if definition is None:
             return Invalid(
@@ -369,44 +440,61 @@ class EventNormaliser:
             values[commune_field] = ev.commune  # the sender said which commune the record belongs to
             corrections.append(f"filled:{commune_field}=commune")
 
-        errors: list[FieldError] = []
-        geometry = None
         spec = definition.geometry
-        if spec.type != "None":
-            raw_geometry = ev.geometry or carrier_geometry(spec, values, schema.missing)
-            if raw_geometry is None:
-                if not spec.nullable:
-                    errors.append(
-                        FieldError(
-                            "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
-                        )
-                    )
-            else:
-                try:
-                    ng = normalise_geometry(
-                        raw_geometry,
-                        spec.type,
-                        definition.boxes,
-                        out_of_area=spec.out_of_area,
-                        placeholder=spec.placeholder,
-                        area_name=definition.area_name,
-                    )
-                    geometry = ng.geometry
-                    corrections.extend(ng.corrections)
-                    write_carrier(spec, values, geometry)
-                    verdict = self._boundaries.judge(ev.commune, geometry, spec)
-                    corrections.extend(verdict.flags)
-                    errors.extend(verdict.errors)
-                except GeometryRejected as bad:
-                    errors.extend(
-                        _area_named(
-                            FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value),
-                            definition.area_name,
-                        )
-                        for b in (bad, *bad.also)
-                    )
+        raw_geometry = (ev.geometry or carrier_geometry(spec, values, schema.missing)) if spec.type != "None" else None
+        return _Pending(ev, definition, key, envelope, schema, named, values, corrections, [], None, raw_geometry)
 
-        result = schema.validate_mapped(values, named.ignored, named.renamed)
+    def _normalise_geometry(self, p: _Pending) -> NormalisedGeometry | GeometryRejected | None:
+        spec, definition = p.definition.geometry, p.definition
+        if p.raw_geometry is None:
+            return None
+        try:
+            return normalise_geometry(
+                p.raw_geometry,
+                spec.type,
+                definition.boxes,
+                out_of_area=spec.out_of_area,
+                placeholder=spec.placeholder,
+                area_name=definition.area_name,
+            )
+        except GeometryRejected as bad:
+            return bad
+
+    def _place(self, p: _Pending, ng: NormalisedGeometry | GeometryRejected | None) -> None:
+        """The geometry's outcome on the record: its position, corrections and problems."""
+        ev, definition, values, corrections, errors = p.ev, p.definition, p.values, p.corrections, p.errors
+        spec = definition.geometry
+        if spec.type == "None":
+            return
+        if ng is None:
+            if not spec.nullable:
+                errors.append(
+                    FieldError(
+                        "geometry_required", "a geometry is required", "une géométrie est obligatoire", "geometry"
+                    )
+                )
+        elif isinstance(ng, GeometryRejected):
+            errors.extend(
+                _area_named(
+                    FieldError(b.rule, f"geometry: {b.en}", f"géométrie : {b.fr}", "geometry", b.value),
+                    definition.area_name,
+                )
+                for b in (ng, *ng.also)
+            )
+        else:
+            p.geometry = geometry = ng.geometry
+            corrections.extend(ng.corrections)
+            write_carrier(spec, values, geometry)
+            verdict = self._boundaries.judge(ev.commune, geometry, spec)
+            corrections.extend(verdict.flags)
+            errors.extend(verdict.errors)
+
+    def _after_attributes(self, p: _Pending, result: AttributeResult) -> Candidate | Invalid:
+        """The record's verdict once its attributes are validated (``result``)."""
+        ev, definition, key, envelope, schema, named = p.ev, p.definition, p.key, p.envelope, p.schema, p.named
+        corrections, errors, geometry = p.corrections, p.errors, p.geometry
+        commune_field = definition.commune_field
+        spec = definition.geometry
         errors[:0] = [*envelope, *result.errors]  # everything wrong with the record, reported at once
         if commune_field and result.values.get(commune_field) not in (None, ev.commune):
             errors.append(_commune_mismatch(commune_field, str(result.values[commune_field]), ev.commune))

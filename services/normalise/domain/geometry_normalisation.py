@@ -387,3 +387,187 @@ def _as_type(geom: BaseGeometry, expected_type: str, corrections: list[str]) -> 
 
 def _stack(xy: tuple[Any, Any]) -> Any:
     return np.column_stack(xy)
+
+
+# --- a batch of points at once ----------------------------------------------------------------------------
+
+# A GeoJSON point exactly as the stream's senders write it: {"type": "Point", "coordinates": [x, y(, z)]},
+# numbers in JSON's own grammar (what json.loads accepts as int or float).
+_JSON_NUM = rb"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_WS = rb"[ \t\n\r]*"  # JSON's whitespace (not \s: it takes \f and \v, which json.loads refuses)
+_GEOJSON_POINT = re.compile(
+    _WS
+    + rb"\{"
+    + _WS
+    + rb'"type"'
+    + _WS
+    + rb":"
+    + _WS
+    + rb'"Point"'
+    + _WS
+    + rb","
+    + _WS
+    + rb'"coordinates"'
+    + _WS
+    + rb":"
+    + _WS
+    + rb"\["
+    + _WS
+    + rb"("
+    + _JSON_NUM
+    + rb")"
+    + _WS
+    + rb","
+    + _WS
+    + rb"("
+    + _JSON_NUM
+    + rb")"
+    + _WS
+    + rb"(?:,"
+    + _WS
+    + _JSON_NUM
+    + _WS
+    + rb")?\]"
+    + _WS
+    + rb"\}"
+    + _WS
+)
+
+
+def normalise_geometries(
+    raws: list[RawGeometry],
+    expected_type: str,
+    area: Box | tuple[Box, ...],
+    *,
+    out_of_area: str = "reject",
+    placeholder: str = "reject",
+    area_name: tuple[str, str] = DATASET_AREA,
+) -> list[NormalisedGeometry | GeometryRejected]:
+    """``normalise_geometry`` over a batch: the outcome of each, the refusal as the exception object.
+
+    Plain points (GeoJSON, or WKT as a record's coordinate columns give them: the common case) are judged as
+    arrays: numpy for finiteness, placeholders, the CRS inferred from the value range, the area boxes and the
+    axis order; pyproj on each CRS's coordinate arrays; shapely 2 builds the points and rounds reprojected ones
+    at once. A point these rules would refuse, and any
+    other geometry, goes through ``normalise_geometry`` itself, which words the refusal. A Hypothesis test holds
+    the batch to ``normalise_geometry`` record for record (tests/unit/test_geometry_batches.py)."""
+    out: list[NormalisedGeometry | GeometryRejected | None] = [None] * len(raws)
+    boxes = _boxes(area)
+    plain: list[int] = []
+    xs: list[float] = []
+    ys: list[float] = []
+    epsgs: list[int] = []
+    declared: dict[str | None, int | None] = {}
+    if expected_type == "Point":
+        for i, raw in enumerate(raws):
+            if len(raw.value) > 200:
+                continue
+            xy = _plain_xy(raw)
+            if xy is None:
+                continue
+            if raw.crs not in declared:
+                try:
+                    declared[raw.crs] = parse_crs(raw.crs)
+                except GeometryRejected:
+                    declared[raw.crs] = -1  # refused: normalise_geometry words it
+            epsg = declared[raw.crs]
+            if epsg == -1 or (epsg is not None and epsg not in SUPPORTED_EPSG):
+                continue
+            plain.append(i)
+            xs.append(xy[0])
+            ys.append(xy[1])
+            epsgs.append(0 if epsg is None else epsg)
+    if plain:
+        _points_as_arrays(
+            raws, out, plain, np.array(xs), np.array(ys), np.array(epsgs), boxes, out_of_area, placeholder
+        )
+    for i, raw in enumerate(raws):
+        if out[i] is None:
+            try:
+                out[i] = normalise_geometry(
+                    raw, expected_type, area, out_of_area=out_of_area, placeholder=placeholder, area_name=area_name
+                )
+            except GeometryRejected as bad:
+                out[i] = bad
+    return out  # type: ignore[return-value]  # every slot filled above
+
+
+def _plain_xy(raw: RawGeometry) -> tuple[float, float] | None:
+    """(x, y) of a point ``_plain_point`` reads the same way, or None (then ``normalise_geometry`` decides)."""
+    if raw.encoding is GeometryEncoding.GEOJSON:
+        m = _GEOJSON_POINT.fullmatch(raw.value)
+        return (float(m.group(1)), float(m.group(2))) if m else None
+    if raw.encoding is GeometryEncoding.WKT:  # what a record's x/y or geopoint columns become (carrier_geometry)
+        try:
+            text = raw.value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        w = _WKT_POINT.fullmatch(text)  # _plain_point's own expression
+        return (float(w.group(1)), float(w.group(2))) if w else None
+    return None
+
+
+def _inside_any(boxes: tuple[Box, ...], x: Any, y: Any) -> Any:
+    inside = np.zeros(len(x), dtype=bool)
+    for b in boxes:
+        inside |= (b[0] <= x) & (x <= b[2]) & (b[1] <= y) & (y <= b[3])
+    return inside
+
+
+def _points_as_arrays(
+    raws: list[RawGeometry],
+    out: list[NormalisedGeometry | GeometryRejected | None],
+    plain: list[int],
+    x: Any,
+    y: Any,
+    epsg: Any,
+    boxes: tuple[Box, ...],
+    out_of_area: str,
+    placeholder: str,
+) -> None:
+    """``_normalise_point``'s rules over arrays; the points they would refuse are left for it (``out`` None)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    for px, py in PLACEHOLDERS:
+        ok &= ~((np.abs(x - px) < 1e-9) & (np.abs(y - py) < 1e-9))  # placeholders: normalise_geometry decides
+    inferred = epsg == 0
+    guess = np.select(
+        [
+            (x >= -180) & (x <= 180) & (y >= -90) & (y <= 90),
+            (x >= 1_000_000) & (x <= 2_300_000) & (y >= 5_000_000) & (y <= 5_400_000),
+            (x >= 0) & (x <= 1_300_000) & (y >= 6_000_000) & (y <= 7_200_000),
+            (x >= -700_000) & (x <= 1_200_000) & (y >= 5_000_000) & (y <= 6_700_000),
+        ],
+        [4326, 3946, 2154, 3857],
+        default=0,
+    )  # infer_epsg, in its order
+    epsg = np.where(inferred, guess, epsg)
+    ok &= epsg != 0  # no CRS recognised: refused
+    lon, lat = x.copy(), y.copy()
+    for code in np.unique(epsg[ok & (epsg != 4326)]):
+        sel = ok & (epsg == code)
+        tx, ty = _transformer(int(code)).transform(x[sel], y[sel])
+        lon[sel], lat[sel] = tx, ty
+    ok &= np.isfinite(lon) & np.isfinite(lat)
+    inside = _inside_any(boxes, lon, lat)
+    swap = ~inside & _inside_any(boxes, lat, lon) & ((epsg == 4326) | (epsg == 4171))
+    lon, lat = np.where(swap, lat, lon), np.where(swap, lon, lat)
+    outside = ~(inside | swap)
+    if out_of_area == "reject":
+        ok &= ~outside
+    keep = np.flatnonzero(ok)
+    if len(keep) == 0:
+        return
+    points = shapely.points(np.column_stack((lon[keep], lat[keep])))
+    projected = epsg[keep] != 4326
+    if projected.any():
+        points[projected] = shapely.set_precision(points[projected], 1e-7)
+    for j, k in enumerate(keep.tolist()):
+        code = int(epsg[k])
+        corrections: list[str] = []
+        if inferred[k] and code != 4326:
+            corrections.append(f"crs_inferred:{code}")
+        if swap[k]:
+            corrections.append("axis_swapped")
+        if outside[k]:
+            corrections.append("flagged:out_of_area")
+        out[plain[k]] = NormalisedGeometry(points[j], code, tuple(corrections))

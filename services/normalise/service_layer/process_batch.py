@@ -105,19 +105,31 @@ def prepare_batch(
         ] += 1
         log.info("rejected (%s): %s", reason, text, extra=_event_fields(ev, msg, reason=reason))
 
-    for msg in messages:
+    # Decode and authenticate each message; then normalise the authentic events as one batch (each dataset's
+    # attributes checked as columns: attribute_columns.py); then report everything in message order.
+    refused: dict[int, tuple[str, str, tuple[FieldError, ...], ChangeEvent | None]] = {}
+    authentic: list[tuple[int, ChangeEvent]] = []
+    for i, msg in enumerate(messages):
         try:
             ev = codecs.decode_change_event(msg.value)
         except UndecodableMessage as bad:
-            reject(msg, bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),))
+            refused[i] = (bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),), None)
             continue
         refusal = authenticator.check(msg.value, msg.headers, ev.commune) if authenticator is not None else None
         if refusal is not None:
-            reject(msg, refusal.reason, refusal.message, refusal.errors, ev)
+            refused[i] = (refusal.reason, refusal.message, refusal.errors, ev)
             continue
-        result = normaliser.normalise(ev, now)
-        if isinstance(result, Invalid):
-            reject(msg, result.reason, result.message, result.errors, ev)
+        authentic.append((i, ev))
+    normalised = dict(
+        zip((i for i, _ in authentic), normaliser.normalise_batch([ev for _, ev in authentic], now), strict=True)
+    )
+    for i, msg in enumerate(messages):
+        result = normalised.get(i)
+        if result is None:
+            reason, text, errors, refused_ev = refused[i]
+            reject(msg, reason, text, errors, refused_ev)
+        elif isinstance(result, Invalid):
+            reject(msg, result.reason, result.message, result.errors, result.event)
         else:
             candidates.append(result)
 
