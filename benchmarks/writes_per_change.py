@@ -137,7 +137,10 @@ async def _measure(cluster: PostgresCluster, n: int) -> list[tuple[str, dict[str
         await record_changes(changes, uow_factory=_publish_uow(engine, codecs), clock=clock)
         clock.advance()
         drafts = await cut_due_versions(
-            catalogue=catalogue, uow_factory=_publish_uow(engine, codecs), clock=clock, source=SOURCE,
+            catalogue=catalogue,
+            uow_factory=_publish_uow(engine, codecs),
+            clock=clock,
+            source=SOURCE,
             max_delay_seconds=1,
         )
         assert len(drafts) == 1 and len(drafts[0].entries) == n
