@@ -87,14 +87,19 @@ _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|COPY|MERGE\s+IN
 
 
 _WAL = "WAL bytes (every statement)"
+_MS = "statement time, µs (every statement)"
+_EXTRA = (_WAL, _MS)
 
 
 def _writes(conninfo: dict[str, Any]) -> dict[str, int]:
     """Rows written per target table since the last reset (pg_stat_statements)."""
     out: dict[str, int] = defaultdict(int)
     with psycopg.connect(**conninfo, autocommit=True) as conn:
-        for query, rows, wal in conn.execute("SELECT query, rows, wal_bytes FROM pg_stat_statements"):
+        for query, rows, wal, ms in conn.execute(
+            "SELECT query, rows, wal_bytes, total_exec_time FROM pg_stat_statements"
+        ):
             out[_WAL] += int(wal)
+            out[_MS] += int(ms * 1000)
             if rows > 0 and _WRITE.match(query):
                 m = _TARGET.match(query)
                 out[m.group(1) if m else query[:40]] += int(rows)
@@ -160,7 +165,7 @@ def _free_port() -> int:
 
 
 def table(results: list[tuple[str, dict[str, int]]], n: int) -> str:
-    tables = sorted({t for _, w in results for t in w if t != _WAL})
+    tables = sorted({t for _, w in results for t in w if t not in _EXTRA})
     lines = [
         "| table written | " + " | ".join(f"rows per {label} change" for label, _ in results) + " |",
         "|---|" + "---:|" * len(results),
@@ -169,10 +174,11 @@ def table(results: list[tuple[str, dict[str, int]]], n: int) -> str:
         lines.append(f"| {t} | " + " | ".join(f"{w.get(t, 0) / n:.3f}" for _, w in results) + " |")
     lines.append(
         "| **total rows** | "
-        + " | ".join(f"**{sum(v for t, v in w.items() if t != _WAL) / n:.2f}**" for _, w in results)
+        + " | ".join(f"**{sum(v for t, v in w.items() if t not in _EXTRA) / n:.2f}**" for _, w in results)
         + " |"
     )
-    lines.append(f"| {_WAL} | " + " | ".join(f"{w.get(_WAL, 0) / n:,.0f}" for _, w in results) + " |")
+    for extra in _EXTRA:
+        lines.append(f"| {extra} | " + " | ".join(f"{w.get(extra, 0) / n:,.0f}" for _, w in results) + " |")
     return "\n".join(lines)
 
 
