@@ -104,7 +104,7 @@ async def run(sizes: list[int], ks: list[int], repeats: int, dsn: str) -> list[d
                 for table in (
                     "change_log",
                     "dataset_version",
-                    "version_diff",
+                    "version_diff_before_0005",
                     "published_feature",
                     "version_event",
                     "notification_outbox",

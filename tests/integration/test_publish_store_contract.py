@@ -297,3 +297,24 @@ async def test_a_version_not_committed_leaves_no_trace(
     async with backend.uow() as uow:
         assert (await uow.lock_dataset(dataset)).last_version == 0
         assert [c.change_id for c in await uow.pending_changes(dataset, 10)] == [ids(1)]
+
+
+async def test_changes_absorbed_after_a_version_leave_its_diff_as_it_was(
+    backend: Backend, dataset: str, ids: Callable[[int], int]
+) -> None:
+    """Absorbed changes are marked with the dataset's current version: that version's diff must not move."""
+    await record(backend, [change(ids(1), dataset, "a", None, state(1))])
+    first = await cut(backend, dataset, T0 + timedelta(minutes=1))
+    assert first is not None and first.draft is not None
+    await record(
+        backend,
+        [
+            change(ids(2), dataset, "a", state(1), state(1)),  # the same content again
+            change(ids(3), dataset, "b", None, state(2)),  # created then removed before the next cut
+            change(ids(4), dataset, "b", state(2), None),
+        ],
+    )
+    absorbed = await cut(backend, dataset, T0 + timedelta(minutes=2))
+    assert absorbed is not None and absorbed.draft is None and absorbed.marked_version == 1
+    assert await backend.diff(dataset, 1) == list(first.draft.entries)
+    assert await backend.published(dataset) == {(LYON, "a"): (state(1), 1)}

@@ -173,24 +173,7 @@ class PostgresPublishUnitOfWork:
                 )
             },
         )
-        entries = draft.entries
-        await self.conn.execute(
-            text(
-                "INSERT INTO version_diff (dataset, version, commune, feature_id, kind, before_geometry, before_attributes, "
-                "before_hash, after_geometry, after_attributes, after_hash) SELECT CAST(:d AS text), CAST(:v AS bigint), * "
-                "FROM unnest(CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:ks AS text[]), CAST(:bg AS text[]), "
-                "CAST(:ba AS text[]), CAST(:bh AS text[]), CAST(:ag AS text[]), CAST(:aa AS text[]), CAST(:ah AS text[]))"
-            ),
-            {
-                "d": draft.dataset,
-                "v": draft.version,
-                "cs": [e.commune for e in entries],
-                "fs": [e.feature_id for e in entries],
-                "ks": [e.kind.value for e in entries],
-                **_state_arrays(("bg", "ba", "bh"), [e.before for e in entries]),
-                **_state_arrays(("ag", "aa", "ah"), [e.after for e in entries]),
-            },
-        )
+        # the diff is not copied: the version_diff view derives it from the changes marked above (migration 0005)
         after = write.state_after
         await self.conn.execute(
             text(
