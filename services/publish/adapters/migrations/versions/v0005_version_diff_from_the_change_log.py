@@ -18,13 +18,11 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-LEGACY = "version_diff_before_0005"
-
-VIEW = f"""
+VIEW = """
 CREATE VIEW version_diff AS
 SELECT dataset, version, commune, feature_id, kind, before_geometry, before_attributes, before_hash,
   after_geometry, after_attributes, after_hash
-FROM {LEGACY}
+FROM version_diff_before_0005
 UNION ALL
 SELECT g.dataset, g.version, g.commune, g.feature_id,
   CASE WHEN f.before_hash IS NULL THEN 'added' WHEN l.after_hash IS NULL THEN 'removed' ELSE 'updated' END,
@@ -36,14 +34,14 @@ FROM (
 JOIN change_log f ON f.change_id = g.first_id
 JOIN change_log l ON l.change_id = g.last_id
 WHERE f.before_hash IS DISTINCT FROM l.after_hash
-  AND NOT EXISTS (SELECT 1 FROM {LEGACY} o WHERE o.dataset = g.dataset AND o.version = g.version)
+  AND NOT EXISTS (SELECT 1 FROM version_diff_before_0005 o WHERE o.dataset = g.dataset AND o.version = g.version)
 """
 
 
 def upgrade() -> None:
-    op.rename_table("version_diff", LEGACY)
-    op.execute(f"ALTER INDEX version_diff_pk RENAME TO {LEGACY}_pk")
-    op.execute(f"ALTER INDEX version_diff_feature RENAME TO {LEGACY}_feature")
+    op.rename_table("version_diff", "version_diff_before_0005")
+    op.execute("ALTER INDEX version_diff_pk RENAME TO version_diff_before_0005_pk")
+    op.execute("ALTER INDEX version_diff_feature RENAME TO version_diff_before_0005_feature")
     # the view's groups: a version's changes in (commune, feature_id, change_id) order; marked rows only
     op.execute(
         "CREATE INDEX change_log_version ON change_log (dataset, version, commune, feature_id, change_id) "
@@ -54,11 +52,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute(
-        f"INSERT INTO {LEGACY} SELECT * FROM version_diff v WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {LEGACY} o WHERE o.dataset = v.dataset AND o.version = v.version)"
+        "INSERT INTO version_diff_before_0005 SELECT * FROM version_diff v WHERE NOT EXISTS "
+        "(SELECT 1 FROM version_diff_before_0005 o WHERE o.dataset = v.dataset AND o.version = v.version)"
     )
     op.execute("DROP VIEW version_diff")
     op.execute("DROP INDEX change_log_version")
-    op.execute(f"ALTER INDEX {LEGACY}_feature RENAME TO version_diff_feature")
-    op.execute(f"ALTER INDEX {LEGACY}_pk RENAME TO version_diff_pk")
-    op.rename_table(LEGACY, "version_diff")
+    op.execute("ALTER INDEX version_diff_before_0005_feature RENAME TO version_diff_feature")
+    op.execute("ALTER INDEX version_diff_before_0005_pk RENAME TO version_diff_pk")
+    op.rename_table("version_diff_before_0005", "version_diff")
