@@ -62,9 +62,7 @@ class Bench:
         self.catalogue = DatasetCatalogue.load()
 
     def uow(self) -> PostgresPublishUnitOfWork:
-        return PostgresPublishUnitOfWork(
-            self.engine, self.codecs, base_url="http://127.0.0.1:6067", max_inline_changes=100
-        )
+        return PostgresPublishUnitOfWork(self.engine, self.codecs)
 
     async def record(self, changes: list[tuple[str, FeatureState | None, FeatureState | None]], dataset: str) -> None:
         rows = []
@@ -81,7 +79,13 @@ class Bench:
         self.clock.t += timedelta(hours=1)  # past the quiet period
         started = time.perf_counter()
         drafts = await cut_due_versions(
-            catalogue=self.catalogue, uow_factory=self.uow, clock=self.clock, source="urn:bench", max_delay_seconds=10
+            catalogue=self.catalogue,
+            uow_factory=self.uow,
+            clock=self.clock,
+            source="urn:bench",
+            max_delay_seconds=10,
+            base_url="http://127.0.0.1:6067",
+            max_inline_changes=100,
         )
         elapsed = time.perf_counter() - started
         assert len(drafts) == 1, drafts
@@ -100,7 +104,7 @@ async def run(sizes: list[int], ks: list[int], repeats: int, dsn: str) -> list[d
                 for table in (
                     "change_log",
                     "dataset_version",
-                    "version_diff",
+                    "version_diff_before_0005",
                     "published_feature",
                     "version_event",
                     "notification_outbox",

@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from services.infrastructure.schema_migrations import (
     head_revision,
     pending_revisions,
     upgrade_schema,
+    upgrade_sync,
     write_revision,
 )
 from services.infrastructure.signing_keys import create_signing_key_schema
@@ -46,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 PREVIOUS_RELEASE = Path(__file__).parents[1] / "fixtures" / "schema_d9e54e3.sql"
 VERSION_TABLES = {o.version_table for o in SCHEMA_OWNERS}
+RENAMED = {"version_diff": "version_diff_before_0005"}  # publish 0005: version_diff is now a view over change_log
 
 
 async def start_every_service(engine: AsyncEngine) -> None:
@@ -182,8 +185,14 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
 
     assert revisions_of(old) == HEADS
     after = data_of(old, columns=columns_before)
+    for table, renamed in RENAMED.items():  # the table's rows intact under its new name
+        after[table] = after.pop(renamed)
     assert {t: rows for t, rows in after.items() if t in data_before} == data_before
     assert not {t: rows for t, rows in after.items() if t not in data_before and rows}  # tables added: empty
+    # publish 0005: the version_diff view still serves every diff written before, exactly
+    with psycopg.connect(old) as conn:
+        served = conn.execute("SELECT ROW(t.*)::text FROM version_diff t ORDER BY 1").fetchall()
+    assert [r[0] for r in served] == data_before["version_diff"]
     fresh = new_database()
     await start_every_service(engines(fresh))
     assert schema_of(old) == schema_of(fresh)
@@ -252,6 +261,8 @@ async def test_an_older_store_gets_once_what_the_previous_release_redid_at_every
     assert schema_of(old) == schema_of(fresh)
     assert data_of(old)["published_feature"] == published_before
     after = data_of(old, skip=frozenset({"published_feature"}), columns=columns)
+    for table, renamed in RENAMED.items():
+        after[table] = after.pop(renamed)
     assert {t: rows for t, rows in after.items() if t in other_data} == other_data
 
 
@@ -338,7 +349,7 @@ def test_odc_schema_upgrades_a_previous_release_store(
     upgraded = runner.invoke(app, ["schema", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     assert revisions_of(old) == HEADS
-    assert "publish    (none) -> 0004  applied 0001, 0002, 0003, 0004" in upgraded.output
+    assert "publish    (none) -> 0005  applied 0001, 0002, 0003, 0004, 0005" in upgraded.output
 
     assert runner.invoke(app, ["schema", "current"]).exit_code == 0
     again = runner.invoke(app, ["schema", "upgrade"])
@@ -373,3 +384,69 @@ async def test_a_failing_revision_leaves_nothing_half_done(
     async with engine.connect() as conn:
         assert await conn.run_sync(current_revision, NORMALISE_SCHEMA) == head_revision(NORMALISE_SCHEMA)
         assert await conn.run_sync(_drift, NORMALISE_SCHEMA) == []  # no half_done column
+
+
+async def test_publish_0005_serves_old_diffs_as_written_and_derives_new_ones_from_the_change_log(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Publish 0005: version_diff becomes a view. A version cut at 0004 keeps its diff rows exactly (even one
+    the change log would not rebuild); a version cut after it is derived from its marked changes; going down
+    writes the derived diffs back into the table, going up again serves the same rows."""
+    from services.contract.codecs import Codecs
+    from services.contract.messages import ChangeKind, FeatureState
+    from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork
+    from services.publish.adapters.tables import PUBLISH_SCHEMA
+    from services.publish.domain.version_transaction import NotificationFormat, decide_version
+    from services.publish.domain.versioning import ReceivedChange
+
+    dsn = new_database()
+    engine = engines(dsn)
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade_sync, PUBLISH_SCHEMA, "0004")
+    with psycopg.connect(dsn) as conn:  # version 1 as the code before 0005 wrote it (its diff row hand-made)
+        conn.execute(
+            "INSERT INTO change_log (change_id, dataset, commune, feature_id, kind, after_geometry, after_attributes, "
+            "after_hash, received_at, version) VALUES (1, 'd', '69123', 'a', 'created', NULL, '{}', 'h1', now(), 1)"
+        )
+        conn.execute(
+            "INSERT INTO version_diff (dataset, version, commune, feature_id, kind, after_attributes, after_hash) "
+            "VALUES ('d', 1, '69123', 'a', 'added', '{\"as\": \"written\"}', 'h1')"
+        )
+        conn.execute(
+            "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
+            "VALUES ('d', 1, 1, repeat('0', 64), now())"
+        )
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
+
+    s1, s2 = FeatureState(None, "{}", "h1"), FeatureState(None, '{"n": 2}', "h2")
+    async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
+        await uow.record_changes(
+            [
+                ReceivedChange(2, "d", "69123", "a", ChangeKind.UPDATED, s1, s2),
+                ReceivedChange(3, "d", "69123", "b", ChangeKind.CREATED, None, s1),
+                ReceivedChange(4, "d", "69123", "b", ChangeKind.DELETED, s1, None),
+            ],
+            datetime.now(UTC),
+        )
+        write = decide_version(
+            await uow.lock_dataset("d"), await uow.pending_changes("d", 10), datetime.now(UTC), NotificationFormat("t")
+        )
+        assert write is not None and write.draft is not None and write.draft.version == 2
+        await uow.save_version(write)
+        await uow.commit()
+
+    def served() -> list[tuple[Any, ...]]:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute(
+                "SELECT version, feature_id, kind, before_attributes, after_attributes FROM version_diff "
+                "ORDER BY version, feature_id"
+            ).fetchall()
+
+    expected = [(1, "a", "added", None, '{"as": "written"}'), (2, "a", "updated", "{}", '{"n": 2}')]
+    assert served() == expected
+    await downgrade_schema(engine, PUBLISH_SCHEMA, "0004")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'version_diff'").fetchone() == ("r",)
+    assert served() == expected
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
+    assert served() == expected

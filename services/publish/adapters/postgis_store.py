@@ -14,7 +14,7 @@ from services.contract.codecs import Codecs
 from services.contract.messages import ChangeKind, FeatureState
 from services.infrastructure.schema_migrations import upgrade_schema
 from services.publish.adapters.tables import PUBLISH_SCHEMA
-from services.publish.domain.notifications import encode_event, structured_event, version_message
+from services.publish.domain.version_transaction import VersionWrite
 from services.publish.domain.versioning import (
     EMPTY_HASH,
     DatasetState,
@@ -44,11 +44,9 @@ def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
 
 
 class PostgresPublishUnitOfWork:
-    def __init__(self, engine: AsyncEngine, codecs: Codecs, *, base_url: str = "", max_inline_changes: int = 0) -> None:
+    def __init__(self, engine: AsyncEngine, codecs: Codecs) -> None:
         self._engine = engine
         self._codecs = codecs
-        self._base_url = base_url
-        self._max_inline = max_inline_changes
         self._conn: AsyncConnection | None = None
 
     async def __aenter__(self) -> PostgresPublishUnitOfWork:
@@ -142,15 +140,14 @@ class PostgresPublishUnitOfWork:
             for r in rows
         ]
 
-    async def save_version(
-        self, draft: VersionDraft | None, state: DatasetState, change_ids: Sequence[int], source: str
-    ) -> None:
-        version = state.last_version if draft is None else draft.version
+    async def save_version(self, write: VersionWrite) -> None:
+        """Write what the domain decided (version_transaction.decide_version): nothing is decided here."""
         await self.conn.execute(
             text("UPDATE change_log SET version = :v WHERE change_id = ANY(CAST(:ids AS bigint[]))"),
-            {"v": version, "ids": list(change_ids)},
+            {"v": write.marked_version, "ids": list(write.change_ids)},
         )
-        if draft is None:
+        draft, notice = write.draft, write.notice
+        if draft is None or notice is None:
             return
         await self.conn.execute(
             text(
@@ -176,40 +173,24 @@ class PostgresPublishUnitOfWork:
                 )
             },
         )
-        entries = draft.entries
-        await self.conn.execute(
-            text(
-                "INSERT INTO version_diff (dataset, version, commune, feature_id, kind, before_geometry, before_attributes, "
-                "before_hash, after_geometry, after_attributes, after_hash) SELECT CAST(:d AS text), CAST(:v AS bigint), * "
-                "FROM unnest(CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:ks AS text[]), CAST(:bg AS text[]), "
-                "CAST(:ba AS text[]), CAST(:bh AS text[]), CAST(:ag AS text[]), CAST(:aa AS text[]), CAST(:ah AS text[]))"
-            ),
-            {
-                "d": draft.dataset,
-                "v": draft.version,
-                "cs": [e.commune for e in entries],
-                "fs": [e.feature_id for e in entries],
-                "ks": [e.kind.value for e in entries],
-                **_state_arrays(("bg", "ba", "bh"), [e.before for e in entries]),
-                **_state_arrays(("ag", "aa", "ah"), [e.after for e in entries]),
-            },
-        )
+        # the diff is not copied: the version_diff view derives it from the changes marked above (migration 0005)
+        after = write.state_after
         await self.conn.execute(
             text(
                 "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t, "
                 "incomplete = :i WHERE dataset = :d"
             ),
             {
-                "v": draft.version,
-                "n": draft.feature_count,
-                "i": draft.incomplete,
-                "h": draft.content_hash,
+                "v": after.last_version,
+                "n": after.feature_count,
+                "i": after.incomplete,
+                "h": after.content_hash,
                 "t": draft.published_at,
-                "d": draft.dataset,
+                "d": after.dataset,
             },
         )
         await self._publish_state(draft)
-        attrs, data = version_message(draft, source, base_url=self._base_url, max_inline_changes=self._max_inline)
+        attrs = notice.attributes
         await self.conn.execute(
             text(
                 "INSERT INTO notification_outbox (dataset, version, event_id, headers, payload, created_at) "
@@ -220,14 +201,13 @@ class PostgresPublishUnitOfWork:
                 "v": draft.version,
                 "e": attrs.id,
                 "h": json.dumps([[k, v.decode()] for k, v in attrs.kafka_headers()]),
-                "p": self._codecs.encode_dataset_version(data),
+                "p": self._codecs.encode_dataset_version(notice.record),
                 "t": draft.published_at,
             },
         )
-        event = structured_event(draft, source, base_url=self._base_url, max_inline_changes=self._max_inline)
         await self.conn.execute(
             text("INSERT INTO version_event (dataset, version, event_id, body) VALUES (:d, :v, :e, :b)"),
-            {"d": draft.dataset, "v": draft.version, "e": attrs.id, "b": encode_event(event)},
+            {"d": draft.dataset, "v": draft.version, "e": attrs.id, "b": notice.structured_body},
         )
         # one delivery per matching webhook subscription, in the same transaction (the per-subscription outbox)
         await self.conn.execute(

@@ -136,19 +136,41 @@ class PostgresReadModel:
 
     # -- change feed and history --------------------------------------------------------------------
     async def changes(self, dataset: str, start: FeedPosition | None, since: int, limit: int) -> list[FeedRow]:
-        """Up to ``limit`` diff rows after ``start`` (a cursor) or, without one, of versions after ``since``."""
+        """Up to ``limit`` diff rows after ``start`` (a cursor) or, without one, of versions after ``since``.
+
+        ``version_diff`` derives each version's rows from its changes (publish migration 0005), so the page reads
+        only the versions it can reach: those after the cursor's own until their entry counts (dataset_version:
+        added + updated + removed, exactly the diff's rows) cover ``limit``."""
         params: dict[str, Any]
         if start is None:
-            cond, params = "vd.version > :since", {"since": since}
+            first, cond, params = since + 1, "vd.version > :since", {"since": since}
         else:
-            cond = "(vd.version, vd.commune, vd.feature_id) > (:v, :c, :f)"
+            first, cond = start.version, "(vd.version, vd.commune, vd.feature_id) > (:v, :c, :f)"
             params = {"v": start.version, "c": start.commune, "f": start.feature_id}
+        reachable: list[int] = []
+        covered = 0
+        for version, entries in await self._all(
+            "SELECT version, added + updated + removed FROM dataset_version WHERE dataset = :d AND version >= :first "
+            "ORDER BY version LIMIT :n",
+            d=dataset,
+            first=first,
+            n=limit + 1,
+        ):
+            reachable.append(version)
+            if start is None or version != start.version:  # the cursor's version may hold fewer rows after it
+                covered += entries
+            if covered >= limit:
+                break
+        if not reachable:
+            return []
         rows = await self._all(
             "SELECT vd.version, dv.published_at, vd.commune, vd.feature_id, vd.kind, vd.before_geometry, "
             "vd.before_attributes, vd.before_hash, vd.after_geometry, vd.after_attributes, vd.after_hash "
             "FROM version_diff vd JOIN dataset_version dv ON dv.dataset = vd.dataset AND dv.version = vd.version "
-            f"WHERE vd.dataset = :d AND {cond} ORDER BY vd.version, vd.commune, vd.feature_id LIMIT :n",
+            f"WHERE vd.dataset = :d AND vd.version = ANY(CAST(:vs AS bigint[])) AND {cond} "
+            "ORDER BY vd.version, vd.commune, vd.feature_id LIMIT :n",
             d=dataset,
+            vs=reachable,
             n=limit,
             **params,
         )

@@ -61,6 +61,16 @@ Index(
     "change_log_pending", change_log.c.dataset, change_log.c.change_id, postgresql_where=change_log.c.version.is_(None)
 )
 Index("change_log_feature", change_log.c.dataset, change_log.c.commune, change_log.c.feature_id, change_log.c.change_id)
+# A version's diff is read from its changes (the ``version_diff`` view, migration 0005): grouped per feature.
+Index(
+    "change_log_version",
+    change_log.c.dataset,
+    change_log.c.version,
+    change_log.c.commune,
+    change_log.c.feature_id,
+    change_log.c.change_id,
+    postgresql_where=change_log.c.version.is_not(None),
+)
 
 dataset_version = Table(
     "dataset_version",
@@ -79,8 +89,11 @@ dataset_version = Table(
     PrimaryKeyConstraint("dataset", "version", name="dataset_version_pk"),
 )
 
-version_diff = Table(
-    "version_diff",
+# The diffs of the versions cut before migration 0005, as they were written. ``version_diff`` is now a VIEW
+# (migrations/versions/v0005_*): these rows for their versions, and for later versions each feature's net
+# change derived from change_log (first change's before, last change's after, nil changes left out).
+version_diff_before_0005 = Table(
+    "version_diff_before_0005",
     metadata,
     Column("dataset", Text, nullable=False),
     Column("version", BigInteger, nullable=False),
@@ -93,7 +106,7 @@ version_diff = Table(
     Column("after_geometry", Text),
     Column("after_attributes", Text),
     Column("after_hash", Text),
-    PrimaryKeyConstraint("dataset", "version", "commune", "feature_id", name="version_diff_pk"),
+    PrimaryKeyConstraint("dataset", "version", "commune", "feature_id", name="version_diff_before_0005_pk"),
 )
 
 notification_outbox = Table(
@@ -110,11 +123,11 @@ notification_outbox = Table(
 )
 Index("notification_outbox_unsent", notification_outbox.c.id, postgresql_where=notification_outbox.c.sent_at.is_(None))
 Index(
-    "version_diff_feature",
-    version_diff.c.dataset,
-    version_diff.c.commune,
-    version_diff.c.feature_id,
-    version_diff.c.version,
+    "version_diff_before_0005_feature",
+    version_diff_before_0005.c.dataset,
+    version_diff_before_0005.c.commune,
+    version_diff_before_0005.c.feature_id,
+    version_diff_before_0005.c.version,
 )
 
 # The current published state (the latest version's features), maintained per version in O(changes): what

@@ -92,9 +92,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
     app = Stopping()
 
     def uow() -> PostgresPublishUnitOfWork:
-        return PostgresPublishUnitOfWork(
-            engine, codecs, base_url=base_url, max_inline_changes=settings.notify_max_inline_changes
-        )
+        return PostgresPublishUnitOfWork(engine, codecs)
 
     def delivery_store() -> PostgresDeliveryStore:
         return PostgresDeliveryStore(engine)
@@ -237,6 +235,8 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                         clock=clock,
                         source=settings.event_source,
                         max_delay_seconds=settings.max_delay_seconds,
+                        base_url=base_url,
+                        max_inline_changes=settings.notify_max_inline_changes,
                     ),
                     is_transient=is_transient,
                     what="cut versions",

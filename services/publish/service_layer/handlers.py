@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from services.contract.datasets.catalogue import DatasetCatalogue, VersioningPolicy
 from services.contract.messages import FeatureChange
-from services.publish.domain.versioning import ReceivedChange, VersionDraft, build_version, should_cut
+from services.publish.domain.version_transaction import NotificationFormat, decide_version
+from services.publish.domain.versioning import ReceivedChange, VersionDraft, should_cut
 from services.publish.service_layer.ports import Clock, UnitOfWorkFactory
 
 
@@ -22,9 +23,18 @@ async def record_changes(changes: Sequence[FeatureChange], *, uow_factory: UnitO
 
 
 async def cut_due_versions(
-    *, catalogue: DatasetCatalogue, uow_factory: UnitOfWorkFactory, clock: Clock, source: str, max_delay_seconds: float
+    *,
+    catalogue: DatasetCatalogue,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    source: str,
+    max_delay_seconds: float,
+    base_url: str = "",
+    max_inline_changes: int = 0,
 ) -> list[VersionDraft]:
-    """Cut one version for every dataset whose policy says it is due; one transaction per version."""
+    """Cut one version for every dataset whose policy says it is due; one transaction per version, decided by
+    the domain (version_transaction.decide_version) and written by the unit of work."""
+    fmt = NotificationFormat(source, base_url, max_inline_changes)
     async with uow_factory() as uow:
         summaries = await uow.pending_summaries()
     now = clock.now()
@@ -36,12 +46,11 @@ async def cut_due_versions(
             continue
         async with uow_factory() as uow:
             state = await uow.lock_dataset(dataset)
-            changes = await uow.pending_changes(dataset, policy.max_changes)
-            if not changes:
+            write = decide_version(state, await uow.pending_changes(dataset, policy.max_changes), clock.now(), fmt)
+            if write is None:
                 continue
-            draft = build_version(state, changes, clock.now())
-            await uow.save_version(draft, state, [c.change_id for c in changes], source)
+            await uow.save_version(write)
             await uow.commit()
-        if draft is not None:
-            published.append(draft)
+        if write.draft is not None:
+            published.append(write.draft)
     return published

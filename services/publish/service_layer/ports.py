@@ -11,7 +11,8 @@ from typing import Protocol
 
 from services.contract.api_tokens import StoredToken
 from services.publish.domain.feature_documents import StoredFeature
-from services.publish.domain.versioning import DatasetState, PendingSummary, ReceivedChange, VersionDraft
+from services.publish.domain.version_transaction import VersionWrite
+from services.publish.domain.versioning import DatasetState, PendingSummary, ReceivedChange
 from services.publish.domain.webhooks import AttemptResult, DeliveryDecision
 
 
@@ -38,11 +39,10 @@ class PublishUnitOfWork(Protocol):
 
     async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]: ...
 
-    async def save_version(
-        self, draft: VersionDraft | None, state: DatasetState, change_ids: Sequence[int], source: str
-    ) -> None:
-        """Store the version, its diff and its notification (outbox); mark the changes as included.
-        With ``draft`` None the changes had no net effect: they are marked absorbed, nothing is published."""
+    async def save_version(self, write: VersionWrite) -> None:
+        """Write what ``version_transaction.decide_version`` decided: mark the changes with its version; with a
+        draft, store the version, its diff, the dataset's new state, the published features and the
+        notifications (outbox, structured event, one delivery per matching webhook subscription)."""
         ...
 
     async def commit(self) -> None: ...
