@@ -161,9 +161,9 @@ class PgNotifications:
                         wakeup.set()
                     while not self._stopping():
                         async for note in conn.notifies(timeout=0.5):
-                            wakeup = self._wakeups.get(note.channel)
-                            if wakeup is not None:
-                                wakeup.set()
+                            woken = self._wakeups.get(note.channel)
+                            if woken is not None:
+                                woken.set()
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
                 self.connected = False
                 log.warning("LISTEN connection lost, polling meanwhile: %s", str(error).splitlines()[0:1])
