@@ -164,9 +164,12 @@ class PgNotifications:
                             woken = self._wakeups.get(note.channel)
                             if woken is not None:
                                 woken.set()
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as error:
+            except (psycopg.Error, OSError) as error:  # the database away or refusing: poll meanwhile
                 self.connected = False
-                log.warning("LISTEN connection lost, polling meanwhile: %s", str(error).splitlines()[0:1])
+                log.warning(
+                    "LISTEN connection lost, polling meanwhile: %s",
+                    (str(error).splitlines() or [type(error).__name__])[0],
+                )
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
             finally:

@@ -12,7 +12,6 @@ operations_http.py); this module is wiring.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -261,13 +260,6 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         await producer.start()
         spec = notifications_outbox(settings.topic_notifications)
         relay = OutboxRelay(engine, producer, spec, on_sent=lambda name, n: metrics.relayed.labels(name).inc(n))
-        # Woken in process by the cutter, and by the outbox's NOTIFY for versions cut by another publisher.
-        listener = PgNotifications(
-            settings.database_url.get_secret_value(),
-            {spec.notify_channel or "notification_outbox": relay_wakeup},
-            stopping=lambda: supervisor.should_stop,
-        )
-        listening = asyncio.create_task(listener.run(), name="listen-notifications")
 
         def relay_health(ok: bool) -> None:
             health["relay"] = ok
@@ -285,10 +277,14 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                 on_failure=relay_failed,
             )
         finally:
-            listening.cancel()
-            with contextlib.suppress(BaseException):
-                await listening
             await producer.stop()
+
+    # The relay is woken in process by the cutter, and by the outbox's NOTIFY for versions another publisher cut.
+    listener = PgNotifications(
+        settings.database_url.get_secret_value(),
+        {notifications_outbox(settings.topic_notifications).notify_channel or "notification_outbox": relay_wakeup},
+        stopping=lambda: supervisor.should_stop,
+    )
 
     async def serve_api() -> None:
         await serve_http(api, settings.web_host, settings.web_port, supervisor)
@@ -372,6 +368,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             "record": record,
             "cut_versions": cut_versions,
             "relay_notifications": relay_notifications,
+            "listen_notifications": listener.run,
             "serve_http": serve_api,
             "deliver_webhooks": deliver_webhooks,
         },
