@@ -70,6 +70,9 @@ class Supervisor:
         if task.cancelled():
             return
         error = task.exception()
+        if error is not None and self.should_stop:  # failing while asked to stop: the process is ending anyway
+            log.error("%s failed while stopping", task.get_name(), exc_info=error)
+            return
         if error is not None:
             self.crash(f"task {task.get_name()} failed", error)
         if not self.should_stop:
