@@ -3,7 +3,8 @@
 Rows are written in the same transaction as the state they describe (never dual-write). One relay is
 active per outbox at a time (a transaction-scoped advisory lock), so order is kept even when several
 workers run. A failure to produce rolls back the marking; the rows are sent again on the next tick and
-consumers dedupe on the id each message carries.
+consumers dedupe on the id each message carries. When to call ``relay_once`` (a NOTIFY at the rows' commit,
+a poll as fallback) is the worker runtime's business (worker_runtime.relay_loop).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class OutboxSpec:
     id_of: Callable[[Row[Any]], Any]
     to_message: Callable[[Row[Any]], OutgoingMessage]
     topic: str
+    notify_channel: str | None = None  # NOTIFY'd at the commit of new rows (a trigger); the relay LISTENs
 
 
 class OutboxRelay:

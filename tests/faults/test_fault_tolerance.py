@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from deploy.local.ports import free_port
 from deploy.local.services import ServiceProcess, service_env
+from services.publish.adapters.notification_outbox import NOTIFICATIONS_LOCK
 from tests.faults.reconciliation import applied_count, reconcile, send_in_background, toilet_stream
 from tests.integration.pipeline_harness import Pipeline, wait_for
 
@@ -103,19 +105,22 @@ def test_database_down_for_half_a_minute_pauses_and_resumes_without_crashing(fre
 
 def test_publisher_killed_between_a_version_and_its_notification(fresh_pipeline: Pipeline) -> None:
     p = fresh_pipeline
-    # a slow relay leaves a committed version unsent for seconds: the window to kill the publisher in
-    p.start(extra_env={"ODC_PUBLISH_RELAY_INTERVAL_SECONDS": "3"})
-    events = toilet_stream(2_000, "pk")
-    p.produce_events(events)
-    wait_for(
-        "a version committed but not yet notified",
-        lambda: p.sql("SELECT count(*) FROM notification_outbox WHERE sent_at IS NULL")[0][0] > 0,
-        120,
-        every=0.02,
-    )
-    p.services["publish"].kill()
-    assert p.sql("SELECT count(*) FROM notification_outbox WHERE sent_at IS NULL")[0][0] > 0
-    p.services["publish"].env.pop("ODC_PUBLISH_RELAY_INTERVAL_SECONDS", None)
+    p.start()
+    # The relay sends a version as soon as it commits (woken by the outbox's NOTIFY, not a slow poll), so the
+    # window to kill the publisher in is made by holding the notification relay's lock: versions commit, none
+    # is sent until the lock goes with this session.
+    with psycopg.connect(p.db.dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (NOTIFICATIONS_LOCK,))
+        events = toilet_stream(2_000, "pk")
+        p.produce_events(events)
+        wait_for(
+            "a version committed but not yet notified",
+            lambda: p.sql("SELECT count(*) FROM notification_outbox WHERE sent_at IS NULL")[0][0] > 0,
+            120,
+            every=0.02,
+        )
+        p.services["publish"].kill()
+        assert p.sql("SELECT count(*) FROM notification_outbox WHERE sent_at IS NULL")[0][0] > 0
     p.start(("publish",))
     reconcile(p, events, "pk").assert_clean()
 

@@ -349,7 +349,9 @@ def test_odc_schema_upgrades_a_previous_release_store(
     upgraded = runner.invoke(app, ["schema", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     assert revisions_of(old) == HEADS
-    assert "publish    (none) -> 0005  applied 0001, 0002, 0003, 0004, 0005" in upgraded.output
+    head = HEADS["publish"]  # every revision up to the head, in order
+    applied = ", ".join(f"{i:04d}" for i in range(1, int(head) + 1))
+    assert f"publish    (none) -> {head}  applied {applied}" in upgraded.output
 
     assert runner.invoke(app, ["schema", "current"]).exit_code == 0
     again = runner.invoke(app, ["schema", "upgrade"])

@@ -47,6 +47,7 @@ def feature_changes_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
         mark_sql="UPDATE feature_change_outbox SET sent_at = now() WHERE change_id = ANY(CAST(:ids AS bigint[]))",
         id_of=lambda r: r.change_id,
         to_message=to_message,
+        notify_channel="feature_change_outbox",  # migration 0005
     )
 
 
@@ -88,4 +89,5 @@ def rejections_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
         mark_sql="UPDATE rejection SET sent_at = now() WHERE rejection_id = ANY(CAST(:ids AS text[]))",
         id_of=lambda r: r.rejection_id,
         to_message=to_message,
+        notify_channel="rejection",  # migration 0005
     )

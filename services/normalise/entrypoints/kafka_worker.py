@@ -6,7 +6,8 @@ Why not faust here: consuming alone costs faust ~200 us of CPU per event against
 event, on the service that bounds the pipeline's throughput. The loop is the design the stream-processing
 notes give for this case: manual offset commits after the database transaction, nothing else.
 
-Delivery: at least once. A batch is committed to PostgreSQL (event ids claimed in the same transaction),
+The loops themselves are the worker runtime's (services/infrastructure/worker_runtime.py); this module is
+wiring. Delivery: at least once. A batch is committed to PostgreSQL (event ids claimed in the same transaction),
 then its offsets to Kafka. A crash or a rebalance between the two only replays events already claimed,
 which the next transaction counts as duplicates. A transient failure (database or broker down) is retried
 with backoff for as long as it lasts, without polling further; a non-transient one stops the process
@@ -18,31 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import HEADER_KEY_ID, EventAuthenticator
 from services.contract.messages import SourcePosition
 from services.infrastructure.database import is_transient, make_engine
-from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
+from services.infrastructure.kafka_consumer import make_batch_consumer
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.operations_http import Operations, operations_app, serve_http
 from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
+from services.infrastructure.worker_runtime import BatchLoop, DatabaseHealth, Supervisor
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
 from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
@@ -50,7 +48,13 @@ from services.normalise.domain.rejection_retention import retention_cutoff
 from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
 from services.normalise.metrics import NormaliseMetrics
 from services.normalise.service_layer.link_same_places import dissolve_previous_groups
-from services.normalise.service_layer.process_batch import InboundMessage, PreparedBatch, apply_batch, prepare_batch
+from services.normalise.service_layer.process_batch import (
+    BatchReport,
+    InboundMessage,
+    PreparedBatch,
+    apply_batch,
+    prepare_batch,
+)
 from services.normalise.settings import NormaliseSettings
 
 log = logging.getLogger("odc.normalise")
@@ -61,13 +65,6 @@ PREPARE_SLICE = 100  # events prepared between two yields to the event loop
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-@dataclass
-class Health:
-    database: bool = False
-    relay: bool = False
-    consumer: bool = False
 
 
 def kafka_headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
@@ -96,7 +93,8 @@ def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:
 
 
 class NormaliseWorker:
-    """Everything the process runs: consumer loop, relay loop, web pages; stopped by SIGTERM/SIGINT."""
+    """Wiring of the normaliser onto the worker runtime: the batch loop, the relay (child process), the
+    rejection pruning and the operations routes; stopped by SIGTERM/SIGINT."""
 
     def __init__(self, settings: NormaliseSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
@@ -109,23 +107,23 @@ class NormaliseWorker:
         }
         self.engine = make_engine(settings.database_url.get_secret_value())
         self.clock = SystemClock()
-        self.health = Health()
+        self.health = {"database": False, "relay": False, "consumer": False}
+        self.database = DatabaseHealth("normalise", self.metrics, self.health, "batch_transaction")
         self.signing_keys = SigningKeyCache(self.engine, settings.signing_keys_max_age_seconds)
-        self.stopping = asyncio.Event()
-        self.failed = False
+        self.supervisor = Supervisor("normaliser")
         engine, timeout = self.engine, settings.readiness_timeout_seconds
-        self.broker_ok = CachedCheck(lambda: broker_reachable(settings.kafka_bootstrap, timeout))
-        self.database_ok = CachedCheck(lambda: database_answers(engine, timeout))
+        self.operations = Operations(
+            "normalise",
+            self.registry,
+            self.health,
+            {
+                "broker": CachedCheck(lambda: broker_reachable(settings.kafka_bootstrap, timeout)),
+                "database": CachedCheck(lambda: database_answers(engine, timeout)),
+            },
+        )
 
-    # --- database readiness, as the metrics and /readyz show it ---
-    def _db_down(self, error: BaseException, attempt: int) -> None:
-        self.health.database = False
-        self.metrics.ready.labels("normalise").set(0)
-        self.metrics.transient.labels("normalise", "batch_transaction").inc()
-
-    def _db_up(self) -> None:
-        self.health.database = True
-        self.metrics.ready.labels("normalise").set(1)
+    def uow(self) -> PostgisUnitOfWork:
+        return PostgisUnitOfWork(self.engine, self.compared_fields)
 
     async def prepare(self) -> None:
         await retry_transient(
@@ -143,14 +141,14 @@ class NormaliseWorker:
         )
         await create_signing_key_schema(self.engine)
         dissolved = await retry_transient(
-            lambda: dissolve_previous_groups(lambda: PostgisUnitOfWork(self.engine, self.compared_fields), self.clock),
+            lambda: dissolve_previous_groups(self.uow, self.clock),
             is_transient=is_transient,
             what="dissolve same-place groups of the previous model",
             max_attempts=30,
         )
         if dissolved:
             log.warning("dissolved %d same-place groups left by the previous model (issue #13)", dissolved)
-        self._db_up()
+        self.database.up()
 
     async def prepare_records(self, records: Sequence[ConsumerRecord]) -> PreparedBatch:
         """Decode, authenticate and normalise, in slices that yield to the event loop between them, so the
@@ -162,8 +160,8 @@ class NormaliseWorker:
             ),
             is_transient=is_transient,
             what="load signing keys",
-            on_retry=self._db_down,
-            on_recovered=self._db_up,
+            on_retry=self.database.down,
+            on_recovered=self.database.up,
         )
         authenticator = EventAuthenticator(keys, require_signed=self.settings.require_signed_events)
         now, parts = self.clock.now(), []
@@ -180,30 +178,11 @@ class NormaliseWorker:
             await asyncio.sleep(0)
         return PreparedBatch.merge(parts)
 
-    async def apply_and_commit(
-        self, consumer: AIOKafkaConsumer, prepared: PreparedBatch, offsets: dict[TopicPartition, int], started: float
-    ) -> None:
-        try:
-            report = await retry_transient(
-                lambda: apply_batch(
-                    prepared,
-                    normaliser=self.normaliser,
-                    uow_factory=lambda: PostgisUnitOfWork(self.engine, self.compared_fields),
-                ),
-                is_transient=is_transient,
-                what="normalise batch",
-                on_retry=self._db_down,
-                on_recovered=self._db_up,
-            )
-        except Exception:
-            # Not transient: a bug. Moving the offsets would lose the batch; stop the process instead so the
-            # batch is read again after the fix.
-            log.critical(
-                "non-transient failure while processing a batch; stopping without committing it", exc_info=True
-            )
-            os._exit(70)
-        self.metrics.observe(report, time.perf_counter() - started)
-        await self.commit(consumer, offsets)
+    async def apply_prepared(self, prepared: PreparedBatch) -> BatchReport:
+        return await apply_batch(prepared, normaliser=self.normaliser, uow_factory=self.uow)
+
+    def consumer_running(self, running: bool) -> None:
+        self.health["consumer"] = running
 
     async def consume(self) -> None:
         s = self.settings
@@ -219,56 +198,31 @@ class NormaliseWorker:
             max_poll_interval_seconds=s.max_poll_interval_seconds,
             session_timeout_seconds=s.session_timeout_seconds,
         )
-        await start_consumer(consumer)
-        self.health.consumer = True
-        # Two stages in flight at most: batch n+1 is prepared (CPU) while batch n's transaction and offset
-        # commit run (waiting on PostgreSQL and the broker). Transactions stay strictly one after the other.
-        in_flight: asyncio.Task[None] | None = None
-        try:
-            while not self.stopping.is_set():
-                by_partition = await consumer.getmany(
-                    timeout_ms=int(s.batch_within_seconds * 1000), max_records=s.batch_max_events
-                )
-                records = [r for rs in by_partition.values() for r in rs]
-                if not records:
-                    continue
-                started = time.perf_counter()
-                try:
-                    prepared = await self.prepare_records(records)
-                except Exception:
-                    log.critical("failure while preparing a batch; stopping without committing it", exc_info=True)
-                    os._exit(70)
-                if in_flight is not None:
-                    await in_flight
-                offsets = {tp: rs[-1].offset + 1 for tp, rs in by_partition.items() if rs}
-                in_flight = asyncio.create_task(self.apply_and_commit(consumer, prepared, offsets, started))
-            if in_flight is not None:
-                await in_flight
-        finally:
-            self.health.consumer = False
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-    async def commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        await commit_offsets(
-            consumer,
-            offsets,
-            service="normalise",
-            transient=self.metrics.transient,
-            lag=self.metrics.lag,
-            stopping=self.stopping.is_set,
+        await BatchLoop(
+            supervisor=self.supervisor,
+            consumer=consumer,
+            prepare=self.prepare_records,
+            apply=self.apply_prepared,
+            after_apply=lambda prepared, report, seconds: self.metrics.observe(report, seconds),
+            database=self.database,
+            metrics=self.metrics,
+            what="normalise batch",
             on_rebalance="their events will be read again and counted as duplicates",
-        )
+            batch_max_events=s.batch_max_events,
+            batch_within_seconds=s.batch_within_seconds,
+            on_running=self.consumer_running,
+        ).run()
 
     async def relay(self) -> None:
         """Run the outbox relay in its child process (relay_process.py) and mirror its counts and health."""
         bridge = RelayBridge.create()
         process = start_relay_process(self.settings, bridge)
         seen_sent, seen_failures = [0] * len(OUTBOXES), [0] * len(OUTBOXES)
+        stopping = self.supervisor.stopping
         try:
-            while not self.stopping.is_set():
+            while not stopping.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 0.25)
+                    await asyncio.wait_for(stopping.wait(), 0.25)
                 for i, name in enumerate(OUTBOXES):
                     sent, failures = bridge.sent[i], bridge.failures[i]
                     if sent > seen_sent[i]:
@@ -276,14 +230,14 @@ class NormaliseWorker:
                     if failures > seen_failures[i]:
                         self.metrics.transient.labels("normalise", f"relay_{name}").inc(failures - seen_failures[i])
                     seen_sent[i], seen_failures[i] = sent, failures
-                self.health.relay = bool(bridge.healthy.value) and process.is_alive()
-                if not process.is_alive() and not self.stopping.is_set():
+                self.health["relay"] = bool(bridge.healthy.value) and process.is_alive()
+                if not process.is_alive() and not stopping.is_set():
                     self.metrics.transient.labels("normalise", "relay_process").inc()
                     log.error("outbox relay process exited with code %s; starting it again", process.exitcode)
                     bridge.healthy.value = 0
                     process = start_relay_process(self.settings, bridge)
         finally:
-            self.health.relay = False
+            self.health["relay"] = False
             bridge.stop.set()
             await asyncio.get_running_loop().run_in_executor(None, process.join, 15)
             if process.is_alive():
@@ -294,7 +248,8 @@ class NormaliseWorker:
         """Every prune interval, delete relayed rejections past the retention (batched). A database outage
         skips a round; the next one catches up."""
         s = self.settings
-        while not self.stopping.is_set():
+        stopping = self.supervisor.stopping
+        while not stopping.is_set():
             try:
                 cutoff = retention_cutoff(self.clock.now(), s.rejection_retention_days)
                 pruned = await prune_rejections(self.engine, cutoff, s.rejection_prune_batch_rows)
@@ -306,68 +261,24 @@ class NormaliseWorker:
                     raise
                 log.warning("rejection pruning skipped, database unavailable: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), s.rejection_prune_interval_seconds)
+                await asyncio.wait_for(stopping.wait(), s.rejection_prune_interval_seconds)
 
-    def web_app(self) -> web.Application:
-        async def metrics(request: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
-
-        async def healthz(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok", "service": "normalise"})
-
-        async def readyz(request: web.Request) -> web.Response:
-            h = self.health
-            broker, database = await self.broker_ok(), await self.database_ok()
-            ok = h.database and h.relay and h.consumer and broker and database
-            body = {
-                "ready": ok,
-                "database": h.database and database,
-                "broker": broker,
-                "relay": h.relay,
-                "consumer": h.consumer,
-            }
-            return web.json_response(body, status=200 if ok else 503)
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        return app
+    async def serve_operations(self) -> None:
+        await serve_http(
+            operations_app(self.operations), self.settings.web_host, self.settings.web_port, self.supervisor
+        )
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        runner = web.AppRunner(self.web_app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, self.settings.web_host, self.settings.web_port).start()
-        try:
-            await self.prepare()
-            tasks = [
-                asyncio.create_task(self.consume(), name="consume"),
-                asyncio.create_task(self.relay(), name="relay"),
-                asyncio.create_task(self.prune_rejections(), name="prune-rejections"),
-            ]
-            stop = asyncio.create_task(self.stopping.wait())
-            done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
-            self.stopping.set()
-            for t in done:
-                if t is not stop and t.exception() is not None:
-                    self.failed = True
-                    log.critical("%s stopped with an error", t.get_name(), exc_info=t.exception())
-            await asyncio.gather(*tasks, return_exceptions=True)
-            stop.cancel()
-        finally:
-            await runner.cleanup()
-            await self.engine.dispose()
-        log.info("normaliser stopped")
+        await self.supervisor.run(
+            before_prepare={"operations": self.serve_operations},
+            prepare=self.prepare,
+            tasks={"consume": self.consume, "relay": self.relay, "prune-rejections": self.prune_rejections},
+            cleanup=self.engine.dispose,
+        )
 
 
 def main() -> None:
     disable_created_metrics()
     settings = NormaliseSettings()
     configure_logging(settings.log_level)
-    worker = NormaliseWorker(settings)
-    asyncio.run(worker.run())
-    if worker.failed:
-        raise SystemExit(70)
+    asyncio.run(NormaliseWorker(settings).run())

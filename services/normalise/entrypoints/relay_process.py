@@ -4,7 +4,8 @@ Why a process: the relay (read outbox rows, Avro-encode each change, hand it to 
 took ~14% of the normaliser's samples in the profiled throughput run while the consumer loop — the stage that
 bounds the pipeline — waited for the same core. As a child it runs on the other core (docs/performance.md has
 the before/after figures). Nothing about delivery changes: rows are still written in the batch transaction
-and sent at least once in order under the outbox's advisory lock.
+and sent at least once in order under the outbox's advisory lock. The child wakes when a batch commits (the
+outbox tables' NOTIFY, migration 0005) and polls every ``relay_interval_seconds`` only as a fallback.
 
 The parent keeps what operators see: it copies the child's counts into its Prometheus metrics and its health
 into ``/readyz``, restarts the child if it dies, and stops it on shutdown. The child stops by itself if the
@@ -34,6 +35,7 @@ from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.logging_setup import configure_logging
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
+from services.infrastructure.worker_runtime import PgNotifications, Wakeup, relay_loop
 from services.normalise.adapters.outboxes import feature_changes_outbox, rejections_outbox
 from services.normalise.settings import NormaliseSettings
 
@@ -98,22 +100,34 @@ async def _relay_loop(settings: NormaliseSettings, bridge: RelayBridge, parent_p
         OutboxRelay(engine, producer, feature_changes_outbox(codecs, s.topic_feature_changes), on_sent=sent),
         OutboxRelay(engine, producer, rejections_outbox(codecs, s.topic_rejected), on_sent=sent),
     ]
+
+    def stopping() -> bool:
+        return bridge.stop.is_set() or os.getppid() != parent_pid
+
+    def health(ok: bool) -> None:
+        bridge.healthy.value = int(ok)
+
+    def failed(name: str, error: BaseException) -> None:
+        with bridge.failures.get_lock():
+            bridge.failures[OUTBOXES.index(name)] += 1
+
+    wakeup = Wakeup()  # one for both outboxes: a batch commits both kinds of rows at once
+    channels = {r.spec.notify_channel: wakeup for r in relays if r.spec.notify_channel}
+    listener = PgNotifications(s.database_url.get_secret_value(), channels, stopping=stopping)
+    listening = asyncio.create_task(listener.run(), name="listen")
     try:
-        while not bridge.stop.is_set() and os.getppid() == parent_pid:
-            n = 0
-            for relay in relays:
-                try:
-                    n += await relay.relay_once()
-                    bridge.healthy.value = 1
-                except Exception as error:  # noqa: BLE001 - retried on the next tick, counted and logged
-                    bridge.healthy.value = 0
-                    with bridge.failures.get_lock():
-                        bridge.failures[OUTBOXES.index(relay.spec.name)] += 1
-                    log.warning("outbox relay %s failed, will retry: %s", relay.spec.name, error)
-                    await asyncio.sleep(1.0)
-            if n == 0:
-                await asyncio.sleep(s.relay_interval_seconds)
+        await relay_loop(
+            relays,
+            wakeup=wakeup,
+            poll_seconds=s.relay_interval_seconds,
+            stopping=stopping,
+            on_health=health,
+            on_failure=failed,
+        )
     finally:
+        listening.cancel()
+        with contextlib.suppress(BaseException):
+            await listening
         with contextlib.suppress(Exception):
             await producer.stop()
         await engine.dispose()

@@ -25,4 +25,5 @@ def notifications_outbox(topic: str) -> OutboxSpec:
         mark_sql="UPDATE notification_outbox SET sent_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))",
         id_of=lambda r: r.id,
         to_message=to_message,
+        notify_channel="notification_outbox",  # migration 0005
     )

@@ -4,39 +4,46 @@ versions, the notification outbox relay, webhook deliveries and the HTTP API (uv
 Like the normaliser, it consumes with a plain aiokafka loop rather than a faust agent: faust's
 ``take_events`` costs ~200 us of CPU per event against ~5 us for ``getmany`` (benchmarks/consumer_overhead.py,
 docs/performance.md). Offsets are committed after the transaction that records the changes (idempotent on
-change_id), so a crash or a rebalance in between only replays changes already recorded.
+change_id), so a crash or a rebalance in between only replays changes already recorded. The loops, the
+supervisor and the HTTP server are the worker runtime's (services/infrastructure/worker_runtime.py,
+operations_http.py); this module is wiring.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
-import os
 import random
-import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
-from aiokafka import AIOKafkaConsumer
+from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
+from services.contract.messages import FeatureChange
 from services.infrastructure.api_tokens import PostgresTokenStore, create_api_token_schema
 from services.infrastructure.database import is_transient, make_engine
-from services.infrastructure.kafka_consumer import commit_offsets, make_batch_consumer, start_consumer
+from services.infrastructure.kafka_consumer import make_batch_consumer
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.operations_http import serve_http
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
+from services.infrastructure.worker_runtime import (
+    BatchLoop,
+    DatabaseHealth,
+    PgNotifications,
+    Supervisor,
+    Wakeup,
+    relay_loop,
+)
 from services.publish.adapters.export_files import LocalExportFiles
 from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
 from services.publish.adapters.notification_outbox import notifications_outbox
@@ -48,6 +55,7 @@ from services.publish.domain.dcat import ContactPoint
 from services.publish.domain.webhooks import DeliveryState, RetryPolicy
 from services.publish.entrypoints.http_api import build_api
 from services.publish.metrics import PublishMetrics
+from services.publish.service_layer.cut_schedule import next_cut_due
 from services.publish.service_layer.handlers import cut_due_versions, record_changes
 from services.publish.service_layer.webhooks import DeliveryDispatcher
 from services.publish.settings import PublishSettings
@@ -60,25 +68,6 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the worker's event loop: the worker owns the signals and the shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class Stopping:
-    """Set by SIGTERM/SIGINT or by a loop that cannot go on; every loop checks it."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    @property
-    def should_stop(self) -> bool:
-        return self.event.is_set()
-
-
 def build_worker(settings: PublishSettings, registry: CollectorRegistry | None = None) -> PublishWorker:
     registry = registry or CollectorRegistry()
     metrics = PublishMetrics(registry)
@@ -89,7 +78,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
     health = {"database": False, "relay": False}
     base_url = settings.base_url()
 
-    app = Stopping()
+    supervisor = Supervisor("publisher")
 
     def uow() -> PostgresPublishUnitOfWork:
         return PostgresPublishUnitOfWork(engine, codecs)
@@ -132,52 +121,10 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         export_files=LocalExportFiles(settings.export_cache_dir, settings.export_cache_max_bytes),
     )
 
-    def on_retry(error: BaseException, attempt: int) -> None:
-        health["database"] = False
-        metrics.ready.labels("publish").set(0)
-        metrics.transient.labels("publish", "database").inc()
+    database = DatabaseHealth("publish", metrics, health, "database")
+    cut_wakeup, relay_wakeup = Wakeup(), Wakeup()  # changes recorded -> cutter; version cut -> relay
 
-    def on_recovered() -> None:
-        health["database"] = True
-        metrics.ready.labels("publish").set(1)
-
-    async def record() -> None:
-        consumer = make_batch_consumer(
-            settings.topic_feature_changes,
-            service="publish",
-            bootstrap=settings.kafka_bootstrap,
-            security=KafkaClientSecurity.from_settings(settings),
-            group_id=settings.group_id,
-            batch_max_events=settings.batch_max_events,
-            fetch_min_bytes=settings.fetch_min_bytes,
-            fetch_max_wait_seconds=settings.fetch_max_wait_seconds,
-        )
-        await start_consumer(consumer)
-        try:
-            while not app.should_stop:
-                by_partition = await consumer.getmany(
-                    timeout_ms=int(settings.batch_within_seconds * 1000), max_records=settings.batch_max_events
-                )
-                events = [r for rs in by_partition.values() for r in rs]
-                if events:
-                    await record_batch(events)
-                    await commit(consumer, {tp: rs[-1].offset + 1 for tp, rs in by_partition.items() if rs})
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-    async def commit(consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
-        await commit_offsets(
-            consumer,
-            offsets,
-            service="publish",
-            transient=metrics.transient,
-            lag=metrics.lag,
-            stopping=lambda: app.should_stop,
-            on_rebalance="the changes will be read again (ignored by change_id)",
-        )
-
-    async def record_batch(events: list[Any]) -> None:
+    def decode(events: Sequence[ConsumerRecord]) -> list[FeatureChange]:
         changes = []
         for e in events:
             try:
@@ -195,19 +142,16 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                         "reason": bad.reason,
                     },
                 )
-        started = time.perf_counter()
-        try:
-            new = await retry_transient(
-                functools.partial(record_changes, changes, uow_factory=uow, clock=clock),
-                is_transient=is_transient,
-                what="record changes",
-                on_retry=on_retry,
-                on_recovered=on_recovered,
-            )
-        except Exception:
-            log.critical("non-transient failure recording changes; stopping without committing", exc_info=True)
-            os._exit(70)
-        metrics.batch_duration.labels("publish").observe(time.perf_counter() - started)
+        return changes
+
+    async def prepare_batch(events: Sequence[ConsumerRecord]) -> list[FeatureChange]:
+        return decode(events)
+
+    async def record_batch(changes: list[FeatureChange]) -> int:
+        return await record_changes(changes, uow_factory=uow, clock=clock)
+
+    def recorded(changes: list[FeatureChange], new: int, seconds: float) -> None:
+        metrics.batch_duration.labels("publish").observe(seconds)
         metrics.changes_received.labels("new").inc(new)
         if log.isEnabledFor(logging.DEBUG):  # one line per change: off unless asked for
             for c in changes:
@@ -223,106 +167,133 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                     },
                 )
         metrics.changes_received.labels("duplicate").inc(len(changes) - new)
+        if new:
+            cut_wakeup.set()
+
+    async def record() -> None:
+        consumer = make_batch_consumer(
+            settings.topic_feature_changes,
+            service="publish",
+            bootstrap=settings.kafka_bootstrap,
+            security=KafkaClientSecurity.from_settings(settings),
+            group_id=settings.group_id,
+            batch_max_events=settings.batch_max_events,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            fetch_max_wait_seconds=settings.fetch_max_wait_seconds,
+        )
+        await BatchLoop(
+            supervisor=supervisor,
+            consumer=consumer,
+            prepare=prepare_batch,
+            apply=record_batch,
+            after_apply=recorded,
+            database=database,
+            metrics=metrics,
+            what="record changes",
+            on_rebalance="the changes will be read again (ignored by change_id)",
+            batch_max_events=settings.batch_max_events,
+            batch_within_seconds=settings.batch_within_seconds,
+        ).run()
+
+    async def cut_once() -> datetime | None:
+        """Cut what is due; return when the next version falls due (None: nothing pending)."""
+        started = time.perf_counter()
+        drafts = await retry_transient(
+            lambda: cut_due_versions(
+                catalogue=catalogue,
+                uow_factory=uow,
+                clock=clock,
+                source=settings.event_source,
+                max_delay_seconds=settings.max_delay_seconds,
+                base_url=base_url,
+                max_inline_changes=settings.notify_max_inline_changes,
+            ),
+            is_transient=is_transient,
+            what="cut versions",
+            on_retry=database.down,
+            on_recovered=database.up,
+        )
+        if drafts:
+            relay_wakeup.set()
+            metrics.cut_duration.observe(time.perf_counter() - started)
+        for d in drafts:
+            metrics.versions.labels(d.dataset).inc()
+            metrics.latest_version.labels(d.dataset).set(d.version)
+            metrics.features.labels(d.dataset).set(d.feature_count)
+            log.info(
+                "published %s version %d (+%d ~%d -%d)",
+                d.dataset,
+                d.version,
+                d.added,
+                d.updated,
+                d.removed,
+                extra={
+                    "dataset": d.dataset,
+                    "version": d.version,
+                    "first_change_id": d.first_change_id,
+                    "last_change_id": d.last_change_id,
+                },
+            )
+        return await retry_transient(
+            lambda: next_cut_due(catalogue=catalogue, uow_factory=uow, max_delay_seconds=settings.max_delay_seconds),
+            is_transient=is_transient,
+            what="read when the next version is due",
+            on_retry=database.down,
+            on_recovered=database.up,
+        )
 
     async def cut_versions() -> None:
-        while not app.should_stop:
-            started = time.perf_counter()
-            try:
-                drafts = await retry_transient(
-                    lambda: cut_due_versions(
-                        catalogue=catalogue,
-                        uow_factory=uow,
-                        clock=clock,
-                        source=settings.event_source,
-                        max_delay_seconds=settings.max_delay_seconds,
-                        base_url=base_url,
-                        max_inline_changes=settings.notify_max_inline_changes,
-                    ),
-                    is_transient=is_transient,
-                    what="cut versions",
-                    on_retry=on_retry,
-                    on_recovered=on_recovered,
-                )
-            except Exception:
-                log.critical("non-transient failure cutting versions", exc_info=True)
-                os._exit(70)
-            if drafts:
-                metrics.cut_duration.observe(time.perf_counter() - started)
-            for d in drafts:
-                metrics.versions.labels(d.dataset).inc()
-                metrics.latest_version.labels(d.dataset).set(d.version)
-                metrics.features.labels(d.dataset).set(d.feature_count)
-                log.info(
-                    "published %s version %d (+%d ~%d -%d)",
-                    d.dataset,
-                    d.version,
-                    d.added,
-                    d.updated,
-                    d.removed,
-                    extra={
-                        "dataset": d.dataset,
-                        "version": d.version,
-                        "first_change_id": d.first_change_id,
-                        "last_change_id": d.last_change_id,
-                    },
-                )
-            await asyncio.sleep(settings.cut_interval_seconds)
+        """Cut when a version falls due: sleep until the due time, woken early when changes are recorded while
+        nothing was pending; ``cut_interval_seconds`` stays as the fallback poll (changes recorded by another
+        publisher process, a policy's max_changes reached)."""
+        while not supervisor.should_stop:
+            due = await cut_once()
+            poll_until = time.monotonic() + settings.cut_interval_seconds
+            while not supervisor.should_stop:
+                timeout = poll_until - time.monotonic()
+                if due is not None:
+                    timeout = min(timeout, (due - clock.now()).total_seconds())
+                if timeout <= 0:
+                    break
+                woken = await cut_wakeup.wait(timeout)
+                if not woken or due is None:
+                    break  # due, polled, or changes arrived while nothing was pending: look again
 
     async def relay_notifications() -> None:
         producer = make_producer(
             settings.kafka_bootstrap, "odc-publish-relay", KafkaClientSecurity.from_settings(settings)
         )
         await producer.start()
-        relay = OutboxRelay(
-            engine,
-            producer,
-            notifications_outbox(settings.topic_notifications),
-            on_sent=lambda name, n: metrics.relayed.labels(name).inc(n),
-        )
+        spec = notifications_outbox(settings.topic_notifications)
+        relay = OutboxRelay(engine, producer, spec, on_sent=lambda name, n: metrics.relayed.labels(name).inc(n))
+
+        def relay_health(ok: bool) -> None:
+            health["relay"] = ok
+
+        def relay_failed(name: str, error: BaseException) -> None:
+            metrics.transient.labels("publish", "relay_notifications").inc()
+
         try:
-            while not app.should_stop:
-                try:
-                    sent = await relay.relay_once()
-                    health["relay"] = True
-                except Exception as error:  # noqa: BLE001 - retried next tick, counted and logged
-                    health["relay"] = False
-                    metrics.transient.labels("publish", "relay_notifications").inc()
-                    log.warning("notification relay failed, will retry: %s", error)
-                    sent = 0
-                    await asyncio.sleep(1.0)
-                if sent == 0:
-                    await asyncio.sleep(settings.relay_interval_seconds)
+            await relay_loop(
+                [relay],
+                wakeup=relay_wakeup,
+                poll_seconds=settings.relay_interval_seconds,
+                stopping=lambda: supervisor.should_stop,
+                on_health=relay_health,
+                on_failure=relay_failed,
+            )
         finally:
             await producer.stop()
 
-    async def serve_http() -> None:
-        config = uvicorn.Config(
-            api,
-            host=settings.web_host,
-            port=settings.web_port,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        server = EmbeddedServer(config)
+    # The relay is woken in process by the cutter, and by the outbox's NOTIFY for versions another publisher cut.
+    listener = PgNotifications(
+        settings.database_url.get_secret_value(),
+        {notifications_outbox(settings.topic_notifications).notify_channel or "notification_outbox": relay_wakeup},
+        stopping=lambda: supervisor.should_stop,
+    )
 
-        async def stop_when_asked() -> None:
-            await app.event.wait()
-            server.should_exit = True
-
-        stopper = asyncio.create_task(stop_when_asked())
-        try:
-            await server.serve()
-        except SystemExit:  # uvicorn exits when it cannot bind
-            log.critical("the HTTP server could not start on %s:%s; stopping", settings.web_host, settings.web_port)
-            os._exit(70)
-        finally:
-            server.should_exit = True
-            stopper.cancel()
-        if not app.should_stop:
-            log.critical("the HTTP server stopped (port %s taken?); stopping", settings.web_port)
-            os._exit(70)
+    async def serve_api() -> None:
+        await serve_http(api, settings.web_host, settings.web_port, supervisor)
 
     async def deliver_webhooks() -> None:
         sender = HttpxWebhookSender(
@@ -344,7 +315,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             monotonic=time.monotonic,
         )
         try:
-            while not app.should_stop:
+            while not supervisor.should_stop:
                 try:
                     outcomes = await dispatcher.tick()
                 except Exception as error:
@@ -394,52 +365,39 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             lambda: create_schema(engine), is_transient=is_transient, what="create schema", max_attempts=30
         )
         await create_api_token_schema(engine)  # operator tokens (subscription management), shared with ingest
-        health["database"] = True
-        metrics.ready.labels("publish").set(1)
+        database.up()
 
     return PublishWorker(
-        app, prepare, [record, cut_versions, relay_notifications, serve_http, deliver_webhooks], engine
+        supervisor,
+        prepare,
+        {
+            "record": record,
+            "cut_versions": cut_versions,
+            "relay_notifications": relay_notifications,
+            "listen_notifications": listener.run,
+            "serve_http": serve_api,
+            "deliver_webhooks": deliver_webhooks,
+        },
+        engine,
     )
 
 
 class PublishWorker:
     def __init__(
         self,
-        stopping: Stopping,
+        supervisor: Supervisor,
         prepare: Callable[[], Awaitable[None]],
-        loops: list[Callable[[], Coroutine[Any, Any, None]]],
+        loops: Mapping[str, Callable[[], Coroutine[Any, Any, None]]],
         engine: Any,
     ) -> None:
-        self.stopping, self.prepare, self.loops, self.engine = stopping, prepare, loops, engine
-        self.failed = False
+        self.supervisor, self.prepare, self.loops, self.engine = supervisor, prepare, loops, engine
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.event.set)
-        await self.prepare()
-        tasks = [asyncio.create_task(f(), name=getattr(f, "__name__", "loop")) for f in self.loops]
-        stop = asyncio.create_task(self.stopping.event.wait())
-        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
-        self.stopping.event.set()
-        for t in done:
-            if t is not stop and t.exception() is not None:
-                self.failed = True
-                log.critical("%s stopped with an error", t.get_name(), exc_info=t.exception())
-        await asyncio.wait(tasks, timeout=15)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        stop.cancel()
-        await self.engine.dispose()
-        log.info("publisher stopped")
+        await self.supervisor.run(prepare=self.prepare, tasks=self.loops, cleanup=self.engine.dispose)
 
 
 def main() -> None:
     disable_created_metrics()
     settings = PublishSettings()
     configure_logging(settings.log_level)
-    worker = build_worker(settings)
-    asyncio.run(worker.run())
-    if worker.failed:
-        raise SystemExit(70)
+    asyncio.run(build_worker(settings).run())
