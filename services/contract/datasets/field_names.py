@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
+_MAX_REMEMBERED = 4096  # sent names whose field a matcher remembers
 
 
 def fold(name: str) -> str:
@@ -45,6 +46,8 @@ class FieldMatcher:
         self._exact = frozenset(self.names)
         self._alias: dict[str, str] = {}
         self._folded: dict[str, str] = {}
+        # sent name -> field (or None), remembered: folding a name (NFKD, regex) is most of a record's mapping
+        self._targets: dict[str, str | None] = {}
         for target, alts in (aliases or {}).items():
             for alt in alts:
                 self._alias[alt] = target
@@ -57,7 +60,14 @@ class FieldMatcher:
     def target(self, sent: str) -> str | None:
         if sent in self._exact:
             return sent
-        return self._alias.get(sent) or self._folded.get(fold(sent))
+        try:
+            return self._targets[sent]
+        except KeyError:
+            pass
+        found = self._alias.get(sent) or self._folded.get(fold(sent))
+        if len(self._targets) < _MAX_REMEMBERED:  # bounded: a sender may invent a new name per record
+            self._targets[sent] = found
+        return found
 
     def map(self, attrs: Mapping[str, Any]) -> NameMapping:
         values: dict[str, Any] = {}
