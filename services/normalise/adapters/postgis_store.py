@@ -22,7 +22,7 @@ from services.contract.size_limits import REJECTION_ORIGINAL_PREFIX_BYTES
 from services.infrastructure.schema_migrations import upgrade_schema
 from services.normalise.adapters.same_place_store import PostgisSamePlaceStore
 from services.normalise.adapters.tables import NORMALISE_SCHEMA
-from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
+from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey, seed_geojson
 from services.normalise.domain.dedup_decisions import Decision, StoredFeature, final_states
 from services.normalise.domain.rejection_retention import bounded_original
 from services.normalise.domain.same_place import folded_text_values
@@ -217,6 +217,9 @@ class PostgisUnitOfWork:
                     f"upsert wrote {cur.rowcount} of {len(finals)} rows: a newer state appeared under lock"
                 )
             if changes:
+                seed_geojson(
+                    state.feature for d in changes for state in (d.before, d.after) if state is not None
+                )  # the outbox's GeoJSON, one GEOS call for the batch
                 async with cur.copy(_OUTBOX_COPY) as cp:
                     for d in changes:
                         ev = d.candidate.event

@@ -6,12 +6,13 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from typing import cast
 
+import numpy as np
 import shapely
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
@@ -108,6 +109,16 @@ class Invalid:
 
 # json.dumps with these settings builds a new encoder on every call; one built once writes the same text
 _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def seed_geojson(features: Iterable[CanonicalFeature | None]) -> None:
+    """Compute the GeoJSON of many features in one GEOS call (``shapely.to_geojson`` over an array: the same
+    writer, the same text as one at a time, ~4x cheaper per point), for those that have not computed it yet."""
+    todo = [f for f in features if f is not None and f.geometry is not None and "_geojson" not in f.__dict__]
+    if todo:
+        texts = shapely.to_geojson(np.array([f.geometry for f in todo], dtype=object))
+        for f, text in zip(todo, texts.tolist(), strict=True):
+            f.__dict__["_geojson"] = text
 
 
 def canonical_json(values: dict[str, Canonical]) -> str:
