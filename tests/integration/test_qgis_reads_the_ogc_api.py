@@ -67,6 +67,15 @@ def server_items(api: str) -> dict[str, dict[str, Any]]:
     return items
 
 
+def as_qgis_reads(value: Any, qgis_type: str | None) -> Any:
+    """QGIS 3.22 types a field from the first 10 features of the first page (it reads no JSON Schema): a field
+    null in all of them is a String, and its values are then the JSON text of the server's (``true``, ``1``).
+    Which fields that hits depends on what else the collection holds (docs/api.md, QGIS)."""
+    if qgis_type == "String" and value is not None and not isinstance(value, str):
+        return json.dumps(value)
+    return value
+
+
 def by_id(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["attributes"]["id"]: f for f in out["features"]}
 
@@ -87,7 +96,8 @@ def test_qgis_loads_the_collection_with_every_feature_its_attributes_and_types(
     seen = by_id(out)
     assert set(seen) == set(server)
     for fid, f in server.items():
-        assert {k: v for k, v in seen[fid]["attributes"].items() if k != "id"} == f["properties"], fid
+        expected = {k: as_qgis_reads(v, out["fields"].get(k)) for k, v in f["properties"].items()}
+        assert {k: v for k, v in seen[fid]["attributes"].items() if k != "id"} == expected, fid
         kind, _, xy = seen[fid]["wkt"].partition(" (")
         assert kind == "Point"
         assert [float(c) for c in xy.rstrip(")").split()] == pytest.approx(f["geometry"]["coordinates"], abs=1e-7)
