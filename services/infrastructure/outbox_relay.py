@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.contract.size_limits import INTERNAL_MESSAGE_MAX_BYTES, PRODUCER_MAX_REQUEST_BYTES
+from services.contract.size_limits import INTERNAL_MESSAGE_MAX_BYTES
 from services.infrastructure.kafka_security import KafkaClientSecurity
 
 log = logging.getLogger("odc.outbox")
@@ -145,7 +145,6 @@ def make_producer(bootstrap: str, client_id: str, security: KafkaClientSecurity)
         acks="all",
         linger_ms=5,
         max_batch_size=1 << 20,
-        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         request_timeout_ms=30000,
         **security.producer_kwargs(),
     )
