@@ -107,6 +107,29 @@ def summarise(collapsed: Path, top: int) -> str:
     return "\n".join(out)
 
 
+async def topic_totals(broker: object, topic: str) -> tuple[int, int]:
+    """Messages on ``topic`` and the bytes of their values, read from the beginning (issue #16.3)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,  # type: ignore[attr-defined]
+                                **broker.admin_security().client_kwargs())  # type: ignore[attr-defined]  # fmt: skip
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # a fresh consumer knows no topic yet
+        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        messages = size = 0
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                messages += len(records)
+                size += sum(len(r.value or b"") for r in records)
+        return messages, size
+    finally:
+        await consumer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="public_toilets")
@@ -165,6 +188,11 @@ def main() -> None:
             spy.wait(timeout=60)
         print(
             f"{len(events)} events in {seconds:.1f} s = {len(events) / seconds:.0f} ev/s (profiled, slower than unprofiled)"
+        )
+        messages, size = asyncio.run(topic_totals(stack.broker, "odc.feature-changes"))
+        print(
+            f"odc.feature-changes: {messages} messages, {size} value bytes for {changes} changes = "
+            f"{messages / max(changes, 1):.4f} messages and {size / max(changes, 1):.0f} B per change"
         )
         print("CPU seconds during the run (process and its children; py-spy itself excluded):")
         for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):

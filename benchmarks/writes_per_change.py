@@ -37,6 +37,7 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeEvent, GeometryEncoding, Operation, RawGeometry, SourcePosition
 from services.infrastructure.database import make_engine
+from services.infrastructure.outbox_relay import grouped_messages
 from services.normalise.adapters import postgis_store as normalise_store
 from services.normalise.adapters.outboxes import feature_changes_outbox
 from services.normalise.domain.canonical_feature import EventNormaliser
@@ -137,7 +138,9 @@ async def _measure(cluster: PostgresCluster, n: int) -> list[tuple[str, dict[str
         async with engine.begin() as conn:
             rows = list(await conn.execute(text(spec.select_sql), {"limit": n}))
             await conn.execute(text(spec.mark_sql), {"ids": [spec.id_of(r) for r in rows]})
-        changes = [codecs.decode_feature_change(spec.to_message(r).value) for r in rows]
+        assert spec.group_key is not None and spec.to_group_message is not None  # one message per dataset batch
+        sent = grouped_messages(rows, spec.group_key, spec.to_group_message, spec.max_message_bytes)
+        changes = [c for m in sent for c in codecs.decode_feature_changes(m.value)]
         assert len(changes) == n
         await record_changes(changes, uow_factory=_publish_uow(engine, codecs), clock=clock)
         clock.advance()

@@ -85,6 +85,13 @@ class SchemaCatalogue:
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fingerprint.get(fp)
 
+    def writer_name(self, data: bytes) -> str | None:
+        """The schema name of the writer of ``data`` (from its fingerprint), or None if it is not one of ours."""
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            return None
+        writer = self._by_fingerprint.get(bytes(data[2:HEADER_LEN]))
+        return None if writer is None else writer.name
+
     def encode(self, name: str, record: dict[str, Any], version: int | None = None) -> bytes:
         sv = self.latest(name) if version is None else self._versions[name][version]
         buf = io.BytesIO()

@@ -4,6 +4,7 @@ Avro field names. ``encode_*`` returns single-object-encoded bytes; ``decode_*``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,26 +152,44 @@ class Codecs:
             return None
         return FeatureState(d["geometry"], d["attributes"], d["content_hash"])
 
+    def _feature_change_to_wire(self, c: FeatureChange) -> dict[str, Any]:
+        return {
+            "change_id": c.change_id,
+            "event_id": c.event_id,
+            "dataset": c.dataset,
+            "commune": c.commune,
+            "feature_id": c.feature_id,
+            "kind": c.kind.value,
+            "sequence": c.sequence,
+            "occurred_at": _utc(c.occurred_at),
+            "applied_at": _utc(c.applied_at),
+            "before": self._state_to_wire(c.before),
+            "after": self._state_to_wire(c.after),
+        }
+
     def encode_feature_change(self, c: FeatureChange) -> bytes:
+        return self.catalogue.encode("feature_change", self._feature_change_to_wire(c))
+
+    def encode_feature_change_batch(self, dataset: str, changes: Sequence[FeatureChange]) -> bytes:
+        """One message for many changes of one dataset (feature_change_batch), in the order given."""
         return self.catalogue.encode(
-            "feature_change",
-            {
-                "change_id": c.change_id,
-                "event_id": c.event_id,
-                "dataset": c.dataset,
-                "commune": c.commune,
-                "feature_id": c.feature_id,
-                "kind": c.kind.value,
-                "sequence": c.sequence,
-                "occurred_at": _utc(c.occurred_at),
-                "applied_at": _utc(c.applied_at),
-                "before": self._state_to_wire(c.before),
-                "after": self._state_to_wire(c.after),
-            },
+            "feature_change_batch",
+            {"dataset": dataset, "changes": [self._feature_change_to_wire(c) for c in changes]},
         )
 
     def decode_feature_change(self, data: bytes) -> FeatureChange:
-        d = self.catalogue.decode(data, "feature_change")
+        return self._feature_change_from_wire(self.catalogue.decode(data, "feature_change"))
+
+    def decode_feature_changes(self, data: bytes) -> list[FeatureChange]:
+        """The changes of a message of odc.feature-changes in either form: one FeatureChange (written before the
+        batch form, still on the topic at an upgrade) or a FeatureChangeBatch."""
+        if self.catalogue.writer_name(data) == "feature_change":
+            return [self.decode_feature_change(data)]
+        d = self.catalogue.decode(data, "feature_change_batch")
+        return [self._feature_change_from_wire(c) for c in d["changes"]]
+
+    @classmethod
+    def _feature_change_from_wire(cls, d: dict[str, Any]) -> FeatureChange:
         return FeatureChange(
             change_id=d["change_id"],
             event_id=d["event_id"],
@@ -181,8 +200,8 @@ class Codecs:
             sequence=d["sequence"],
             occurred_at=_utc(d["occurred_at"]),
             applied_at=_utc(d["applied_at"]),
-            before=self._state_from_wire(d["before"]),
-            after=self._state_from_wire(d["after"]),
+            before=cls._state_from_wire(d["before"]),
+            after=cls._state_from_wire(d["after"]),
         )
 
     # -- dataset versions ------------------------------------------------------------------------

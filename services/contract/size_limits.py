@@ -28,3 +28,8 @@ BROKER_MESSAGE_MAX_BYTES = 1_048_588
 
 REJECTION_ORIGINAL_PREFIX_BYTES = 16 * 1024
 """A rejection keeps this many bytes of the original message, with the SHA-256 and size of the whole."""
+
+INTERNAL_MESSAGE_MAX_BYTES = MAX_RECORD_BYTES
+"""The largest value a relay builds when it groups outbox rows in one message (a FeatureChangeBatch on
+odc.feature-changes): a larger group is split in several messages, so that value + key + batch overhead stays
+under PRODUCER_MAX_REQUEST_BYTES, the relays' ``max_request_size``."""

@@ -4,14 +4,16 @@ except the first (which starts from an empty store)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.contract.messages import Operation
-from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
+from tests.integration.pipeline_harness import TOPICS, Pipeline, toilet_event, wait_for
 
 pytestmark = pytest.mark.integration
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "grandlyon"
@@ -74,6 +76,46 @@ def test_resending_the_same_file_changes_nothing_and_cuts_no_version(pipeline: P
     assert pipeline.latest_version("public_toilets") == version
     assert live_features(pipeline, "public_toilets") == live
     assert len(pipeline.version_notifications("public_toilets")) == notes
+
+
+def test_changes_travel_as_one_message_per_dataset_batch_and_the_single_form_still_reads(pipeline: Pipeline) -> None:
+    """Issue #16.3: odc.feature-changes carries FeatureChangeBatch messages, each of one dataset (its key) with
+    its changes in change_id order; a single FeatureChange left on the topic from before the upgrade is still
+    read by the publisher (here one already recorded: counted as a duplicate, nothing recorded twice)."""
+    records = pipeline.read_topic(TOPICS["changes"])
+    assert records
+    changes = 0
+    for r in records:
+        assert pipeline.codecs.catalogue.writer_name(r.value) == "feature_change_batch"
+        batch = pipeline.codecs.decode_feature_changes(r.value)
+        assert batch and {c.dataset for c in batch} == {r.key.decode()}
+        assert [c.change_id for c in batch] == sorted(c.change_id for c in batch)
+        changes += len(batch)
+    assert len(records) < changes  # fewer messages than changes: batches, not one per change
+    old = pipeline.codecs.decode_feature_changes(records[0].value)[0]
+    logged = int(pipeline.sql("SELECT count(*) FROM change_log")[0][0])
+    duplicates = pipeline.metric("publish", "odc_feature_changes_received_total", outcome="duplicate")
+
+    async def send_single_form() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=pipeline.broker.bootstrap, **pipeline.broker.admin_security().producer_kwargs()
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                TOPICS["changes"], value=pipeline.codecs.encode_feature_change(old), key=old.dataset.encode()
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send_single_form())
+    wait_for(
+        "the single-form change counted as a duplicate",
+        lambda: (
+            pipeline.metric("publish", "odc_feature_changes_received_total", outcome="duplicate") > duplicates or None
+        ),
+    )
+    assert int(pipeline.sql("SELECT count(*) FROM change_log")[0][0]) == logged
 
 
 def test_parks_file_with_invalid_polygons_is_loaded_and_repaired(pipeline: Pipeline) -> None:

@@ -62,7 +62,7 @@ def test_the_topics_are_the_services_topic_settings() -> None:
 def test_each_topic_carries_the_latest_committed_avro_schema_the_codecs_write() -> None:
     doc, catalogue = committed(), SchemaCatalogue()
     for channel in ("changeEvents", "featureChanges", "rejected", "datasetVersions"):
-        (ref,) = doc["channels"][channel]["messages"].values()
+        ref = doc["channels"][channel]["messages"][f"{channel}Message"]
         message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
         payload = message["payload"]
         assert payload["schemaFormat"] == AVRO_FORMAT
@@ -72,6 +72,20 @@ def test_each_topic_carries_the_latest_committed_avro_schema_the_codecs_write() 
         latest = catalogue.latest(name)
         assert payload["schema"] == json.loads(latest.path.read_text(encoding="utf-8")), channel
         fastavro.parse_schema(payload["schema"])  # a valid Avro schema
+
+
+def test_the_feature_changes_topic_lists_the_batch_form_too() -> None:
+    """odc.feature-changes carries FeatureChangeBatch messages (issue #16.3) and older single FeatureChange
+    ones: the channel and its operation list both, each with its committed schema."""
+    doc, catalogue = committed(), SchemaCatalogue()
+    channel = doc["channels"]["featureChanges"]
+    assert set(channel["messages"]) == {"featureChangesMessage", "featureChangeBatchMessage"}
+    (operation,) = [op for op in doc["operations"].values() if op["channel"]["$ref"] == "#/channels/featureChanges"]
+    assert {m["$ref"].rsplit("/", 1)[1] for m in operation["messages"]} == set(channel["messages"])
+    batch = doc["components"]["messages"]["featureChangeBatchMessage"]
+    latest = catalogue.latest("feature_change_batch")
+    assert batch["payload"]["schema"] == json.loads(latest.path.read_text(encoding="utf-8"))
+    assert batch["name"] == "FeatureChangeBatch"
 
 
 def test_the_avro_schemas_are_served_where_dataschema_points() -> None:

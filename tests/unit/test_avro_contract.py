@@ -39,7 +39,13 @@ T0 = datetime(2026, 5, 19, 8, 30, 0, 123000, tzinfo=UTC)
 
 def test_every_schema_parses_and_is_versioned() -> None:
     cat = SchemaCatalogue()
-    assert set(cat.names()) == {"change_event", "rejection", "feature_change", "dataset_version"}
+    assert set(cat.names()) == {
+        "change_event",
+        "rejection",
+        "feature_change",
+        "feature_change_batch",
+        "dataset_version",
+    }
     for name in cat.names():
         versions = [sv.version for sv in cat.versions(name)]
         assert versions == list(range(1, len(versions) + 1)), f"{name}: versions must be 1..N without gaps"
@@ -194,6 +200,42 @@ STATE = FeatureState('{"type":"Point","coordinates":[4.8,45.7]}', '{"a":1}', "ab
 )
 def test_codec_round_trip(encode, decode, message) -> None:  # type: ignore[no-untyped-def]
     assert decode(encode(message)) == message
+
+
+CHANGES = [
+    FeatureChange(5, "e1", "public_toilets", "69266", "7", ChangeKind.UPDATED, 42, T0, T0, STATE, STATE),
+    FeatureChange(6, "e2", "public_toilets", "69266", "7", ChangeKind.DELETED, 43, T0, T0, STATE, None),
+    FeatureChange(9, "e3", "public_toilets", "69123", "8", ChangeKind.CREATED, 1, T0, T0, None, STATE),
+]
+
+
+def test_the_batch_form_carries_exactly_the_feature_change_record() -> None:
+    """feature_change_batch's items are the latest feature_change schema, field for field: the two forms of
+    odc.feature-changes cannot drift apart (a new feature_change version needs a new batch version too)."""
+    cat = SchemaCatalogue()
+    batch = json.loads(cat.latest("feature_change_batch").path.read_text(encoding="utf-8"))
+    (changes,) = [f for f in batch["fields"] if f["name"] == "changes"]
+    assert changes["type"]["type"] == "array"
+    assert changes["type"]["items"] == json.loads(cat.latest("feature_change").path.read_text(encoding="utf-8"))
+
+
+def test_a_batch_round_trips_in_order_and_the_single_form_still_decodes() -> None:
+    raw = CODECS.encode_feature_change_batch("public_toilets", CHANGES)
+    assert CODECS.catalogue.writer_name(raw) == "feature_change_batch"
+    assert CODECS.decode_feature_changes(raw) == CHANGES
+    # a message written before the batch form (one FeatureChange) is still read, as a list of one
+    assert CODECS.decode_feature_changes(CODECS.encode_feature_change(CHANGES[1])) == [CHANGES[1]]
+    # one batch message is smaller than the same changes sent one by one
+    assert len(raw) < sum(len(CODECS.encode_feature_change(c)) for c in CHANGES)
+
+
+def test_the_changes_topic_refuses_other_messages_with_a_reason() -> None:
+    with pytest.raises(UndecodableMessage) as wrong:
+        CODECS.decode_feature_changes(CODECS.encode_change_event(EVENT))
+    assert wrong.value.reason == "wrong_schema"
+    with pytest.raises(UndecodableMessage) as foreign:
+        CODECS.decode_feature_changes(b"not avro at all")
+    assert foreign.value.reason == "undecodable"
 
 
 def test_a_v1_change_event_reads_as_v2_without_a_source_row() -> None:

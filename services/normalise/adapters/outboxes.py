@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row
@@ -21,23 +22,34 @@ def _state(geometry: str | None, attributes: str | None, chash: str | None) -> F
     return FeatureState(geometry, attributes, chash)
 
 
+def _change(r: Row[Any]) -> FeatureChange:
+    return FeatureChange(
+        change_id=r.change_id,
+        event_id=r.event_id,
+        dataset=r.dataset,
+        commune=r.commune,
+        feature_id=r.feature_id,
+        kind=ChangeKind(r.kind),
+        sequence=r.sequence,
+        occurred_at=r.occurred_at,
+        applied_at=r.applied_at,
+        before=_state(r.before_geometry, r.before_attributes, r.before_hash),
+        after=_state(r.after_geometry, r.after_attributes, r.after_hash),
+    )
+
+
 def feature_changes_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
+    # Keyed by dataset: one partition holds a dataset's changes in order, which versioning needs.
     def to_message(r: Row[Any]) -> OutgoingMessage:
-        change = FeatureChange(
-            change_id=r.change_id,
-            event_id=r.event_id,
-            dataset=r.dataset,
-            commune=r.commune,
-            feature_id=r.feature_id,
-            kind=ChangeKind(r.kind),
-            sequence=r.sequence,
-            occurred_at=r.occurred_at,
-            applied_at=r.applied_at,
-            before=_state(r.before_geometry, r.before_attributes, r.before_hash),
-            after=_state(r.after_geometry, r.after_attributes, r.after_hash),
+        return OutgoingMessage(r.dataset.encode(), codecs.encode_feature_change(_change(r)))
+
+    # Sent grouped: one FeatureChangeBatch per dataset and relayed batch (its rows in change_id order, split
+    # under the size limit), so the relay and the publisher encode and decode once per batch (issue #16.3).
+    def to_group_message(rows: Sequence[Row[Any]]) -> OutgoingMessage:
+        dataset = rows[0].dataset
+        return OutgoingMessage(
+            dataset.encode(), codecs.encode_feature_change_batch(dataset, [_change(r) for r in rows])
         )
-        # Keyed by dataset: one partition holds a dataset's changes in order, which versioning needs.
-        return OutgoingMessage(r.dataset.encode(), codecs.encode_feature_change(change))
 
     return OutboxSpec(
         name="feature_changes",
@@ -48,6 +60,8 @@ def feature_changes_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
         id_of=lambda r: r.change_id,
         to_message=to_message,
         notify_channel="feature_change_outbox",  # migration 0005
+        group_key=lambda r: r.dataset,
+        to_group_message=to_group_message,
     )
 
 

@@ -1,6 +1,6 @@
 """The normaliser's outbox relay, run in a child process of the normaliser.
 
-Why a process: the relay (read outbox rows, Avro-encode each change, hand it to the producer, mark the rows)
+Why a process: the relay (read outbox rows, Avro-encode them, hand them to the producer, mark the rows)
 took ~14% of the normaliser's samples in the profiled throughput run while the consumer loop — the stage that
 bounds the pipeline — waited for the same core. As a child it runs on the other core (docs/performance.md has
 the before/after figures). Nothing about delivery changes: rows are still written in the batch transaction

@@ -43,6 +43,17 @@ TOPICS: dict[str, tuple[str, str, str]] = {
         "send",
     ),
 }
+# channel id -> further messages it carries: (message id, Avro schema file, summary)
+EXTRA_MESSAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "featureChanges": (
+        (
+            "featureChangeBatchMessage",
+            "feature_change_batch.v1.avsc",
+            "The feature changes of one dataset as one message (what normalise sends since issue #16.3); "
+            "the single FeatureChange form above stays readable.",
+        ),
+    ),
+}
 # Kafka headers of a dataset-version message (CloudEvents Kafka binding, binary mode)
 KAFKA_CE_HEADERS = (
     "ce_specversion",
@@ -160,17 +171,28 @@ def asyncapi_document(
                 "required": list(KAFKA_CE_HEADERS),
                 "properties": {h: {"type": "string"} for h in KAFKA_CE_HEADERS},
             }
+        ids = [message]
+        for extra, extra_file, extra_summary in EXTRA_MESSAGES.get(channel, ()):
+            extra_avro = avro_schemas[extra_file]
+            messages[extra] = {
+                **messages[message],
+                "name": extra_avro["name"],
+                "title": extra_avro["name"],
+                "summary": extra_summary,
+                "payload": {"schemaFormat": AVRO_FORMAT, "schema": extra_avro},
+            }
+            ids.append(extra)
         channels[channel] = {
             "address": topics[channel],
             "description": description,
             "servers": [{"$ref": "#/servers/kafka"}],
-            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+            "messages": {m: {"$ref": f"#/components/messages/{m}"} for m in ids},
             "bindings": {"kafka": {"topic": topics[channel]}},
         }
         operations[f"{action}{channel[0].upper()}{channel[1:]}"] = {
             "action": action,
             "channel": {"$ref": f"#/channels/{channel}"},
-            "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"}],
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in ids],
         }
     messages["versionPublished"] = {
         "name": "VersionPublished",

@@ -128,7 +128,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
         changes = []
         for e in events:
             try:
-                changes.append(codecs.decode_feature_change(e.value))
+                changes.extend(codecs.decode_feature_changes(e.value))  # a batch, or one change (older form)
             except UndecodableMessage as bad:  # only our normaliser writes here; count, never crash
                 metrics.rejected.labels("", bad.reason).inc()
                 log.error(

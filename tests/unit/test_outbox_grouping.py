@@ -1,0 +1,178 @@
+"""The feature-change relay sends one message per dataset and relayed batch (issue #16.3): rows grouped by
+dataset (the partition key) in change_id order, a group split under the size limit, every row marked sent
+only after every message is acknowledged. The relay runs here against a fake connection and producer (our
+own port's fakes); the real broker and database path is tests/integration/test_pipeline_end_to_end.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.contract.codecs import Codecs
+from services.contract.messages import FeatureChange
+from services.infrastructure.outbox_relay import OutboxRelay, OutgoingMessage, grouped_messages
+from services.normalise.adapters.outboxes import feature_changes_outbox
+
+CODECS = Codecs()
+T0 = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Row:  # the columns of feature_change_outbox the spec reads
+    change_id: int
+    dataset: str
+    feature_id: str = "f"
+    event_id: str = "e"
+    commune: str = "69123"
+    kind: str = "CREATED"
+    sequence: int = 1
+    occurred_at: datetime = T0
+    applied_at: datetime = T0
+    before_geometry: str | None = None
+    before_attributes: str | None = None
+    before_hash: str | None = None
+    after_geometry: str | None = '{"type":"Point","coordinates":[4.8,45.7]}'
+    after_attributes: str | None = '{"nom":"x"}'
+    after_hash: str | None = "ab" * 32
+
+
+def interleaved(n: int) -> list[Row]:
+    datasets = ["public_toilets", "parks_gardens", "public_toilets", "drinking_fountains"]
+    return [Row(i, datasets[i % len(datasets)], feature_id=f"f{i}") for i in range(1, n + 1)]
+
+
+def decoded(messages: Sequence[OutgoingMessage]) -> list[tuple[bytes | None, list[FeatureChange]]]:
+    return [(m.key, CODECS.decode_feature_changes(m.value)) for m in messages]
+
+
+def test_one_message_per_dataset_keyed_by_it_with_its_changes_in_id_order() -> None:
+    spec = feature_changes_outbox(CODECS, "odc.feature-changes")
+    assert spec.group_key is not None and spec.to_group_message is not None
+    rows = interleaved(40)
+    messages = grouped_messages(rows, spec.group_key, spec.to_group_message, spec.max_message_bytes)
+    assert len(messages) == 3
+    for key, changes in decoded(messages):
+        assert key is not None
+        assert {c.dataset for c in changes} == {key.decode()}
+        ids = [c.change_id for c in changes]
+        assert ids == sorted(ids)
+        assert ids == [r.change_id for r in rows if r.dataset == key.decode()]
+    assert sorted(c.change_id for _, cs in decoded(messages) for c in cs) == [r.change_id for r in rows]
+
+
+def test_a_group_larger_than_the_limit_is_split_in_order_under_it() -> None:
+    spec = feature_changes_outbox(CODECS, "odc.feature-changes")
+    assert spec.group_key is not None and spec.to_group_message is not None
+    rows = [Row(i, "public_toilets", after_attributes='{"nom":"' + "x" * 300 + '"}') for i in range(1, 201)]
+    whole = spec.to_group_message(rows)
+    limit = len(whole.value) // 7
+    messages = grouped_messages(rows, spec.group_key, spec.to_group_message, limit)
+    assert len(messages) >= 7
+    assert all(len(m.value) <= limit for m in messages)
+    assert all(m.key == b"public_toilets" for m in messages)
+    ids = [c.change_id for _, cs in decoded(messages) for c in cs]
+    assert ids == list(range(1, 201))  # nothing lost, nothing repeated, in order across the parts
+
+
+def test_a_single_row_over_the_limit_is_sent_alone_as_before() -> None:
+    def encode(rows: Sequence[int]) -> OutgoingMessage:
+        return OutgoingMessage(b"k", b"x" * (100 * len(rows)))
+
+    messages = grouped_messages([1, 2, 3], lambda r: "k", encode, 50)
+    assert [len(m.value) for m in messages] == [100, 100, 100]
+
+
+class FakeResult:
+    def __init__(self, rows: list[Any] | None = None, scalar: Any = None) -> None:
+        self._rows, self._scalar = rows or [], scalar
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def scalar(self) -> Any:
+        return self._scalar
+
+
+class FakeConnection:
+    def __init__(self, table: list[Row], marked: list[int]) -> None:
+        self._table, self._marked = table, marked
+
+    async def __aenter__(self) -> FakeConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def begin(self) -> FakeConnection:
+        return self
+
+    async def execute(self, statement: Any, params: dict[str, Any]) -> FakeResult:
+        sql = str(statement)
+        if "pg_try_advisory_xact_lock" in sql:
+            return FakeResult(scalar=True)
+        if sql.startswith("SELECT * FROM feature_change_outbox"):
+            return FakeResult([r for r in self._table if r.change_id not in self._marked][: params["limit"]])
+        if sql.startswith("UPDATE feature_change_outbox"):
+            self._marked.extend(params["ids"])
+            return FakeResult()
+        raise AssertionError(f"unexpected SQL {sql}")
+
+
+class FakeEngine:
+    def __init__(self, table: list[Row]) -> None:
+        self.table, self.marked = table, []  # type: list[Row], list[int]
+
+    def connect(self) -> FakeConnection:
+        return FakeConnection(self.table, self.marked)
+
+
+class FakeProducer:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self._fail = fail
+
+    async def send(self, topic: str, *, value: bytes, key: bytes | None, headers: Any) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._fail:
+            fut.set_exception(ConnectionError("broker down"))
+        else:
+            self.sent.append((topic, key, value))
+            fut.set_result(None)
+        return fut
+
+
+async def test_the_relay_sends_grouped_messages_then_marks_every_row() -> None:
+    engine, producer = FakeEngine(interleaved(30)), FakeProducer()
+    counted: list[tuple[str, int]] = []
+    relay = OutboxRelay(
+        engine,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        feature_changes_outbox(CODECS, "odc.feature-changes"),
+        batch=20,
+        on_sent=lambda name, n: counted.append((name, n)),
+    )
+    assert await relay.relay_once() == 20
+    assert len(producer.sent) == 3  # 20 rows of 3 datasets -> 3 messages
+    assert engine.marked == list(range(1, 21))
+    assert await relay.relay_once() == 10
+    assert await relay.relay_once() == 0
+    assert counted == [("feature_changes", 20), ("feature_changes", 10)]
+    per_dataset: dict[str, list[int]] = {}
+    for topic, key, value in producer.sent:
+        assert topic == "odc.feature-changes" and key is not None
+        per_dataset.setdefault(key.decode(), []).extend(c.change_id for c in CODECS.decode_feature_changes(value))
+    for dataset, ids in per_dataset.items():  # each dataset's (= partition's) changes in id order, once each
+        assert ids == [r.change_id for r in engine.table if r.dataset == dataset]
+
+
+async def test_a_failed_send_marks_nothing_so_the_batch_is_sent_again() -> None:
+    engine = FakeEngine(interleaved(5))
+    relay = OutboxRelay(engine, FakeProducer(fail=True), feature_changes_outbox(CODECS, "t"))  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    assert engine.marked == []
