@@ -43,7 +43,7 @@ def main(url: str, collection: str, subset: str | None) -> dict[str, Any]:
                             None
                             if value is None or (hasattr(value, "isNull") and value.isNull())
                             else value
-                            if isinstance(value, (str, int, float, bool))
+                            if isinstance(value, (str, int, float, bool, list, dict))
                             else str(value)
                         )
                         for name, value in zip(layer.fields().names(), f.attributes(), strict=True)

@@ -67,13 +67,14 @@ def server_items(api: str) -> dict[str, dict[str, Any]]:
     return items
 
 
-def as_qgis_reads(value: Any, qgis_type: str | None) -> Any:
-    """QGIS 3.22 types a field from the first 10 features of the first page (it reads no JSON Schema): a field
-    null in all of them is a String, and its values are then the JSON text of the server's (``true``, ``1``).
-    Which fields that hits depends on what else the collection holds (docs/api.md, QGIS)."""
+def as_qgis_reads(value: Any, qgis_type: str | None) -> list[Any]:
+    """What QGIS 3.22 may show for a server value. It types a field from the first 10 features of the first page
+    (it reads no JSON Schema): a field null in all of them is a String, and a value of another type is then
+    text (``true``, ``1``, a list as its text). Which fields that hits depends on what else the collection holds
+    (docs/api.md, QGIS)."""
     if qgis_type == "String" and value is not None and not isinstance(value, str):
-        return json.dumps(value)
-    return value
+        return [json.dumps(value), str(value)]
+    return [value]
 
 
 def by_id(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -96,8 +97,12 @@ def test_qgis_loads_the_collection_with_every_feature_its_attributes_and_types(
     seen = by_id(out)
     assert set(seen) == set(server)
     for fid, f in server.items():
-        expected = {k: as_qgis_reads(v, out["fields"].get(k)) for k, v in f["properties"].items()}
-        assert {k: v for k, v in seen[fid]["attributes"].items() if k != "id"} == expected, fid
+        got = {k: v for k, v in seen[fid]["attributes"].items() if k != "id"}
+        # a QGIS layer has one set of fields: a member another feature has is a null field here
+        assert set(got) >= set(f["properties"]), fid
+        assert all(got[k] is None for k in set(got) - set(f["properties"])), fid
+        for k, v in f["properties"].items():
+            assert got[k] in as_qgis_reads(v, out["fields"].get(k)), (fid, k, got[k], v)
         kind, _, xy = seen[fid]["wkt"].partition(" (")
         assert kind == "Point"
         assert [float(c) for c in xy.rstrip(")").split()] == pytest.approx(f["geometry"]["coordinates"], abs=1e-7)
