@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from benchmarks.pipeline_throughput import build_events
+from benchmarks.validation_columns import best_of
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.datasets.field_names import fold
@@ -32,15 +33,6 @@ from services.normalise.service_layer.process_batch import InboundMessage, prepa
 SLICE = 100  # services/normalise/entrypoints/kafka_worker.py PREPARE_SLICE
 # the ways replaced, kept here to measure against
 _OLD_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def best_of(fn: Callable[[], object], n: int, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        fn()
-        best = min(best, time.process_time() - started)
-    return best / n * 1e6
 
 
 def main() -> None:

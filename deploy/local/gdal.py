@@ -4,9 +4,9 @@ missing (a fresh machine running ``make test``), the way ``postgres.py`` install
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
+
+from deploy.local.apt_packages import apt_install
 
 GDAL_PACKAGE = "gdal-bin"
 TOOLS = ("ogrinfo", "ogr2ogr")
@@ -24,20 +24,6 @@ def ensure_gdal_installed() -> None:
     """Install ``gdal-bin`` with apt-get if ``ogrinfo``/``ogr2ogr`` are missing. Raises GdalSetupError."""
     if gdal_present():
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise GdalSetupError(
-            f"ogrinfo/ogr2ogr not found and cannot install them here: run sudo apt-get install -y {GDAL_PACKAGE}"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock_wait = ["-o", "DPkg::Lock::Timeout=600"]
-    for cmd in (
-        ["apt-get", *lock_wait, "update", "-q"],
-        ["apt-get", *lock_wait, "install", "-y", "-q", "--no-install-recommends", GDAL_PACKAGE],
-    ):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise GdalSetupError(
-                f"{' '.join(cmd)} failed (exit {done.returncode}): {done.stdout[-1500:]}{done.stderr[-1500:]}"
-            )
+    apt_install(GDAL_PACKAGE, "ogrinfo/ogr2ogr", GdalSetupError)
     if not gdal_present():
         raise GdalSetupError(f"{GDAL_PACKAGE} installed but {' / '.join(TOOLS)} still missing")

@@ -6,8 +6,9 @@ apt-get when ``import qgis.core`` fails for Debian's Python (a fresh machine run
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+
+from deploy.local.apt_packages import apt_install
 
 QGIS_PACKAGE = "python3-qgis"
 SYSTEM_PYTHON = "/usr/bin/python3"  # the bindings are built for Debian's Python, not for the project's venv
@@ -28,20 +29,6 @@ def ensure_qgis_installed() -> None:
     """Install ``python3-qgis`` with apt-get if Debian's Python cannot import ``qgis.core``. Raises QgisSetupError."""
     if qgis_present():
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise QgisSetupError(
-            f"QGIS's Python bindings not found and cannot install them here: run sudo apt-get install -y {QGIS_PACKAGE}"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock_wait = ["-o", "DPkg::Lock::Timeout=600"]
-    for cmd in (
-        ["apt-get", *lock_wait, "update", "-q"],
-        ["apt-get", *lock_wait, "install", "-y", "-q", "--no-install-recommends", QGIS_PACKAGE],
-    ):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise QgisSetupError(
-                f"{' '.join(cmd)} failed (exit {done.returncode}): {done.stdout[-1500:]}{done.stderr[-1500:]}"
-            )
+    apt_install(QGIS_PACKAGE, "QGIS's Python bindings", QgisSetupError)
     if not qgis_present():
         raise QgisSetupError(f"{QGIS_PACKAGE} installed but {SYSTEM_PYTHON} still cannot import qgis.core")
