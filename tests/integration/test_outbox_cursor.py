@@ -28,6 +28,7 @@ from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.schema_migrations import upgrade_sync
 from services.normalise.adapters.outboxes import FEATURE_CHANGES_CURSOR, REJECTIONS_CURSOR, feature_changes_outbox
+from services.normalise.adapters.postgis_store import OUTBOX_ORDER_SQL
 from services.normalise.adapters.postgis_store import create_schema as create_normalise_schema
 from services.normalise.adapters.tables import NORMALISE_SCHEMA
 
@@ -277,3 +278,31 @@ async def test_relays_racing_send_each_row_once(
     done.set()
     await asyncio.gather(*tasks)
     assert await sent_event_ids(kafka_broker, topic) == [f"w{i}-{j}" for i in range(20) for j in range(5)]
+
+
+async def test_a_batch_that_waited_for_a_features_lock_sorts_after_the_change_it_waited_for(
+    database: str, engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, kafka_broker: KafkaBroker
+) -> None:
+    """The normaliser's batch takes its transaction id at the claim, before it waits for its features' locks. T2
+    claims first (lower id), T1 claims, locks f, writes f's change and commits; T2 then gets f and writes its
+    (later) change of f. With the txid default alone T2's change would sort, and be sent, first; the adapter's
+    OUTBOX_ORDER_SQL gives T2's rows the largest txid already committed, so f's changes go in commit order."""
+    await create_normalise_schema(engine)
+    order = psycopg.sql.SQL(OUTBOX_ORDER_SQL)  # type: ignore[arg-type]  # the adapter's constant
+    async with (
+        await psycopg.AsyncConnection.connect(database) as t1,
+        await psycopg.AsyncConnection.connect(database) as t2,
+    ):
+        claim = "INSERT INTO processed_event (event_id) VALUES (%s) RETURNING pg_current_xact_id()::text::bigint"
+        (xid2,) = await (await t2.execute(claim, ("e2",))).fetchone()  # type: ignore[misc]
+        (xid1,) = await (await t1.execute(claim, ("e1",))).fetchone()  # type: ignore[misc]
+        assert xid2 < xid1  # the default alone would put T2's change first
+        for conn, event_id in ((t1, "f-by-t1"), (t2, "f-by-t2")):  # T1 holds f first; T2 writes once T1 committed
+            (txid,) = await (await conn.execute(order)).fetchone()  # type: ignore[misc]
+            async with conn.cursor().copy(f"COPY feature_change_outbox ({COLS}, txid) FROM STDIN") as copy:
+                await copy.write_row((*change_row(event_id), txid))
+            await conn.commit()
+    r = relay(engine, producer, topic)
+    while await r.relay_once():
+        pass
+    assert await sent_event_ids(kafka_broker, topic) == ["f-by-t1", "f-by-t2"]

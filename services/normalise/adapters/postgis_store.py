@@ -59,8 +59,17 @@ WHERE (f.sequence, f.occurred_at) < (EXCLUDED.sequence, EXCLUDED.occurred_at)
 """
 
 _OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, feature_id, kind, sequence, occurred_at,
-  applied_at, before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash)
+  applied_at, before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash, txid)
   FROM STDIN"""
+# The relay sends in (txid, change_id) order (normalise 0006). A transaction's own id is taken at its first write
+# (the claim), before it waits for its features' locks, so a batch that waits for another's lock on a feature can
+# hold the lower id and its change of that feature would go first. Its rows take the largest txid already
+# committed instead when that is larger: every change of a feature committed before this batch locked it then
+# sorts before this batch's (a tie goes by change_id, taken later). Never below the transaction's own id, which is
+# what keeps the relay's cursor safe (services/infrastructure/outbox_relay.py). One index probe per batch.
+OUTBOX_ORDER_SQL = (
+    "SELECT greatest(pg_current_xact_id(), (SELECT txid FROM feature_change_outbox ORDER BY txid DESC LIMIT 1))::text"
+)
 
 _REJECTION_INSERT = text("""
 INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
@@ -220,6 +229,8 @@ class PostgisUnitOfWork:
                 seed_geojson(
                     state.feature for d in changes for state in (d.before, d.after) if state is not None
                 )  # the outbox's GeoJSON, one GEOS call for the batch
+                await cur.execute(OUTBOX_ORDER_SQL)
+                (txid,) = await cur.fetchone()
                 async with cur.copy(_OUTBOX_COPY) as cp:
                     for d in changes:
                         ev = d.candidate.event
@@ -239,6 +250,7 @@ class PostgisUnitOfWork:
                                 applied_at,
                                 *_state_cols(before),
                                 *_state_cols(after),
+                                txid,
                             )
                         )
         return len(changes)
