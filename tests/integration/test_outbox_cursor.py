@@ -306,3 +306,19 @@ async def test_a_batch_that_waited_for_a_features_lock_sorts_after_the_change_it
     while await r.relay_once():
         pass
     assert await sent_event_ids(kafka_broker, topic) == ["f-by-t1", "f-by-t2"]
+
+
+async def test_a_long_read_only_transaction_does_not_delay_the_relay(
+    database: str, engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, kafka_broker: KafkaBroker
+) -> None:
+    """Only transactions that hold an id count: a reader holding its snapshot open (a report, a backup's
+    REPEATABLE READ) takes none and does not hold the relay back."""
+    await create_normalise_schema(engine)
+    r = relay(engine, producer, topic)
+    async with await psycopg.AsyncConnection.connect(database) as reader:
+        await reader.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        await reader.execute("SELECT count(*) FROM feature_change_outbox")  # its snapshot is taken and held
+        await write_changes_committed(database, "not-delayed")
+        assert await r.relay_once() == 1
+        await reader.rollback()
+    assert await sent_event_ids(kafka_broker, topic) == ["not-delayed"]
