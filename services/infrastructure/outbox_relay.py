@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Row, text
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import UserDefinedType
 
@@ -56,6 +57,10 @@ class Xid8(UserDefinedType[Any]):
 
     def get_col_spec(self, **kw: Any) -> str:
         return "XID8"
+
+
+# Reflection (the schema drift check) then knows the type, as GeoAlchemy2 registers its own.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
 
 
 class OutboxProgress(Protocol):
