@@ -45,7 +45,7 @@ from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_
 from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
 from services.normalise.domain.rejection_retention import retention_cutoff
-from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
+from services.normalise.entrypoints.relay_process import Failed, Health, Sent, Status, parse_status, start_relay_child
 from services.normalise.metrics import NormaliseMetrics
 from services.normalise.service_layer.link_same_places import dissolve_previous_groups
 from services.normalise.service_layer.process_batch import (
@@ -215,34 +215,37 @@ class NormaliseWorker:
 
     async def relay(self) -> None:
         """Run the outbox relay in its child process (relay_process.py) and mirror its counts and health."""
-        bridge = RelayBridge.create()
-        process = start_relay_process(self.settings, bridge)
-        seen_sent, seen_failures = [0] * len(OUTBOXES), [0] * len(OUTBOXES)
         stopping = self.supervisor.stopping
+        self.health["relay"] = False
+        child = await start_relay_child()
         try:
             while not stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), 0.25)
-                for i, name in enumerate(OUTBOXES):
-                    sent, failures = bridge.sent[i], bridge.failures[i]
-                    if sent > seen_sent[i]:
-                        self.metrics.relayed.labels(name).inc(sent - seen_sent[i])
-                    if failures > seen_failures[i]:
-                        self.metrics.transient.labels("normalise", f"relay_{name}").inc(failures - seen_failures[i])
-                    seen_sent[i], seen_failures[i] = sent, failures
-                self.health["relay"] = bool(bridge.healthy.value) and process.is_alive()
-                if not process.is_alive() and not stopping.is_set():
-                    self.metrics.transient.labels("normalise", "relay_process").inc()
-                    log.error("outbox relay process exited with code %s; starting it again", process.exitcode)
-                    bridge.healthy.value = 0
-                    process = start_relay_process(self.settings, bridge)
+                line = await child.next_line(0.25)
+                if line is None:
+                    continue
+                if line:
+                    self._relay_status(parse_status(line))
+                    continue
+                code = await child.process.wait()  # end of its status pipe: the child has exited
+                self.health["relay"] = False
+                if stopping.is_set():
+                    break
+                self.metrics.transient.labels("normalise", "relay_process").inc()
+                log.error("outbox relay process exited with code %s; starting it again", code)
+                await child.stop()
+                await asyncio.sleep(1.0)  # a child failing at once is not restarted in a tight loop
+                child = await start_relay_child()
         finally:
             self.health["relay"] = False
-            bridge.stop.set()
-            await asyncio.get_running_loop().run_in_executor(None, process.join, 15)
-            if process.is_alive():
-                log.warning("outbox relay process did not stop in 15 s; terminating it")
-                process.terminate()
+            await child.stop()
+
+    def _relay_status(self, status: Status | None) -> None:
+        if isinstance(status, Sent):
+            self.metrics.relayed.labels(status.outbox).inc(status.rows)
+        elif isinstance(status, Failed):
+            self.metrics.transient.labels("normalise", f"relay_{status.outbox}").inc()
+        elif isinstance(status, Health):
+            self.health["relay"] = status.ok
 
     async def prune_rejections(self) -> None:
         """Every prune interval, delete relayed rejections past the retention (batched). A database outage
