@@ -263,7 +263,12 @@ def test_a_bulk_message_round_trips_in_order_and_the_single_form_still_decodes()
     assert (read.dataset, read.commune, read.bulk) == ("public_toilets", "69266", True)
     assert read.events == tuple(BULK)
     single = CODECS.decode_change_events(CODECS.encode_change_event(BULK[2]))
-    assert (single.dataset, single.commune, single.events, single.bulk) == ("public_toilets", "69266", (BULK[2],), False)
+    assert (single.dataset, single.commune, single.events, single.bulk) == (
+        "public_toilets",
+        "69266",
+        (BULK[2],),
+        False,
+    )
     # one bulk message is smaller than the same events sent one by one
     assert len(raw) < sum(len(CODECS.encode_change_event(e)) for e in BULK)
 
