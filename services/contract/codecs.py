@@ -124,12 +124,13 @@ class Codecs:
         return bytes(out)
 
     @staticmethod
-    def change_event_batch_size(dataset: str, commune: str, single_sizes: Sequence[int]) -> int:
-        """The size of ``change_event_batch_of_encoded`` for single-form values of these sizes."""
+    def change_event_batch_size(dataset: str, commune: str, count: int, singles_bytes: int) -> int:
+        """The size of ``change_event_batch_of_encoded`` for ``count`` single-form values of ``singles_bytes``
+        bytes in all (each item is its value less the 10-byte single-object header)."""
         d, c = len(dataset.encode("utf-8")), len(commune.encode("utf-8"))
         size = HEADER_LEN + len(_avro_long(d)) + d + len(_avro_long(c)) + c + 1
-        if single_sizes:
-            size += len(_avro_long(len(single_sizes))) + sum(single_sizes) - HEADER_LEN * len(single_sizes)
+        if count:
+            size += len(_avro_long(count)) + singles_bytes - HEADER_LEN * count
         return size
 
     def decode_change_events(self, data: bytes) -> ChangeEvents:
