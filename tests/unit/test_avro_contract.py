@@ -363,5 +363,17 @@ def test_valid_header_with_random_body_is_a_rejection(body: bytes) -> None:
         assert bad.reason == "undecodable"
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_a_bulk_header_with_a_random_body_is_a_rejection(body: bytes) -> None:
+    """The normaliser decodes every message of the input topic with decode_change_events: random bytes after
+    a bulk (change_event_batch) header are an ``undecodable`` rejection (or, by chance, events), never a crash."""
+    fp = SchemaCatalogue().latest("change_event_batch").fingerprint
+    try:
+        CODECS.decode_change_events(MAGIC + fp + body)
+    except UndecodableMessage as bad:
+        assert bad.reason == "undecodable"
+
+
 def test_schema_dir_is_in_the_repo() -> None:
     assert Path(__file__).resolve().parents[2] / "schemas" / "avro" == SCHEMA_DIR
