@@ -77,11 +77,19 @@ def prepare_batch(
     now: datetime,
     authenticator: EventAuthenticator | None = None,
 ) -> PreparedBatch:
-    report = BatchReport(received=len(messages))
+    """A message carries one event (the single form) or many of one dataset and commune (the bulk form,
+    change_event_batch): a bulk message is expanded into its events, each handled exactly as if it had come
+    alone (validation, dedup, outcomes, metrics). The signature covers the whole message value and its commune
+    is the message's; an inner event naming another dataset or commune than its message is refused alone
+    (invalid_envelope), the others go on. A refused inner event's ``original`` is that event re-encoded in the
+    single form, so the rejection can be replayed on its own; its source is the message's position. An
+    undecodable message (bulk or not) is one rejection with the bytes received."""
     rejections: list[Rejection] = []
     candidates: list[Candidate] = []
+    report = BatchReport()
 
-    def reject(msg: InboundMessage, reason: str, text: str, errors: tuple[FieldError, ...] = (), ev=None) -> None:  # type: ignore[no-untyped-def]
+    def reject(unit: _Unit, reason: str, text: str, errors: tuple[FieldError, ...] = ()) -> None:
+        msg, ev = unit.message, unit.event
         rid = f"{ev.event_id}:{reason}" if ev is not None else msg.position.as_id()
         rejections.append(
             Rejection(
@@ -91,7 +99,7 @@ def prepare_batch(
                 reason=reason,
                 message=text,
                 source=msg.position,
-                original=msg.value,
+                original=codecs.encode_change_event(ev) if unit.bulk and ev is not None else msg.value,
                 event_id=getattr(ev, "event_id", None),
                 dataset=getattr(ev, "dataset", None),
                 commune=getattr(ev, "commune", None),
@@ -105,35 +113,85 @@ def prepare_batch(
         ] += 1
         log.info("rejected (%s): %s", reason, text, extra=_event_fields(ev, msg, reason=reason))
 
-    # Decode and authenticate each message; then normalise the authentic events as one batch (each dataset's
-    # attributes checked as columns: attribute_columns.py); then report everything in message order.
-    refused: dict[int, tuple[str, str, tuple[FieldError, ...], ChangeEvent | None]] = {}
+    # Decode and authenticate each message, expanding bulk messages into one unit per event; then normalise
+    # the authentic events as one batch (each dataset's attributes checked as columns: attribute_columns.py);
+    # then report everything in message (and, within a bulk message, event) order.
+    units: list[_Unit] = []
+    refused: dict[int, tuple[str, str, tuple[FieldError, ...]]] = {}
     authentic: list[tuple[int, ChangeEvent]] = []
-    for i, msg in enumerate(messages):
+    for msg in messages:
         try:
-            ev = codecs.decode_change_event(msg.value)
+            carried = codecs.decode_change_events(msg.value)
         except UndecodableMessage as bad:
-            refused[i] = (bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),), None)
+            refused[len(units)] = (bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),))
+            units.append(_Unit(msg, None, False))
             continue
-        refusal = authenticator.check(msg.value, msg.headers, ev.commune) if authenticator is not None else None
-        if refusal is not None:
-            refused[i] = (refusal.reason, refusal.message, refusal.errors, ev)
+        if not carried.events:
+            refused[len(units)] = _EMPTY_BULK
+            units.append(_Unit(msg, None, True))
             continue
-        authentic.append((i, ev))
+        refusal = authenticator.check(msg.value, msg.headers, carried.commune) if authenticator is not None else None
+        for ev in carried.events:
+            if refusal is not None:
+                refused[len(units)] = (refusal.reason, refusal.message, refusal.errors)
+            elif carried.bulk and (ev.dataset != carried.dataset or ev.commune != carried.commune):
+                refused[len(units)] = _outside_its_message(ev, carried.dataset, carried.commune)
+            else:
+                authentic.append((len(units), ev))
+            units.append(_Unit(msg, ev, carried.bulk))
+    report.received = len(units)
     normalised = dict(
         zip((i for i, _ in authentic), normaliser.normalise_batch([ev for _, ev in authentic], now), strict=True)
     )
-    for i, msg in enumerate(messages):
+    for i, unit in enumerate(units):
         result = normalised.get(i)
         if result is None:
-            reason, text, errors, refused_ev = refused[i]
-            reject(msg, reason, text, errors, refused_ev)
+            reject(unit, *refused[i])
         elif isinstance(result, Invalid):
-            reject(msg, result.reason, result.message, result.errors, result.event)
+            reject(unit, result.reason, result.message, result.errors)
         else:
             candidates.append(result)
 
     return PreparedBatch(now, report, candidates, rejections)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One event as the normaliser handles it: a single message, one event of a bulk message, or a message
+    that carries no readable event (``event`` None)."""
+
+    message: InboundMessage
+    event: ChangeEvent | None
+    bulk: bool
+
+
+_EMPTY_BULK = (
+    "invalid_envelope",
+    "a bulk message (ChangeEventBatch) with no events",
+    (
+        FieldError(
+            "bulk_empty",
+            "a bulk message (ChangeEventBatch) with no events",
+            "un message groupé (ChangeEventBatch) sans aucun événement",
+            "events",
+        ),
+    ),
+)
+
+
+def _outside_its_message(ev: ChangeEvent, dataset: str, commune: str) -> tuple[str, str, tuple[FieldError, ...]]:
+    """An event of a bulk message that names another dataset or commune than the message: the signature and
+    the commune check were for the message's, so it is refused (alone; the message's other events go on)."""
+    errors = []
+    if ev.dataset != dataset:
+        en = f"the event is for dataset {ev.dataset[:64]!r} but its bulk message is for {dataset[:64]!r}"
+        fr = f"l'événement concerne le jeu {ev.dataset[:64]!r} mais son message groupé concerne {dataset[:64]!r}"
+        errors.append(FieldError("bulk_mismatch", en, fr, "dataset", ev.dataset[:64]))
+    if ev.commune != commune:
+        en = f"the event is for commune {ev.commune[:10]!r} but its bulk message is for {commune[:10]!r}"
+        fr = f"l'événement concerne la commune {ev.commune[:10]!r} mais son message groupé concerne {commune[:10]!r}"
+        errors.append(FieldError("bulk_mismatch", en, fr, "commune", ev.commune[:10]))
+    return "invalid_envelope", "; ".join(e.message_en for e in errors), tuple(errors)
 
 
 async def process_batch(
