@@ -39,9 +39,10 @@ from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent, GeometryEncoding, RawGeometry
+from services.contract.size_limits import MAX_RECORD_BYTES
 from services.infrastructure.database import make_engine
 from services.infrastructure.signing_keys import named_admin_key
-from services.ingest.adapters.kafka_event_publisher import event_key
+from services.ingest.adapters.kafka_event_publisher import bulk_messages, event_key
 from services.ingest.domain.change_events import upsert_events
 from services.ingest.domain.source_records import read_geojson
 
@@ -249,12 +250,26 @@ def bench_key(stack: BenchStack) -> SigningKey:
     return asyncio.run(go())
 
 
-def signed_values(stack: BenchStack, events: list[ChangeEvent]) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+INPUT_FORMS = ("bulk", "single")
+BULK_WINDOW = 500  # events per window, as `odc send` and the connectors send (services/ingest/entrypoints)
+
+
+def signed_values(
+    stack: BenchStack, events: list[ChangeEvent], form: str = "single"
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """The events as signed messages on the input topic: one per event (``single``, a live stream of edits), or
+    ChangeEventBatch messages per dataset, commune and window of 500 events as `odc send` sends a file
+    (``bulk``, built by the ingest's own ``bulk_messages``)."""
     codecs, key = Codecs(), bench_key(stack)
+    encoded = [(e, codecs.encode_change_event(e)) for e in events]
+    if form == "single":
+        return [(event_key(e), value, sign(value, key)) for e, value in encoded]
+    if form != "bulk":
+        raise ValueError(f"input form {form!r}: one of {INPUT_FORMS}")
     out = []
-    for e in events:
-        value = codecs.encode_change_event(e)
-        out.append((event_key(e), value, sign(value, key)))
+    for start in range(0, len(encoded), BULK_WINDOW):
+        for msg in bulk_messages(encoded[start : start + BULK_WINDOW], codecs, MAX_RECORD_BYTES):
+            out.append((msg.key, msg.value, sign(msg.value, key)))
     return out
 
 

@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--services", default="normalise,publish", help="services to profile; empty for none")
+    parser.add_argument(
+        "--form", choices=("bulk", "single"), default="single", help="input messages: one per event or bulk"
+    )
     args = parser.parse_args()
 
     out_dir = ROOT / "build/profiles"
@@ -148,7 +151,7 @@ def main() -> None:
         with psycopg.connect(stack.db.dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         events = build_events(args.dataset, args.events, seq=time.time_ns() // 1000)
-        values = signed_values(stack, events)
+        values = signed_values(stack, events, args.form)
         spies = {}
         for name in filter(None, args.services.split(",")):
             pid = stack.services[name].pid()

@@ -244,6 +244,12 @@ def main() -> None:
     parser.add_argument("--scale-out-points", type=int, default=50_000)
     parser.add_argument("--no-replay", action="store_true", help="skip the replay stage")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--input-form",
+        choices=("bulk", "single"),
+        default="bulk",
+        help="how the throughput stages send: bulk messages of 500 events as `odc send` does, or one per event",
+    )
     args = parser.parse_args()
     anchors.ensure_gdal_installed()
 
@@ -278,7 +284,7 @@ def main() -> None:
                 events = build_events(dataset, n, seq=seq + 10 + i)
                 if label == "polygons_dense":  # not the spread row's round 0 ids
                     events = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-d"}) for e in events]
-            values = signed_values(stack, events)
+            values = signed_values(stack, events, args.input_form)
             print(f"[{label}] pipeline throughput ...", flush=True)
             r[f"{label}_pipeline"] = pipeline_throughput(stack, dataset, events, values, measure=True)
             print(f"[{label}] anchor: ogr2ogr ...", flush=True)
@@ -337,14 +343,14 @@ def main() -> None:
             events = build_events("public_toilets", args.scale_out_points, seq=seq + 1)
             events = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-s2"}) for e in events]
             r["scale_out_two_workers"] = pipeline_throughput(
-                stack, "public_toilets", events, signed_values(stack, events)
+                stack, "public_toilets", events, signed_values(stack, events, args.input_form)
             )
             events1 = build_events("public_toilets", args.scale_out_points, seq=seq + 2)
             events1 = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-s1"}) for e in events1]
             second.stop()
             time.sleep(5)
             r["scale_out_one_worker"] = pipeline_throughput(
-                stack, "public_toilets", events1, signed_values(stack, events1)
+                stack, "public_toilets", events1, signed_values(stack, events1, args.input_form)
             )
         expected = {
             "public_toilets": count_features(stack, "public_toilets"),

@@ -59,7 +59,8 @@ from services.normalise.settings import NormaliseSettings
 
 log = logging.getLogger("odc.normalise")
 
-PREPARE_SLICE = 100  # events prepared between two yields to the event loop
+PREPARE_SLICE_BYTES = 64 * 1024  # messages prepared between two yields to the event loop: ~120 single point
+# events, or one bulk message (at least one message per slice)
 
 
 class SystemClock:
@@ -71,6 +72,21 @@ def kafka_headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     """Headers as pairs of (str, bytes), whatever shape the client gives them in."""
     items = raw.items() if isinstance(raw, dict) else (raw or ())
     return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)
+
+
+def slices_by_bytes(sizes: Sequence[int], max_bytes: int) -> list[slice]:
+    """Consecutive slices covering every index of ``sizes``, each at least one item and, past its first item,
+    at most ``max_bytes`` in total (pure)."""
+    out: list[slice] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > max_bytes:
+            out.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        out.append(slice(start, len(sizes)))
+    return out
 
 
 def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
@@ -165,10 +181,10 @@ class NormaliseWorker:
         )
         authenticator = EventAuthenticator(keys, require_signed=self.settings.require_signed_events)
         now, parts = self.clock.now(), []
-        for start in range(0, len(batch), PREPARE_SLICE):
+        for part in slices_by_bytes([len(m.value) for m in batch], PREPARE_SLICE_BYTES):
             parts.append(
                 prepare_batch(
-                    batch[start : start + PREPARE_SLICE],
+                    batch[part],
                     codecs=self.codecs,
                     normaliser=self.normaliser,
                     now=now,
@@ -210,6 +226,7 @@ class NormaliseWorker:
             on_rebalance="their events will be read again and counted as duplicates",
             batch_max_events=s.batch_max_events,
             batch_within_seconds=s.batch_within_seconds,
+            batch_max_bytes=s.batch_max_bytes,
             on_running=self.consumer_running,
         ).run()
 
