@@ -99,8 +99,9 @@ class InMemoryUnitOfWork:
         self.same_place.forgotten = set()
 
     async def processed_events(self, event_ids: Sequence[str]) -> set[str]:
-        carried = {d.candidate.event.event_id for _, d in self.store.changes}  # feature_change_outbox.event_id
-        return {e for e in event_ids if e in self.store.processed or e in carried}
+        # feature_change_outbox.event_id and processed_event, committed or written by this unit of work
+        carried = {d.candidate.event.event_id for d in [*(d for _, d in self.store.changes), *self._changes]}
+        return {e for e in event_ids if e in self.store.processed or e in self._claimed or e in carried}
 
     async def claim_events(self, event_ids: Sequence[str]) -> None:
         self._claimed |= set(event_ids)
