@@ -182,3 +182,17 @@ async def test_processed_events_contract(adapter: str, engine: Any) -> None:
     async with factory() as uow:
         assert await uow.processed_events(ids) == {changed.event_id, unchanged.event_id}
         assert await uow.processed_events([]) == set()
+
+
+async def test_deleting_change_rows_keeps_their_events_dedup_memory(engine: Any) -> None:
+    """Nothing prunes the outbox today; if a retention job or an operator deletes relayed change rows, their
+    event ids move to processed_event in the same transaction (migration 0007's trigger)."""
+    event = toilet(fresh_gid())
+    await apply(lambda: PostgisUnitOfWork(engine), event)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM feature_change_outbox WHERE event_id = :e"), {"e": event.event_id})
+    assert await rows(engine, event.event_id) == (0, 1)
+    replay = await apply(lambda: PostgisUnitOfWork(engine), event)
+    assert outcome(replay, "duplicate") == 1 and sum(replay.outcomes.values()) == 1
+    (answer,) = await read_outcomes(engine, DATASET, [event])
+    assert answer.level == CONFORMING
