@@ -33,7 +33,7 @@ import shapely
 import shapely.geometry
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from benchmarks.stack import BenchStack, machine_description, wait_until_counted
+from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, machine_description, wait_until_counted
 from deploy.local.kafka import KafkaBroker
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -311,13 +311,13 @@ def run_throughput(stack: BenchStack, dataset: str, n: int) -> dict[str, Any]:
     values = signed_values(stack, events)
     ids = [e.feature_id for e in events]
     # applied events, not features: a record that is the same place as another commune's feature is linked to it
-    before = int(stack.sql("SELECT count(*) FROM processed_event")[0][0])
+    before = int(stack.sql(PROCESSED_EVENTS_SQL)[0][0])
     assert stack.broker is not None
     t0 = time.monotonic()
     asyncio.run(produce(stack.broker, values))
     t_sent = time.monotonic()
     wait_until_counted(
-        lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]) - before,
+        lambda: int(stack.sql(PROCESSED_EVENTS_SQL)[0][0]) - before,
         len(ids),
         started=t0,
         timeout=1800,

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.pipeline_throughput import build_events, produce, signed_values
-from benchmarks.stack import BenchStack, wait_until_counted
+from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, wait_until_counted
 
 ROOT = Path(__file__).resolve().parents[1]
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -170,7 +170,7 @@ def main() -> None:
         # Applied events, not features: a record that is the same place as another commune's feature is linked
         # to it and makes no new feature. Then every change the normaliser made must be in the publisher's log.
         wait_until_counted(
-            lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]),
+            lambda: int(stack.sql(PROCESSED_EVENTS_SQL)[0][0]),
             len(events),
             started=t0,
             timeout=1800,

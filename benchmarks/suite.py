@@ -32,7 +32,7 @@ from benchmarks import anchors, write_count
 from benchmarks.pipeline_throughput import build_events, build_spread_events, run_latency, signed_values
 from benchmarks.process_cpu import CpuMeter, own_cpu_seconds, per_event_us
 from benchmarks.profile_services import children, hwm_mb
-from benchmarks.stack import BenchStack, machine_description, wait_until_counted
+from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, machine_description, wait_until_counted
 from deploy.local.ports import free_port
 from deploy.local.services import ServiceProcess, service_env
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -55,10 +55,10 @@ def count_features(stack: BenchStack, dataset: str, dsn: str | None = None) -> i
 
 
 def count_applied(stack: BenchStack, dsn: str | None = None) -> int:
-    """Events applied (their ids claimed in the batch transaction). Counting features would undercount:
+    """Events applied (their ids on a change row or claimed in the batch transaction: PROCESSED_EVENTS_SQL). Counting features would undercount:
     a record that is the same place as another commune's feature is linked to it, not a new feature."""
     with psycopg.connect(dsn or stack.db.dsn) as conn:  # type: ignore[union-attr]
-        row = conn.execute("SELECT count(*) FROM processed_event").fetchone()
+        row = conn.execute(PROCESSED_EVENTS_SQL).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -62,6 +62,14 @@ _OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, featur
   applied_at, before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash)
   FROM STDIN"""
 
+# The event ids already processed: those a change row carries, and those claimed in processed_event (events
+# that changed nothing). The ingest service reads the same two (services/ingest/adapters/event_outcomes.py).
+_PROCESSED = text("""
+SELECT event_id FROM processed_event WHERE event_id = ANY(CAST(:ids AS text[]))
+UNION
+SELECT event_id FROM feature_change_outbox WHERE event_id = ANY(CAST(:ids AS text[]))
+""")
+
 _REJECTION_INSERT = text("""
 INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
   errors, source_topic, source_partition, source_offset, original, original_sha256, original_size, source_row)
@@ -125,17 +133,21 @@ class PostgisUnitOfWork:
     def same_place(self) -> PostgisSamePlaceStore:
         return PostgisSamePlaceStore(self.conn)
 
-    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
+    async def processed_events(self, event_ids: Sequence[str]) -> set[str]:
+        # One statement of its own, after the locks: in READ COMMITTED it sees what a worker that held them
+        # committed. feature_change_outbox_event_id (migration 0007) indexes the change rows' event ids.
         if not event_ids:
             return set()
-        rows = await self.conn.execute(
-            text(
-                "INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) "
-                "ON CONFLICT DO NOTHING RETURNING event_id"
-            ),
+        rows = await self.conn.execute(_PROCESSED, {"ids": list(event_ids)})
+        return {r[0] for r in rows}
+
+    async def claim_events(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        await self.conn.execute(
+            text("INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"),
             {"ids": list(event_ids)},
         )
-        return {r[0] for r in rows}
 
     async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:
         if not keys:

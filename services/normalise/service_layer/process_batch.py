@@ -16,7 +16,7 @@ from services.contract.codecs import Codecs
 from services.contract.event_signature import EventAuthenticator
 from services.contract.messages import ChangeEvent, FieldError, Rejection, SourcePosition
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
-from services.normalise.domain.dedup_decisions import Outcome
+from services.normalise.domain.dedup_decisions import Outcome, events_without_change_rows, split_duplicates
 from services.normalise.service_layer.link_same_places import decide_with_same_place
 from services.normalise.service_layer.ports import Clock, UnitOfWorkFactory
 
@@ -216,20 +216,18 @@ async def apply_batch(
     now, candidates, rejections = prepared.now, prepared.candidates, prepared.rejections
     report = BatchReport(received=prepared.report.received, rejections=Counter(prepared.report.rejections))
     async with uow_factory() as uow:
-        fresh = await uow.claim_events(list(dict.fromkeys(c.event.event_id for c in candidates)))
-        seen: set[str] = set()
-        to_decide: list[Candidate] = []
-        duplicates: list[Candidate] = []
-        for c in candidates:
-            if c.event.event_id in fresh and c.event.event_id not in seen:
-                seen.add(c.event.event_id)
-                to_decide.append(c)
-            else:
-                report.outcomes[(c.key.dataset, Outcome.DUPLICATE.value)] += 1
-                duplicates.append(c)
-        stored = await uow.lock_and_load(
-            sorted({c.key for c in to_decide}, key=lambda k: (k.dataset, k.commune, k.feature_id))
+        # Dedup rides on the change row (docs/architecture.md): lock every candidate's feature first (an event
+        # always locks the same feature, so a second worker with the same event waits here for the first to
+        # commit), then look the ids up in a new statement, which sees what that worker committed.
+        loaded = await uow.lock_and_load(
+            sorted({c.key for c in candidates}, key=lambda k: (k.dataset, k.commune, k.feature_id))
         )
+        processed = await uow.processed_events(list(dict.fromkeys(c.event.event_id for c in candidates)))
+        to_decide, duplicates = split_duplicates(candidates, processed)
+        for c in duplicates:
+            report.outcomes[(c.key.dataset, Outcome.DUPLICATE.value)] += 1
+        deciding = {c.key for c in to_decide}
+        stored = {k: s for k, s in loaded.items() if k in deciding}  # a duplicate's feature plays no part
         decisions, to_save = await decide_with_same_place(uow, normaliser.catalogue, stored, to_decide, now)
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1
@@ -243,6 +241,7 @@ async def apply_batch(
                 fields = _event_fields(d.candidate.event, outcome=d.outcome.value)
                 log.debug("event %s", d.outcome.value, extra=fields)
         report.changes_written = await uow.save(to_save, now)
+        await uow.claim_events(events_without_change_rows(to_decide, to_save))  # the others' change rows say it
         await uow.record_tally(report.tally, now)
         accepted = {d.candidate.key for d in decisions if d.outcome is not Outcome.STALE and d.candidate.feature}
         await uow.resolve_rejections(sorted(accepted, key=lambda k: (k.dataset, k.commune, k.feature_id)), now)
