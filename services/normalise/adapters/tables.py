@@ -50,6 +50,8 @@ canonical_feature = Table(
     PrimaryKeyConstraint("dataset", "commune", "feature_id", name="canonical_feature_pk"),
 )
 
+# Events processed that wrote no change row (stale, unchanged...): an applied event's change row in
+# feature_change_outbox is its record (migration 0007, docs/architecture.md)
 processed_event = Table(
     "processed_event",
     metadata,
@@ -79,6 +81,9 @@ feature_change_outbox = Table(
     Column("txid", Xid8, nullable=False, server_default=text("pg_current_xact_id()")),
 )
 Index("feature_change_outbox_by_txid", feature_change_outbox.c.txid, feature_change_outbox.c.change_id)
+# the dedup lookup: an event id a change row carries was processed (migration 0007; not unique, the same-place
+# path may write several change rows under one event's id)
+Index("feature_change_outbox_event_id", feature_change_outbox.c.event_id)
 
 rejection = Table(
     "rejection",
