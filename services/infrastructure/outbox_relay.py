@@ -13,10 +13,14 @@ pg_current_xact_id()``) and the relay reads only rows of transactions older than
 same snapshot, or rolled back), and any transaction still to commit has a txid at or above it, so no row can
 appear behind the cursor later; a cursor on the id alone would skip the row of a transaction that took an
 earlier id but committed after a later one. The cost is latency, never loss: a long write transaction
-anywhere in the cluster holds xmin, and so the relay, back until it ends (docs/architecture.md, "Outbox"). A spec may send its rows grouped: one message per group key
-(e.g. the dataset, which is also the partition key) holding the group's rows in send order, split in several
-messages when one would exceed ``max_message_bytes`` (``grouped_messages``, pure). When to call ``relay_once`` (a NOTIFY at the rows' commit,
-a poll as fallback) is the worker runtime's business (worker_runtime.relay_loop).
+anywhere in the cluster holds xmin, and so the relay, back until it ends (docs/architecture.md, "Relay cursors,
+not marks"). A writer may store a txid above its own (never below): the normaliser does, to keep a feature's
+changes in commit order.
+
+A spec may send its rows grouped: one message per group key (e.g. the dataset, which is also the partition key)
+holding the group's rows in send order, split in several messages when one would exceed ``max_message_bytes``
+(``grouped_messages``, pure). When to call ``relay_once`` (a NOTIFY at the rows' commit, a poll as fallback) is
+the worker runtime's business (worker_runtime.relay_loop).
 """
 
 from __future__ import annotations
