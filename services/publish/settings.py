@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,7 +26,9 @@ class PublishSettings(BaseSettings):
     group_id: str = "odc-publish"
     topic_feature_changes: str = "odc.feature-changes"
     topic_notifications: str = "odc.dataset-versions"
-    batch_max_events: int = 2000
+    batch_max_events: int = 2000  # messages per batch (a feature-change message carries up to ~1 MB of changes)
+    # and about this many bytes of them: ~7,000 point changes per transaction, whatever the messages hold
+    batch_max_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     batch_within_seconds: float = 0.2
     # The broker holds a fetch until this many bytes wait or the wait ends. With 1 byte (the client default)
     # a steady trickle makes a fetch per message or two: at 1,000 events/s the broker alone took ~0.6 of a core

@@ -193,6 +193,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
             on_rebalance="the changes will be read again (ignored by change_id)",
             batch_max_events=settings.batch_max_events,
             batch_within_seconds=settings.batch_within_seconds,
+            batch_max_bytes=settings.batch_max_bytes,
         ).run()
 
     async def cut_once() -> datetime | None:
