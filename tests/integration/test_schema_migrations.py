@@ -49,6 +49,8 @@ pytestmark = pytest.mark.integration
 PREVIOUS_RELEASE = Path(__file__).parents[1] / "fixtures" / "schema_d9e54e3.sql"
 VERSION_TABLES = {o.version_table for o in SCHEMA_OWNERS}
 RENAMED = {"version_diff": "version_diff_before_0005"}  # publish 0005: version_diff is now a view over change_log
+# publish 0007: change_log is now a view over change_log_entry (its rows), its version derived from the versions' ranges
+NOW_VIEWS = {"change_log": "change_log_entry"}
 
 
 async def start_every_service(engine: AsyncEngine) -> None:
@@ -155,6 +157,23 @@ def data_of(
     return out
 
 
+def views_of(dsn: str, columns: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The rows the views that replaced tables (NOW_VIEWS) serve, in the tables' ``columns``, as data_of (the
+    table now holding them is checked through the view)."""
+    with psycopg.connect(dsn) as conn:
+        return {
+            view: [
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT ROW({})::text FROM {} t ORDER BY 1").format(
+                        sql.SQL(", ").join(sql.Identifier("t", c) for c in columns[view]), sql.Identifier(view)
+                    )
+                ).fetchall()
+            ]
+            for view in NOW_VIEWS
+        }
+
+
 def revisions_of(dsn: str) -> dict[str, str | None]:
     with psycopg.connect(dsn) as conn:
         out: dict[str, str | None] = {}
@@ -187,6 +206,8 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     after = data_of(old, columns=columns_before)
     for table, renamed in RENAMED.items():  # the table's rows intact under its new name
         after[table] = after.pop(renamed)
+    # publish 0007: the change_log view serves every change with the version it had
+    after = {t: rows for t, rows in after.items() if t not in NOW_VIEWS.values()} | views_of(old, columns_before)
     assert {t: rows for t, rows in after.items() if t in data_before} == data_before
     assert not {t: rows for t, rows in after.items() if t not in data_before and rows}  # tables added: empty
     # publish 0005: the version_diff view still serves every diff written before, exactly
@@ -263,6 +284,7 @@ async def test_an_older_store_gets_once_what_the_previous_release_redid_at_every
     after = data_of(old, skip=frozenset({"published_feature"}), columns=columns)
     for table, renamed in RENAMED.items():
         after[table] = after.pop(renamed)
+    after = {t: rows for t, rows in after.items() if t not in NOW_VIEWS.values()} | views_of(old, columns)
     assert {t: rows for t, rows in after.items() if t in other_data} == other_data
 
 
@@ -417,6 +439,10 @@ async def test_publish_0005_serves_old_diffs_as_written_and_derives_new_ones_fro
         conn.execute(
             "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
             "VALUES ('d', 1, 1, repeat('0', 64), now())"
+        )
+        conn.execute(
+            "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
+            "content_hash, first_change_id, last_change_id) VALUES ('d', 1, now(), 1, 0, 0, 1, repeat('0', 64), 1, 1)"
         )
     await upgrade_schema(engine, PUBLISH_SCHEMA)
 

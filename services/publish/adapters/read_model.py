@@ -190,8 +190,8 @@ class PostgresReadModel:
 
     async def pending_change_count(self, dataset: str, commune: str, feature_id: str) -> int:
         rows = await self._all(
-            "SELECT count(*) FROM change_log WHERE dataset = :d AND commune = :c AND feature_id = :f "
-            "AND version IS NULL",
+            "SELECT count(*) FROM change_log_entry WHERE dataset = :d AND commune = :c AND feature_id = :f "
+            "AND position > coalesce((SELECT cut_position FROM dataset_state WHERE dataset = :d), 0)",
             d=dataset,
             c=commune,
             f=feature_id,
