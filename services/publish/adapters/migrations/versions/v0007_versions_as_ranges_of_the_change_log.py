@@ -40,27 +40,36 @@ FROM change_log_entry e
 """
 
 # As in 0005, per feature the first change's before and the last change's after (change_id order), nil changes
-# left out; a version's changes are now those of its range.
+# left out; a version's changes are now those of its range. Taken with window functions over the range rather
+# than by looking the first and last change up again: the planner cannot estimate how many changes a range holds,
+# and the lookups, joined plainly, hashed the whole change log for one version (measured in docs/performance.md).
+# Filters on the view's dataset, version, commune and feature_id (the window's partition) reach the range scan.
 VERSION_DIFF_VIEW = """
 CREATE VIEW version_diff AS
 SELECT dataset, version, commune, feature_id, kind, before_geometry, before_attributes, before_hash,
   after_geometry, after_attributes, after_hash
 FROM version_diff_before_0005
 UNION ALL
-SELECT g.dataset, g.version, g.commune, g.feature_id,
-  CASE WHEN f.before_hash IS NULL THEN 'added' WHEN l.after_hash IS NULL THEN 'removed' ELSE 'updated' END,
-  f.before_geometry, f.before_attributes, f.before_hash, l.after_geometry, l.after_attributes, l.after_hash
+SELECT w.dataset, w.version, w.commune, w.feature_id,
+  CASE WHEN w.before_hash IS NULL THEN 'added' WHEN w.after_hash IS NULL THEN 'removed' ELSE 'updated' END,
+  w.before_geometry, w.before_attributes, w.before_hash, w.after_geometry, w.after_attributes, w.after_hash
 FROM (
-  SELECT v.dataset, v.version, e.commune, e.feature_id, min(e.change_id) AS first_id, max(e.change_id) AS last_id
+  SELECT v.dataset, v.version, e.commune, e.feature_id,
+    first_value(e.before_geometry) OVER g AS before_geometry,
+    first_value(e.before_attributes) OVER g AS before_attributes,
+    first_value(e.before_hash) OVER g AS before_hash,
+    last_value(e.after_geometry) OVER g AS after_geometry,
+    last_value(e.after_attributes) OVER g AS after_attributes,
+    last_value(e.after_hash) OVER g AS after_hash,
+    row_number() OVER g AS n
   FROM dataset_version v
   JOIN change_log_entry e ON e.dataset = v.dataset AND e.position >= v.first_position
     AND e.position <= v.last_position
-  GROUP BY v.dataset, v.version, e.commune, e.feature_id
-) g
-JOIN change_log_entry f ON f.change_id = g.first_id
-JOIN change_log_entry l ON l.change_id = g.last_id
-WHERE f.before_hash IS DISTINCT FROM l.after_hash
-  AND NOT EXISTS (SELECT 1 FROM version_diff_before_0005 o WHERE o.dataset = g.dataset AND o.version = g.version)
+  WINDOW g AS (PARTITION BY v.dataset, v.version, e.commune, e.feature_id ORDER BY e.change_id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+) w
+WHERE w.n = 1 AND w.before_hash IS DISTINCT FROM w.after_hash
+  AND NOT EXISTS (SELECT 1 FROM version_diff_before_0005 o WHERE o.dataset = w.dataset AND o.version = w.version)
 """
 
 # revision 0005's view, restored by downgrade
