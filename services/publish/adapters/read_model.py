@@ -167,7 +167,8 @@ class PostgresReadModel:
             "SELECT vd.version, dv.published_at, vd.commune, vd.feature_id, vd.kind, vd.before_geometry, "
             "vd.before_attributes, vd.before_hash, vd.after_geometry, vd.after_attributes, vd.after_hash "
             "FROM version_diff vd JOIN dataset_version dv ON dv.dataset = vd.dataset AND dv.version = vd.version "
-            f"WHERE vd.dataset = :d AND vd.version = ANY(CAST(:vs AS bigint[])) AND {cond} "
+            "WHERE vd.dataset = :d AND vd.version = ANY(CAST(:vs AS bigint[])) AND dv.version = ANY(CAST(:vs AS bigint[])) "
+            f"AND {cond} "
             "ORDER BY vd.version, vd.commune, vd.feature_id LIMIT :n",
             d=dataset,
             vs=reachable,
