@@ -33,15 +33,16 @@ import shapely
 import shapely.geometry
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from benchmarks.stack import BenchStack, machine_description, wait_until_counted
+from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, machine_description, wait_until_counted
 from deploy.local.kafka import KafkaBroker
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent, GeometryEncoding, RawGeometry
+from services.contract.size_limits import MAX_RECORD_BYTES
 from services.infrastructure.database import make_engine
 from services.infrastructure.signing_keys import named_admin_key
-from services.ingest.adapters.kafka_event_publisher import event_key
+from services.ingest.adapters.kafka_event_publisher import bulk_messages, event_key
 from services.ingest.domain.change_events import upsert_events
 from services.ingest.domain.source_records import read_geojson
 
@@ -249,12 +250,26 @@ def bench_key(stack: BenchStack) -> SigningKey:
     return asyncio.run(go())
 
 
-def signed_values(stack: BenchStack, events: list[ChangeEvent]) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+INPUT_FORMS = ("bulk", "single")
+BULK_WINDOW = 500  # events per window, as `odc send` and the connectors send (services/ingest/entrypoints)
+
+
+def signed_values(
+    stack: BenchStack, events: list[ChangeEvent], form: str = "single"
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """The events as signed messages on the input topic: one per event (``single``, a live stream of edits), or
+    ChangeEventBatch messages per dataset, commune and window of 500 events as `odc send` sends a file
+    (``bulk``, built by the ingest's own ``bulk_messages``)."""
     codecs, key = Codecs(), bench_key(stack)
+    encoded = [(e, codecs.encode_change_event(e)) for e in events]
+    if form == "single":
+        return [(event_key(e), value, sign(value, key)) for e, value in encoded]
+    if form != "bulk":
+        raise ValueError(f"input form {form!r}: one of {INPUT_FORMS}")
     out = []
-    for e in events:
-        value = codecs.encode_change_event(e)
-        out.append((event_key(e), value, sign(value, key)))
+    for start in range(0, len(encoded), BULK_WINDOW):
+        for msg in bulk_messages(encoded[start : start + BULK_WINDOW], codecs, MAX_RECORD_BYTES):
+            out.append((msg.key, msg.value, sign(msg.value, key)))
     return out
 
 
@@ -296,13 +311,13 @@ def run_throughput(stack: BenchStack, dataset: str, n: int) -> dict[str, Any]:
     values = signed_values(stack, events)
     ids = [e.feature_id for e in events]
     # applied events, not features: a record that is the same place as another commune's feature is linked to it
-    before = int(stack.sql("SELECT count(*) FROM processed_event")[0][0])
+    before = int(stack.sql(PROCESSED_EVENTS_SQL)[0][0])
     assert stack.broker is not None
     t0 = time.monotonic()
     asyncio.run(produce(stack.broker, values))
     t_sent = time.monotonic()
     wait_until_counted(
-        lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]) - before,
+        lambda: int(stack.sql(PROCESSED_EVENTS_SQL)[0][0]) - before,
         len(ids),
         started=t0,
         timeout=1800,

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.pipeline_throughput import build_events, produce, signed_values
-from benchmarks.stack import BenchStack, wait_until_counted
+from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, wait_until_counted
 
 ROOT = Path(__file__).resolve().parents[1]
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--services", default="normalise,publish", help="services to profile; empty for none")
+    parser.add_argument(
+        "--form", choices=("bulk", "single"), default="single", help="input messages: one per event or bulk"
+    )
     args = parser.parse_args()
 
     out_dir = ROOT / "build/profiles"
@@ -148,7 +151,7 @@ def main() -> None:
         with psycopg.connect(stack.db.dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         events = build_events(args.dataset, args.events, seq=time.time_ns() // 1000)
-        values = signed_values(stack, events)
+        values = signed_values(stack, events, args.form)
         spies = {}
         for name in filter(None, args.services.split(",")):
             pid = stack.services[name].pid()
@@ -167,7 +170,7 @@ def main() -> None:
         # Applied events, not features: a record that is the same place as another commune's feature is linked
         # to it and makes no new feature. Then every change the normaliser made must be in the publisher's log.
         wait_until_counted(
-            lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]),
+            lambda: int(stack.sql(PROCESSED_EVENTS_SQL)[0][0]),
             len(events),
             started=t0,
             timeout=1800,

@@ -22,6 +22,13 @@ from deploy.local.ports import free_port
 from deploy.local.postgres import PostgresCluster
 from deploy.local.services import SERVICE_NAMES, ServiceProcess, service_env
 
+# Events the normaliser has processed (applied or not): an applied change's row in feature_change_outbox carries
+# its event's id (one event may have several rows on the same-place path), the others are in processed_event
+# (normalise migration 0007: the dedup claim rides on the change row).
+PROCESSED_EVENTS_SQL = (
+    "SELECT (SELECT count(*) FROM processed_event) + (SELECT count(DISTINCT event_id) FROM feature_change_outbox)"
+)
+
 
 def _exit_once(*_: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up

@@ -32,7 +32,7 @@ from benchmarks import anchors, write_count
 from benchmarks.pipeline_throughput import build_events, build_spread_events, run_latency, signed_values
 from benchmarks.process_cpu import CpuMeter, own_cpu_seconds, per_event_us
 from benchmarks.profile_services import children, hwm_mb
-from benchmarks.stack import BenchStack, machine_description, wait_until_counted
+from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, machine_description, wait_until_counted
 from deploy.local.ports import free_port
 from deploy.local.services import ServiceProcess, service_env
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -55,10 +55,10 @@ def count_features(stack: BenchStack, dataset: str, dsn: str | None = None) -> i
 
 
 def count_applied(stack: BenchStack, dsn: str | None = None) -> int:
-    """Events applied (their ids claimed in the batch transaction). Counting features would undercount:
+    """Events applied (their ids on a change row or claimed in the batch transaction: PROCESSED_EVENTS_SQL). Counting features would undercount:
     a record that is the same place as another commune's feature is linked to it, not a new feature."""
     with psycopg.connect(dsn or stack.db.dsn) as conn:  # type: ignore[union-attr]
-        row = conn.execute("SELECT count(*) FROM processed_event").fetchone()
+        row = conn.execute(PROCESSED_EVENTS_SQL).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -244,6 +244,12 @@ def main() -> None:
     parser.add_argument("--scale-out-points", type=int, default=50_000)
     parser.add_argument("--no-replay", action="store_true", help="skip the replay stage")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--input-form",
+        choices=("bulk", "single"),
+        default="bulk",
+        help="how the throughput stages send: bulk messages of 500 events as `odc send` does, or one per event",
+    )
     args = parser.parse_args()
     anchors.ensure_gdal_installed()
 
@@ -278,7 +284,7 @@ def main() -> None:
                 events = build_events(dataset, n, seq=seq + 10 + i)
                 if label == "polygons_dense":  # not the spread row's round 0 ids
                     events = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-d"}) for e in events]
-            values = signed_values(stack, events)
+            values = signed_values(stack, events, args.input_form)
             print(f"[{label}] pipeline throughput ...", flush=True)
             r[f"{label}_pipeline"] = pipeline_throughput(stack, dataset, events, values, measure=True)
             print(f"[{label}] anchor: ogr2ogr ...", flush=True)
@@ -337,14 +343,14 @@ def main() -> None:
             events = build_events("public_toilets", args.scale_out_points, seq=seq + 1)
             events = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-s2"}) for e in events]
             r["scale_out_two_workers"] = pipeline_throughput(
-                stack, "public_toilets", events, signed_values(stack, events)
+                stack, "public_toilets", events, signed_values(stack, events, args.input_form)
             )
             events1 = build_events("public_toilets", args.scale_out_points, seq=seq + 2)
             events1 = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-s1"}) for e in events1]
             second.stop()
             time.sleep(5)
             r["scale_out_one_worker"] = pipeline_throughput(
-                stack, "public_toilets", events1, signed_values(stack, events1)
+                stack, "public_toilets", events1, signed_values(stack, events1, args.input_form)
             )
         expected = {
             "public_toilets": count_features(stack, "public_toilets"),

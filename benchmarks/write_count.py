@@ -185,7 +185,7 @@ def render(summary: dict[str, Any]) -> str:
 
 def main() -> None:
     from benchmarks.pipeline_throughput import build_events, produce, signed_values
-    from benchmarks.stack import BenchStack, wait_until_counted
+    from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, wait_until_counted
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="public_toilets")
@@ -200,11 +200,11 @@ def main() -> None:
         ensure_extension(dsn)
         events = build_events(args.dataset, args.events, seq=time.time_ns() // 1000)
         values = signed_values(stack, events)
-        before = int(stack.sql("SELECT count(*) FROM processed_event")[0][0])
+        before = int(stack.sql(PROCESSED_EVENTS_SQL)[0][0])
         reset(dsn)
         t0 = time.monotonic()
         asyncio.run(produce(stack.broker, values))
-        applied = lambda: int(stack.sql("SELECT count(*) FROM processed_event")[0][0]) - before  # noqa: E731
+        applied = lambda: int(stack.sql(PROCESSED_EVENTS_SQL)[0][0]) - before  # noqa: E731
         wait_until_counted(applied, len(events), started=t0, timeout=1800, what="events applied")
         wait_until_quiet(dsn)
         summary = summarise(read(dsn), applied())

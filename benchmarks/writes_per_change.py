@@ -5,7 +5,7 @@ schemas at head in one database (as in the stack); then, for a batch of N upsert
 a second batch updating the same N features:
 
   normaliser transaction (apply_batch on the PostGIS unit of work) -> the feature-changes relay's own
-  statements (its select and its marking, run here without Kafka) -> the publisher's record_changes and
+  statements (its select and its record of what was sent, run here without Kafka) -> the publisher's record_changes and
   cut_due_versions (a version per batch).
 
 Every INSERT / UPDATE / DELETE / COPY / MERGE statement's ``rows`` is summed per statement and divided by N
@@ -134,10 +134,10 @@ async def _measure(cluster: PostgresCluster, n: int) -> list[tuple[str, dict[str
             clock=clock,
         )
         assert report.outcomes[(DATASET, label)] == n, report.outcomes
-        # the relay: read the unsent changes, (send them), mark them sent: its own statements
+        # the relay: read the unsent changes, (send them), record them sent: its own statements
         async with engine.begin() as conn:
-            rows = list(await conn.execute(text(spec.select_sql), {"limit": n}))
-            await conn.execute(text(spec.mark_sql), {"ids": [spec.id_of(r) for r in rows]})
+            rows = list(await spec.progress.unsent(conn, n))
+            await spec.progress.record_sent(conn, rows)
         assert spec.group_key is not None and spec.to_group_message is not None  # one message per dataset batch
         sent = grouped_messages(rows, spec.group_key, spec.to_group_message, spec.max_message_bytes)
         changes = [c for m in sent for c in codecs.decode_feature_changes(m.value)]

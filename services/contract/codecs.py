@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.contract.avro_catalogue import SchemaCatalogue, UndecodableMessage
+from services.contract.avro_catalogue import HEADER_LEN, MAGIC, SchemaCatalogue, UndecodableMessage
 from services.contract.messages import (
     ChangedFeature,
     ChangeEvent,
+    ChangeEvents,
     ChangeKind,
     DatasetVersionPublished,
     FeatureChange,
@@ -26,6 +27,17 @@ from services.contract.messages import (
 )
 
 
+def _avro_long(n: int) -> bytes:
+    """Avro's zig-zag variable-length encoding of a long."""
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -37,29 +49,27 @@ class Codecs:
         self.catalogue = catalogue or SchemaCatalogue()
 
     # -- change events ---------------------------------------------------------------------------
-    def encode_change_event(self, ev: ChangeEvent) -> bytes:
+    @staticmethod
+    def _change_event_to_wire(ev: ChangeEvent) -> dict[str, Any]:
         geometry = None
         if ev.geometry is not None:
             geometry = {"encoding": ev.geometry.encoding.value, "value": ev.geometry.value, "crs": ev.geometry.crs}
-        return self.catalogue.encode(
-            "change_event",
-            {
-                "event_id": ev.event_id,
-                "dataset": ev.dataset,
-                "commune": ev.commune,
-                "feature_id": ev.feature_id,
-                "operation": ev.operation.value,
-                "occurred_at": _utc(ev.occurred_at),
-                "sequence": ev.sequence,
-                "source": ev.source,
-                "geometry": geometry,
-                "attributes": dict(ev.attributes),
-                "source_row": ev.source_row,
-            },
-        )
+        return {
+            "event_id": ev.event_id,
+            "dataset": ev.dataset,
+            "commune": ev.commune,
+            "feature_id": ev.feature_id,
+            "operation": ev.operation.value,
+            "occurred_at": _utc(ev.occurred_at),
+            "sequence": ev.sequence,
+            "source": ev.source,
+            "geometry": geometry,
+            "attributes": dict(ev.attributes),
+            "source_row": ev.source_row,
+        }
 
-    def decode_change_event(self, data: bytes) -> ChangeEvent:
-        d = self.catalogue.decode(data, "change_event")
+    @staticmethod
+    def _change_event_from_wire(d: dict[str, Any]) -> ChangeEvent:
         g = d["geometry"]
         geometry = None
         if g is not None:
@@ -77,6 +87,61 @@ class Codecs:
             attributes=dict(d["attributes"]),
             source_row=d.get("source_row"),
         )
+
+    def encode_change_event(self, ev: ChangeEvent) -> bytes:
+        return self.catalogue.encode("change_event", self._change_event_to_wire(ev))
+
+    def decode_change_event(self, data: bytes) -> ChangeEvent:
+        return self._change_event_from_wire(self.catalogue.decode(data, "change_event"))
+
+    def encode_change_event_batch(self, dataset: str, commune: str, events: Sequence[ChangeEvent]) -> bytes:
+        """The bulk form of odc.change-events (change_event_batch): many events of one dataset and commune."""
+        return self.catalogue.encode(
+            "change_event_batch",
+            {"dataset": dataset, "commune": commune, "events": [self._change_event_to_wire(e) for e in events]},
+        )
+
+    def change_event_batch_of_encoded(self, dataset: str, commune: str, singles: Sequence[bytes]) -> bytes:
+        """``encode_change_event_batch`` of events already encoded in the single form (by
+        ``encode_change_event``), without encoding them again: the batch's items are the latest change_event
+        record (a contract test holds them equal), so each item is a single message's Avro body as it is.
+        Avro binary: the two strings, then one array block (count, items) and the 0 that ends the array."""
+        latest = self.catalogue.latest("change_event").fingerprint
+        for value in singles:
+            if len(value) < HEADER_LEN or value[:2] != MAGIC or value[2:HEADER_LEN] != latest:
+                raise ValueError("not a change event encoded with the latest change_event schema")
+        out = bytearray(MAGIC)
+        out += self.catalogue.latest("change_event_batch").fingerprint
+        for text in (dataset, commune):
+            raw = text.encode("utf-8")
+            out += _avro_long(len(raw))
+            out += raw
+        if singles:
+            out += _avro_long(len(singles))
+            for value in singles:
+                out += memoryview(value)[HEADER_LEN:]
+        out += b"\x00"
+        return bytes(out)
+
+    @staticmethod
+    def change_event_batch_size(dataset: str, commune: str, count: int, singles_bytes: int) -> int:
+        """The size of ``change_event_batch_of_encoded`` for ``count`` single-form values of ``singles_bytes``
+        bytes in all (each item is its value less the 10-byte single-object header)."""
+        d, c = len(dataset.encode("utf-8")), len(commune.encode("utf-8"))
+        size = HEADER_LEN + len(_avro_long(d)) + d + len(_avro_long(c)) + c + 1
+        if count:
+            size += len(_avro_long(count)) + singles_bytes - HEADER_LEN * count
+        return size
+
+    def decode_change_events(self, data: bytes) -> ChangeEvents:
+        """The events of a message of odc.change-events in either form: one ChangeEvent (the single form, valid
+        forever) or a ChangeEventBatch (the bulk form). Raises UndecodableMessage for anything else."""
+        if self.catalogue.writer_name(data) == "change_event_batch":
+            d = self.catalogue.decode(data, "change_event_batch")
+            events = tuple(self._change_event_from_wire(e) for e in d["events"])
+            return ChangeEvents(d["dataset"], d["commune"], events, bulk=True)
+        ev = self.decode_change_event(data)
+        return ChangeEvents(ev.dataset, ev.commune, (ev,), bulk=False)
 
     # -- rejections ------------------------------------------------------------------------------
     def encode_rejection(self, r: Rejection) -> bytes:

@@ -52,6 +52,18 @@ class ChangeEvent:
 
 
 @dataclass(frozen=True)
+class ChangeEvents:
+    """What one message of the input topic carries: one ChangeEvent (the single form) or, in the bulk form
+    (change_event_batch), many events of ONE dataset and ONE commune. ``dataset`` and ``commune`` are the
+    message's own (for the single form, its event's); ``bulk`` says which form it was."""
+
+    dataset: str
+    commune: str
+    events: tuple[ChangeEvent, ...]
+    bulk: bool
+
+
+@dataclass(frozen=True)
 class FieldError:
     rule: str
     message_en: str

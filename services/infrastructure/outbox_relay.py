@@ -1,12 +1,26 @@
-"""Relay rows of an outbox table to a Kafka topic, in order, at least once, then mark them sent.
+"""Relay rows of an outbox table to a Kafka topic, in order, at least once, then record them as sent.
 
 Rows are written in the same transaction as the state they describe (never dual-write). One relay is
 active per outbox at a time (a transaction-scoped advisory lock), so order is kept even when several
-workers run. A failure to produce rolls back the marking; the rows are sent again on the next tick and
-consumers dedupe on the id each message carries. A spec may send its rows grouped: one message per group key
-(e.g. the dataset, which is also the partition key) holding the group's rows in send order, split in several
-messages when one would exceed ``max_message_bytes`` (``grouped_messages``, pure). When to call ``relay_once`` (a NOTIFY at the rows' commit,
-a poll as fallback) is the worker runtime's business (worker_runtime.relay_loop).
+workers run. A failure to produce rolls back the record of what was sent; the rows are sent again on the
+next tick and consumers dedupe on the id each message carries.
+
+What was sent is recorded one of two ways (``OutboxSpec.progress``): ``MarkedRows`` updates each sent row
+(one more write per row), ``TxidCursor`` moves one cursor row per batch (issue #16.2). The cursor is
+``(txid, id)``: every outbox row carries its writer's transaction id (``txid xid8 DEFAULT
+pg_current_xact_id()``) and the relay reads only rows of transactions older than its snapshot's xmin, in
+``(txid, id)`` order after the cursor. Every transaction below xmin has ended (committed and visible to the
+same snapshot, or rolled back), and any transaction still to commit has a txid at or above it, so no row can
+appear behind the cursor later; a cursor on the id alone would skip the row of a transaction that took an
+earlier id but committed after a later one. The cost is latency, never loss: a long write transaction
+anywhere in the cluster holds xmin, and so the relay, back until it ends (docs/architecture.md, "Relay cursors,
+not marks"). A writer may store a txid above its own (never below): the normaliser does, to keep a feature's
+changes in commit order.
+
+A spec may send its rows grouped: one message per group key (e.g. the dataset, which is also the partition key)
+holding the group's rows in send order, split in several messages when one would exceed ``max_message_bytes``
+(``grouped_messages``, pure). When to call ``relay_once`` (a NOTIFY at the rows' commit, a poll as fallback) is
+the worker runtime's business (worker_runtime.relay_loop).
 """
 
 from __future__ import annotations
@@ -14,18 +28,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Row, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects.postgresql import base as postgresql_base
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import UserDefinedType
 
 from services.contract.size_limits import INTERNAL_MESSAGE_MAX_BYTES
 from services.infrastructure.kafka_security import KafkaClientSecurity
 
 log = logging.getLogger("odc.outbox")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 R = TypeVar("R")
 
 
@@ -36,13 +54,119 @@ class OutgoingMessage:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
+class Xid8(UserDefinedType[Any]):
+    """PostgreSQL's 64-bit transaction id (``xid8``, epoch-extended: it does not wrap), for table definitions."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+# Reflection (the schema drift check) then knows the type, as GeoAlchemy2 registers its own.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
+
+
+class OutboxProgress(Protocol):
+    """How a relay reads the rows not yet sent and records a batch as sent (in the relay's transaction)."""
+
+    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]: ...
+
+    async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None: ...
+
+    def pending_sql(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class MarkedRows:
+    """Each sent row is marked (e.g. ``sent_at``): one UPDATE per row sent."""
+
+    select_sql: str  # must select unsent rows in send order, with a LIMIT :limit
+    mark_sql: str  # must mark rows with ids in :ids as sent
+    id_of: Callable[[Row[Any]], Any]
+
+    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]:
+        return (await conn.execute(text(self.select_sql), {"limit": limit})).all()
+
+    async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None:
+        await conn.execute(text(self.mark_sql), {"ids": [self.id_of(r) for r in rows]})
+
+    def pending_sql(self) -> str:
+        select_sql = self.select_sql
+        return f"SELECT count(*) FROM ({select_sql}) s"
+
+
+@dataclass(frozen=True)
+class CursorPosition:
+    txid: str  # xid8 as text (it is beyond what every client type maps; compared in SQL only)
+    last_id: int
+
+
+@dataclass(frozen=True)
+class TxidCursor:
+    """One cursor row ``(txid, last_id)`` in ``cursor_table`` (keyed by the outbox table's name), moved once per
+    batch. ``table`` must have ``txid xid8 NOT NULL DEFAULT pg_current_xact_id()``, an ``id_column`` taken
+    from a sequence at insert, and an index on ``(txid, id_column)``. A row is sent iff its ``(txid, id)`` is
+    at or before the cursor (``sent_condition``). The three names are constant identifiers (checked)."""
+
+    table: str
+    id_column: str
+    cursor_table: str
+
+    def __post_init__(self) -> None:
+        for name in (self.table, self.id_column, self.cursor_table):
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"not a plain SQL identifier: {name!r}")
+
+    async def position(self, conn: AsyncConnection) -> CursorPosition:
+        cursor_table = self.cursor_table
+        row = (
+            await conn.execute(
+                text(f"SELECT txid::text AS txid, last_id FROM {cursor_table} WHERE outbox = :outbox"),
+                {"outbox": self.table},
+            )
+        ).one()  # the migration that gives the table its txid column inserts its cursor row
+        return CursorPosition(row.txid, row.last_id)
+
+    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]:
+        at = await self.position(conn)
+        table, id_column = self.table, self.id_column
+        sql = (
+            f"SELECT o.*, o.txid::text AS cursor_txid FROM {table} o "
+            f"WHERE (o.txid, o.{id_column}) > (CAST(:txid AS xid8), :last_id) "
+            "AND o.txid < pg_snapshot_xmin(pg_current_snapshot()) "  # only transactions that have ended
+            f"ORDER BY o.txid, o.{id_column} LIMIT :limit"
+        )
+        return (await conn.execute(text(sql), {"txid": at.txid, "last_id": at.last_id, "limit": limit})).all()
+
+    async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None:
+        last, cursor_table = rows[-1], self.cursor_table
+        await conn.execute(
+            text(
+                f"UPDATE {cursor_table} SET txid = CAST(:txid AS xid8), last_id = :last_id, moved_at = now() "
+                "WHERE outbox = :outbox"
+            ),
+            {"txid": last.cursor_txid, "last_id": getattr(last, self.id_column), "outbox": self.table},
+        )
+
+    def sent_condition(self) -> str:
+        """SQL true for this outbox table's rows (unaliased) already sent; NULL when it has no cursor row."""
+        table, id_column, cursor_table = self.table, self.id_column, self.cursor_table
+        return (
+            f"({table}.txid, {table}.{id_column}) <= "
+            f"(SELECT c.txid, c.last_id FROM {cursor_table} c WHERE c.outbox = '{table}')"
+        )
+
+    def pending_sql(self) -> str:
+        table, sent = self.table, self.sent_condition()
+        return f"SELECT count(*) FROM {table} WHERE NOT coalesce({sent}, false)"
+
+
 @dataclass(frozen=True)
 class OutboxSpec:
     name: str  # metric label
     lock_id: int  # advisory lock id, unique per outbox
-    select_sql: str  # must select unsent rows in send order, with a LIMIT :limit
-    mark_sql: str  # must mark rows with ids in :ids as sent
-    id_of: Callable[[Row[Any]], Any]
+    progress: MarkedRows | TxidCursor  # how unsent rows are read and sent ones recorded
     to_message: Callable[[Row[Any]], OutgoingMessage]
     topic: str
     notify_channel: str | None = None  # NOTIFY'd at the commit of new rows (a trigger); the relay LISTENs
@@ -109,7 +233,7 @@ class OutboxRelay:
             ).scalar()
             if not locked:
                 return 0
-            rows = (await conn.execute(text(self.spec.select_sql), {"limit": self._batch})).all()
+            rows = await self.spec.progress.unsent(conn, self._batch)
             if not rows:
                 return 0
             futures = []
@@ -120,7 +244,7 @@ class OutboxRelay:
                     )
                 )
             await asyncio.gather(*futures)
-            await conn.execute(text(self.spec.mark_sql), {"ids": [self.spec.id_of(r) for r in rows]})
+            await self.spec.progress.record_sent(conn, rows)
         if self._on_sent is not None:
             self._on_sent(self.spec.name, len(rows))
         return len(rows)
@@ -133,7 +257,7 @@ class OutboxRelay:
 
     async def pending(self) -> int:
         async with self._engine.connect() as conn:
-            sql = f"SELECT count(*) FROM ({self.spec.select_sql}) s"
+            sql = self.spec.progress.pending_sql()
             return int((await conn.execute(text(sql), {"limit": 1_000_000})).scalar() or 0)
 
 

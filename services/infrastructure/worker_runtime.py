@@ -204,6 +204,17 @@ async def relay_loop(
             await wakeup.wait(poll_seconds)
 
 
+def records_to_take(count: int, size: int, max_records: int, max_bytes: int) -> int:
+    """How many more messages a batch of ``count`` messages and ``size`` bytes may take, assuming the next are
+    as large as those so far: 0 once either bound is reached; at least 1 below both (pure)."""
+    if count >= max_records or size >= max_bytes:
+        return 0
+    if count == 0:
+        return 1
+    per_message = max(1, size // count)
+    return max(1, min(max_records - count, (max_bytes - size) // per_message))
+
+
 @dataclass
 class DatabaseHealth:
     """What a transient database failure and the recovery do to /readyz and the metrics."""
@@ -239,6 +250,7 @@ class BatchLoop(Generic[P]):
     on_rebalance: str  # what a replay means for this service
     batch_max_events: int
     batch_within_seconds: float
+    batch_max_bytes: int | None = None
     on_running: Callable[[bool], None] = field(default=lambda running: None)
 
     async def run(self) -> None:
@@ -247,9 +259,7 @@ class BatchLoop(Generic[P]):
         in_flight: asyncio.Task[None] | None = None
         try:
             while not self.supervisor.should_stop:
-                by_partition = await self.consumer.getmany(
-                    timeout_ms=int(self.batch_within_seconds * 1000), max_records=self.batch_max_events
-                )
+                by_partition = await self._next_batch()
                 records = [r for rs in by_partition.values() for r in rs]
                 if not records:
                     continue
@@ -268,6 +278,29 @@ class BatchLoop(Generic[P]):
             self.on_running(False)
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
+
+    async def _next_batch(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The next batch: up to ``batch_max_events`` messages and, when ``batch_max_bytes`` is set, about that
+        many bytes of message values (a bulk message carries hundreds of events: counting messages alone
+        would let one batch hold hundreds of thousands). Waits up to ``batch_within_seconds`` for the first
+        records, then takes only what the consumer already holds, a bounded number at a time; what is not
+        taken stays in the consumer for the next batch, in order."""
+        wait_ms = int(self.batch_within_seconds * 1000)
+        if self.batch_max_bytes is None:
+            return dict(await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.batch_max_events))
+        batch: dict[TopicPartition, list[ConsumerRecord]] = {}
+        count = size = 0
+        room = 1  # the first message alone tells how large they are
+        while room > 0:
+            more = await self.consumer.getmany(timeout_ms=wait_ms if count == 0 else 0, max_records=room)
+            if not more:
+                break
+            for tp, rs in more.items():
+                batch.setdefault(tp, []).extend(rs)
+                count += len(rs)
+                size += sum(len(r.value) if isinstance(r.value, bytes) else 0 for r in rs)
+            room = records_to_take(count, size, self.batch_max_events, self.batch_max_bytes)
+        return batch
 
     async def _apply_and_commit(self, prepared: P, offsets: dict[TopicPartition, int], started: float) -> None:
         try:

@@ -54,6 +54,9 @@ class IngestSettings(BaseSettings):
     # max_request_size, which the broker's message.max.bytes must allow
     max_record_bytes: int = size_limits.MAX_RECORD_BYTES
     producer_max_request_bytes: int = size_limits.PRODUCER_MAX_REQUEST_BYTES
+    # the bulk form of odc.change-events (change_event_batch, docs/ingest.md): the API, the connectors and
+    # `odc send` send one message per dataset, commune and window of events; false: one message per event
+    bulk_send: bool = True
 
     # outages: the broker must acknowledge a request's records within publish_timeout_seconds, else the
     # request gets 503 + Retry-After and its records are discarded from the producer (docs/ingest.md); a

@@ -21,7 +21,7 @@ from services.normalise.service_layer.ports import NearbyProbe
 class InMemoryNormaliseStore:
     def __init__(self) -> None:
         self.features: dict[FeatureKey, StoredFeature] = {}
-        self.processed: set[str] = set()
+        self.processed: set[str] = set()  # processed_event: events that wrote no change row
         self.changes: list[tuple[int, Decision]] = []
         self.rejections: dict[str, Rejection] = {}
         self.resolved: set[str] = set()  # rejection ids resolved by a later accepted record
@@ -98,10 +98,13 @@ class InMemoryUnitOfWork:
         self.same_place.staged = {}
         self.same_place.forgotten = set()
 
-    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
-        fresh = {e for e in event_ids if e not in self.store.processed and e not in self._claimed}
-        self._claimed |= fresh
-        return fresh
+    async def processed_events(self, event_ids: Sequence[str]) -> set[str]:
+        # feature_change_outbox.event_id and processed_event, committed or written by this unit of work
+        carried = {d.candidate.event.event_id for d in [*(d for _, d in self.store.changes), *self._changes]}
+        return {e for e in event_ids if e in self.store.processed or e in self._claimed or e in carried}
+
+    async def claim_events(self, event_ids: Sequence[str]) -> None:
+        self._claimed |= set(event_ids)
 
     async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:
         return {k: self.store.features[k] for k in keys if k in self.store.features}

@@ -14,6 +14,7 @@ from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeEvent
 from services.ingest.domain.change_events import upsert_events
 from services.ingest.domain.source_records import read_geojson
+from services.normalise.adapters.outboxes import FEATURE_CHANGES_CURSOR
 from tests.integration.pipeline_harness import Pipeline, wait_for
 
 TOILETS = Path(__file__).resolve().parents[2] / "samples" / "grandlyon" / "toilettes.geojson"
@@ -93,7 +94,7 @@ def reconcile(p: Pipeline, events: list[ChangeEvent], tag: str, timeout: float =
         "the outboxes to drain",
         lambda: (
             p.sql(
-                "SELECT (SELECT count(*) FROM feature_change_outbox WHERE sent_at IS NULL) + "
+                f"SELECT ({FEATURE_CHANGES_CURSOR.pending_sql()}) + "
                 "(SELECT count(*) FROM notification_outbox WHERE sent_at IS NULL)"
             )[0][0]
             == 0

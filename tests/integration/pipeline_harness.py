@@ -31,6 +31,7 @@ from services.infrastructure.signing_keys import named_admin_key
 from services.ingest.adapters.kafka_event_publisher import event_key
 from services.ingest.entrypoints.send_command import SendSummary, send_file
 from services.ingest.settings import IngestSettings
+from services.normalise.adapters.outboxes import FEATURE_CHANGES_CURSOR
 
 T = TypeVar("T")
 TOPICS = {
@@ -261,7 +262,7 @@ class Pipeline:
         )
         wait_for(
             "the feature-change outbox to drain",
-            lambda: self.sql("SELECT count(*) FROM feature_change_outbox WHERE sent_at IS NULL")[0][0] == 0,
+            lambda: self.sql(FEATURE_CHANGES_CURSOR.pending_sql())[0][0] == 0,
             timeout,
         )
         # the outbox drains before the publisher has consumed what it sent: wait until it has recorded them

@@ -102,7 +102,12 @@ def healthy(base_url: str) -> bool:
 
 def input_feature_ids(p: Pipeline) -> set[str]:
     codecs = Codecs()
-    return {codecs.decode_change_event(r.value).feature_id for r in p.read_topic(TOPICS["input"], timeout=20)}
+    # either form: the push API sends bulk messages (change_event_batch) by default
+    return {
+        ev.feature_id
+        for r in p.read_topic(TOPICS["input"], timeout=20)
+        for ev in codecs.decode_change_events(r.value).events
+    }
 
 
 def assert_outage_answer(r: httpx.Response, error: str) -> None:

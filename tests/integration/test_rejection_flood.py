@@ -49,7 +49,8 @@ def test_a_flood_of_large_junk_keeps_a_bounded_prefix_reports_still_work_and_old
         lambda: (
             (
                 r := p.sql(
-                    "SELECT octet_length(original), original_size, original_sha256, sent_at IS NOT NULL FROM rejection "
+                    "SELECT octet_length(original), original_size, original_sha256, "
+                    "(txid, seq) <= (SELECT txid, last_id FROM outbox_cursor WHERE outbox = 'rejection') FROM rejection "
                     "WHERE original_sha256 = ANY(%s) OR (feature_id = ANY(%s) AND commune = '69266')",
                     shas,
                     fids,

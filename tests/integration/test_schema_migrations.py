@@ -51,6 +51,18 @@ VERSION_TABLES = {o.version_table for o in SCHEMA_OWNERS}
 RENAMED = {"version_diff": "version_diff_before_0005"}  # publish 0005: version_diff is now a view over change_log
 # publish 0007: change_log is now a view over change_log_entry (its rows), its version derived from the versions' ranges
 NOW_VIEWS = {"change_log": "change_log_entry"}
+# normalise 0006: the outboxes' sent_at is gone, "sent" is at or before the relay's cursor (outbox_cursor)
+DROPPED = {"feature_change_outbox": {"sent_at"}, "rejection": {"sent_at"}}
+SENT_BEFORE_0006 = {
+    "feature_change_outbox": "SELECT change_id FROM feature_change_outbox WHERE sent_at IS NOT NULL ORDER BY 1",
+    "rejection": "SELECT seq FROM rejection WHERE sent_at IS NOT NULL ORDER BY 1",
+}
+SENT_AFTER_0006 = {
+    "feature_change_outbox": "SELECT change_id FROM feature_change_outbox o, outbox_cursor c WHERE "
+    "c.outbox = 'feature_change_outbox' AND (o.txid, o.change_id) <= (c.txid, c.last_id) ORDER BY 1",
+    "rejection": "SELECT seq FROM rejection o, outbox_cursor c WHERE "
+    "c.outbox = 'rejection' AND (o.txid, o.seq) <= (c.txid, c.last_id) ORDER BY 1",
+}
 
 
 async def start_every_service(engine: AsyncEngine) -> None:
@@ -197,8 +209,15 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     old = new_database()
     previous_release_store(old)
     assert revisions_of(old) == {o.name: None for o in SCHEMA_OWNERS}  # no version table: made before migrations
-    data_before, columns_before = data_of(old), columns_of(old)
+    columns_before = {t: [c for c in cs if c not in DROPPED.get(t, set())] for t, cs in columns_of(old).items()}
+    data_before = data_of(old, columns=columns_before)
     assert all(data_before.values()), {t: len(rows) for t, rows in data_before.items()}  # rows in every table
+    with psycopg.connect(old) as conn:
+        sent_before = {t: conn.execute(q).fetchall() for t, q in SENT_BEFORE_0006.items()}  # type: ignore[call-overload]
+        all_ids = {
+            t: conn.execute(q.replace(" WHERE sent_at IS NOT NULL", "")).fetchall() for t, q in SENT_BEFORE_0006.items()
+        }  # type: ignore[call-overload]
+    assert all(sent_before.values()) and all(len(all_ids[t]) > len(sent_before[t]) for t in all_ids)  # both kinds
 
     await start_every_service(engines(old))
 
@@ -209,7 +228,10 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     # publish 0007: the change_log view serves every change with the version it had
     after = {t: rows for t, rows in after.items() if t not in NOW_VIEWS.values()} | views_of(old, columns_before)
     assert {t: rows for t, rows in after.items() if t in data_before} == data_before
+    after.pop("outbox_cursor")  # normalise 0006: a cursor per outbox, checked just below
     assert not {t: rows for t, rows in after.items() if t not in data_before and rows}  # tables added: empty
+    with psycopg.connect(old) as conn:  # the same rows count as sent, by the cursor now
+        assert {t: conn.execute(q).fetchall() for t, q in SENT_AFTER_0006.items()} == sent_before  # type: ignore[call-overload]
     # publish 0005: the version_diff view still serves every diff written before, exactly
     with psycopg.connect(old) as conn:
         served = conn.execute("SELECT ROW(t.*)::text FROM version_diff t ORDER BY 1").fetchall()
@@ -272,8 +294,9 @@ async def test_an_older_store_gets_once_what_the_previous_release_redid_at_every
         conn.execute("ALTER TABLE canonical_feature DROP COLUMN compared_folded")
         conn.execute("DROP INDEX version_diff_feature")
         conn.execute("DELETE FROM published_feature")
-    other_data = data_of(old, skip=frozenset({"published_feature"}))
-    columns = columns_of(old)  # later revisions' columns are checked by the schema comparison
+    columns = {t: [c for c in cs if c not in DROPPED.get(t, set())] for t, cs in columns_of(old).items()}
+    other_data = data_of(old, skip=frozenset({"published_feature"}), columns=columns)  # later revisions' columns
+    # are checked by the schema comparison
 
     await start_every_service(engines(old))
 

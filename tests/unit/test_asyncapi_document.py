@@ -139,3 +139,17 @@ def test_the_ogc_landing_page_links_the_document_as_hub() -> None:
     page = ogc_features.landing_page("https://data.example.org/ogc", "https://data.example.org/openapi.json")
     hubs = [lk for lk in page["links"] if lk["rel"] == "hub"]
     assert [lk["href"] for lk in hubs] == ["https://data.example.org/asyncapi.json"]
+
+
+def test_the_input_topic_lists_the_bulk_form_too() -> None:
+    """odc.change-events carries single ChangeEvent messages and ChangeEventBatch (bulk) ones (issue #16.3):
+    the channel and its operation list both, each with its committed schema."""
+    doc, catalogue = committed(), SchemaCatalogue()
+    channel = doc["channels"]["changeEvents"]
+    assert set(channel["messages"]) == {"changeEventsMessage", "changeEventBatchMessage"}
+    (operation,) = [op for op in doc["operations"].values() if op["channel"]["$ref"] == "#/channels/changeEvents"]
+    assert {m["$ref"].rsplit("/", 1)[1] for m in operation["messages"]} == set(channel["messages"])
+    bulk = doc["components"]["messages"]["changeEventBatchMessage"]
+    latest = catalogue.latest("change_event_batch")
+    assert bulk["payload"]["schema"] == json.loads(latest.path.read_text(encoding="utf-8"))
+    assert bulk["name"] == "ChangeEventBatch"

@@ -41,6 +41,7 @@ def test_every_schema_parses_and_is_versioned() -> None:
     cat = SchemaCatalogue()
     assert set(cat.names()) == {
         "change_event",
+        "change_event_batch",
         "rejection",
         "feature_change",
         "feature_change_batch",
@@ -238,6 +239,83 @@ def test_the_changes_topic_refuses_other_messages_with_a_reason() -> None:
     assert foreign.value.reason == "undecodable"
 
 
+def test_the_bulk_form_carries_exactly_the_change_event_record() -> None:
+    """change_event_batch's items are the latest change_event schema, field for field: the two forms of
+    odc.change-events cannot drift apart (a new change_event version needs a new batch version too)."""
+    cat = SchemaCatalogue()
+    batch = json.loads(cat.latest("change_event_batch").path.read_text(encoding="utf-8"))
+    assert [f["name"] for f in batch["fields"]] == ["dataset", "commune", "events"]
+    (events,) = [f for f in batch["fields"] if f["name"] == "events"]
+    assert events["type"]["type"] == "array"
+    assert events["type"]["items"] == json.loads(cat.latest("change_event").path.read_text(encoding="utf-8"))
+
+
+BULK = [
+    replace(EVENT, event_id=str(uuid.UUID(int=n)), feature_id=str(n), sequence=n, source_row=n or None)
+    for n in range(4)
+] + [replace(EVENT, event_id=str(uuid.UUID(int=9)), operation=Operation.DELETE, geometry=None, attributes={})]
+
+
+def test_a_bulk_message_round_trips_in_order_and_the_single_form_still_decodes() -> None:
+    raw = CODECS.encode_change_event_batch("public_toilets", "69266", BULK)
+    assert CODECS.catalogue.writer_name(raw) == "change_event_batch"
+    read = CODECS.decode_change_events(raw)
+    assert (read.dataset, read.commune, read.bulk) == ("public_toilets", "69266", True)
+    assert read.events == tuple(BULK)
+    single = CODECS.decode_change_events(CODECS.encode_change_event(BULK[2]))
+    assert (single.dataset, single.commune, single.events, single.bulk) == (
+        "public_toilets",
+        "69266",
+        (BULK[2],),
+        False,
+    )
+    # one bulk message is smaller than the same events sent one by one
+    assert len(raw) < sum(len(CODECS.encode_change_event(e)) for e in BULK)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(max_size=300), max_size=70),
+    st.text(min_size=1, max_size=150),
+    st.text(min_size=1, max_size=8),
+)
+def test_a_bulk_message_assembled_from_single_messages_is_the_encoder_s_bytes(
+    texts: list[str], dataset: str, commune: str
+) -> None:
+    """The producers build the bulk form from the single-form values they already size-checked, without
+    encoding again; the result is byte for byte what fastavro writes, and its size is known beforehand
+    (varint lengths of any size: long texts and up to 70 events)."""
+    events = [replace(EVENT, event_id=str(uuid.UUID(int=n)), attributes={"t": t}) for n, t in enumerate(texts)]
+    singles = [CODECS.encode_change_event(e) for e in events]
+    assembled = CODECS.change_event_batch_of_encoded(dataset, commune, singles)
+    assert assembled == CODECS.encode_change_event_batch(dataset, commune, events)
+    assert len(assembled) == CODECS.change_event_batch_size(dataset, commune, len(singles), sum(map(len, singles)))
+    assert CODECS.decode_change_events(assembled).events == tuple(events)
+
+
+def test_only_latest_single_form_values_are_assembled() -> None:
+    """An item must be a latest change_event body; anything else would make a bulk message that lies."""
+    record = {k: v for k, v in Codecs._change_event_to_wire(EVENT).items() if k != "source_row"}
+    older = CODECS.catalogue.encode("change_event", record, version=1)
+    assert CODECS.decode_change_event(older).event_id == EVENT.event_id
+    for bad in (older, b"not avro", CODECS.encode_feature_change(CHANGES[0])):
+        with pytest.raises(ValueError):
+            CODECS.change_event_batch_of_encoded("public_toilets", "69266", [bad])
+
+
+def test_the_input_topic_refuses_other_messages_with_a_reason() -> None:
+    with pytest.raises(UndecodableMessage) as wrong:
+        CODECS.decode_change_events(CODECS.encode_feature_change_batch("public_toilets", CHANGES))
+    assert wrong.value.reason == "wrong_schema"
+    with pytest.raises(UndecodableMessage) as foreign:
+        CODECS.decode_change_events(b"not avro at all")
+    assert foreign.value.reason == "undecodable"
+    truncated = CODECS.encode_change_event_batch("public_toilets", "69266", BULK)[:-3]
+    with pytest.raises(UndecodableMessage) as cut:
+        CODECS.decode_change_events(truncated)
+    assert cut.value.reason == "undecodable"
+
+
 def test_a_v1_change_event_reads_as_v2_without_a_source_row() -> None:
     """Events written before source_row (change_event v1) still decode, with no row."""
     record = {
@@ -281,6 +359,18 @@ def test_valid_header_with_random_body_is_a_rejection(body: bytes) -> None:
     fp = SchemaCatalogue().latest("change_event").fingerprint
     try:
         CODECS.decode_change_event(MAGIC + fp + body)
+    except UndecodableMessage as bad:
+        assert bad.reason == "undecodable"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_a_bulk_header_with_a_random_body_is_a_rejection(body: bytes) -> None:
+    """The normaliser decodes every message of the input topic with decode_change_events: random bytes after
+    a bulk (change_event_batch) header are an ``undecodable`` rejection (or, by chance, events), never a crash."""
+    fp = SchemaCatalogue().latest("change_event_batch").fingerprint
+    try:
+        CODECS.decode_change_events(MAGIC + fp + body)
     except UndecodableMessage as bad:
         assert bad.reason == "undecodable"
 

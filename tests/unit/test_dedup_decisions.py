@@ -9,7 +9,16 @@ from shapely.geometry import Point
 
 from services.contract.messages import ChangeEvent, Operation
 from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey, content_hash
-from services.normalise.domain.dedup_decisions import Outcome, StoredFeature, decide, decide_batch, final_states
+from services.normalise.domain.dedup_decisions import (
+    Decision,
+    Outcome,
+    StoredFeature,
+    decide,
+    decide_batch,
+    events_without_change_rows,
+    final_states,
+    split_duplicates,
+)
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 KEY = FeatureKey("public_toilets", "69266", "7")
@@ -97,3 +106,41 @@ def test_batch_is_decided_in_order_and_writes_last_state_once() -> None:
     assert list(finals) == [KEY] and finals[KEY][0] == tomb(3)
     # the update's "before" is the state the create left
     assert decisions[1].before is not None and decisions[1].before.feature == feature("a")
+
+
+def test_an_event_processed_before_or_repeated_in_the_batch_is_a_duplicate() -> None:
+    a, b, c = upsert(1, eid="a"), upsert(2, eid="b"), upsert(3, eid="c")
+    to_decide, duplicates = split_duplicates([a, b, a, c, b], processed={"c"})
+    assert [x.event.event_id for x in to_decide] == ["a", "b"]
+    assert [x.event.event_id for x in duplicates] == ["a", "c", "b"]
+
+
+def test_only_events_that_wrote_no_change_row_need_a_processed_event_row() -> None:
+    created, stale, unchanged, gone = (
+        upsert(2, "a", eid="new"),
+        upsert(1, eid="old"),
+        upsert(3, "a", eid="same"),
+        delete(4),
+    )
+    decisions = decide_batch({KEY: live(1, "x")}, [created, stale, unchanged])
+    assert [d.outcome for d in decisions] == [Outcome.UPDATED, Outcome.STALE, Outcome.UNCHANGED]
+    nothing = decide(None, gone)  # a delete of a feature never stored: unchanged, a tombstone, no change row
+    assert events_without_change_rows([created, stale, unchanged, gone], [*decisions, nothing]) == [
+        "old",
+        "same",
+        gone.event.event_id,
+    ]
+
+
+def test_an_event_whose_id_another_key_s_change_carries_needs_no_processed_event_row() -> None:
+    # the same-place path (feature_links.dissolve_group): the changes that dissolve a previous group are written
+    # at the members' keys under the id of the event that reached it, which may itself be stale
+    trigger = upsert(1, eid="reached-the-group")
+    other = Candidate(
+        ChangeEvent("reached-the-group", KEY.dataset, "69123", "member", Operation.UPSERT, T, 5, "t"),
+        FeatureKey(KEY.dataset, "69123", "member"),
+        feature("m"),
+    )
+    saved = [Decision(other, Outcome.CREATED, None, StoredFeature(5, T, False, feature("m")))]
+    assert events_without_change_rows([trigger], saved) == []
+    assert events_without_change_rows([trigger], [decide(live(9), trigger)]) == ["reached-the-group"]

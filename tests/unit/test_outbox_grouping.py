@@ -1,6 +1,6 @@
 """The feature-change relay sends one message per dataset and relayed batch (issue #16.3): rows grouped by
-dataset (the partition key) in change_id order, a group split under the size limit, every row marked sent
-only after every message is acknowledged. The relay runs here against a fake connection and producer (our
+dataset (the partition key) in change_id order, a group split under the size limit, the relay's cursor moved
+past the batch only after every message is acknowledged. The relay runs here against a fake connection and producer (our
 own port's fakes); the real broker and database path is tests/integration/test_pipeline_end_to_end.py."""
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Row:  # the columns of feature_change_outbox the spec reads
     after_geometry: str | None = '{"type":"Point","coordinates":[4.8,45.7]}'
     after_attributes: str | None = '{"nom":"x"}'
     after_hash: str | None = "ab" * 32
+    cursor_txid: str = "100"  # the writer's transaction (xid8 as text), selected by the relay
 
 
 def interleaved(n: int) -> list[Row]:
@@ -87,6 +88,12 @@ def test_a_single_row_over_the_limit_is_sent_alone_as_before() -> None:
     assert [len(m.value) for m in messages] == [100, 100, 100]
 
 
+@dataclass
+class Cursor:  # the outbox_cursor row
+    txid: str = "0"
+    last_id: int = 0
+
+
 class FakeResult:
     def __init__(self, rows: list[Any] | None = None, scalar: Any = None) -> None:
         self._rows, self._scalar = rows or [], scalar
@@ -94,13 +101,17 @@ class FakeResult:
     def all(self) -> list[Any]:
         return self._rows
 
+    def one(self) -> Any:
+        (row,) = self._rows
+        return row
+
     def scalar(self) -> Any:
         return self._scalar
 
 
 class FakeConnection:
-    def __init__(self, table: list[Row], marked: list[int]) -> None:
-        self._table, self._marked = table, marked
+    def __init__(self, table: list[Row], cursor: Cursor) -> None:
+        self._table, self._cursor = table, cursor
 
     async def __aenter__(self) -> FakeConnection:
         return self
@@ -115,20 +126,28 @@ class FakeConnection:
         sql = str(statement)
         if "pg_try_advisory_xact_lock" in sql:
             return FakeResult(scalar=True)
-        if sql.startswith("SELECT * FROM feature_change_outbox"):
-            return FakeResult([r for r in self._table if r.change_id not in self._marked][: params["limit"]])
-        if sql.startswith("UPDATE feature_change_outbox"):
-            self._marked.extend(params["ids"])
+        if sql.startswith("SELECT txid::text AS txid, last_id FROM outbox_cursor"):
+            return FakeResult([Cursor(self._cursor.txid, self._cursor.last_id)])
+        if sql.startswith("SELECT o.*, o.txid::text AS cursor_txid FROM feature_change_outbox"):
+            after = (int(params["txid"]), params["last_id"])
+            unsent = sorted((r for r in self._table if (int(r.cursor_txid), r.change_id) > after), key=_position)
+            return FakeResult(unsent[: params["limit"]])
+        if sql.startswith("UPDATE outbox_cursor"):
+            self._cursor.txid, self._cursor.last_id = params["txid"], params["last_id"]
             return FakeResult()
         raise AssertionError(f"unexpected SQL {sql}")
 
 
+def _position(r: Row) -> tuple[int, int]:
+    return int(r.cursor_txid), r.change_id
+
+
 class FakeEngine:
     def __init__(self, table: list[Row]) -> None:
-        self.table, self.marked = table, []  # type: list[Row], list[int]
+        self.table, self.cursor = table, Cursor()
 
     def connect(self) -> FakeConnection:
-        return FakeConnection(self.table, self.marked)
+        return FakeConnection(self.table, self.cursor)
 
 
 class FakeProducer:
@@ -146,7 +165,7 @@ class FakeProducer:
         return fut
 
 
-async def test_the_relay_sends_grouped_messages_then_marks_every_row() -> None:
+async def test_the_relay_sends_grouped_messages_then_moves_its_cursor_past_them() -> None:
     engine, producer = FakeEngine(interleaved(30)), FakeProducer()
     counted: list[tuple[str, int]] = []
     relay = OutboxRelay(
@@ -158,7 +177,7 @@ async def test_the_relay_sends_grouped_messages_then_marks_every_row() -> None:
     )
     assert await relay.relay_once() == 20
     assert len(producer.sent) == 3  # 20 rows of 3 datasets -> 3 messages
-    assert engine.marked == list(range(1, 21))
+    assert engine.cursor == Cursor("100", 20)
     assert await relay.relay_once() == 10
     assert await relay.relay_once() == 0
     assert counted == [("feature_changes", 20), ("feature_changes", 10)]
@@ -170,9 +189,9 @@ async def test_the_relay_sends_grouped_messages_then_marks_every_row() -> None:
         assert ids == [r.change_id for r in engine.table if r.dataset == dataset]
 
 
-async def test_a_failed_send_marks_nothing_so_the_batch_is_sent_again() -> None:
+async def test_a_failed_send_moves_no_cursor_so_the_batch_is_sent_again() -> None:
     engine = FakeEngine(interleaved(5))
     relay = OutboxRelay(engine, FakeProducer(fail=True), feature_changes_outbox(CODECS, "t"))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
         await relay.relay_once()
-    assert engine.marked == []
+    assert engine.cursor == Cursor()

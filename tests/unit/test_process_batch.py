@@ -252,3 +252,15 @@ async def test_the_batch_report_counts_applied_records_per_conformance_level(sto
     )  # fmt: skip
     report = await run(store, complete, partial, fountain)
     assert report.levels == {("public_toilets", "conforming"): 2, ("drinking_fountains", "incomplete"): 1}
+
+
+async def test_an_applied_event_is_remembered_by_its_change_row_and_only_the_others_are_claimed(
+    store: InMemoryNormaliseStore,
+) -> None:
+    applied, same, stale = toilet(1, seq=2), toilet(1, seq=3), toilet(1, seq=1)
+    first = await run(store, applied, same, stale)
+    assert [first.outcomes[("public_toilets", o)] for o in ("created", "unchanged", "stale")] == [1, 1, 1]
+    assert [d.candidate.event.event_id for _, d in store.changes] == [applied.event_id]
+    assert store.processed == {same.event_id, stale.event_id}  # the applied event's change row is its record
+    again = await run(store, applied, same, stale)
+    assert again.outcomes[("public_toilets", "duplicate")] == 3 and len(store.changes) == 1

@@ -23,7 +23,10 @@ ALLOWED_SQL_FRAGMENTS = {
     "order",
     "_DIFF_COLS",
     "_VIEW_SQL",
-    "self.spec.select_sql",
+    "select_sql",
+    "id_column",
+    "cursor_table",
+    "sent",
     "table",
     "_STORED_NAME_FOLDED",
 }

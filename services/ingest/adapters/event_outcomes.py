@@ -1,5 +1,7 @@
 """Read what became of sent events, from the tables the normaliser writes (read only): ``rejection`` (by event
-id: the record was refused, with its problems), ``processed_event`` (the event was applied), and the stored
+id: the record was refused, with its problems), ``processed_event`` or a change row of ``feature_change_outbox``
+carrying the event's id (the event was applied: an applied change's row is its dedup record, normalise migration
+0007; ``processed_event`` holds the events that changed nothing), and the stored
 feature's ``odc:missing`` / ``odc:dropped`` (conforming or incomplete). Used by ``odc send`` while it waits
 and by the push API's receipts."""
 
@@ -16,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.contract.conformance_levels import CONFORMING, INCOMPLETE, REFUSED
 from services.ingest.domain.send_report import PENDING, Problem, RecordOutcome, SentRecord
 
-_TABLES = ("rejection", "processed_event", "canonical_feature", "feature_provenance")
+_TABLES = ("rejection", "processed_event", "feature_change_outbox", "canonical_feature", "feature_provenance")
 
 _REJECTED = "SELECT event_id, errors, reason, message FROM rejection WHERE event_id = ANY(CAST(:ids AS text[]))"
 _PROCESSED = "SELECT event_id FROM processed_event WHERE event_id = ANY(CAST(:ids AS text[]))"
+_CHANGED = "SELECT DISTINCT event_id FROM feature_change_outbox WHERE event_id = ANY(CAST(:ids AS text[]))"
 # the record's stored state: its own canonical feature, or its provenance row when it joined another's
 _STATE = """
 SELECT k.commune, k.feature_id, coalesce(f.attributes, p.attributes) -> 'odc:missing',
@@ -77,6 +80,8 @@ async def read_outcomes(engine: AsyncEngine, dataset: str, events: Sequence[Sent
         processed: set[str] = set()
         if "processed_event" in present:
             processed = {r[0] for r in await conn.execute(text(_PROCESSED), {"ids": ids})}
+        if "feature_change_outbox" in present:
+            processed |= {r[0] for r in await conn.execute(text(_CHANGED), {"ids": ids})}
         applied = [e for e in events if e.event_id in processed and e.event_id not in refused]
         states: dict[tuple[str, str], tuple[Problem, ...]] = {}
         if applied and {"canonical_feature", "feature_provenance"} <= present:

@@ -12,6 +12,14 @@ Bounded in size and in time (docs/ingest.md, "Outages"):
   answered long before, once the broker came back. The one exception is a produce request already written
   to the broker's socket when the deadline hit: the broker may still append it. The push API makes a retry of
   such a request harmless (event ids derived from the Idempotency-Key; the normaliser applies an id once).
+
+Bulk form (issue #16.3, docs/ingest.md "The bulk form"): with ``bulk`` (the default), the events of a call are
+sent as ChangeEventBatch messages, one per dataset and commune and window of events, each at most
+``max_record_bytes`` (so every limit that holds for one record holds for it), keyed ``dataset/commune`` and
+signed as a whole. An event whose bulk message of one would be over that size goes alone in the single form,
+with the same key, so one dataset and commune stays on one partition (per-feature order kept). The limits,
+the all-or-nothing answer and the abandon on deadline are those of the single form: a call's events are
+acknowledged together or the call fails.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -37,6 +46,64 @@ log = logging.getLogger("odc.ingest.publisher")
 def event_key(ev: ChangeEvent) -> bytes:
     """Same feature, same partition: per-feature order is kept end to end."""
     return f"{ev.dataset}/{ev.commune}/{ev.feature_id}".encode()
+
+
+def bulk_key(dataset: str, commune: str) -> bytes:
+    """The key of a bulk message (and of the single messages sent with it)."""
+    return f"{dataset}/{commune}".encode()
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    key: bytes
+    value: bytes
+    events: int  # how many change events the value carries
+
+
+def single_messages(encoded: Sequence[tuple[ChangeEvent, bytes]]) -> list[OutgoingMessage]:
+    """One message per event (the single form, keyed per feature)."""
+    return [OutgoingMessage(event_key(ev), value, 1) for ev, value in encoded]
+
+
+def bulk_messages(
+    encoded: Sequence[tuple[ChangeEvent, bytes]], codecs: Codecs, max_bytes: int
+) -> list[OutgoingMessage]:
+    """The events as ChangeEventBatch messages: grouped by dataset and commune (groups in order of their first
+    event, events in their order), a group split so that no message is over ``max_bytes``; an event too large
+    for a bulk message of its own goes in the single form. Pure: built from the single-form values, which
+    were size-checked already, without encoding again."""
+    groups: dict[tuple[str, str], list[bytes]] = {}
+    for ev, value in encoded:
+        groups.setdefault((ev.dataset, ev.commune), []).append(value)
+    out: list[OutgoingMessage] = []
+    for (dataset, commune), values in groups.items():
+        key = bulk_key(dataset, commune)
+        # each part: several values for one bulk message, or one value too large for any (sent as it is)
+        parts: list[tuple[list[bytes], bool]] = []
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+        for value in values:
+            alone_too_large = codecs.change_event_batch_size(dataset, commune, 1, len(value)) > max_bytes
+            if chunk and (
+                alone_too_large
+                or codecs.change_event_batch_size(dataset, commune, len(chunk) + 1, chunk_bytes + len(value))
+                > max_bytes
+            ):
+                parts.append((chunk, True))
+                chunk, chunk_bytes = [], 0
+            if alone_too_large:
+                parts.append(([value], False))
+                continue
+            chunk.append(value)
+            chunk_bytes += len(value)
+        if chunk:
+            parts.append((chunk, True))
+        for values_of_part, as_bulk in parts:
+            value = (
+                codecs.change_event_batch_of_encoded(dataset, commune, values_of_part) if as_bulk else values_of_part[0]
+            )
+            out.append(OutgoingMessage(key, value, len(values_of_part)))
+    return out
 
 
 def abandon_producer(producer: AIOKafkaProducer) -> asyncio.Task[None]:
@@ -75,8 +142,10 @@ class KafkaEventPublisher:
         max_record_bytes: int = size_limits.MAX_RECORD_BYTES,
         max_request_bytes: int = size_limits.PRODUCER_MAX_REQUEST_BYTES,
         deadline_seconds: float | None = None,
+        bulk: bool = True,
     ) -> None:
         self._bootstrap = bootstrap
+        self._bulk = bulk
         self._security = security
         self._client_id = client_id
         self._request_timeout_ms = request_timeout_ms
@@ -173,6 +242,12 @@ class KafkaEventPublisher:
                 self._abandon(producer)
             raise
 
+    def messages(self, encoded: Sequence[tuple[ChangeEvent, bytes]]) -> list[OutgoingMessage]:
+        """What is sent for these events: bulk messages (``bulk``) or one message per event."""
+        if self._bulk:
+            return bulk_messages(encoded, self._codecs, self._max_record_bytes)
+        return single_messages(encoded)
+
     async def _send(
         self,
         producer: AIOKafkaProducer,
@@ -180,23 +255,20 @@ class KafkaEventPublisher:
         on_sent: Callable[[int], None] | None,
         window: int,
     ) -> int:
-        pending = []
+        """Send the events a window at a time (as messages: ``messages``), waiting for the broker's
+        acknowledgement of each window before the next; ``on_sent`` gets the events acknowledged."""
         sent = 0
-        for ev, value in encoded:
-            headers = sign(value, self._key) if self._key is not None else None
-            pending.append(await producer.send(self._topic, value=value, key=event_key(ev), headers=headers))
-            if len(pending) >= window:
-                for fut in pending:
-                    await fut
-                sent += len(pending)
-                if on_sent:
-                    on_sent(len(pending))
-                pending.clear()
-        for fut in pending:
-            await fut
-        sent += len(pending)
-        if on_sent and pending:
-            on_sent(len(pending))
+        for start in range(0, len(encoded), max(1, window)):
+            part = encoded[start : start + max(1, window)]
+            pending = []
+            for m in self.messages(part):
+                headers = sign(m.value, self._key) if self._key is not None else None
+                pending.append(await producer.send(self._topic, value=m.value, key=m.key, headers=headers))
+            for fut in pending:
+                await fut
+            sent += len(part)
+            if on_sent:
+                on_sent(len(part))
         return sent
 
     async def publish_raw(

@@ -309,6 +309,7 @@ def connector_run(
             signing_key=key,
             max_record_bytes=settings.max_record_bytes,
             max_request_bytes=settings.producer_max_request_bytes,
+            bulk=settings.bulk_send,
         )
         await publisher.start()
         try:

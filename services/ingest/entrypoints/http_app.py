@@ -154,6 +154,7 @@ def build_app(
             max_record_bytes=settings.max_record_bytes,
             max_request_bytes=settings.producer_max_request_bytes,
             deadline_seconds=settings.publish_timeout_seconds,
+            bulk=settings.bulk_send,
         )
         try:
             await publisher.start()

@@ -190,6 +190,7 @@ async def send_file(
         max_record_bytes=settings.max_record_bytes,
         max_request_bytes=settings.producer_max_request_bytes,
         deadline_seconds=WINDOW_DEADLINE_SECONDS,
+        bulk=settings.bulk_send,
     )
     try:
         encoded = publisher.encode(events)  # every record is checked before anything is sent

@@ -10,10 +10,15 @@ from sqlalchemy import Row
 
 from services.contract.codecs import Codecs
 from services.contract.messages import ChangeKind, FeatureChange, FeatureState, FieldError, Rejection, SourcePosition
-from services.infrastructure.outbox_relay import OutboxSpec, OutgoingMessage
+from services.infrastructure.outbox_relay import OutboxSpec, OutgoingMessage, TxidCursor
 
 FEATURE_CHANGES_LOCK = 7431002
 REJECTIONS_LOCK = 7431003
+
+# Where each relay is (normalise migration 0006): one cursor row per outbox table, moved once per relayed batch,
+# instead of an UPDATE of every row sent.
+FEATURE_CHANGES_CURSOR = TxidCursor(table="feature_change_outbox", id_column="change_id", cursor_table="outbox_cursor")
+REJECTIONS_CURSOR = TxidCursor(table="rejection", id_column="seq", cursor_table="outbox_cursor")
 
 
 def _state(geometry: str | None, attributes: str | None, chash: str | None) -> FeatureState | None:
@@ -55,9 +60,7 @@ def feature_changes_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
         name="feature_changes",
         lock_id=FEATURE_CHANGES_LOCK,
         topic=topic,
-        select_sql="SELECT * FROM feature_change_outbox WHERE sent_at IS NULL ORDER BY change_id LIMIT :limit",
-        mark_sql="UPDATE feature_change_outbox SET sent_at = now() WHERE change_id = ANY(CAST(:ids AS bigint[]))",
-        id_of=lambda r: r.change_id,
+        progress=FEATURE_CHANGES_CURSOR,
         to_message=to_message,
         notify_channel="feature_change_outbox",  # migration 0005
         group_key=lambda r: r.dataset,
@@ -99,9 +102,7 @@ def rejections_outbox(codecs: Codecs, topic: str) -> OutboxSpec:
         name="rejections",
         lock_id=REJECTIONS_LOCK,
         topic=topic,
-        select_sql="SELECT * FROM rejection WHERE sent_at IS NULL ORDER BY seq LIMIT :limit",
-        mark_sql="UPDATE rejection SET sent_at = now() WHERE rejection_id = ANY(CAST(:ids AS text[]))",
-        id_of=lambda r: r.rejection_id,
+        progress=REJECTIONS_CURSOR,
         to_message=to_message,
         notify_channel="rejection",  # migration 0005
     )

@@ -59,8 +59,26 @@ WHERE (f.sequence, f.occurred_at) < (EXCLUDED.sequence, EXCLUDED.occurred_at)
 """
 
 _OUTBOX_COPY = """COPY feature_change_outbox (event_id, dataset, commune, feature_id, kind, sequence, occurred_at,
-  applied_at, before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash)
+  applied_at, before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash, txid)
   FROM STDIN"""
+# The relay sends in (txid, change_id) order (normalise 0006). A transaction's own id is taken at its first write;
+# whenever that comes before it waits for a feature's lock (it did while the claim came first; the same-place path
+# locks more features as it goes), the batch that waited can hold the lower id and its change of that feature would
+# go first. Its rows take the largest txid already
+# committed instead when that is larger: every change of a feature committed before this batch locked it then
+# sorts before this batch's (a tie goes by change_id, taken later). Never below the transaction's own id, which is
+# what keeps the relay's cursor safe (services/infrastructure/outbox_relay.py). One index probe per batch.
+OUTBOX_ORDER_SQL = (
+    "SELECT greatest(pg_current_xact_id(), (SELECT txid FROM feature_change_outbox ORDER BY txid DESC LIMIT 1))::text"
+)
+
+# The event ids already processed: those a change row carries, and those claimed in processed_event (events
+# that changed nothing). The ingest service reads the same two (services/ingest/adapters/event_outcomes.py).
+_PROCESSED = text("""
+SELECT event_id FROM processed_event WHERE event_id = ANY(CAST(:ids AS text[]))
+UNION
+SELECT event_id FROM feature_change_outbox WHERE event_id = ANY(CAST(:ids AS text[]))
+""")
 
 _REJECTION_INSERT = text("""
 INSERT INTO rejection (rejection_id, rejected_at, stage, reason, message, event_id, dataset, commune, feature_id,
@@ -125,17 +143,21 @@ class PostgisUnitOfWork:
     def same_place(self) -> PostgisSamePlaceStore:
         return PostgisSamePlaceStore(self.conn)
 
-    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
+    async def processed_events(self, event_ids: Sequence[str]) -> set[str]:
+        # One statement of its own, after the locks: in READ COMMITTED it sees what a worker that held them
+        # committed. feature_change_outbox_event_id (migration 0007) indexes the change rows' event ids.
         if not event_ids:
             return set()
-        rows = await self.conn.execute(
-            text(
-                "INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) "
-                "ON CONFLICT DO NOTHING RETURNING event_id"
-            ),
+        rows = await self.conn.execute(_PROCESSED, {"ids": list(event_ids)})
+        return {r[0] for r in rows}
+
+    async def claim_events(self, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        await self.conn.execute(
+            text("INSERT INTO processed_event (event_id) SELECT unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"),
             {"ids": list(event_ids)},
         )
-        return {r[0] for r in rows}
 
     async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:
         if not keys:
@@ -220,6 +242,8 @@ class PostgisUnitOfWork:
                 seed_geojson(
                     state.feature for d in changes for state in (d.before, d.after) if state is not None
                 )  # the outbox's GeoJSON, one GEOS call for the batch
+                await cur.execute(OUTBOX_ORDER_SQL)
+                (txid,) = await cur.fetchone()
                 async with cur.copy(_OUTBOX_COPY) as cp:
                     for d in changes:
                         ev = d.candidate.event
@@ -239,6 +263,7 @@ class PostgisUnitOfWork:
                                 applied_at,
                                 *_state_cols(before),
                                 *_state_cols(after),
+                                txid,
                             )
                         )
         return len(changes)

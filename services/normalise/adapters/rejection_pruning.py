@@ -1,6 +1,7 @@
 """Prune rejections past their retention, in batches (each its own short transaction, so a large backlog
 never holds one long lock). Only rejections already relayed to ``odc.rejected`` are pruned: the topic keeps
-them after that for its own retention."""
+them after that for its own retention. Relayed = at or before the relay's cursor (outboxes.REJECTIONS_CURSOR's
+``sent_condition``, written out here)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 _PRUNE_BATCH = text("""
 DELETE FROM rejection WHERE rejection_id IN (
   SELECT rejection_id FROM rejection
-  WHERE rejected_at < :cutoff AND sent_at IS NOT NULL
+  WHERE rejected_at < :cutoff
+    AND (rejection.txid, rejection.seq) <= (SELECT c.txid, c.last_id FROM outbox_cursor c WHERE c.outbox = 'rejection')
   ORDER BY rejected_at
   LIMIT :batch_rows
   FOR UPDATE SKIP LOCKED)

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from services.infrastructure.outbox_relay import Xid8
 from services.infrastructure.schema_migrations import SchemaOwner
 
 metadata = MetaData()
@@ -49,6 +50,8 @@ canonical_feature = Table(
     PrimaryKeyConstraint("dataset", "commune", "feature_id", name="canonical_feature_pk"),
 )
 
+# Events processed that wrote no change row (stale, unchanged...): an applied event's change row in
+# feature_change_outbox is its record (migration 0007, docs/architecture.md)
 processed_event = Table(
     "processed_event",
     metadata,
@@ -74,13 +77,13 @@ feature_change_outbox = Table(
     Column("after_geometry", Text),
     Column("after_attributes", Text),
     Column("after_hash", Text),
-    Column("sent_at", DateTime(timezone=True)),
+    # the writer's transaction: the relay's cursor is (txid, change_id) in outbox_cursor (migration 0006)
+    Column("txid", Xid8, nullable=False, server_default=text("pg_current_xact_id()")),
 )
-Index(
-    "feature_change_outbox_unsent",
-    feature_change_outbox.c.change_id,
-    postgresql_where=feature_change_outbox.c.sent_at.is_(None),
-)
+Index("feature_change_outbox_by_txid", feature_change_outbox.c.txid, feature_change_outbox.c.change_id)
+# the dedup lookup: an event id a change row carries was processed (migration 0007; not unique, the same-place
+# path may write several change rows under one event's id)
+Index("feature_change_outbox_event_id", feature_change_outbox.c.event_id)
 
 rejection = Table(
     "rejection",
@@ -102,17 +105,28 @@ rejection = Table(
     # SHA-256 and size of the whole; both NULL on rows written before they existed (original whole then)
     Column("original", LargeBinary, nullable=False),
     Column("seq", BigInteger, nullable=False, server_default=text("nextval('rejection_seq')")),
-    Column("sent_at", DateTime(timezone=True)),
     Column("original_sha256", Text),
     Column("original_size", BigInteger),
     # where the record is in the sent file (the event's source_row), and when the same source record was
     # later accepted (it then leaves `odc report`)
     Column("source_row", BigInteger, nullable=True),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("txid", Xid8, nullable=False, server_default=text("pg_current_xact_id()")),  # relay cursor (0006)
 )
-Index("rejection_unsent", rejection.c.seq, postgresql_where=rejection.c.sent_at.is_(None))
+Index("rejection_by_txid", rejection.c.txid, rejection.c.seq)
 Index("rejection_by_commune", rejection.c.commune, rejection.c.dataset, rejection.c.rejected_at)
 Index("rejection_by_time", rejection.c.rejected_at)  # pruning by retention
+
+# Where each outbox relay is: the last (txid, id) sent from the outbox table named ``outbox``
+# (services/infrastructure/outbox_relay.py, TxidCursor); one row per table, moved once per relayed batch.
+outbox_cursor = Table(
+    "outbox_cursor",
+    metadata,
+    Column("outbox", Text, primary_key=True),
+    Column("txid", Xid8, nullable=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("moved_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+)
 
 # Accepted events per commune, counted in the batch transaction that claims their ids (so exactly once);
 # read by the ingest's status for communes. Rejections are counted from ``rejection`` itself.

@@ -87,3 +87,36 @@ def final_states(decisions: list[Decision]) -> dict[FeatureKey, tuple[StoredFeat
         if d.after is not None:
             out[d.candidate.key] = (d.after, d)
     return out
+
+
+# Dedup memory (issue #16.2: a dedup claim that rides on the change row). An event id is "processed" when a
+# change row carries it (feature_change_outbox.event_id) or, for an event that changed nothing, when it is in
+# processed_event. The service layer looks ids up only after the batch's features are locked (an event always
+# locks the same feature, so a second worker with the same event waits for the first to commit and then sees
+# its rows), and records in processed_event only the events that wrote no change row.
+
+
+def split_duplicates(candidates: list[Candidate], processed: set[str]) -> tuple[list[Candidate], list[Candidate]]:
+    """(the candidates to decide, the duplicates), in arrival order: a candidate whose event id was processed
+    before, or that repeats an id met earlier in the batch, is a duplicate."""
+    seen: set[str] = set()
+    to_decide: list[Candidate] = []
+    duplicates: list[Candidate] = []
+    for c in candidates:
+        event_id = c.event.event_id
+        if event_id in processed or event_id in seen:
+            duplicates.append(c)
+        else:
+            seen.add(event_id)
+            to_decide.append(c)
+    return to_decide, duplicates
+
+
+def events_without_change_rows(decided: list[Candidate], saved: list[Decision]) -> list[str]:
+    """The decided events whose id no saved change carries (stale, unchanged, a delete of nothing, a new record
+    that joined another's feature...): only these need a ``processed_event`` row; an applied change's row is
+    its own dedup record. A saved decision may carry the id of another candidate's event (the same-place path
+    writes the changes that dissolve a previous group under the id of the event that reached it, at other
+    keys): that event counts as having its rows, even when itself was stale."""
+    carried = {d.candidate.event.event_id for d in saved if d.change_kind is not None}
+    return list(dict.fromkeys(c.event.event_id for c in decided if c.event.event_id not in carried))

@@ -45,7 +45,7 @@ from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_
 from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
 from services.normalise.domain.rejection_retention import retention_cutoff
-from services.normalise.entrypoints.relay_process import OUTBOXES, RelayBridge, start_relay_process
+from services.normalise.entrypoints.relay_process import Failed, Health, Sent, Status, parse_status, start_relay_child
 from services.normalise.metrics import NormaliseMetrics
 from services.normalise.service_layer.link_same_places import dissolve_previous_groups
 from services.normalise.service_layer.process_batch import (
@@ -59,7 +59,8 @@ from services.normalise.settings import NormaliseSettings
 
 log = logging.getLogger("odc.normalise")
 
-PREPARE_SLICE = 100  # events prepared between two yields to the event loop
+PREPARE_SLICE_BYTES = 64 * 1024  # messages prepared between two yields to the event loop: ~120 single point
+# events, or one bulk message (at least one message per slice)
 
 
 class SystemClock:
@@ -71,6 +72,21 @@ def kafka_headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     """Headers as pairs of (str, bytes), whatever shape the client gives them in."""
     items = raw.items() if isinstance(raw, dict) else (raw or ())
     return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in items)
+
+
+def slices_by_bytes(sizes: Sequence[int], max_bytes: int) -> list[slice]:
+    """Consecutive slices covering every index of ``sizes``, each at least one item and, past its first item,
+    at most ``max_bytes`` in total (pure)."""
+    out: list[slice] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > max_bytes:
+            out.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        out.append(slice(start, len(sizes)))
+    return out
 
 
 def topic_specs(s: NormaliseSettings) -> list[TopicSpec]:
@@ -165,10 +181,10 @@ class NormaliseWorker:
         )
         authenticator = EventAuthenticator(keys, require_signed=self.settings.require_signed_events)
         now, parts = self.clock.now(), []
-        for start in range(0, len(batch), PREPARE_SLICE):
+        for part in slices_by_bytes([len(m.value) for m in batch], PREPARE_SLICE_BYTES):
             parts.append(
                 prepare_batch(
-                    batch[start : start + PREPARE_SLICE],
+                    batch[part],
                     codecs=self.codecs,
                     normaliser=self.normaliser,
                     now=now,
@@ -210,39 +226,43 @@ class NormaliseWorker:
             on_rebalance="their events will be read again and counted as duplicates",
             batch_max_events=s.batch_max_events,
             batch_within_seconds=s.batch_within_seconds,
+            batch_max_bytes=s.batch_max_bytes,
             on_running=self.consumer_running,
         ).run()
 
     async def relay(self) -> None:
         """Run the outbox relay in its child process (relay_process.py) and mirror its counts and health."""
-        bridge = RelayBridge.create()
-        process = start_relay_process(self.settings, bridge)
-        seen_sent, seen_failures = [0] * len(OUTBOXES), [0] * len(OUTBOXES)
         stopping = self.supervisor.stopping
+        self.health["relay"] = False
+        child = await start_relay_child()
         try:
             while not stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), 0.25)
-                for i, name in enumerate(OUTBOXES):
-                    sent, failures = bridge.sent[i], bridge.failures[i]
-                    if sent > seen_sent[i]:
-                        self.metrics.relayed.labels(name).inc(sent - seen_sent[i])
-                    if failures > seen_failures[i]:
-                        self.metrics.transient.labels("normalise", f"relay_{name}").inc(failures - seen_failures[i])
-                    seen_sent[i], seen_failures[i] = sent, failures
-                self.health["relay"] = bool(bridge.healthy.value) and process.is_alive()
-                if not process.is_alive() and not stopping.is_set():
-                    self.metrics.transient.labels("normalise", "relay_process").inc()
-                    log.error("outbox relay process exited with code %s; starting it again", process.exitcode)
-                    bridge.healthy.value = 0
-                    process = start_relay_process(self.settings, bridge)
+                line = await child.next_line(0.25)
+                if line is None:
+                    continue
+                if line:
+                    self._relay_status(parse_status(line))
+                    continue
+                code = await child.process.wait()  # end of its status pipe: the child has exited
+                self.health["relay"] = False
+                if stopping.is_set():
+                    break
+                self.metrics.transient.labels("normalise", "relay_process").inc()
+                log.error("outbox relay process exited with code %s; starting it again", code)
+                await child.stop()
+                await asyncio.sleep(1.0)  # a child failing at once is not restarted in a tight loop
+                child = await start_relay_child()
         finally:
             self.health["relay"] = False
-            bridge.stop.set()
-            await asyncio.get_running_loop().run_in_executor(None, process.join, 15)
-            if process.is_alive():
-                log.warning("outbox relay process did not stop in 15 s; terminating it")
-                process.terminate()
+            await child.stop()
+
+    def _relay_status(self, status: Status | None) -> None:
+        if isinstance(status, Sent):
+            self.metrics.relayed.labels(status.outbox).inc(status.rows)
+        elif isinstance(status, Failed):
+            self.metrics.transient.labels("normalise", f"relay_{status.outbox}").inc()
+        elif isinstance(status, Health):
+            self.health["relay"] = status.ok
 
     async def prune_rejections(self) -> None:
         """Every prune interval, delete relayed rejections past the retention (batched). A database outage

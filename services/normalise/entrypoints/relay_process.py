@@ -7,25 +7,28 @@ the before/after figures). Nothing about delivery changes: rows are still writte
 and sent at least once in order under the outbox's advisory lock. The child wakes when a batch commits (the
 outbox tables' NOTIFY, migration 0005) and polls every ``relay_interval_seconds`` only as a fallback.
 
-The parent keeps what operators see: it copies the child's counts into its Prometheus metrics and its health
-into ``/readyz``, restarts the child if it dies, and stops it on shutdown. The child stops by itself if the
-parent dies (``PR_SET_PDEATHSIG``, and a parent-pid check as a fallback), so a ``kill -9`` of the normaliser
-leaves no orphan relaying on its own.
+The child is a plain ``python -m services.normalise.entrypoints.relay_process`` started by the parent (not
+multiprocessing: its "spawn" start also starts a resource-tracker process, 13 MB resident for nothing here). It
+reads the same ``ODC_NORMALISE_*`` settings from the environment it inherits, and tells the parent what it does
+on a pipe, one line per fact (``sent <outbox> <n>``, ``failed <outbox>``, ``health <0|1>``; pure:
+``status_line`` / ``parse_status``). The parent keeps what operators see: it copies those counts into its
+Prometheus metrics and the health into ``/readyz``, restarts the child if it dies, and stops it (SIGTERM) on
+shutdown. The child stops by itself if the parent dies (``PR_SET_PDEATHSIG``, a parent-pid check, and a
+broken status pipe), so a ``kill -9`` of the normaliser leaves no orphan relaying on its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
 import logging
-import multiprocessing
 import os
 import signal
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.context import SpawnProcess
-from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
-from multiprocessing.synchronize import Event
 
 from aiokafka.errors import KafkaError
 
@@ -41,80 +44,165 @@ from services.normalise.settings import NormaliseSettings
 
 log = logging.getLogger("odc.normalise.relay")
 
-OUTBOXES = ("feature_changes", "rejections")  # index in the shared counters
-_SPAWN = multiprocessing.get_context("spawn")
+OUTBOXES = ("feature_changes", "rejections")
 _PR_SET_PDEATHSIG = 1
 
 
+# -- the status protocol (pure) -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sent:
+    outbox: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    outbox: str
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+
+
+Status = Sent | Failed | Health
+
+
+def status_line(status: Status) -> bytes:
+    if isinstance(status, Sent):
+        return f"sent {status.outbox} {status.rows}\n".encode()
+    if isinstance(status, Failed):
+        return f"failed {status.outbox}\n".encode()
+    return f"health {int(status.ok)}\n".encode()
+
+
+def parse_status(line: bytes) -> Status | None:
+    """The status a line names; None for anything else (a partial or foreign line is ignored, never fatal)."""
+    parts = line.decode("ascii", "replace").split()
+    match parts:
+        case ["sent", outbox, rows] if outbox in OUTBOXES and rows.isdigit():
+            return Sent(outbox, int(rows))
+        case ["failed", outbox] if outbox in OUTBOXES:
+            return Failed(outbox)
+        case ["health", ("0" | "1") as ok]:
+            return Health(ok == "1")
+    return None
+
+
+# -- the parent's side ----------------------------------------------------------------------------------------
 @dataclass
-class RelayBridge:
-    """What the child shares with the parent: counters per outbox, its health, and the stop request."""
+class RelayChild:
+    process: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    transport: asyncio.BaseTransport
 
-    sent: SynchronizedArray  # type: ignore[type-arg]
-    failures: SynchronizedArray  # type: ignore[type-arg]
-    healthy: Synchronized  # type: ignore[type-arg]
-    stop: Event
+    async def next_line(self, timeout: float) -> bytes | None:
+        """The child's next status line; None when none came within ``timeout``; b"" once it has exited."""
+        try:
+            return await asyncio.wait_for(self.reader.readline(), timeout)
+        except TimeoutError:
+            return None
 
-    @classmethod
-    def create(cls) -> RelayBridge:
-        return cls(
-            _SPAWN.Array("q", len(OUTBOXES)),
-            _SPAWN.Array("q", len(OUTBOXES)),
-            _SPAWN.Value("b", 0),
-            _SPAWN.Event(),
+    async def stop(self, timeout: float = 15.0) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                log.warning("outbox relay process did not stop in %.0f s; killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        self.transport.close()
+
+
+async def start_relay_child() -> RelayChild:
+    """Start the child with the parent's environment (hence its settings) and a pipe for its statuses."""
+    read_fd, write_fd = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.normalise.entrypoints.relay_process",
+            "--status-fd",
+            str(write_fd),
+            "--parent-pid",
+            str(os.getpid()),
+            pass_fds=(write_fd,),
+            stdin=asyncio.subprocess.DEVNULL,
         )
-
-
-def start_relay_process(settings: NormaliseSettings, bridge: RelayBridge) -> SpawnProcess:
-    process = _SPAWN.Process(
-        target=relay_main, args=(settings, bridge, os.getpid()), name="odc-normalise-relay", daemon=True
+    finally:
+        os.close(write_fd)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
     )
-    process.start()
-    return process
+    return RelayChild(process, reader, transport)
 
 
-def relay_main(settings: NormaliseSettings, bridge: RelayBridge, parent_pid: int) -> None:
-    """Entry point of the child process."""
+# -- the child's side -----------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the normaliser's outbox relay (started by the normaliser)")
+    parser.add_argument("--status-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
-    signal.signal(signal.SIGTERM, lambda *_: bridge.stop.set())
+    settings = NormaliseSettings()
     configure_logging(settings.log_level)
-    asyncio.run(_relay_loop(settings, bridge, parent_pid))
+    status = os.fdopen(args.status_fd, "wb", buffering=0)
+    asyncio.run(_relay_loop(settings, args.parent_pid, status.write))
 
 
-async def _relay_loop(settings: NormaliseSettings, bridge: RelayBridge, parent_pid: int) -> None:
+async def _relay_loop(settings: NormaliseSettings, parent_pid: int, tell: Callable[[bytes], object]) -> None:
     s = settings
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    parent_gone = False
+
+    def report(status: Status) -> None:
+        nonlocal parent_gone
+        try:
+            tell(status_line(status))
+        except (BrokenPipeError, OSError):
+            parent_gone = True  # the parent died: stop
+
     codecs = Codecs()
     engine = make_engine(s.database_url.get_secret_value(), pool_size=2)
     producer = make_producer(s.kafka_bootstrap, "odc-normalise-relay", KafkaClientSecurity.from_settings(s))
+
+    def stopping() -> bool:
+        return stop.is_set() or parent_gone or os.getppid() != parent_pid
+
     await retry_transient(
         producer.start, is_transient=lambda e: isinstance(e, KafkaError | OSError), what="connect the relay"
     )
-
-    def sent(name: str, n: int) -> None:
-        with bridge.sent.get_lock():
-            bridge.sent[OUTBOXES.index(name)] += n
-
     relays = [
-        OutboxRelay(engine, producer, feature_changes_outbox(codecs, s.topic_feature_changes), on_sent=sent),
-        OutboxRelay(engine, producer, rejections_outbox(codecs, s.topic_rejected), on_sent=sent),
+        OutboxRelay(
+            engine,
+            producer,
+            feature_changes_outbox(codecs, s.topic_feature_changes),
+            on_sent=lambda name, n: report(Sent(name, n)),
+        ),
+        OutboxRelay(
+            engine, producer, rejections_outbox(codecs, s.topic_rejected), on_sent=lambda name, n: report(Sent(name, n))
+        ),
     ]
-
-    def stopping() -> bool:
-        return bridge.stop.is_set() or os.getppid() != parent_pid
-
-    def health(ok: bool) -> None:
-        bridge.healthy.value = int(ok)
-
-    def failed(name: str, error: BaseException) -> None:
-        with bridge.failures.get_lock():
-            bridge.failures[OUTBOXES.index(name)] += 1
-
     wakeup = Wakeup()  # one for both outboxes: a batch commits both kinds of rows at once
     channels = {r.spec.notify_channel: wakeup for r in relays if r.spec.notify_channel}
     listener = PgNotifications(s.database_url.get_secret_value(), channels, stopping=stopping)
     listening = asyncio.create_task(listener.run(), name="listen")
+    healthy: bool | None = None
+
+    def health(ok: bool) -> None:
+        nonlocal healthy
+        if ok != healthy:
+            healthy = ok
+            report(Health(ok))
+
     try:
         await relay_loop(
             relays,
@@ -122,7 +210,7 @@ async def _relay_loop(settings: NormaliseSettings, bridge: RelayBridge, parent_p
             poll_seconds=s.relay_interval_seconds,
             stopping=stopping,
             on_health=health,
-            on_failure=failed,
+            on_failure=lambda name, error: report(Failed(name)),
         )
     finally:
         listening.cancel()
@@ -131,3 +219,7 @@ async def _relay_loop(settings: NormaliseSettings, bridge: RelayBridge, parent_p
         with contextlib.suppress(Exception):
             await producer.stop()
         await engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

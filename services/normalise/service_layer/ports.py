@@ -77,8 +77,15 @@ class NormaliseUnitOfWork(Protocol):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    async def claim_events(self, event_ids: Sequence[str]) -> set[str]:
-        """Record these event ids as processed; return those that were NOT seen before."""
+    async def processed_events(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of these event ids already processed: a change row carries the id, or it was claimed
+        (``claim_events``). Reads only; call it after ``lock_and_load`` has locked the events' features, so an
+        event another worker is applying is answered once that worker has committed."""
+        ...
+
+    async def claim_events(self, event_ids: Sequence[str]) -> None:
+        """Record these event ids as processed. Only for events that wrote no change row (stale, unchanged...):
+        an applied change's row is its own record (``processed_events`` reads both)."""
         ...
 
     async def lock_and_load(self, keys: Sequence[FeatureKey]) -> dict[FeatureKey, StoredFeature]:

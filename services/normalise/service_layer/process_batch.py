@@ -16,7 +16,7 @@ from services.contract.codecs import Codecs
 from services.contract.event_signature import EventAuthenticator
 from services.contract.messages import ChangeEvent, FieldError, Rejection, SourcePosition
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
-from services.normalise.domain.dedup_decisions import Outcome
+from services.normalise.domain.dedup_decisions import Outcome, events_without_change_rows, split_duplicates
 from services.normalise.service_layer.link_same_places import decide_with_same_place
 from services.normalise.service_layer.ports import Clock, UnitOfWorkFactory
 
@@ -77,11 +77,19 @@ def prepare_batch(
     now: datetime,
     authenticator: EventAuthenticator | None = None,
 ) -> PreparedBatch:
-    report = BatchReport(received=len(messages))
+    """A message carries one event (the single form) or many of one dataset and commune (the bulk form,
+    change_event_batch): a bulk message is expanded into its events, each handled exactly as if it had come
+    alone (validation, dedup, outcomes, metrics). The signature covers the whole message value and its commune
+    is the message's; an inner event naming another dataset or commune than its message is refused alone
+    (invalid_envelope), the others go on. A refused inner event's ``original`` is that event re-encoded in the
+    single form, so the rejection can be replayed on its own; its source is the message's position. An
+    undecodable message (bulk or not) is one rejection with the bytes received."""
     rejections: list[Rejection] = []
     candidates: list[Candidate] = []
+    report = BatchReport()
 
-    def reject(msg: InboundMessage, reason: str, text: str, errors: tuple[FieldError, ...] = (), ev=None) -> None:  # type: ignore[no-untyped-def]
+    def reject(unit: _Unit, reason: str, text: str, errors: tuple[FieldError, ...] = ()) -> None:
+        msg, ev = unit.message, unit.event
         rid = f"{ev.event_id}:{reason}" if ev is not None else msg.position.as_id()
         rejections.append(
             Rejection(
@@ -91,7 +99,7 @@ def prepare_batch(
                 reason=reason,
                 message=text,
                 source=msg.position,
-                original=msg.value,
+                original=codecs.encode_change_event(ev) if unit.bulk and ev is not None else msg.value,
                 event_id=getattr(ev, "event_id", None),
                 dataset=getattr(ev, "dataset", None),
                 commune=getattr(ev, "commune", None),
@@ -105,35 +113,85 @@ def prepare_batch(
         ] += 1
         log.info("rejected (%s): %s", reason, text, extra=_event_fields(ev, msg, reason=reason))
 
-    # Decode and authenticate each message; then normalise the authentic events as one batch (each dataset's
-    # attributes checked as columns: attribute_columns.py); then report everything in message order.
-    refused: dict[int, tuple[str, str, tuple[FieldError, ...], ChangeEvent | None]] = {}
+    # Decode and authenticate each message, expanding bulk messages into one unit per event; then normalise
+    # the authentic events as one batch (each dataset's attributes checked as columns: attribute_columns.py);
+    # then report everything in message (and, within a bulk message, event) order.
+    units: list[_Unit] = []
+    refused: dict[int, tuple[str, str, tuple[FieldError, ...]]] = {}
     authentic: list[tuple[int, ChangeEvent]] = []
-    for i, msg in enumerate(messages):
+    for msg in messages:
         try:
-            ev = codecs.decode_change_event(msg.value)
+            carried = codecs.decode_change_events(msg.value)
         except UndecodableMessage as bad:
-            refused[i] = (bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),), None)
+            refused[len(units)] = (bad.reason, bad.message, (FieldError(bad.reason, bad.message, _fr(bad.reason)),))
+            units.append(_Unit(msg, None, False))
             continue
-        refusal = authenticator.check(msg.value, msg.headers, ev.commune) if authenticator is not None else None
-        if refusal is not None:
-            refused[i] = (refusal.reason, refusal.message, refusal.errors, ev)
+        if not carried.events:
+            refused[len(units)] = _EMPTY_BULK
+            units.append(_Unit(msg, None, True))
             continue
-        authentic.append((i, ev))
+        refusal = authenticator.check(msg.value, msg.headers, carried.commune) if authenticator is not None else None
+        for ev in carried.events:
+            if refusal is not None:
+                refused[len(units)] = (refusal.reason, refusal.message, refusal.errors)
+            elif carried.bulk and (ev.dataset != carried.dataset or ev.commune != carried.commune):
+                refused[len(units)] = _outside_its_message(ev, carried.dataset, carried.commune)
+            else:
+                authentic.append((len(units), ev))
+            units.append(_Unit(msg, ev, carried.bulk))
+    report.received = len(units)
     normalised = dict(
         zip((i for i, _ in authentic), normaliser.normalise_batch([ev for _, ev in authentic], now), strict=True)
     )
-    for i, msg in enumerate(messages):
+    for i, unit in enumerate(units):
         result = normalised.get(i)
         if result is None:
-            reason, text, errors, refused_ev = refused[i]
-            reject(msg, reason, text, errors, refused_ev)
+            reject(unit, *refused[i])
         elif isinstance(result, Invalid):
-            reject(msg, result.reason, result.message, result.errors, result.event)
+            reject(unit, result.reason, result.message, result.errors)
         else:
             candidates.append(result)
 
     return PreparedBatch(now, report, candidates, rejections)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One event as the normaliser handles it: a single message, one event of a bulk message, or a message
+    that carries no readable event (``event`` None)."""
+
+    message: InboundMessage
+    event: ChangeEvent | None
+    bulk: bool
+
+
+_EMPTY_BULK = (
+    "invalid_envelope",
+    "a bulk message (ChangeEventBatch) with no events",
+    (
+        FieldError(
+            "bulk_empty",
+            "a bulk message (ChangeEventBatch) with no events",
+            "un message groupé (ChangeEventBatch) sans aucun événement",
+            "events",
+        ),
+    ),
+)
+
+
+def _outside_its_message(ev: ChangeEvent, dataset: str, commune: str) -> tuple[str, str, tuple[FieldError, ...]]:
+    """An event of a bulk message that names another dataset or commune than the message: the signature and
+    the commune check were for the message's, so it is refused (alone; the message's other events go on)."""
+    errors = []
+    if ev.dataset != dataset:
+        en = f"the event is for dataset {ev.dataset[:64]!r} but its bulk message is for {dataset[:64]!r}"
+        fr = f"l'événement concerne le jeu {ev.dataset[:64]!r} mais son message groupé concerne {dataset[:64]!r}"
+        errors.append(FieldError("bulk_mismatch", en, fr, "dataset", ev.dataset[:64]))
+    if ev.commune != commune:
+        en = f"the event is for commune {ev.commune[:10]!r} but its bulk message is for {commune[:10]!r}"
+        fr = f"l'événement concerne la commune {ev.commune[:10]!r} mais son message groupé concerne {commune[:10]!r}"
+        errors.append(FieldError("bulk_mismatch", en, fr, "commune", ev.commune[:10]))
+    return "invalid_envelope", "; ".join(e.message_en for e in errors), tuple(errors)
 
 
 async def process_batch(
@@ -158,20 +216,18 @@ async def apply_batch(
     now, candidates, rejections = prepared.now, prepared.candidates, prepared.rejections
     report = BatchReport(received=prepared.report.received, rejections=Counter(prepared.report.rejections))
     async with uow_factory() as uow:
-        fresh = await uow.claim_events(list(dict.fromkeys(c.event.event_id for c in candidates)))
-        seen: set[str] = set()
-        to_decide: list[Candidate] = []
-        duplicates: list[Candidate] = []
-        for c in candidates:
-            if c.event.event_id in fresh and c.event.event_id not in seen:
-                seen.add(c.event.event_id)
-                to_decide.append(c)
-            else:
-                report.outcomes[(c.key.dataset, Outcome.DUPLICATE.value)] += 1
-                duplicates.append(c)
-        stored = await uow.lock_and_load(
-            sorted({c.key for c in to_decide}, key=lambda k: (k.dataset, k.commune, k.feature_id))
+        # Dedup rides on the change row (docs/architecture.md): lock every candidate's feature first (an event
+        # always locks the same feature, so a second worker with the same event waits here for the first to
+        # commit), then look the ids up in a new statement, which sees what that worker committed.
+        loaded = await uow.lock_and_load(
+            sorted({c.key for c in candidates}, key=lambda k: (k.dataset, k.commune, k.feature_id))
         )
+        processed = await uow.processed_events(list(dict.fromkeys(c.event.event_id for c in candidates)))
+        to_decide, duplicates = split_duplicates(candidates, processed)
+        for c in duplicates:
+            report.outcomes[(c.key.dataset, Outcome.DUPLICATE.value)] += 1
+        deciding = {c.key for c in to_decide}
+        stored = {k: s for k, s in loaded.items() if k in deciding}  # a duplicate's feature plays no part
         decisions, to_save = await decide_with_same_place(uow, normaliser.catalogue, stored, to_decide, now)
         for d in decisions:
             report.outcomes[(d.candidate.key.dataset, d.outcome.value)] += 1
@@ -185,6 +241,7 @@ async def apply_batch(
                 fields = _event_fields(d.candidate.event, outcome=d.outcome.value)
                 log.debug("event %s", d.outcome.value, extra=fields)
         report.changes_written = await uow.save(to_save, now)
+        await uow.claim_events(events_without_change_rows(to_decide, to_save))  # the others' change rows say it
         await uow.record_tally(report.tally, now)
         accepted = {d.candidate.key for d in decisions if d.outcome is not Outcome.STALE and d.candidate.feature}
         await uow.resolve_rejections(sorted(accepted, key=lambda k: (k.dataset, k.commune, k.feature_id)), now)

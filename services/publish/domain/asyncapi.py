@@ -45,6 +45,15 @@ TOPICS: dict[str, tuple[str, str, str]] = {
 }
 # channel id -> further messages it carries: (message id, Avro schema file, summary)
 EXTRA_MESSAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "changeEvents": (
+        (
+            "changeEventBatchMessage",
+            "change_event_batch.v1.avsc",
+            "The bulk form: many change events of one dataset and one commune as one message, signed as a whole "
+            "(what odc send, the push API and the connectors send since issue #16.3); each event is handled as if "
+            "it had come alone. The single ChangeEvent form above stays valid.",
+        ),
+    ),
     "featureChanges": (
         (
             "featureChangeBatchMessage",
