@@ -102,7 +102,7 @@ async def run(sizes: list[int], ks: list[int], repeats: int, dsn: str) -> list[d
             dataset = DATASET
             async with bench.engine.begin() as conn:  # a fresh dataset per size
                 for table in (
-                    "change_log",
+                    "change_log_entry",
                     "dataset_version",
                     "version_diff_before_0005",
                     "published_feature",

@@ -16,6 +16,7 @@ from services.publish.domain.versioning import (
     EMPTY_HASH,
     DatasetState,
     DiffEntry,
+    PendingChanges,
     PendingSummary,
     ReceivedChange,
     VersionDraft,
@@ -26,12 +27,14 @@ from services.publish.domain.versioning import (
 class LoggedChange:
     change: ReceivedChange
     received_at: datetime
-    version: int | None = None
+    position: int  # in the change log, after every cut (one counter for every dataset, as the sequence)
+    version: int | None = None  # the version whose range holds it (PostgreSQL: the change_log view's answer)
 
 
 @dataclass
 class PublishData:
     changes: dict[int, LoggedChange] = field(default_factory=dict)
+    last_position: int = 0
     states: dict[str, DatasetState] = field(default_factory=dict)
     versions: dict[tuple[str, int], VersionDraft] = field(default_factory=dict)
     published: dict[str, dict[tuple[str, str], tuple[FeatureState, int]]] = field(default_factory=dict)
@@ -72,14 +75,19 @@ class InMemoryPublishUnitOfWork:
         new = 0
         for c in changes:
             if c.change_id not in self.work.changes:
-                self.work.changes[c.change_id] = LoggedChange(c, received_at)
+                self.work.last_position += 1
+                self.work.changes[c.change_id] = LoggedChange(c, received_at, self.work.last_position)
                 new += 1
         return new
+
+    def _cut_position(self, dataset: str) -> int:
+        state = self.work.states.get(dataset)
+        return 0 if state is None else state.cut_position
 
     async def pending_summaries(self) -> dict[str, PendingSummary]:
         out: dict[str, PendingSummary] = {}
         for logged in self.work.changes.values():
-            if logged.version is not None:
+            if logged.position <= self._cut_position(logged.change.dataset):
                 continue
             d, t = logged.change.dataset, logged.received_at
             s = out.get(d)
@@ -93,16 +101,22 @@ class InMemoryPublishUnitOfWork:
     async def lock_dataset(self, dataset: str) -> DatasetState:
         return self.work.states.setdefault(dataset, DatasetState(dataset, 0, 0, EMPTY_HASH, 0))
 
-    async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]:
-        pending = sorted(
-            (c for c in self.work.changes.values() if c.version is None and c.change.dataset == dataset),
-            key=lambda c: c.change.change_id,
+    async def pending_changes(self, dataset: str, limit: int) -> PendingChanges:
+        cut = self._cut_position(dataset)
+        first = sorted(
+            (c for c in self.work.changes.values() if c.position > cut and c.change.dataset == dataset),
+            key=lambda c: c.position,
+        )[:limit]
+        return PendingChanges(
+            tuple(c.change for c in sorted(first, key=lambda c: c.change.change_id)),
+            max((c.position for c in first), default=cut),
         )
-        return [c.change for c in pending[:limit]]
 
     async def save_version(self, write: VersionWrite) -> None:
-        for change_id in write.change_ids:
-            self.work.changes[change_id].version = write.marked_version
+        for c in self.work.changes.values():
+            if c.change.dataset == write.dataset and write.first_position <= c.position <= write.last_position:
+                c.version = write.marked_version
+        self.work.states[write.dataset] = write.state_after
         draft, notice = write.draft, write.notice
         if draft is None or notice is None:
             return
@@ -110,7 +124,6 @@ class InMemoryPublishUnitOfWork:
         if key in self.work.versions or key in self.work.notices:
             raise ValueError(f"version {key} already exists")  # the real tables' primary keys
         self.work.versions[key] = draft
-        self.work.states[draft.dataset] = write.state_after
         published = self.work.published.setdefault(draft.dataset, {})
         for e in draft.entries:
             if e.after is None:

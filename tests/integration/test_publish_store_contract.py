@@ -1,9 +1,10 @@
 """The publisher's unit of work, one contract for the in-memory fake the unit tests use
 (tests/fakes/publish_store.py) and the PostgreSQL adapter: changes recorded once per change_id, pending changes
-in change_id order, the dataset's state locked and created at version 0, and a version transaction written
-exactly as the domain decided it (version_transaction.decide_version): its diff, the published features with
-the version that last changed them, the dataset's state and O(changes) content hash, its notifications, the
-changes marked; or, without net effect, the changes absorbed and nothing published."""
+the first recorded after the dataset's cut (a range of the change log) given in change_id order, the dataset's
+state locked and created at version 0, and a version transaction written exactly as the domain decided it
+(version_transaction.decide_version): its diff, the published features with the version that last changed
+them, the dataset's state, cut position and O(changes) content hash, its notifications, its changes answering
+its version; or, without net effect, the changes absorbed and nothing published."""
 
 from __future__ import annotations
 
@@ -170,26 +171,39 @@ async def test_changes_are_recorded_once_per_change_id_first_wins(
     assert await record(backend, [resent, change(ids(3), dataset, "c", None, state(3))]) == 1
     async with backend.uow() as uow:
         pending = await uow.pending_changes(dataset, 10)
-    assert [c.change_id for c in pending] == [ids(1), ids(2), ids(3)]
-    assert pending[1] == first
+    assert [c.change_id for c in pending.changes] == [ids(1), ids(2), ids(3)]
+    assert pending.changes[1] == first
 
 
-async def test_pending_changes_come_in_change_id_order_up_to_the_limit_with_their_summary(
+async def test_pending_changes_are_the_first_recorded_up_to_the_limit_in_change_id_order_with_their_summary(
     backend: Backend, dataset: str, ids: Callable[[int], int]
 ) -> None:
-    # relayed out of order: a later change id committed first
-    await record(backend, [change(ids(5), dataset, "e", None, state(5))], T0)
+    # relayed out of order: later change ids committed first
+    await record(backend, [change(ids(6), dataset, "f", None, state(6))], T0)
     await record(backend, [change(ids(4), dataset, "d", None, state(4))], T0 + timedelta(seconds=3))
-    await record(backend, [change(ids(6), dataset, "f", None, state(6))], T0 + timedelta(seconds=7))
+    await record(backend, [change(ids(5), dataset, "e", None, state(5))], T0 + timedelta(seconds=7))
     async with backend.uow() as uow:
         pending = await uow.pending_changes(dataset, 2)
         summary = (await uow.pending_summaries())[dataset]
-    assert [c.change_id for c in pending] == [ids(4), ids(5)]
+    # the version is a range of the log: the two recorded first, given in change_id order
+    assert [c.change_id for c in pending.changes] == [ids(4), ids(6)]
     assert (summary.count, summary.oldest_received_at, summary.newest_received_at) == (
         3,
         T0,
         T0 + timedelta(seconds=7),
     )
+    write = await cut(backend, dataset, T0 + timedelta(minutes=1), limit=2)
+    assert write is not None and write.draft is not None and write.last_position == pending.through
+    assert await backend.marked(dataset) == {ids(4): 1, ids(5): None, ids(6): 1}
+    async with backend.uow() as uow:
+        rest = await uow.pending_changes(dataset, 2)
+        assert (await uow.pending_summaries())[dataset].count == 1
+    assert [c.change_id for c in rest.changes] == [ids(5)] and rest.through > pending.through
+    write = await cut(backend, dataset, T0 + timedelta(minutes=2), limit=2)
+    assert write is not None and write.draft is not None and write.first_position == pending.through + 1
+    assert await backend.marked(dataset) == {ids(4): 1, ids(5): 2, ids(6): 1}
+    assert [e.feature_id for e in await backend.diff(dataset, 1)] == ["d", "f"]
+    assert [e.feature_id for e in await backend.diff(dataset, 2)] == ["e"]
 
 
 async def test_a_new_dataset_is_locked_at_version_zero_with_the_empty_hash(backend: Backend, dataset: str) -> None:
@@ -214,7 +228,7 @@ async def test_a_version_is_written_exactly_as_decided(
     assert write.draft.version == 1 and (write.draft.added, write.draft.updated, write.draft.removed) == (2, 0, 0)
     async with backend.uow() as uow:
         assert await uow.lock_dataset(dataset) == write.state_after
-        assert await uow.pending_changes(dataset, 10) == []
+        assert (await uow.pending_changes(dataset, 10)).changes == ()
         assert dataset not in await uow.pending_summaries()
     assert await backend.diff(dataset, 1) == list(write.draft.entries)
     assert await backend.published(dataset) == {
@@ -274,8 +288,9 @@ async def test_changes_without_net_effect_are_absorbed_and_nothing_is_published(
     assert await backend.marked(dataset) == {ids(1): 0, ids(2): 0}
     assert await backend.notice(dataset, 1) is None and await backend.published(dataset) == {}
     async with backend.uow() as uow:
-        assert (await uow.lock_dataset(dataset)).last_version == 0
-        assert await uow.pending_changes(dataset, 10) == []
+        assert (await uow.lock_dataset(dataset)) == write.state_after and write.state_after.last_version == 0
+        assert (await uow.pending_changes(dataset, 10)).changes == ()
+        assert dataset not in await uow.pending_summaries()
     # the next real version is version 1 and holds only its own change
     await record(backend, [change(ids(3), dataset, "b", None, state(3))])
     write = await cut(backend, dataset, T0 + timedelta(minutes=2))
@@ -296,7 +311,7 @@ async def test_a_version_not_committed_leaves_no_trace(
     assert await backend.diff(dataset, 1) == []
     async with backend.uow() as uow:
         assert (await uow.lock_dataset(dataset)).last_version == 0
-        assert [c.change_id for c in await uow.pending_changes(dataset, 10)] == [ids(1)]
+        assert [c.change_id for c in (await uow.pending_changes(dataset, 10)).changes] == [ids(1)]
 
 
 async def test_changes_absorbed_after_a_version_leave_its_diff_as_it_was(
@@ -318,3 +333,12 @@ async def test_changes_absorbed_after_a_version_leave_its_diff_as_it_was(
     assert absorbed is not None and absorbed.draft is None and absorbed.marked_version == 1
     assert await backend.diff(dataset, 1) == list(first.draft.entries)
     assert await backend.published(dataset) == {(LYON, "a"): (state(1), 1)}
+    assert await backend.marked(dataset) == {ids(1): 1, ids(2): 1, ids(3): 1, ids(4): 1}
+    # the next version starts after the absorbed changes and holds only its own
+    await record(backend, [change(ids(5), dataset, "a", state(1), state(1, "Rue Neuve"))])
+    second = await cut(backend, dataset, T0 + timedelta(minutes=3))
+    assert second is not None and second.draft is not None and second.draft.version == 2
+    assert second.first_position == absorbed.last_position + 1
+    assert [(e.feature_id, e.kind.value) for e in await backend.diff(dataset, 2)] == [("a", "updated")]
+    assert await backend.diff(dataset, 1) == list(first.draft.entries)
+    assert (await backend.marked(dataset))[ids(5)] == 2

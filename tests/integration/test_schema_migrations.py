@@ -49,6 +49,8 @@ pytestmark = pytest.mark.integration
 PREVIOUS_RELEASE = Path(__file__).parents[1] / "fixtures" / "schema_d9e54e3.sql"
 VERSION_TABLES = {o.version_table for o in SCHEMA_OWNERS}
 RENAMED = {"version_diff": "version_diff_before_0005"}  # publish 0005: version_diff is now a view over change_log
+# publish 0007: change_log is now a view over change_log_entry (its rows), its version derived from the versions' ranges
+NOW_VIEWS = {"change_log": "change_log_entry"}
 # normalise 0006: the outboxes' sent_at is gone, "sent" is at or before the relay's cursor (outbox_cursor)
 DROPPED = {"feature_change_outbox": {"sent_at"}, "rejection": {"sent_at"}}
 SENT_BEFORE_0006 = {
@@ -167,6 +169,23 @@ def data_of(
     return out
 
 
+def views_of(dsn: str, columns: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The rows the views that replaced tables (NOW_VIEWS) serve, in the tables' ``columns``, as data_of (the
+    table now holding them is checked through the view)."""
+    with psycopg.connect(dsn) as conn:
+        return {
+            view: [
+                r[0]
+                for r in conn.execute(
+                    sql.SQL("SELECT ROW({})::text FROM {} t ORDER BY 1").format(
+                        sql.SQL(", ").join(sql.Identifier("t", c) for c in columns[view]), sql.Identifier(view)
+                    )
+                ).fetchall()
+            ]
+            for view in NOW_VIEWS
+        }
+
+
 def revisions_of(dsn: str) -> dict[str, str | None]:
     with psycopg.connect(dsn) as conn:
         out: dict[str, str | None] = {}
@@ -206,6 +225,8 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     after = data_of(old, columns=columns_before)
     for table, renamed in RENAMED.items():  # the table's rows intact under its new name
         after[table] = after.pop(renamed)
+    # publish 0007: the change_log view serves every change with the version it had
+    after = {t: rows for t, rows in after.items() if t not in NOW_VIEWS.values()} | views_of(old, columns_before)
     assert {t: rows for t, rows in after.items() if t in data_before} == data_before
     after.pop("outbox_cursor")  # normalise 0006: a cursor per outbox, checked just below
     assert not {t: rows for t, rows in after.items() if t not in data_before and rows}  # tables added: empty
@@ -286,6 +307,7 @@ async def test_an_older_store_gets_once_what_the_previous_release_redid_at_every
     after = data_of(old, skip=frozenset({"published_feature"}), columns=columns)
     for table, renamed in RENAMED.items():
         after[table] = after.pop(renamed)
+    after = {t: rows for t, rows in after.items() if t not in NOW_VIEWS.values()} | views_of(old, columns)
     assert {t: rows for t, rows in after.items() if t in other_data} == other_data
 
 
@@ -441,6 +463,10 @@ async def test_publish_0005_serves_old_diffs_as_written_and_derives_new_ones_fro
             "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
             "VALUES ('d', 1, 1, repeat('0', 64), now())"
         )
+        conn.execute(
+            "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
+            "content_hash, first_change_id, last_change_id) VALUES ('d', 1, now(), 1, 0, 0, 1, repeat('0', 64), 1, 1)"
+        )
     await upgrade_schema(engine, PUBLISH_SCHEMA)
 
     s1, s2 = FeatureState(None, "{}", "h1"), FeatureState(None, '{"n": 2}', "h2")
@@ -475,3 +501,106 @@ async def test_publish_0005_serves_old_diffs_as_written_and_derives_new_ones_fro
     assert served() == expected
     await upgrade_schema(engine, PUBLISH_SCHEMA)
     assert served() == expected
+
+
+async def test_publish_0007_keeps_each_version_its_changes_and_the_pending_ones_go_into_the_next(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Publish 0007: versions become ranges of the change log. A store at 0006 with versions marked (one with a
+    change absorbed after it, one dataset absorbed at version 0) and changes pending (one relayed late with a
+    lower change id) upgrades with every change answering the version it had and every diff unchanged; the
+    next cut takes exactly the pending changes; going down writes each change's version back in the column."""
+    from services.contract.codecs import Codecs
+    from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork
+    from services.publish.adapters.tables import PUBLISH_SCHEMA
+    from services.publish.domain.version_transaction import NotificationFormat, decide_version
+
+    dsn = new_database()
+    engine = engines(dsn)
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade_sync, PUBLISH_SCHEMA, "0006")
+    log = [  # change_id, dataset, feature, before hash, after hash, version as the cut before 0007 marked it
+        (1, "d", "a", None, "a1", 1),
+        (2, "d", "b", None, "b1", 1),
+        (3, "d", "c", None, "c1", 1),  # absorbed after version 1: created ...
+        (4, "d", "c", "c1", None, 1),  # ... and removed before the next cut
+        (5, "d", "a", "a1", "a2", 2),
+        (9, "d", "b", "b1", "b2", None),  # pending
+        (7, "d", "d", None, "d1", None),  # pending, relayed after 9
+        (6, "e", "x", None, "x1", 0),  # absorbed before e's first version
+        (8, "e", "x", "x1", None, 0),
+    ]
+    with psycopg.connect(dsn) as conn:
+        for cid, d, f, bh, ah, v in log:
+            conn.execute(
+                "INSERT INTO change_log (change_id, dataset, commune, feature_id, kind, before_attributes, "
+                "before_hash, after_attributes, after_hash, received_at, version) VALUES (%s, %s, '69123', %s, %s, "
+                "%s, %s, %s, %s, now(), %s)",
+                (
+                    cid,
+                    d,
+                    f,
+                    "CREATED" if bh is None else "DELETED" if ah is None else "UPDATED",
+                    bh and "{}",
+                    bh,
+                    ah and "{}",
+                    ah,
+                    v,
+                ),
+            )
+        for v, first, last in ((1, 1, 2), (2, 5, 5)):
+            conn.execute(
+                "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, "
+                "feature_count, content_hash, first_change_id, last_change_id) VALUES ('d', %s, now(), 0, 0, 0, 2, "
+                "repeat('0', 64), %s, %s)",
+                (v, first, last),
+            )
+        conn.execute(
+            "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) VALUES "
+            "('d', 2, 2, repeat('0', 64), now()), ('e', 0, 0, repeat('0', 64), now())"
+        )
+
+    def served() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        with psycopg.connect(dsn) as conn:
+            versions = conn.execute("SELECT change_id, version FROM change_log ORDER BY change_id").fetchall()
+            diffs = conn.execute(
+                "SELECT dataset, version, feature_id, kind, before_hash, after_hash FROM version_diff "
+                "ORDER BY dataset, version, feature_id"
+            ).fetchall()
+        return versions, diffs
+
+    before = served()
+    assert before[1] == [("d", 1, "a", "added", None, "a1"), ("d", 1, "b", "added", None, "b1"),
+                         ("d", 2, "a", "updated", "a1", "a2")]  # fmt: skip
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
+    assert served() == before
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'change_log'").fetchone() == ("v",)
+        assert conn.execute(
+            "SELECT version, first_position, last_position FROM dataset_version ORDER BY version"
+        ).fetchall() == [(1, 1, 4), (2, 5, 5)]
+        assert conn.execute("SELECT dataset, cut_position FROM dataset_state ORDER BY 1").fetchall() == [
+            ("d", 5),
+            ("e", 9),
+        ]
+
+    async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
+        assert {d: s.count for d, s in (await uow.pending_summaries()).items()} == {"d": 2}
+        state = await uow.lock_dataset("d")
+        pending = await uow.pending_changes("d", 10)
+        assert [c.change_id for c in pending.changes] == [7, 9]
+        write = decide_version(state, pending, datetime.now(UTC), NotificationFormat("t"))
+        assert write is not None and write.draft is not None and write.draft.version == 3
+        assert (write.draft.added, write.draft.updated) == (1, 1)
+        await uow.save_version(write)
+        await uow.commit()
+    after = served()
+    assert after[0] == [(cid, 3 if v is None else v) for cid, v in before[0]]
+    assert after[1] == before[1] + [("d", 3, "b", "updated", "b1", "b2"), ("d", 3, "d", "added", None, "d1")]
+
+    await downgrade_schema(engine, PUBLISH_SCHEMA, "0006")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'change_log'").fetchone() == ("r",)
+    assert served() == after
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
+    assert served() == after

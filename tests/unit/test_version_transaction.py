@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeKind, FeatureChange, FeatureState
 from services.publish.domain.notifications import encode_event, structured_event, version_message
 from services.publish.domain.version_transaction import NotificationFormat, decide_version
-from services.publish.domain.versioning import EMPTY_HASH, DatasetState, ReceivedChange, build_version
+from services.publish.domain.versioning import EMPTY_HASH, DatasetState, PendingChanges, ReceivedChange, build_version
 from services.publish.service_layer.handlers import cut_due_versions, record_changes
 from tests.fakes.publish_store import InMemoryPublishStore, InMemoryPublishUnitOfWork
 
@@ -38,16 +40,18 @@ def ch(i: int, fid: str, before: str | None, after: str | None) -> ReceivedChang
 
 
 def test_no_changes_no_transaction() -> None:
-    assert decide_version(EMPTY, [], NOW, FMT) is None
+    assert decide_version(EMPTY, PendingChanges((), 0), NOW, FMT) is None
 
 
-def test_a_version_with_its_state_notifications_and_marked_changes() -> None:
+def test_a_version_with_its_state_notifications_and_its_range_of_the_change_log() -> None:
     changes = [ch(7, "a", None, "1"), ch(9, "b", None, "2"), ch(12, "a", "1", "3")]
-    write = decide_version(EMPTY, changes, NOW, FMT)
+    write = decide_version(EMPTY, PendingChanges(tuple(changes), 31), NOW, FMT)
     assert write is not None and write.draft is not None and write.notice is not None
     assert write.draft == build_version(EMPTY, changes, NOW)
-    assert write.change_ids == (7, 9, 12) and write.marked_version == 1
-    assert write.state_after == DatasetState("public_toilets", 1, 2, write.draft.content_hash, write.draft.incomplete)
+    assert (write.first_position, write.last_position, write.marked_version) == (1, 31, 1)
+    assert write.state_after == DatasetState(
+        "public_toilets", 1, 2, write.draft.content_hash, write.draft.incomplete, cut_position=31
+    )
     attrs, record = version_message(write.draft, FMT.source, base_url=FMT.base_url, max_inline_changes=1)
     assert (write.notice.attributes, write.notice.record) == (attrs, record)
     assert write.notice.structured_body == encode_event(
@@ -59,11 +63,26 @@ def test_a_version_with_its_state_notifications_and_marked_changes() -> None:
 
 
 def test_changes_without_net_effect_are_absorbed_under_the_current_version() -> None:
-    state = DatasetState("public_toilets", 4, 10, "ab" * 32, 1)
-    write = decide_version(state, [ch(3, "a", None, "1"), ch(4, "a", "1", None)], NOW, FMT)
+    state = DatasetState("public_toilets", 4, 10, "ab" * 32, 1, cut_position=40)
+    write = decide_version(state, PendingChanges((ch(3, "a", None, "1"), ch(4, "a", "1", None)), 57), NOW, FMT)
     assert write is not None
-    assert (write.draft, write.notice, write.marked_version, write.state_after) == (None, None, 4, state)
-    assert write.change_ids == (3, 4)
+    assert (write.draft, write.notice, write.marked_version) == (None, None, 4)
+    assert (write.first_position, write.last_position) == (41, 57)
+    assert write.state_after == DatasetState("public_toilets", 4, 10, "ab" * 32, 1, cut_position=57)  # only the cut
+
+
+def test_the_next_version_starts_after_the_cut() -> None:
+    state = DatasetState("public_toilets", 4, 10, "ab" * 32, 1, cut_position=40)
+    write = decide_version(state, PendingChanges((ch(3, "z", None, "1"),), 44), NOW, FMT)
+    assert write is not None and write.draft is not None
+    assert (write.first_position, write.last_position, write.marked_version) == (41, 44, 5)
+    assert write.state_after.cut_position == 44
+
+
+def test_pending_changes_that_do_not_end_after_the_cut_are_refused() -> None:
+    state = DatasetState("public_toilets", 4, 10, "ab" * 32, 1, cut_position=40)
+    with pytest.raises(ValueError, match="not after the cut"):
+        decide_version(state, PendingChanges((ch(3, "z", None, "1"),), 40), NOW, FMT)
 
 
 class Clock:

@@ -1,4 +1,10 @@
-"""The publisher's unit of work on PostgreSQL: one transaction per batch of received changes, one per version."""
+"""The publisher's unit of work on PostgreSQL: one transaction per batch of received changes, one per version.
+
+A version is a range of the change log (publish migration 0007): ``record_changes`` appends each change once at
+a position from the sequence ``change_log_position``, taken under the dataset's cut lock in shared mode; the cut
+takes the same lock exclusively, reads the changes after the dataset's cut position and stores the range it
+covers, without touching the change rows. Why no change can fall outside every version or into a published one:
+docs/architecture.md, "Versions are ranges of the change log"."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from services.publish.domain.version_transaction import VersionWrite
 from services.publish.domain.versioning import (
     EMPTY_HASH,
     DatasetState,
+    PendingChanges,
     PendingSummary,
     ReceivedChange,
     VersionDraft,
@@ -43,6 +50,32 @@ def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
     return None if a is None or h is None else FeatureState(g, a, h)
 
 
+# The dataset's cut lock (a transaction-scoped advisory lock on its name's hash): shared by the transactions
+# recording its changes, from before they take a position until they commit; exclusive for the version cut.
+_CUT_LOCK_SHARED = (
+    "SELECT pg_advisory_xact_lock_shared(h) FROM (SELECT DISTINCT hashtextextended('odc-publish-cut/' || d, 0) AS h "
+    "FROM unnest(CAST(:ds AS text[])) AS d ORDER BY h) s"
+)
+_CUT_LOCK_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended('odc-publish-cut/' || :d, 0))"
+
+
+# The datasets with changes after their cut position: a skip scan over change_log_entry's (dataset, position)
+# index for the datasets (one probe each), then each one's pending range.
+_PENDING_SUMMARIES = """
+WITH RECURSIVE ds(d) AS (
+  (SELECT dataset FROM change_log_entry ORDER BY dataset LIMIT 1)
+  UNION ALL
+  SELECT (SELECT dataset FROM change_log_entry WHERE dataset > ds.d ORDER BY dataset LIMIT 1) FROM ds
+  WHERE ds.d IS NOT NULL
+)
+SELECT ds.d, p.n, p.lo, p.hi FROM ds CROSS JOIN LATERAL (
+  SELECT count(*) AS n, min(received_at) AS lo, max(received_at) AS hi FROM change_log_entry e
+  WHERE e.dataset = ds.d AND e.position > coalesce((SELECT cut_position FROM dataset_state WHERE dataset = ds.d), 0)
+) p
+WHERE ds.d IS NOT NULL AND p.n > 0
+"""
+
+
 class PostgresPublishUnitOfWork:
     def __init__(self, engine: AsyncEngine, codecs: Codecs) -> None:
         self._engine = engine
@@ -51,6 +84,9 @@ class PostgresPublishUnitOfWork:
 
     async def __aenter__(self) -> PostgresPublishUnitOfWork:
         self._conn = await self._engine.connect()
+        # each statement sees what committed before it began: the cut's reads, after its lock, see every change
+        # recorded under the shared lock (a transaction-wide snapshot would be taken before the lock wait)
+        await self._conn.execution_options(isolation_level="READ COMMITTED")
         await self._conn.begin()
         return self
 
@@ -74,11 +110,18 @@ class PostgresPublishUnitOfWork:
         if not changes:
             return 0
         unique = list({c.change_id: c for c in reversed(changes)}.values())[::-1]  # relay resends: first wins
+        # the datasets' cut locks, shared, in key order, before any position is taken: a cut of one of them waits
+        # for this transaction's commit, and a cut under way makes it wait (positions after the cut's range)
+        await self.conn.execute(
+            text(_CUT_LOCK_SHARED),
+            {"ds": sorted({c.dataset for c in unique})},
+        )
         result = await self.conn.execute(
             text(
-                "INSERT INTO change_log (change_id, dataset, commune, feature_id, kind, before_geometry, before_attributes, "
-                "before_hash, after_geometry, after_attributes, after_hash, received_at) "
-                "SELECT *, CAST(:received_at AS timestamptz) FROM unnest(CAST(:ids AS bigint[]), CAST(:ds AS text[]), "
+                "INSERT INTO change_log_entry (change_id, dataset, commune, feature_id, kind, before_geometry, "
+                "before_attributes, before_hash, after_geometry, after_attributes, after_hash, received_at, position) "
+                "SELECT *, CAST(:received_at AS timestamptz), nextval('change_log_position') "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:ds AS text[]), "
                 "CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:ks AS text[]), CAST(:bg AS text[]), CAST(:ba AS text[]), "
                 "CAST(:bh AS text[]), CAST(:ag AS text[]), CAST(:aa AS text[]), CAST(:ah AS text[])) "
                 "ON CONFLICT DO NOTHING"
@@ -97,15 +140,12 @@ class PostgresPublishUnitOfWork:
         return max(0, result.rowcount or 0)
 
     async def pending_summaries(self) -> dict[str, PendingSummary]:
-        rows = await self.conn.execute(
-            text(
-                "SELECT dataset, count(*), min(received_at), max(received_at) FROM change_log WHERE version IS NULL "
-                "GROUP BY dataset"
-            )
-        )
+        rows = await self.conn.execute(text(_PENDING_SUMMARIES))
         return {d: PendingSummary(n, lo, hi) for d, n, lo, hi in rows}
 
     async def lock_dataset(self, dataset: str) -> DatasetState:
+        # exclusive: waits for the transactions recording this dataset's changes (they hold it shared) to end
+        await self.conn.execute(text(_CUT_LOCK_EXCLUSIVE), {"d": dataset})
         await self.conn.execute(
             text(
                 "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
@@ -116,45 +156,61 @@ class PostgresPublishUnitOfWork:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT last_version, feature_count, content_hash, incomplete FROM dataset_state "
+                    "SELECT last_version, feature_count, content_hash, incomplete, cut_position FROM dataset_state "
                     "WHERE dataset = :d FOR UPDATE"
                 ),
                 {"d": dataset},
             )
         ).one()
-        return DatasetState(dataset, row[0], row[1], row[2], row[3])
+        return DatasetState(dataset, row[0], row[1], row[2], row[3], row[4])
 
-    async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]:
-        rows = await self.conn.execute(
-            text(
-                "SELECT change_id, commune, feature_id, kind, before_geometry, before_attributes, before_hash, "
-                "after_geometry, after_attributes, after_hash FROM change_log WHERE dataset = :d AND version IS NULL "
-                "ORDER BY change_id LIMIT :n"
-            ),
-            {"d": dataset, "n": limit},
-        )
-        return [
-            ReceivedChange(
-                r[0], dataset, r[1], r[2], ChangeKind(r[3]), _state(r[4], r[5], r[6]), _state(r[7], r[8], r[9])
+    async def pending_changes(self, dataset: str, limit: int) -> PendingChanges:
+        """The first ``limit`` changes after the cut position (a range of the log), given in change_id order."""
+        rows = (
+            await self.conn.execute(
+                text(
+                    "SELECT position, change_id, commune, feature_id, kind, before_geometry, before_attributes, "
+                    "before_hash, after_geometry, after_attributes, after_hash FROM change_log_entry "
+                    "WHERE dataset = :d AND position > "
+                    "coalesce((SELECT cut_position FROM dataset_state WHERE dataset = :d), 0) ORDER BY position LIMIT :n"
+                ),
+                {"d": dataset, "n": limit},
             )
-            for r in rows
-        ]
+        ).all()
+        if not rows:
+            cut = (
+                await self.conn.execute(
+                    text("SELECT cut_position FROM dataset_state WHERE dataset = :d"), {"d": dataset}
+                )
+            ).scalar()
+            return PendingChanges((), int(cut or 0))
+        changes = sorted(
+            (
+                ReceivedChange(
+                    r[1], dataset, r[2], r[3], ChangeKind(r[4]), _state(r[5], r[6], r[7]), _state(r[8], r[9], r[10])
+                )
+                for r in rows
+            ),
+            key=lambda c: c.change_id,
+        )
+        return PendingChanges(tuple(changes), int(rows[-1][0]))
 
     async def save_version(self, write: VersionWrite) -> None:
-        """Write what the domain decided (version_transaction.decide_version): nothing is decided here."""
-        await self.conn.execute(
-            text("UPDATE change_log SET version = :v WHERE change_id = ANY(CAST(:ids AS bigint[]))"),
-            {"v": write.marked_version, "ids": list(write.change_ids)},
-        )
+        """Write what the domain decided (version_transaction.decide_version): nothing is decided here, and no
+        change row is written: the version is the range ``write.first_position`` .. ``write.last_position``."""
         draft, notice = write.draft, write.notice
-        if draft is None or notice is None:
+        if draft is None or notice is None:  # absorbed: only the cut moves
+            await self.conn.execute(
+                text("UPDATE dataset_state SET cut_position = :p WHERE dataset = :d"),
+                {"p": write.state_after.cut_position, "d": write.dataset},
+            )
             return
         await self.conn.execute(
             text(
                 "INSERT INTO dataset_version (dataset, version, published_at, added, updated, removed, feature_count, "
-                "content_hash, first_change_id, last_change_id, incomplete) VALUES (:dataset, :version, :published_at, "
-                ":added, :updated, :removed, :feature_count, :content_hash, :first_change_id, :last_change_id, "
-                ":incomplete)"
+                "content_hash, first_change_id, last_change_id, incomplete, first_position, last_position) VALUES "
+                "(:dataset, :version, :published_at, :added, :updated, :removed, :feature_count, :content_hash, "
+                ":first_change_id, :last_change_id, :incomplete, :first_position, :last_position)"
             ),
             {
                 k: getattr(draft, k)
@@ -171,16 +227,18 @@ class PostgresPublishUnitOfWork:
                     "last_change_id",
                     "incomplete",
                 )
-            },
+            }
+            | {"first_position": write.first_position, "last_position": write.last_position},
         )
-        # the diff is not copied: the version_diff view derives it from the changes marked above (migration 0005)
+        # the diff is not copied: the version_diff view derives it from the version's range (migrations 0005, 0007)
         after = write.state_after
         await self.conn.execute(
             text(
                 "UPDATE dataset_state SET last_version = :v, feature_count = :n, content_hash = :h, updated_at = :t, "
-                "incomplete = :i WHERE dataset = :d"
+                "incomplete = :i, cut_position = :p WHERE dataset = :d"
             ),
             {
+                "p": after.cut_position,
                 "v": after.last_version,
                 "n": after.feature_count,
                 "i": after.incomplete,

@@ -167,7 +167,8 @@ class PostgresReadModel:
             "SELECT vd.version, dv.published_at, vd.commune, vd.feature_id, vd.kind, vd.before_geometry, "
             "vd.before_attributes, vd.before_hash, vd.after_geometry, vd.after_attributes, vd.after_hash "
             "FROM version_diff vd JOIN dataset_version dv ON dv.dataset = vd.dataset AND dv.version = vd.version "
-            f"WHERE vd.dataset = :d AND vd.version = ANY(CAST(:vs AS bigint[])) AND {cond} "
+            "WHERE vd.dataset = :d AND vd.version = ANY(CAST(:vs AS bigint[])) AND dv.version = ANY(CAST(:vs AS bigint[])) "
+            f"AND {cond} "
             "ORDER BY vd.version, vd.commune, vd.feature_id LIMIT :n",
             d=dataset,
             vs=reachable,
@@ -190,8 +191,8 @@ class PostgresReadModel:
 
     async def pending_change_count(self, dataset: str, commune: str, feature_id: str) -> int:
         rows = await self._all(
-            "SELECT count(*) FROM change_log WHERE dataset = :d AND commune = :c AND feature_id = :f "
-            "AND version IS NULL",
+            "SELECT count(*) FROM change_log_entry WHERE dataset = :d AND commune = :c AND feature_id = :f "
+            "AND position > coalesce((SELECT cut_position FROM dataset_state WHERE dataset = :d), 0)",
             d=dataset,
             c=commune,
             f=feature_id,

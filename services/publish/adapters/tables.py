@@ -37,11 +37,17 @@ dataset_state = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # live features marked incomplete (services/contract/conformance_levels.py); the others conform
     Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
+    # every change of the dataset up to this change-log position is in a version (or absorbed); after it, pending
+    Column("cut_position", BigInteger, nullable=False, server_default=text("0")),
 )
 
-# Every canonical change received, kept: the dedup record (change_id) and the row-level history.
-change_log = Table(
-    "change_log",
+# Every canonical change received, kept and never rewritten: the dedup record (change_id), the row-level history,
+# and the log versions are ranges of (publish migration 0007). ``position`` is taken from the sequence
+# ``change_log_position`` under the dataset's shared cut lock, so a version (dataset_version.first_position ..
+# last_position) holds exactly the changes committed before its cut (docs/architecture.md). The ``change_log`` VIEW
+# serves these rows with the version that holds each (null while pending), as the table did before 0007.
+change_log_entry = Table(
+    "change_log_entry",
     metadata,
     Column("change_id", BigInteger, primary_key=True, autoincrement=False),
     Column("dataset", Text, nullable=False),
@@ -55,22 +61,17 @@ change_log = Table(
     Column("after_attributes", Text),
     Column("after_hash", Text),
     Column("received_at", DateTime(timezone=True), nullable=False),
-    Column("version", BigInteger, nullable=True),  # null while pending
+    Column("position", BigInteger, nullable=False),
 )
 Index(
-    "change_log_pending", change_log.c.dataset, change_log.c.change_id, postgresql_where=change_log.c.version.is_(None)
+    "change_log_feature",
+    change_log_entry.c.dataset,
+    change_log_entry.c.commune,
+    change_log_entry.c.feature_id,
+    change_log_entry.c.change_id,
 )
-Index("change_log_feature", change_log.c.dataset, change_log.c.commune, change_log.c.feature_id, change_log.c.change_id)
-# A version's diff is read from its changes (the ``version_diff`` view, migration 0005): grouped per feature.
-Index(
-    "change_log_version",
-    change_log.c.dataset,
-    change_log.c.version,
-    change_log.c.commune,
-    change_log.c.feature_id,
-    change_log.c.change_id,
-    postgresql_where=change_log.c.version.is_not(None),
-)
+# a dataset's pending changes (after its cut position) and a version's range
+Index("change_log_entry_position", change_log_entry.c.dataset, change_log_entry.c.position, unique=True)
 
 dataset_version = Table(
     "dataset_version",
@@ -86,12 +87,23 @@ dataset_version = Table(
     Column("first_change_id", BigInteger, nullable=False),
     Column("last_change_id", BigInteger, nullable=False),
     Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
+    # the version's range of the change log (the dataset's changes at these positions, both ends included)
+    Column("first_position", BigInteger, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
     PrimaryKeyConstraint("dataset", "version", name="dataset_version_pk"),
+)
+# the version that holds a change: the last one starting at or before its position (the change_log view)
+Index(
+    "dataset_version_first_position",
+    dataset_version.c.dataset,
+    dataset_version.c.first_position,
+    dataset_version.c.version,
 )
 
 # The diffs of the versions cut before migration 0005, as they were written. ``version_diff`` is now a VIEW
-# (migrations/versions/v0005_*): these rows for their versions, and for later versions each feature's net
-# change derived from change_log (first change's before, last change's after, nil changes left out).
+# (migrations/versions/v0005_*, v0007_*): these rows for their versions, and for later versions each feature's net
+# change derived from the version's range of the change log (first change's before, last change's after, nil
+# changes left out).
 version_diff_before_0005 = Table(
     "version_diff_before_0005",
     metadata,

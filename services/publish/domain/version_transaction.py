@@ -1,13 +1,15 @@
 """What one version transaction writes, decided as a plain function of plain data (issue #16.5).
 
-``decide_version`` takes the dataset's locked state and its pending changes (in change_id order) and returns
-a ``VersionWrite``: the version (its counts, O(changes) content hash and diff, versioning.build_version), the
-state the dataset moves to, the changes it marks as included, and its two notifications (the Kafka CloudEvent
-in binary mode and the structured JSON event for webhooks and SSE). The unit of work only writes it."""
+``decide_version`` takes the dataset's locked state and its pending changes (the range of the change log after
+its cut position, in change_id order) and returns a ``VersionWrite``: the version (its counts, O(changes)
+content hash and diff, versioning.build_version), the range of the change log it covers, the state the dataset
+moves to (its cut position at the range's end), and its two notifications (the Kafka CloudEvent in binary mode
+and the structured JSON event for webhooks and SSE). The unit of work only writes it: one row per version, none
+per change."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.contract.messages import DatasetVersionPublished
@@ -17,7 +19,7 @@ from services.publish.domain.notifications import (
     structured_event,
     version_message,
 )
-from services.publish.domain.versioning import DatasetState, ReceivedChange, VersionDraft, build_version
+from services.publish.domain.versioning import DatasetState, PendingChanges, VersionDraft, build_version
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,14 @@ class VersionNotice:
 
 @dataclass(frozen=True)
 class VersionWrite:
-    """Everything one version transaction writes. ``draft`` None: the changes had no net effect; they are
-    marked with the dataset's current version (absorbed) and nothing is published."""
+    """Everything one version transaction writes. The changes at positions ``first_position`` ..
+    ``last_position`` of the change log are the version's (``marked_version``). ``draft`` None: they had no net
+    effect; they belong to the dataset's current version (absorbed), only the cut position moves and nothing
+    is published."""
 
     dataset: str
-    change_ids: tuple[int, ...]
+    first_position: int
+    last_position: int
     marked_version: int
     draft: VersionDraft | None
     state_after: DatasetState
@@ -51,20 +56,28 @@ class VersionWrite:
 
 
 def decide_version(
-    state: DatasetState, changes: list[ReceivedChange], now: datetime, fmt: NotificationFormat
+    state: DatasetState, pending: PendingChanges, now: datetime, fmt: NotificationFormat
 ) -> VersionWrite | None:
-    """The version transaction for ``changes`` (pending, in change_id order); None when there are none."""
-    if not changes:
+    """The version transaction for the ``pending`` changes (after ``state.cut_position``, up to
+    ``pending.through``); None when there are none."""
+    if not pending.changes:
         return None
-    ids = tuple(c.change_id for c in changes)
-    draft = build_version(state, changes, now)
+    if pending.through <= state.cut_position:
+        raise ValueError(f"pending changes end at {pending.through}, not after the cut at {state.cut_position}")
+    first, last = state.cut_position + 1, pending.through
+    draft = build_version(state, list(pending.changes), now)
     if draft is None:
-        return VersionWrite(state.dataset, ids, state.last_version, None, state, None)
+        absorbed = replace(state, cut_position=last)
+        return VersionWrite(state.dataset, first, last, state.last_version, None, absorbed, None)
     attributes, record = version_message(
         draft, fmt.source, base_url=fmt.base_url, max_inline_changes=fmt.max_inline_changes
     )
     body = encode_event(
         structured_event(draft, fmt.source, base_url=fmt.base_url, max_inline_changes=fmt.max_inline_changes)
     )
-    after = DatasetState(state.dataset, draft.version, draft.feature_count, draft.content_hash, draft.incomplete)
-    return VersionWrite(state.dataset, ids, draft.version, draft, after, VersionNotice(attributes, record, body))
+    after = DatasetState(
+        state.dataset, draft.version, draft.feature_count, draft.content_hash, draft.incomplete, cut_position=last
+    )
+    return VersionWrite(
+        state.dataset, first, last, draft.version, draft, after, VersionNotice(attributes, record, body)
+    )

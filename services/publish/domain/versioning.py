@@ -43,6 +43,18 @@ class DatasetState:
     feature_count: int
     content_hash: str
     incomplete: int = 0  # live features marked incomplete (conformance_levels.py); the rest conform
+    # the change log's position up to which every change of the dataset is in a version (or absorbed):
+    # the changes after it are pending (docs/architecture.md, "Versions are ranges of the change log")
+    cut_position: int = 0
+
+
+@dataclass(frozen=True)
+class PendingChanges:
+    """The dataset's changes recorded in the change log after its cut position, up to ``through`` (the
+    position of the last one read), in change_id order: a version covers exactly that range of the log."""
+
+    changes: tuple[ReceivedChange, ...]
+    through: int
 
 
 @dataclass(frozen=True)

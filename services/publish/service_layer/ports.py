@@ -12,7 +12,7 @@ from typing import Protocol
 from services.contract.api_tokens import StoredToken
 from services.publish.domain.feature_documents import StoredFeature
 from services.publish.domain.version_transaction import VersionWrite
-from services.publish.domain.versioning import DatasetState, PendingSummary, ReceivedChange
+from services.publish.domain.versioning import DatasetState, PendingChanges, PendingSummary, ReceivedChange
 from services.publish.domain.webhooks import AttemptResult, DeliveryDecision
 
 
@@ -28,21 +28,27 @@ class PublishUnitOfWork(Protocol):
     ) -> None: ...
 
     async def record_changes(self, changes: Sequence[ReceivedChange], received_at: datetime) -> int:
-        """Store changes not seen before (idempotent on change_id); return how many were new."""
+        """Append changes not seen before (idempotent on change_id) to the change log, each at a position after
+        every dataset's cut; return how many were new."""
         ...
 
     async def pending_summaries(self) -> dict[str, PendingSummary]: ...
 
     async def lock_dataset(self, dataset: str) -> DatasetState:
-        """Lock the dataset's version counter until commit (created at version 0 if new)."""
+        """Lock the dataset's version counter and cut position until commit (created at version 0 if new):
+        changes recorded meanwhile wait and land after the cut."""
         ...
 
-    async def pending_changes(self, dataset: str, limit: int) -> list[ReceivedChange]: ...
+    async def pending_changes(self, dataset: str, limit: int) -> PendingChanges:
+        """The first ``limit`` changes after the dataset's cut position, in change_id order, and the position
+        of the last one."""
+        ...
 
     async def save_version(self, write: VersionWrite) -> None:
-        """Write what ``version_transaction.decide_version`` decided: mark the changes with its version; with a
-        draft, store the version, its diff, the dataset's new state, the published features and the
-        notifications (outbox, structured event, one delivery per matching webhook subscription)."""
+        """Write what ``version_transaction.decide_version`` decided: move the dataset's cut position to the end
+        of the version's range; with a draft, store the version and its range (its diff is derived from it),
+        the dataset's new state, the published features and the notifications (outbox, structured event, one
+        delivery per matching webhook subscription)."""
         ...
 
     async def commit(self) -> None: ...
