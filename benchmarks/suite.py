@@ -247,8 +247,9 @@ def main() -> None:
     parser.add_argument(
         "--input-form",
         choices=("bulk", "single"),
-        default="bulk",
-        help="how the throughput stages send: bulk messages of 500 events as `odc send` does, or one per event",
+        default="single",
+        help="how the throughput stages send: one message per event (as every run before 2026-12-05T05Z), or "
+        "bulk messages per dataset, commune and window of 500 events as `odc send` does",
     )
     args = parser.parse_args()
     anchors.ensure_gdal_installed()
