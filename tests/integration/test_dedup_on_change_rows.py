@@ -9,11 +9,13 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import text
 
 from deploy.local.postgres import PostgresCluster
@@ -37,8 +39,23 @@ DATASET, COMMUNE = "public_toilets", "69266"
 
 
 @pytest.fixture
-async def engine(postgis: PostgresCluster) -> AsyncIterator[Any]:
-    e = make_engine(postgis.dsn, pool_size=4)
+def database(postgis: PostgresCluster) -> Iterator[str]:
+    """A database of its own: these tests write and delete change rows the session's pipeline would otherwise
+    relay (or never relay: a deleted change row left a live feature the published state never got)."""
+    name = f"odc_dedup_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = postgis.dsn.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION postgis")
+    yield dsn
+    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def engine(database: str) -> AsyncIterator[Any]:
+    e = make_engine(database, pool_size=4)
     await create_schema(e)
     yield e
     await e.dispose()
@@ -129,12 +146,12 @@ async def test_a_second_worker_with_the_same_event_waits_for_the_first_and_answe
 
 
 async def test_an_applied_event_replayed_after_a_restart_is_a_duplicate_without_a_processed_event_row(
-    engine: Any, postgis: PostgresCluster
+    engine: Any, database: str
 ) -> None:
     event = toilet(fresh_gid())
     assert outcome(await apply(lambda: PostgisUnitOfWork(engine), event), "created") == 1
     assert await rows(engine, event.event_id) == (1, 0)  # its change row is its only record
-    restarted = make_engine(postgis.dsn, pool_size=2)
+    restarted = make_engine(database, pool_size=2)
     try:
         replay = await apply(lambda: PostgisUnitOfWork(restarted), event)
         # looked up in processed_event only, it would be decided again: stale, and claimed there
