@@ -1,5 +1,5 @@
 """The normaliser's CPU per event on a point batch, second pass (issue #16): ``prepare_batch`` as the worker
-calls it (slices of ``PREPARE_SLICE`` = 100 signed Avro messages of public toilets: decode, signature,
+calls it (slices of 100 signed Avro messages of public toilets: decode, signature,
 envelope, names, geometry, attributes, boundary, canonical JSON, hash), then each item cut, old way against
 new way on the same inputs, with the results compared (the unit tests hold them equal in general:
 tests/unit/test_prepare_batch_equivalence.py).
@@ -30,7 +30,7 @@ from services.contract.messages import SourcePosition
 from services.normalise.domain import canonical_feature as cf
 from services.normalise.service_layer.process_batch import InboundMessage, prepare_batch
 
-SLICE = 100  # services/normalise/entrypoints/kafka_worker.py PREPARE_SLICE
+SLICE = 100  # about what the worker prepares between yields (kafka_worker.py PREPARE_SLICE_BYTES: 64 KiB, ~120 toilets)
 # the ways replaced, kept here to measure against
 _OLD_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 

@@ -9,16 +9,13 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import text
 
-from deploy.local.postgres import PostgresCluster
 from services.contract.codecs import Codecs
 from services.contract.conformance_levels import CONFORMING
 from services.contract.datasets.catalogue import DatasetCatalogue
@@ -36,21 +33,6 @@ CODECS = Codecs()
 NORMALISER = EventNormaliser(DatasetCatalogue.load())
 NOW = datetime(2026, 12, 5, 5, 0, tzinfo=UTC)
 DATASET, COMMUNE = "public_toilets", "69266"
-
-
-@pytest.fixture
-def database(postgis: PostgresCluster) -> Iterator[str]:
-    """A database of its own: these tests write and delete change rows the session's pipeline would otherwise
-    relay (or never relay: a deleted change row left a live feature the published state never got)."""
-    name = f"odc_dedup_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = postgis.dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    yield dsn
-    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

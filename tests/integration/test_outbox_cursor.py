@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from psycopg import sql
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deploy.local.kafka import KafkaBroker
-from deploy.local.postgres import PostgresCluster
 from services.contract.codecs import Codecs
 from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
@@ -39,19 +37,6 @@ COLS = (
     "event_id, dataset, commune, feature_id, kind, sequence, occurred_at, applied_at, after_geometry, "
     "after_attributes, after_hash"
 )
-
-
-@pytest.fixture
-def database(postgis: PostgresCluster) -> Iterator[str]:
-    name = f"odc_cursor_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = postgis.dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    yield dsn
-    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

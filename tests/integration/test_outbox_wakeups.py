@@ -6,15 +6,12 @@ COPY (how the normaliser writes its outbox) wake it too; a rolled-back write wak
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from deploy.local.postgres import PostgresCluster
 from services.infrastructure.database import make_engine
 from services.infrastructure.worker_runtime import PgNotifications, Wakeup
 from services.normalise.adapters.postgis_store import create_schema as create_normalise_schema
@@ -23,19 +20,6 @@ from services.publish.adapters.postgis_store import create_schema as create_publ
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 QUIET = 0.5  # how long "no wake-up" is watched for
-
-
-@pytest.fixture
-def database(postgis: PostgresCluster) -> Iterator[str]:
-    name = f"odc_wake_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = postgis.dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION postgis")
-    yield dsn
-    with psycopg.connect(postgis.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
