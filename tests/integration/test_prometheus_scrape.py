@@ -42,7 +42,14 @@ def test_prometheus_scrapes_every_service(prometheus: PrometheusServer) -> None:
 
 
 def test_key_series_exist_and_move_when_events_flow(pipeline: Pipeline, prometheus: PrometheusServer) -> None:
-    wait_for("a first scrape of the normaliser", lambda: prometheus.query("odc_events_received_total"), 60)
+    # A labelled counter has no series before its first event, so "scraped" is read from `up`; run alone, the
+    # baselines below are then 0 (no series yet), after earlier modules they are whatever those sent.
+    for job in ("odc-normalise", "odc-publish"):
+        wait_for(
+            f"a first scrape of {job}",
+            lambda job=job: [r for r in prometheus.query(f'up{{job="{job}"}}') if r["value"][1] == "1"],
+            60,
+        )
     received = value(prometheus.query("sum(odc_events_received_total)"))
     versions = value(prometheus.query("sum(odc_versions_published_total)"))
     before = pipeline.metric("normalise", "odc_events_received_total")
