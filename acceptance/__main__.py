@@ -24,6 +24,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from frictionless import Resource, Schema
@@ -168,7 +169,9 @@ def run_file(
         if n:
             result.rejected[label] = int(n)
     with psycopg.connect(db.dsn) as conn:
-        for reason, errors in conn.execute("SELECT reason, errors FROM rejection WHERE seq > %s", (last_rejection,)):
+        for reason, errors in conn.execute(
+            "SELECT reason, errors FROM rejection WHERE seq > %s ORDER BY seq", (last_rejection,)
+        ):
             result.rejected[reason] += 1
             for e in {(e.get("field") or "", e.get("rule") or ""): e for e in errors}.values():
                 key = (e.get("field") or "", e.get("rule") or "")
@@ -222,14 +225,19 @@ def check_export(dataset: str, db: PostgresCluster, publisher: ServiceProcess) -
     return check
 
 
+def _by_count(c: Counter[Any]) -> list[tuple[Any, int]]:
+    """Most common first, ties by key: the same run writes the same report."""
+    return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def _fmt(c: Counter[str]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "—"
+    return ", ".join(f"{k} {v}" for k, v in _by_count(c)) or "—"
 
 
 def _missing(r: FileResult) -> str:
     if not r.levels.get("incomplete"):
         return "0"
-    by_field = ", ".join(f"{k} {v}" for k, v in r.missing.most_common())
+    by_field = ", ".join(f"{k} {v}" for k, v in _by_count(r.missing))
     return f"{r.levels['incomplete']} ({by_field})" if by_field else str(r.levels["incomplete"])
 
 
@@ -316,7 +324,7 @@ def write_report(results: list[FileResult], exports: list[ExportCheck], seconds:
         lines.append("")
         if r.rules:
             lines += ["| field | rule | records | example value |", "|---|---|---:|---|"]
-            for (fld, rule), n in r.rules.most_common():
+            for (fld, rule), n in _by_count(r.rules):
                 lines.append(f"| {fld} | {rule} | {n} | `{r.examples.get((fld, rule), '')}` |")
             lines.append("")
         if r.position or r.extra_columns or r.required_missing:
