@@ -1,7 +1,8 @@
 """The normaliser's peak RSS stage by stage (issue #16): parent and relay child, as the suite measures it.
 
 Starts a throwaway real stack (as the suite does), runs the suite's three throughput stages with modest sizes
-(points, spread polygons, dense polygons) and after each prints VmHWM (the suite's figure: the parent's peak plus
+(points, spread polygons, dense polygons) and after each prints the CPU per event of each process tree (as the
+suite measures it), VmHWM (the suite's figure: the parent's peak plus
 each child's peak), the current RSS and /proc/PID/smaps_rollup's anonymous/file split, for the parent and each
 child. Usage::
 
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import write_count
 from benchmarks.pipeline_throughput import build_events, build_spread_events, signed_values
 from benchmarks.profile_services import children, hwm_mb
 from benchmarks.stack import BenchStack
@@ -72,6 +74,8 @@ def main() -> None:
     stack.start(extra_env={"ODC_PUBLISH_MAX_DELAY_SECONDS": "0.25", **dict(e.split("=", 1) for e in args.env)})
     result: dict[str, Any] = {"settings": vars(args)}
     try:
+        assert stack.db is not None
+        write_count.ensure_extension(stack.db.dsn)
         svc = stack.services["normalise"]
         pid = svc.pid()
         assert pid is not None
@@ -90,9 +94,11 @@ def main() -> None:
                 if label == "polygons_dense":
                     events = [e.__class__(**{**e.__dict__, "feature_id": e.feature_id + "-d"}) for e in events]
             values = signed_values(stack, events, args.input_form)
-            run = pipeline_throughput(stack, dataset, events, values)
+            run = pipeline_throughput(stack, dataset, events, values, measure=True)
             time.sleep(1)
-            result[label] = {"events_per_second": round(run["events_per_second"]), **snapshot(pid)}
+            cpu = {k: round(v) for k, v in run["cpu_us_per_event"].items()}
+            result[label] = {"events_per_second": round(run["events_per_second"]), "cpu_us_per_event": cpu}
+            result[label] |= snapshot(pid)
             print(label, json.dumps(result[label]), flush=True)
     finally:
         stack.stop()

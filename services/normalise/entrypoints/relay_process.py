@@ -36,6 +36,7 @@ from services.contract.codecs import Codecs
 from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.malloc_retention import bound_malloc_retention
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.worker_runtime import PgNotifications, Wakeup, relay_loop
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args()
+    bound_malloc_retention()  # as the parent does (issue #16)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
