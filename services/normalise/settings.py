@@ -39,6 +39,9 @@ class NormaliseSettings(BaseSettings):
     fetch_min_bytes: int = 65536
     fetch_max_wait_seconds: float = 0.05
     relay_interval_seconds: float = 0.05
+    # glibc's mmap and trim thresholds, fixed at start in the worker and its relay child (malloc_retention.py;
+    # issue #16: the peak RSS fell ~25 MB); 0 leaves glibc's dynamic thresholds (to compare)
+    malloc_threshold_bytes: Annotated[int, Field(ge=0)] = 128 * 1024
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # Rejections (table rejection) older than this are pruned, once relayed, every prune interval, in

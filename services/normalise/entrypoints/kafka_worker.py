@@ -299,8 +299,9 @@ class NormaliseWorker:
 
 
 def main() -> None:
-    bound_malloc_retention()  # before anything large is allocated (issue #16)
     disable_created_metrics()
     settings = NormaliseSettings()
+    if settings.malloc_threshold_bytes:  # before anything large is allocated (issue #16)
+        bound_malloc_retention(settings.malloc_threshold_bytes)
     configure_logging(settings.log_level)
     asyncio.run(NormaliseWorker(settings).run())

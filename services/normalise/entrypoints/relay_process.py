@@ -149,11 +149,12 @@ def main() -> None:
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args()
-    bound_malloc_retention()  # as the parent does (issue #16)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     settings = NormaliseSettings()
+    if settings.malloc_threshold_bytes:  # as the parent does (issue #16)
+        bound_malloc_retention(settings.malloc_threshold_bytes)
     configure_logging(settings.log_level)
     status = os.fdopen(args.status_fd, "wb", buffering=0)
     asyncio.run(_relay_loop(settings, args.parent_pid, status.write))
