@@ -188,10 +188,15 @@ async def _relay_loop(settings: NormaliseSettings, parent_pid: int, tell: Callab
             engine,
             producer,
             feature_changes_outbox(codecs, s.topic_feature_changes),
+            batch_max_bytes=s.relay_batch_max_bytes,
             on_sent=lambda name, n: report(Sent(name, n)),
         ),
         OutboxRelay(
-            engine, producer, rejections_outbox(codecs, s.topic_rejected), on_sent=lambda name, n: report(Sent(name, n))
+            engine,
+            producer,
+            rejections_outbox(codecs, s.topic_rejected),
+            batch_max_bytes=s.relay_batch_max_bytes,
+            on_sent=lambda name, n: report(Sent(name, n)),
         ),
     ]
     wakeup = Wakeup()  # one for both outboxes: a batch commits both kinds of rows at once
