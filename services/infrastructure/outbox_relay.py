@@ -46,6 +46,51 @@ log = logging.getLogger("odc.outbox")
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 R = TypeVar("R")
 
+# A relayed batch holds at most this many bytes of row values (and at most ``batch`` rows): 2,000 rows of polygons
+# (a before and an after geometry each) held ~20 MB in the normaliser's relay child at its peak (issue #16).
+RELAY_BATCH_MAX_BYTES = 2 * 1024 * 1024
+_FETCH_ROWS = 250  # rows per fetch of the relay's server-side cursor
+
+
+def row_bytes(row: Sequence[object]) -> int:
+    """What a row weighs for the relay's byte bound: the length of its text and binary values, 8 for any other."""
+    return sum(len(v) if isinstance(v, str | bytes | bytearray | memoryview) else 8 for v in row)
+
+
+def rows_within_bytes(sizes: Sequence[int], max_bytes: int, already: int = 0) -> int:
+    """How many of the next rows (their ``sizes``, in order) fit in a batch that already holds ``already`` bytes:
+    rows are taken while the total stays at most ``max_bytes``; the first row of an empty batch is always taken,
+    whatever its size (one large row still goes out, alone)."""
+    total, taken = already, 0
+    for size in sizes:
+        if total + size > max_bytes and (taken or already):
+            break
+        total += size
+        taken += 1
+    return taken
+
+
+async def read_within_bytes(
+    conn: AsyncConnection, sql: str, params: dict[str, Any], max_bytes: int
+) -> Sequence[Row[Any]]:
+    """The rows of ``sql`` in order, stopping before the row that would take them over ``max_bytes`` (at least
+    one row). Read through a server-side cursor, a few hundred rows at a time, so the rows past the bound never
+    leave the database."""
+    rows: list[Row[Any]] = []
+    total = 0
+    result = await conn.stream(text(sql), params)
+    try:
+        async for part in result.partitions(_FETCH_ROWS):
+            sizes = [row_bytes(r) for r in part]
+            n = rows_within_bytes(sizes, max_bytes, total)
+            rows.extend(part[:n])
+            total += sum(sizes[:n])
+            if n < len(part):
+                break
+    finally:
+        await result.close()
+    return rows
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -70,7 +115,9 @@ postgresql_base.ischema_names.setdefault("xid8", Xid8)
 class OutboxProgress(Protocol):
     """How a relay reads the rows not yet sent and records a batch as sent (in the relay's transaction)."""
 
-    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]: ...
+    async def unsent(
+        self, conn: AsyncConnection, limit: int, max_bytes: int = RELAY_BATCH_MAX_BYTES
+    ) -> Sequence[Row[Any]]: ...
 
     async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None: ...
 
@@ -85,8 +132,10 @@ class MarkedRows:
     mark_sql: str  # must mark rows with ids in :ids as sent
     id_of: Callable[[Row[Any]], Any]
 
-    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]:
-        return (await conn.execute(text(self.select_sql), {"limit": limit})).all()
+    async def unsent(
+        self, conn: AsyncConnection, limit: int, max_bytes: int = RELAY_BATCH_MAX_BYTES
+    ) -> Sequence[Row[Any]]:
+        return await read_within_bytes(conn, self.select_sql, {"limit": limit}, max_bytes)
 
     async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None:
         await conn.execute(text(self.mark_sql), {"ids": [self.id_of(r) for r in rows]})
@@ -128,7 +177,9 @@ class TxidCursor:
         ).one()  # the migration that gives the table its txid column inserts its cursor row
         return CursorPosition(row.txid, row.last_id)
 
-    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]:
+    async def unsent(
+        self, conn: AsyncConnection, limit: int, max_bytes: int = RELAY_BATCH_MAX_BYTES
+    ) -> Sequence[Row[Any]]:
         at = await self.position(conn)
         table, id_column = self.table, self.id_column
         sql = (
@@ -137,7 +188,8 @@ class TxidCursor:
             "AND o.txid < pg_snapshot_xmin(pg_current_snapshot()) "  # only transactions that have ended
             f"ORDER BY o.txid, o.{id_column} LIMIT :limit"
         )
-        return (await conn.execute(text(sql), {"txid": at.txid, "last_id": at.last_id, "limit": limit})).all()
+        params = {"txid": at.txid, "last_id": at.last_id, "limit": limit}
+        return await read_within_bytes(conn, sql, params, max_bytes)
 
     async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None:
         last, cursor_table = rows[-1], self.cursor_table
@@ -217,12 +269,14 @@ class OutboxRelay:
         spec: OutboxSpec,
         *,
         batch: int = 2000,
+        batch_max_bytes: int = RELAY_BATCH_MAX_BYTES,
         on_sent: Callable[[str, int], None] | None = None,
     ) -> None:
         self._engine = engine
         self._producer = producer
         self.spec = spec
         self._batch = batch
+        self._batch_max_bytes = batch_max_bytes
         self._on_sent = on_sent
 
     async def relay_once(self) -> int:
@@ -233,7 +287,7 @@ class OutboxRelay:
             ).scalar()
             if not locked:
                 return 0
-            rows = await self.spec.progress.unsent(conn, self._batch)
+            rows = await self.spec.progress.unsent(conn, self._batch, self._batch_max_bytes)
             if not rows:
                 return 0
             futures = []

@@ -39,6 +39,11 @@ class NormaliseSettings(BaseSettings):
     fetch_min_bytes: int = 65536
     fetch_max_wait_seconds: float = 0.05
     relay_interval_seconds: float = 0.05
+    # a relayed batch holds at most 2,000 rows and about this many bytes of them (issue #16: the relay child's peak)
+    relay_batch_max_bytes: Annotated[int, Field(gt=0)] = 2 * 1024 * 1024
+    # glibc's mmap and trim thresholds, fixed at start in the worker and its relay child (malloc_retention.py;
+    # issue #16: the peak RSS fell ~25 MB); 0 leaves glibc's dynamic thresholds (to compare)
+    malloc_threshold_bytes: Annotated[int, Field(ge=0)] = 128 * 1024
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # Rejections (table rejection) older than this are pruned, once relayed, every prune interval, in

@@ -95,7 +95,7 @@ async def write_changes(conn: psycopg.AsyncConnection[Any], *event_ids: str) -> 
 class NaiveIdCursor:
     """The unsafe design, for contrast only: a cursor on change_id alone (kept in the same cursor row)."""
 
-    async def unsent(self, conn: AsyncConnection, limit: int) -> Sequence[Row[Any]]:
+    async def unsent(self, conn: AsyncConnection, limit: int, max_bytes: int = 0) -> Sequence[Row[Any]]:
         return (
             await conn.execute(
                 text(

@@ -6,8 +6,8 @@ own port's fakes); the real broker and database path is tests/integration/test_p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,9 @@ class Row:  # the columns of feature_change_outbox the spec reads
     after_attributes: str | None = '{"nom":"x"}'
     after_hash: str | None = "ab" * 32
     cursor_txid: str = "100"  # the writer's transaction (xid8 as text), selected by the relay
+
+    def __iter__(self) -> Any:  # a database row is a tuple of its values (the relay weighs them)
+        return iter(astuple(self))
 
 
 def interleaved(n: int) -> list[Row]:
@@ -109,6 +112,20 @@ class FakeResult:
         return self._scalar
 
 
+class FakeStreamResult:  # a server-side cursor's result, fetched in partitions
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+        self.fetched = 0
+
+    async def partitions(self, size: int) -> AsyncIterator[list[Any]]:
+        for start in range(0, len(self._rows), size):
+            self.fetched += len(self._rows[start : start + size])
+            yield self._rows[start : start + size]
+
+    async def close(self) -> None:
+        return None
+
+
 class FakeConnection:
     def __init__(self, table: list[Row], cursor: Cursor) -> None:
         self._table, self._cursor = table, cursor
@@ -121,6 +138,9 @@ class FakeConnection:
 
     def begin(self) -> FakeConnection:
         return self
+
+    async def stream(self, statement: Any, params: dict[str, Any]) -> FakeStreamResult:
+        return FakeStreamResult((await self.execute(statement, params)).all())
 
     async def execute(self, statement: Any, params: dict[str, Any]) -> FakeResult:
         sql = str(statement)
@@ -195,3 +215,21 @@ async def test_a_failed_send_moves_no_cursor_so_the_batch_is_sent_again() -> Non
     with pytest.raises(ConnectionError):
         await relay.relay_once()
     assert engine.cursor == Cursor()
+
+
+async def test_a_batch_of_large_rows_is_cut_by_bytes_and_the_cursor_moves_past_the_rows_sent_only() -> None:
+    polygon = '{"type":"Polygon","coordinates":[[' + ",".join(["[4.8,45.7]"] * 400) + "]]}"  # ~4.4 kB
+    table = [Row(i, "parks_gardens", after_geometry=polygon) for i in range(1, 11)]
+    engine, producer = FakeEngine(table), FakeProducer()
+    relay = OutboxRelay(
+        engine,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        feature_changes_outbox(CODECS, "t"),
+        batch=2000,
+        batch_max_bytes=3 * len(polygon) + 1000,  # three rows and their other columns, not four
+    )
+    assert await relay.relay_once() == 3
+    assert engine.cursor == Cursor("100", 3)
+    assert [await relay.relay_once() for _ in range(4)] == [3, 3, 1, 0]
+    sent = [c.change_id for _, _, value in producer.sent for c in CODECS.decode_feature_changes(value)]
+    assert sent == list(range(1, 11))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -86,14 +87,16 @@ def _box(text: str) -> Box | None:
     return (w, s, e, n)
 
 
-@lru_cache(maxsize=1)
-def _rows(path: Path = COMMUNES_FILE) -> tuple[tuple[str, ...], ...]:
-    """The bundled COG's rows as text (split only: a territory parses the few rows it needs)."""
+def _rows(path: Path = COMMUNES_FILE) -> Iterator[tuple[str, ...]]:
+    """The bundled COG's rows as text, read as they come (split only: a territory parses the few rows it needs).
+    Not kept: the 37,600 rows held ~14 MB in every service for the life of the process (issue #16); a territory
+    reads them twice when it is built, once."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         if header[:3] != ["code", "name", "kind"]:
             raise TerritoryError(f"{path.name}: unexpected header {header}")
-        return tuple(tuple(line.rstrip("\n").split("\t")) for line in f)
+        for line in f:
+            yield tuple(line.rstrip("\n").split("\t"))
 
 
 def _entry(row: tuple[str, ...]) -> CommuneEntry:
@@ -164,20 +167,19 @@ def _bbox_polygon(b: Box) -> dict[str, Any]:
 
 def build_territory(spec: dict[str, Any], tid: str, base: Path) -> Territory:
     """A territory from a territory file's content (``base``: the folder relative paths are read from)."""
-    rows = _rows()
     groups = _groups()
     # row: code, name, kind, parent, departement, epci, ...
     if "epci" in spec:
         siren = str(spec["epci"])
-        current = {r[0] for r in rows if r[2] == "C" and r[5] == siren}
+        current = {r[0] for r in _rows() if r[2] == "C" and r[5] == siren}
         default_name = groups["epci"].get(siren, siren)
     elif "departement" in spec:
         dep = str(spec["departement"]).upper()
-        current = {r[0] for r in rows if r[2] == "C" and r[4] == dep}
+        current = {r[0] for r in _rows() if r[2] == "C" and r[4] == dep}
         default_name = groups["departements"].get(dep, dep)
     elif "communes" in spec:
         current = {str(c) for c in spec["communes"]}
-        known = {r[0] for r in rows if r[2] == "C"}
+        known = {r[0] for r in _rows() if r[2] == "C"}
         unknown = sorted(current - known)
         if unknown:
             raise TerritoryError(f"{tid}: not current communes of the COG: {', '.join(unknown[:10])}")
@@ -186,7 +188,7 @@ def build_territory(spec: dict[str, Any], tid: str, base: Path) -> Territory:
         raise TerritoryError(f"{tid}: a territory names its communes by 'epci', 'departement' or 'communes'")
     if not current:
         raise TerritoryError(f"{tid}: no commune of the COG belongs to it")
-    entries = tuple(_entry(r) for r in rows if (r[0] if r[2] == "C" else r[3]) in current)
+    entries = tuple(_entry(r) for r in _rows() if (r[0] if r[2] == "C" else r[3]) in current)
     codes, heads = _members(current, entries)
     boxes = [e.bbox for e in entries if e.code in codes and e.kind in ("C", "M") and e.bbox is not None]
     if "boundaries" in spec:

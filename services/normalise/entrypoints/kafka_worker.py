@@ -36,6 +36,7 @@ from services.infrastructure.kafka_consumer import make_batch_consumer
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.malloc_retention import bound_malloc_retention
 from services.infrastructure.operations_http import Operations, operations_app, serve_http
 from services.infrastructure.readiness import CachedCheck, broker_reachable, database_answers
 from services.infrastructure.retry import retry_transient
@@ -300,5 +301,7 @@ class NormaliseWorker:
 def main() -> None:
     disable_created_metrics()
     settings = NormaliseSettings()
+    if settings.malloc_threshold_bytes:  # before anything large is allocated (issue #16)
+        bound_malloc_retention(settings.malloc_threshold_bytes)
     configure_logging(settings.log_level)
     asyncio.run(NormaliseWorker(settings).run())

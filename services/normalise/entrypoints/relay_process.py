@@ -36,6 +36,7 @@ from services.contract.codecs import Codecs
 from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.logging_setup import configure_logging
+from services.infrastructure.malloc_retention import bound_malloc_retention
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.worker_runtime import PgNotifications, Wakeup, relay_loop
@@ -152,6 +153,8 @@ def main() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     settings = NormaliseSettings()
+    if settings.malloc_threshold_bytes:  # as the parent does (issue #16)
+        bound_malloc_retention(settings.malloc_threshold_bytes)
     configure_logging(settings.log_level)
     status = os.fdopen(args.status_fd, "wb", buffering=0)
     asyncio.run(_relay_loop(settings, args.parent_pid, status.write))
@@ -185,10 +188,15 @@ async def _relay_loop(settings: NormaliseSettings, parent_pid: int, tell: Callab
             engine,
             producer,
             feature_changes_outbox(codecs, s.topic_feature_changes),
+            batch_max_bytes=s.relay_batch_max_bytes,
             on_sent=lambda name, n: report(Sent(name, n)),
         ),
         OutboxRelay(
-            engine, producer, rejections_outbox(codecs, s.topic_rejected), on_sent=lambda name, n: report(Sent(name, n))
+            engine,
+            producer,
+            rejections_outbox(codecs, s.topic_rejected),
+            batch_max_bytes=s.relay_batch_max_bytes,
+            on_sent=lambda name, n: report(Sent(name, n)),
         ),
     ]
     wakeup = Wakeup()  # one for both outboxes: a batch commits both kinds of rows at once
