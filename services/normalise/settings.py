@@ -38,7 +38,7 @@ class NormaliseSettings(BaseSettings):
     # (docs/performance.md). The wait bounds the latency this adds.
     fetch_min_bytes: int = 65536
     fetch_max_wait_seconds: float = 0.05
-    relay_interval_seconds: float = 0.05
+    relay_interval_seconds: float = 1.0  # the fallback poll: the outboxes' NOTIFY wakes the relay
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # Rejections (table rejection) older than this are pruned, once relayed, every prune interval, in
