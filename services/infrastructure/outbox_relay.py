@@ -162,7 +162,10 @@ class TxidCursor:
         open anywhere in the cluster) has not ended below the snapshot's xmin. One index probe."""
         at = await self.position(conn)
         table, id_column = self.table, self.id_column
-        sql = f"SELECT EXISTS (SELECT 1 FROM {table} o WHERE (o.txid, o.{id_column}) > (CAST(:txid AS xid8), :last_id))"
+        sql = (  # ordered as the index, so the planner probes it rather than scanning the table for the first row
+            f"SELECT EXISTS (SELECT 1 FROM {table} o WHERE (o.txid, o.{id_column}) > (CAST(:txid AS xid8), :last_id) "
+            f"ORDER BY o.txid, o.{id_column} LIMIT 1)"
+        )
         return bool((await conn.execute(text(sql), {"txid": at.txid, "last_id": at.last_id})).scalar())
 
     def pending_sql(self) -> str:
