@@ -162,11 +162,11 @@ class TxidCursor:
         open anywhere in the cluster) has not ended below the snapshot's xmin. One index probe."""
         at = await self.position(conn)
         table, id_column = self.table, self.id_column
-        sql = (  # ordered as the index, so the planner probes it rather than scanning the table for the first row
-            f"SELECT EXISTS (SELECT 1 FROM {table} o WHERE (o.txid, o.{id_column}) > (CAST(:txid AS xid8), :last_id) "
-            f"ORDER BY o.txid, o.{id_column} LIMIT 1)"
+        sql = (  # ordered as the index and not in EXISTS (which drops the ORDER BY): one probe, not a table scan
+            f"SELECT 1 FROM {table} o WHERE (o.txid, o.{id_column}) > (CAST(:txid AS xid8), :last_id) "
+            f"ORDER BY o.txid, o.{id_column} LIMIT 1"
         )
-        return bool((await conn.execute(text(sql), {"txid": at.txid, "last_id": at.last_id})).scalar())
+        return (await conn.execute(text(sql), {"txid": at.txid, "last_id": at.last_id})).first() is not None
 
     def pending_sql(self) -> str:
         table, sent = self.table, self.sent_condition()

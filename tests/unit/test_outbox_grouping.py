@@ -108,6 +108,9 @@ class FakeResult:
     def scalar(self) -> Any:
         return self._scalar
 
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
 
 class FakeConnection:
     def __init__(self, table: list[Row], cursor: Cursor) -> None:
@@ -132,9 +135,9 @@ class FakeConnection:
             after = (int(params["txid"]), params["last_id"])
             unsent = sorted((r for r in self._table if (int(r.cursor_txid), r.change_id) > after), key=_position)
             return FakeResult(unsent[: params["limit"]])
-        if sql.startswith("SELECT EXISTS (SELECT 1 FROM feature_change_outbox"):  # held back (no xmin here)
+        if sql.startswith("SELECT 1 FROM feature_change_outbox"):  # held back? (no xmin here: all are sendable)
             after = (int(params["txid"]), params["last_id"])
-            return FakeResult(scalar=any((int(r.cursor_txid), r.change_id) > after for r in self._table))
+            return FakeResult([1] if any((int(r.cursor_txid), r.change_id) > after for r in self._table) else [])
         if sql.startswith("UPDATE outbox_cursor"):
             self._cursor.txid, self._cursor.last_id = params["txid"], params["last_id"]
             return FakeResult()
