@@ -164,6 +164,19 @@ def main() -> None:
             if d:
                 p99 = d[min(len(d) - 1, int(0.99 * len(d)))]
                 print(f"  {name:22s} p50 {statistics.median(d) * 1000:6.0f} ms   p99 {p99 * 1000:6.0f} ms")
+        late = [
+            float(r[0]) * 1000  # type: ignore[arg-type]
+            for r in stack.sql(
+                "SELECT extract(epoch from v.published_at - min(c.received_at)) - %s FROM change_log c "
+                "JOIN dataset_version v ON v.dataset = c.dataset AND v.version = c.version "
+                "WHERE c.change_id IN (SELECT change_id FROM feature_change_outbox WHERE event_id = ANY(%s)) "
+                "GROUP BY v.version, v.published_at",
+                float(args.max_delay),
+                ids,
+            )
+        ]
+        if late:  # when the cutter acted after the version fell due (its oldest change's receipt + max delay)
+            print(f"  {len(late)} versions cut, p50 {statistics.median(late):.0f} ms after falling due")
         print("PostgreSQL statements by total time during the steady stage:")
         for calls, total, mean, query in stack.sql(
             "SELECT calls, total_exec_time, mean_exec_time, regexp_replace(query, '\\s+', ' ', 'g') "
