@@ -6,7 +6,8 @@ Starts a throwaway stack, warms it with a bulk run, then sends toilets at ``--ra
 ``sent_at``; PostgreSQL's ``now()`` is the transaction's start; the "committed" stages are the commit times of
 the rows' writers, with ``track_commit_timestamp``). Since normalise 0006 the feature-change relay
 keeps a cursor and writes no time per row, so "relayed to Kafka" is read from the topic instead: each message's
-timestamp on odc.feature-changes (CreateTime, set by the relay's producer when it sends). Also prints the CPU each process tree used
+timestamp on odc.feature-changes (CreateTime, set by the relay's producer when it sends). Also prints how
+long after falling due (oldest change received + max delay) each version was cut, the CPU each process tree used
 during the steady stage and the top PostgreSQL statements. Findings: docs/performance.md. Usage::
 
     .venv/bin/python -m benchmarks.latency_breakdown --rate 1000 --seconds 20
