@@ -209,6 +209,17 @@ class TxidCursor:
             f"(SELECT c.txid, c.last_id FROM {cursor_table} c WHERE c.outbox = '{table}')"
         )
 
+    async def held_back(self, conn: AsyncConnection) -> bool:
+        """Rows after the cursor that ``unsent`` may not send yet: their transaction (or an older one still
+        open anywhere in the cluster) has not ended below the snapshot's xmin. One index probe."""
+        at = await self.position(conn)
+        table, id_column = self.table, self.id_column
+        sql = (  # ordered as the index and not in EXISTS (which drops the ORDER BY): one probe, not a table scan
+            f"SELECT 1 FROM {table} o WHERE (o.txid, o.{id_column}) > (CAST(:txid AS xid8), :last_id) "
+            f"ORDER BY o.txid, o.{id_column} LIMIT 1"
+        )
+        return (await conn.execute(text(sql), {"txid": at.txid, "last_id": at.last_id})).first() is not None
+
     def pending_sql(self) -> str:
         table, sent = self.table, self.sent_condition()
         return f"SELECT count(*) FROM {table} WHERE NOT coalesce({sent}, false)"
@@ -278,9 +289,14 @@ class OutboxRelay:
         self._batch = batch
         self._batch_max_bytes = batch_max_bytes
         self._on_sent = on_sent
+        # after a ``relay_once`` that sent nothing: rows are there that may not be sent yet (TxidCursor.held_back);
+        # no NOTIFY comes when what holds them back ends, so the relay loop looks again soon rather than at its poll
+        self.held_back = False
 
     async def relay_once(self) -> int:
-        """Send one batch of unsent rows; return how many were sent (0 if none or another relay holds the lock)."""
+        """Send one batch of unsent rows; return how many were sent (0 if none or another relay holds the lock).
+        Sets ``held_back`` when it sent nothing while rows after a cursor wait for an older transaction."""
+        self.held_back = False
         async with self._engine.connect() as conn, conn.begin():
             locked = (
                 await conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": self.spec.lock_id})
@@ -289,6 +305,8 @@ class OutboxRelay:
                 return 0
             rows = await self.spec.progress.unsent(conn, self._batch, self._batch_max_bytes)
             if not rows:
+                if isinstance(self.spec.progress, TxidCursor):
+                    self.held_back = await self.spec.progress.held_back(conn)
                 return 0
             futures = []
             for msg in self._messages(rows):
@@ -321,7 +339,9 @@ def make_producer(bootstrap: str, client_id: str, security: KafkaClientSecurity)
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
+        # no linger: a relay awaits each batch's acknowledgement before reading the next, so nothing could join
+        # a batch while it lingered; the wait was latency only (5 ms on each of the two relayed hops)
+        linger_ms=0,
         max_batch_size=1 << 20,
         request_timeout_ms=30000,
         **security.producer_kwargs(),

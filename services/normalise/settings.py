@@ -38,7 +38,7 @@ class NormaliseSettings(BaseSettings):
     # (docs/performance.md). The wait bounds the latency this adds.
     fetch_min_bytes: int = 65536
     fetch_max_wait_seconds: float = 0.05
-    relay_interval_seconds: float = 0.05
+    relay_interval_seconds: float = 1.0  # the fallback poll: the outboxes' NOTIFY wakes the relay
     # a relayed batch holds at most 2,000 rows and about this many bytes of them (issue #16: the relay child's peak)
     relay_batch_max_bytes: Annotated[int, Field(gt=0)] = 2 * 1024 * 1024
     # glibc's mmap and trim thresholds, fixed at start in the worker and its relay child (malloc_retention.py;

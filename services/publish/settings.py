@@ -30,14 +30,15 @@ class PublishSettings(BaseSettings):
     # and about this many bytes of them: ~7,000 point changes per transaction, whatever the messages hold
     batch_max_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     batch_within_seconds: float = 0.2
-    # The broker holds a fetch until this many bytes wait or the wait ends. With 1 byte (the client default)
-    # a steady trickle makes a fetch per message or two: at 1,000 events/s the broker alone took ~0.6 of a core
-    # (docs/performance.md). The wait bounds the latency this adds.
-    fetch_min_bytes: int = 65536
+    # The broker holds a fetch until this many bytes wait or the wait ends. The publisher's input is one message
+    # per normaliser batch and dataset (issue #16.3), not per event, so a fetch per message costs the broker
+    # little; waiting for 64 kB held each change up to the whole fetch wait at light load (issue #16, third
+    # session, docs/performance.md).
+    fetch_min_bytes: int = 1
     fetch_max_wait_seconds: float = 0.05
     cut_interval_seconds: float = 0.2
     max_delay_seconds: float = 10.0
-    relay_interval_seconds: float = 0.05
+    relay_interval_seconds: float = 1.0  # the fallback poll: NOTIFY and the cutter wake the relay
     event_source: str = "urn:odc:publish"
     # One HTTP server (uvicorn, run inside the worker process) serves the API, /metrics, /healthz, /readyz.
     web_host: str = "127.0.0.1"

@@ -25,6 +25,7 @@ from services.infrastructure.database import make_engine
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
 from services.infrastructure.outbox_relay import OutboxRelay, make_producer
 from services.infrastructure.schema_migrations import upgrade_sync
+from services.infrastructure.worker_runtime import Wakeup, relay_loop
 from services.normalise.adapters.outboxes import FEATURE_CHANGES_CURSOR, REJECTIONS_CURSOR, feature_changes_outbox
 from services.normalise.adapters.postgis_store import OUTBOX_ORDER_SQL
 from services.normalise.adapters.postgis_store import create_schema as create_normalise_schema
@@ -184,11 +185,51 @@ async def test_a_long_write_transaction_elsewhere_delays_the_relay_and_loses_not
         await other.execute("INSERT INTO elsewhere VALUES (1)")
         await write_changes_committed(database, "waits")
         assert await r.relay_once() == 0
+        assert r.held_back  # seen, not sendable yet: the relay loop looks again soon, not at its poll
         assert await r.pending() == 1  # committed, counted as not yet sent
         await other.commit()
     assert await r.relay_once() == 1
+    assert await r.relay_once() == 0 and not r.held_back
     assert await r.pending() == 0
     assert await sent_event_ids(kafka_broker, topic) == ["waits"]
+
+
+async def test_the_relay_loop_sends_a_held_back_row_once_the_older_transaction_ends_without_a_wakeup(
+    database: str, engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, kafka_broker: KafkaBroker
+) -> None:
+    """No NOTIFY comes when what held a row back ends (and nobody listens here): the loop's fallback poll is an
+    hour, so only its short retry of held-back rows can send the row within this test."""
+    await create_normalise_schema(engine)
+    r = relay(engine, producer, topic)
+    stop, wakeup = asyncio.Event(), Wakeup()
+    async with await psycopg.AsyncConnection.connect(database) as other:
+        await other.execute("CREATE TEMPORARY TABLE elsewhere (x int)")
+        await other.execute("INSERT INTO elsewhere VALUES (1)")  # holds the snapshots' xmin
+        await write_changes_committed(database, "held")
+        task = asyncio.create_task(
+            relay_loop(
+                [r],
+                wakeup=wakeup,
+                poll_seconds=3600.0,
+                stopping=stop.is_set,
+                on_health=lambda ok: None,
+                on_failure=lambda name, error: None,
+            )
+        )
+        for _ in range(600):
+            if r.held_back:
+                break
+            await asyncio.sleep(0.05)
+        assert r.held_back
+        await other.commit()
+    for _ in range(600):
+        if await r.pending() == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    wakeup.set()
+    await asyncio.wait_for(task, 30)
+    assert await sent_event_ids(kafka_broker, topic) == ["held"]
 
 
 async def test_rows_unsent_before_the_upgrade_are_sent_once_after_it_and_sent_ones_never_again(

@@ -111,6 +111,9 @@ class FakeResult:
     def scalar(self) -> Any:
         return self._scalar
 
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
 
 class FakeStreamResult:  # a server-side cursor's result, fetched in partitions
     def __init__(self, rows: list[Any]) -> None:
@@ -152,6 +155,9 @@ class FakeConnection:
             after = (int(params["txid"]), params["last_id"])
             unsent = sorted((r for r in self._table if (int(r.cursor_txid), r.change_id) > after), key=_position)
             return FakeResult(unsent[: params["limit"]])
+        if sql.startswith("SELECT 1 FROM feature_change_outbox"):  # held back? (no xmin here: all are sendable)
+            after = (int(params["txid"]), params["last_id"])
+            return FakeResult([1] if any((int(r.cursor_txid), r.change_id) > after for r in self._table) else [])
         if sql.startswith("UPDATE outbox_cursor"):
             self._cursor.txid, self._cursor.last_id = params["txid"], params["last_id"]
             return FakeResult()
@@ -200,6 +206,7 @@ async def test_the_relay_sends_grouped_messages_then_moves_its_cursor_past_them(
     assert engine.cursor == Cursor("100", 20)
     assert await relay.relay_once() == 10
     assert await relay.relay_once() == 0
+    assert not relay.held_back  # everything after the cursor was sent
     assert counted == [("feature_changes", 20), ("feature_changes", 10)]
     per_dataset: dict[str, list[int]] = {}
     for topic, key, value in producer.sent:

@@ -10,11 +10,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
 
-from services.infrastructure.worker_runtime import EXIT_BUG, Wakeup, relay_loop
+from services.infrastructure.worker_runtime import (
+    EXIT_BUG,
+    HELD_BACK_FIRST_WAIT_SECONDS,
+    CommitChain,
+    Wakeup,
+    held_back_wait,
+    relay_loop,
+)
 
 SCRIPT = textwrap.dedent(
     """
@@ -90,6 +98,8 @@ class FakeRelay:
     pending: int = 0
     batch: int = 2
     fail_next: int = 0
+    held: int = 0  # rounds in which rows are there but held back (an older transaction still open)
+    held_back: bool = False
     calls: list[int] = field(default_factory=list)
 
     @property
@@ -100,6 +110,12 @@ class FakeRelay:
         if self.fail_next:
             self.fail_next -= 1
             raise ConnectionError("broker down")
+        if self.held:
+            self.held -= 1
+            self.held_back = True
+            self.calls.append(0)
+            return 0
+        self.held_back = False
         n = min(self.batch, self.pending)
         self.pending -= n
         self.calls.append(n)
@@ -162,3 +178,127 @@ async def test_relay_loop_reports_a_failed_send_and_sends_on_the_next_round() ->
     stop.set()
     await asyncio.wait_for(task, 5)
     assert failures == ["o"] and health[0] is False and health[-1] is True and relay.pending == 0
+
+
+async def test_relay_loop_looks_again_soon_at_rows_held_back_not_at_its_poll() -> None:
+    """No NOTIFY comes when the older transaction holding rows back ends: without the short retry the rows
+    would wait for the fallback poll (an hour here)."""
+    relay, wakeup, stop = FakeRelay("o", pending=2, held=3), Wakeup(), asyncio.Event()
+    task = asyncio.create_task(
+        relay_loop(
+            [relay],  # type: ignore[list-item]
+            wakeup=wakeup,
+            poll_seconds=3600.0,
+            stopping=stop.is_set,
+            on_health=lambda ok: None,
+            on_failure=lambda name, error: None,
+        )
+    )
+    for _ in range(200):
+        if relay.pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    wakeup.set()
+    await asyncio.wait_for(task, 5)
+    assert relay.pending == 0 and relay.calls[:4] == [0, 0, 0, 2]  # held back three rounds, then sent
+
+
+def test_held_back_wait_starts_short_doubles_and_stops_at_the_poll() -> None:
+    first = held_back_wait(None, 1.0)
+    assert first == HELD_BACK_FIRST_WAIT_SECONDS
+    assert held_back_wait(first, 1.0) == 2 * first
+    assert held_back_wait(0.8, 1.0) == 1.0
+    assert held_back_wait(None, 0.001) == 0.001  # never longer than the poll
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never met")
+
+
+async def test_commit_chain_starts_the_next_transaction_while_the_previous_offsets_commit() -> None:
+    chain, log = CommitChain(), []
+    gates = {n: asyncio.Event() for n in (1, 2)}
+
+    def apply(n: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            log.append(f"apply {n}")
+
+        return run
+
+    def commit(n: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            log.append(f"commit {n} starts")
+            await gates[n].wait()
+            log.append(f"commit {n}")
+
+        return run
+
+    await chain.start(apply(1), commit(1))
+    await _until(lambda: "commit 1 starts" in log)
+    await chain.start(apply(2), commit(2))  # returns although commit 1 is still waiting
+    await _until(lambda: "apply 2" in log)
+    assert "commit 1" not in log  # transaction 2 ran while batch 1's offsets were on their way
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert "commit 2 starts" not in log  # batch 2's offsets wait for batch 1's
+    gates[2].set()
+    gates[1].set()
+    await chain.drain()
+    assert log == ["apply 1", "commit 1 starts", "apply 2", "commit 1", "commit 2 starts", "commit 2"]
+
+
+async def test_commit_chain_transactions_one_after_the_other_and_commits_after_their_own() -> None:
+    chain, log = CommitChain(), []
+    gate = asyncio.Event()
+
+    async def slow_apply() -> None:
+        log.append("apply 1 starts")
+        await gate.wait()
+        log.append("apply 1")
+
+    async def apply_2() -> None:
+        log.append("apply 2")
+
+    async def commit(n: int) -> None:
+        log.append(f"commit {n}")
+
+    await chain.start(slow_apply, lambda: commit(1))
+    starting = asyncio.create_task(chain.start(apply_2, lambda: commit(2)))
+    await _until(lambda: "apply 1 starts" in log)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert log == ["apply 1 starts"] and not starting.done()  # transaction 2 waits for transaction 1
+    gate.set()
+    await starting
+    await chain.drain()
+    assert log == ["apply 1 starts", "apply 1", "commit 1", "apply 2", "commit 2"]
+
+
+async def test_commit_chain_holds_at_most_max_uncommitted_batches_waiting_for_their_commit() -> None:
+    chain, gate = CommitChain(max_uncommitted=2), asyncio.Event()
+    applied: list[int] = []
+
+    def apply(n: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            applied.append(n)
+
+        return run
+
+    async def held_commit() -> None:
+        await gate.wait()  # the broker away: commits do not finish
+
+    await chain.start(apply(1), held_commit)
+    await chain.start(apply(2), held_commit)
+    third = asyncio.create_task(chain.start(apply(3), held_commit))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert applied == [1, 2] and not third.done()  # batch 3 waits until a commit ends
+    gate.set()
+    await third
+    await chain.drain()
+    assert applied == [1, 2, 3]
