@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.pipeline_throughput import build_events, produce, signed_values
+from benchmarks.pipeline_throughput import build_events, build_spread_events, produce, signed_values
 from benchmarks.stack import PROCESSED_EVENTS_SQL, BenchStack, wait_until_counted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,17 +140,30 @@ def main() -> None:
     parser.add_argument(
         "--form", choices=("bulk", "single"), default="single", help="input messages: one per event or bulk"
     )
+    parser.add_argument(
+        "--spread", action="store_true", help="replicas on free places with fresh names (the suite's polygons row)"
+    )
+    parser.add_argument(
+        "--toast-compression",
+        choices=("pglz", "lz4"),
+        default=None,
+        help="PostgreSQL's default_toast_compression for the run (default: the server's, pglz)",
+    )
     args = parser.parse_args()
 
     out_dir = ROOT / "build/profiles"
     out_dir.mkdir(parents=True, exist_ok=True)
     stack = BenchStack()
     try:
-        stack.start(pg_settings={"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"})
+        pg_settings = {"shared_preload_libraries": "'pg_stat_statements'", "pg_stat_statements.track": "all"}
+        if args.toast_compression:
+            pg_settings["default_toast_compression"] = f"'{args.toast_compression}'"
+        stack.start(pg_settings=pg_settings)
         assert stack.db is not None
         with psycopg.connect(stack.db.dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        events = build_events(args.dataset, args.events, seq=time.time_ns() // 1000)
+        build = build_spread_events if args.spread else build_events
+        events = build(args.dataset, args.events, seq=time.time_ns() // 1000)
         values = signed_values(stack, events, args.form)
         spies = {}
         for name in filter(None, args.services.split(",")):

@@ -75,7 +75,8 @@ def upgrade(owners: OwnersArg = None) -> None:
     for o in chosen:
         was, pending = before[o.name]
         done = f"applied {', '.join(pending)}" if pending else "already at head"
-        console.print(f"{o.name:<10} {was or '(none)'} -> {head_revision(o)}  {done}")
+        # one line per owner, never wrapped (scripts and operators grep it; 8 revisions passed 80 columns)
+        console.print(f"{o.name:<10} {was or '(none)'} -> {head_revision(o)}  {done}", soft_wrap=True)
 
 
 @schema_app.command("current")
@@ -88,7 +89,8 @@ def current(owners: OwnersArg = None) -> None:
         rev, pending = state[o.name]
         behind = behind or bool(pending)
         console.print(
-            f"{o.name:<10} at {rev or '(none)'}  head {head_revision(o)}  pending {', '.join(pending) or '-'}"
+            f"{o.name:<10} at {rev or '(none)'}  head {head_revision(o)}  pending {', '.join(pending) or '-'}",
+            soft_wrap=True,
         )
     if behind:
         raise typer.Exit(1)

@@ -128,6 +128,9 @@ def schema_of(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text <> 'spatial_ref_sys' ORDER BY 1, 2",
         "sequences": "SELECT sequence_name, data_type FROM information_schema.sequences "
         "WHERE sequence_schema = 'public' ORDER BY 1",
+        "compression": "SELECT a.attrelid::regclass::text, a.attname, a.attcompression FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' "
+        "AND a.attcompression <> '' ORDER BY 1, 2",
     }
     with psycopg.connect(dsn) as conn:
         return {k: conn.execute(q).fetchall() for k, q in queries.items()}  # type: ignore[arg-type]
@@ -604,3 +607,62 @@ async def test_publish_0007_keeps_each_version_its_changes_and_the_pending_ones_
     assert served() == after
     await upgrade_schema(engine, PUBLISH_SCHEMA)
     assert served() == after
+
+
+async def test_0008_compresses_large_values_with_lz4_and_going_down_gives_them_back_to_pglz(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Normalise and publish 0008: the columns holding geometries, attributes and payloads compress new values
+    with lz4 (this server has it); a value written after the upgrade is stored lz4, one written before stays
+    pglz and reads back the same; one owner's downgrade returns its columns to the default alone."""
+    from services.publish.adapters.tables import PUBLISH_SCHEMA
+
+    dsn = new_database()
+    engine = engines(dsn)
+    await start_every_service(engine)
+    lz4 = {
+        ("canonical_feature", "geom"),
+        ("canonical_feature", "attributes"),
+        ("feature_change_outbox", "before_geometry"),
+        ("feature_change_outbox", "before_attributes"),
+        ("feature_change_outbox", "after_geometry"),
+        ("feature_change_outbox", "after_attributes"),
+        ("rejection", "original"),
+        ("rejection", "errors"),
+        ("change_log_entry", "before_geometry"),
+        ("change_log_entry", "before_attributes"),
+        ("change_log_entry", "after_geometry"),
+        ("change_log_entry", "after_attributes"),
+        ("published_feature", "geom"),
+        ("published_feature", "geometry"),
+        ("published_feature", "attributes"),
+        ("version_event", "body"),
+        ("notification_outbox", "payload"),
+    }
+    assert {(t, c) for t, c, m in schema_of(dsn)["compression"] if m == "l"} == lz4
+    large = '{"type":"Polygon","coordinates":[[' + ",".join(f"[{4.8 + i * 1e-5:.6f},45.7]" for i in range(2000))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE feature_change_outbox ALTER COLUMN after_geometry SET COMPRESSION pglz")
+        insert = (
+            "INSERT INTO feature_change_outbox (event_id, dataset, commune, feature_id, kind, sequence, occurred_at, "
+            "applied_at, after_geometry) VALUES (%s, 'd', '69123', %s, 'created', 1, now(), now(), %s)"
+        )
+        conn.execute(insert, ("before-0008", "a", large + "]]}"))
+        conn.execute("ALTER TABLE feature_change_outbox ALTER COLUMN after_geometry SET COMPRESSION lz4")
+        conn.execute(insert, ("after-0008", "b", large + ",[4.8,45.7]]]}"))
+        stored = dict(
+            conn.execute(
+                "SELECT event_id, pg_column_compression(after_geometry) FROM feature_change_outbox "
+                "WHERE event_id IN ('before-0008', 'after-0008')"
+            ).fetchall()
+        )
+        assert stored == {"before-0008": "pglz", "after-0008": "lz4"}
+        (text,) = conn.execute(  # type: ignore[misc]
+            "SELECT after_geometry FROM feature_change_outbox WHERE event_id = 'before-0008'"
+        ).fetchone()
+        assert text == large + "]]}"
+
+    await downgrade_schema(engine, PUBLISH_SCHEMA, "-1")
+    assert {(t, c) for t, c, m in schema_of(dsn)["compression"] if m == "l"} == {
+        (t, c) for t, c in lz4 if t in NORMALISE_SCHEMA.table_names()
+    }
