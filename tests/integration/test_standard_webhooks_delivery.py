@@ -22,7 +22,6 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from werkzeug import Request, Response
 
 from deploy.local.ports import free_port
-from deploy.local.postgres import PostgresCluster
 from services.infrastructure.database import make_engine
 from services.infrastructure.schema_migrations import upgrade_schema
 from services.publish.adapters.http_webhook_sender import HttpxWebhookSender, SystemResolver
@@ -40,8 +39,10 @@ class WallClock:
 
 
 @pytest.fixture
-async def engine(postgis: PostgresCluster) -> AsyncIterator[Any]:
-    e = make_engine(postgis.dsn, pool_size=3)
+async def engine(database: str) -> AsyncIterator[Any]:
+    # a database of its own: in the session's, the running publisher delivers pending webhooks too, and took this
+    # test's delivery before the test's own round did (fresh-clone CI, 2026-12-05: the receiver had nothing yet)
+    e = make_engine(database, pool_size=3)
     await upgrade_schema(e, PUBLISH_SCHEMA)
     yield e
     await e.dispose()
