@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from deploy.local.postgres import PostgresCluster
 from services.contract.codecs import Codecs
 from services.contract.messages import ChangeKind, FeatureState
 from services.infrastructure.database import make_engine
@@ -111,8 +110,10 @@ def _postgres(engine: Any) -> Backend:
 
 
 @pytest.fixture
-async def engine(postgis: PostgresCluster) -> AsyncIterator[Any]:
-    e = make_engine(postgis.dsn, pool_size=2)
+async def engine(database: str) -> AsyncIterator[Any]:
+    # a database of its own: in the session's, the running publisher cuts versions of any dataset with pending
+    # changes, these tests' own included (fresh-clone CI, 2026-12-05: a version the test rolled back was there)
+    e = make_engine(database, pool_size=2)
     await create_schema(e)
     yield e
     await e.dispose()
