@@ -121,6 +121,11 @@ class OutboxProgress(Protocol):
 
     async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None: ...
 
+    async def held_back(self, conn: AsyncConnection) -> bool:
+        """After ``unsent`` found nothing: whether rows are there that may not be sent yet (no NOTIFY comes when
+        what holds them back ends, so the relay loop looks again soon)."""
+        ...
+
     def pending_sql(self) -> str: ...
 
 
@@ -139,6 +144,9 @@ class MarkedRows:
 
     async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None:
         await conn.execute(text(self.mark_sql), {"ids": [self.id_of(r) for r in rows]})
+
+    async def held_back(self, conn: AsyncConnection) -> bool:
+        return False  # a committed row is sendable at once: nothing holds marked rows back
 
     def pending_sql(self) -> str:
         select_sql = self.select_sql
@@ -305,8 +313,7 @@ class OutboxRelay:
                 return 0
             rows = await self.spec.progress.unsent(conn, self._batch, self._batch_max_bytes)
             if not rows:
-                if isinstance(self.spec.progress, TxidCursor):
-                    self.held_back = await self.spec.progress.held_back(conn)
+                self.held_back = await self.spec.progress.held_back(conn)
                 return 0
             futures = []
             for msg in self._messages(rows):

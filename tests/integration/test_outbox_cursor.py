@@ -107,6 +107,9 @@ class NaiveIdCursor:
             )
         ).all()
 
+    async def held_back(self, conn: AsyncConnection) -> bool:
+        return False
+
     async def record_sent(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> None:
         await conn.execute(
             text("UPDATE outbox_cursor SET last_id = :id WHERE outbox = 'feature_change_outbox'"),

@@ -122,6 +122,34 @@ class FakeRelay:
         return n
 
 
+def start_relay_loop(
+    relay: FakeRelay,
+    wakeup: Wakeup,
+    stop: asyncio.Event,
+    poll_seconds: float,
+    on_health: Callable[[bool], None] = lambda ok: None,
+    on_failure: Callable[[str, BaseException], None] = lambda name, error: None,
+) -> asyncio.Task[None]:
+    return asyncio.create_task(
+        relay_loop(
+            [relay],  # type: ignore[list-item]
+            wakeup=wakeup,
+            poll_seconds=poll_seconds,
+            stopping=stop.is_set,
+            on_health=on_health,
+            on_failure=on_failure,
+        )
+    )
+
+
+async def until_sent(relay: FakeRelay, rounds: int) -> None:
+    """Let the loop run until the relay has nothing pending, or ``rounds`` × 50 ms have passed."""
+    for _ in range(rounds):
+        if relay.pending == 0:
+            break
+        await asyncio.sleep(0.05)
+
+
 async def test_wakeup_returns_at_once_when_set_and_after_the_timeout_otherwise() -> None:
     w = Wakeup()
     started = time.monotonic()
@@ -135,16 +163,7 @@ async def test_wakeup_returns_at_once_when_set_and_after_the_timeout_otherwise()
 async def test_relay_loop_drains_then_waits_for_a_wakeup_instead_of_its_poll() -> None:
     relay, wakeup, stop = FakeRelay("o", pending=5), Wakeup(), asyncio.Event()
     health: list[bool] = []
-    task = asyncio.create_task(
-        relay_loop(
-            [relay],  # type: ignore[list-item]
-            wakeup=wakeup,
-            poll_seconds=30.0,  # the fallback: far longer than this test
-            stopping=stop.is_set,
-            on_health=health.append,
-            on_failure=lambda name, error: None,
-        )
-    )
+    task = start_relay_loop(relay, wakeup, stop, 30.0, on_health=health.append)  # 30 s: far longer than the test
     await asyncio.sleep(0.1)
     assert relay.calls == [2, 2, 1, 0]  # drained without waiting, then one empty round
     relay.pending = 3
@@ -161,20 +180,10 @@ async def test_relay_loop_reports_a_failed_send_and_sends_on_the_next_round() ->
     relay, wakeup, stop = FakeRelay("o", pending=1, fail_next=1), Wakeup(), asyncio.Event()
     health: list[bool] = []
     failures: list[str] = []
-    task = asyncio.create_task(
-        relay_loop(
-            [relay],  # type: ignore[list-item]
-            wakeup=wakeup,
-            poll_seconds=0.05,
-            stopping=stop.is_set,
-            on_health=health.append,
-            on_failure=lambda name, error: failures.append(name),
-        )
+    task = start_relay_loop(
+        relay, wakeup, stop, 0.05, on_health=health.append, on_failure=lambda name, error: failures.append(name)
     )
-    for _ in range(60):
-        if relay.pending == 0:
-            break
-        await asyncio.sleep(0.05)
+    await until_sent(relay, 60)
     stop.set()
     await asyncio.wait_for(task, 5)
     assert failures == ["o"] and health[0] is False and health[-1] is True and relay.pending == 0
@@ -184,20 +193,8 @@ async def test_relay_loop_looks_again_soon_at_rows_held_back_not_at_its_poll() -
     """No NOTIFY comes when the older transaction holding rows back ends: without the short retry the rows
     would wait for the fallback poll (an hour here)."""
     relay, wakeup, stop = FakeRelay("o", pending=2, held=3), Wakeup(), asyncio.Event()
-    task = asyncio.create_task(
-        relay_loop(
-            [relay],  # type: ignore[list-item]
-            wakeup=wakeup,
-            poll_seconds=3600.0,
-            stopping=stop.is_set,
-            on_health=lambda ok: None,
-            on_failure=lambda name, error: None,
-        )
-    )
-    for _ in range(200):
-        if relay.pending == 0:
-            break
-        await asyncio.sleep(0.05)
+    task = start_relay_loop(relay, wakeup, stop, 3600.0)
+    await until_sent(relay, 200)
     stop.set()
     wakeup.set()
     await asyncio.wait_for(task, 5)
