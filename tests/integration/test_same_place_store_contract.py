@@ -229,3 +229,47 @@ def test_the_sql_fold_is_the_python_fold(postgis: PostgresCluster, values: list[
             [[v.replace("\x00", "") for v in values]],
         ).fetchall()
     assert [r[0] for r in rows] == [fold(v.replace("\x00", "")) for v in values]
+
+
+def _destination(lon: float, lat: float, bearing_deg: float, metres: float) -> tuple[float, float]:
+    """The point ``metres`` away along a great circle (same_place.distance_m's sphere)."""
+    import math
+
+    from services.normalise.domain.same_place import EARTH_RADIUS_M
+
+    d, t, p1 = metres / EARTH_RADIUS_M, math.radians(bearing_deg), math.radians(lat)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(t))
+    dl = math.atan2(math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    return lon + math.degrees(dl), math.degrees(p2)
+
+
+@pytest.mark.parametrize("lat", [0.0, 45.76, 70.0], ids=["equator", "lyon", "70N"])
+async def test_every_feature_within_the_distance_is_found_at_any_latitude(
+    unit_of_work: tuple[Any, str], engine: Any, lat: float
+) -> None:
+    """The search box is widened by the distance's degrees at the probe's latitude: a feature 99% of the
+    distance away in any direction from a corner of the probe is a candidate (a box too tight would lose the
+    north-east ones first); one at 300% in the same direction is not returned by either store."""
+    uow, dataset = unit_of_work
+    probe = box(4.88, lat, 4.881, lat + 0.0007)
+    corners = {"ne": (4.881, lat + 0.0007, 45.0), "nw": (4.88, lat + 0.0007, 315.0), "se": (4.881, lat, 135.0)}
+    near = {
+        FeatureKey(dataset, BRON, f"{name}-{bearing}"): _destination(x, y, bearing, 0.99 * 80.0)
+        for name, (x, y, _) in corners.items()
+        for bearing in (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)
+        if not probe.contains(Point(_destination(x, y, bearing, 0.99 * 80.0)))
+    }
+    far = {
+        FeatureKey(dataset, BRON, f"far-{name}"): _destination(x, y, b, 3 * 80.0) for name, (x, y, b) in corners.items()
+    }
+    features = {
+        k: StoredFeature(1, NOW, False, CanonicalFeature.build({"nom": "Parc"}, Point(*xy)))
+        for k, xy in {**near, **far}.items()
+    }
+    if isinstance(uow, InMemoryUnitOfWork):
+        uow.store.features.update(features)
+    else:
+        await _insert(engine, features)
+    found = await _found(uow, [_probe(FeatureKey(dataset, LYON, "new"), probe, 80.0, nom="Parc")])
+    assert set(near) <= set(found[0])
+    assert not set(far) & set(found[0])

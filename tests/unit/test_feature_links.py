@@ -10,6 +10,10 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.contract.codecs import Codecs
 from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeEvent, ChangeKind, GeometryEncoding, Operation, RawGeometry, SourcePosition
@@ -278,3 +282,64 @@ async def test_groups_that_no_event_reaches_are_dissolved_at_start_in_several_tr
     assert all(d.candidate.event.event_id.startswith("repair:same-place:public_toilets/69123/") for d in written)
     # nothing left: a second start does nothing
     assert await dissolve_previous_groups(lambda: InMemoryUnitOfWork(store), FixedClock()) == 0
+
+
+def _great_circle_destination(lon: float, lat: float, bearing_deg: float, metres: float) -> tuple[float, float]:
+    import math
+
+    from services.normalise.domain.same_place import EARTH_RADIUS_M
+
+    d, t, p1 = metres / EARTH_RADIUS_M, math.radians(bearing_deg), math.radians(lat)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(t))
+    dl = math.atan2(math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    return lon + math.degrees(dl), math.degrees(p2)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lon=st.floats(-170, 170),
+    lat=st.floats(-85, 85),
+    width=st.floats(0, 0.05),
+    height=st.floats(0, 0.05),
+    fx=st.floats(0, 1),
+    fy=st.floats(0, 1),
+    bearing=st.floats(0, 360),
+    metres=st.floats(0.5, 5_000),
+    part=st.floats(0, 1),
+)
+def test_search_margins_hold_every_point_within_the_distance(
+    lon: float,
+    lat: float,
+    width: float,
+    height: float,
+    fx: float,
+    fy: float,
+    bearing: float,
+    metres: float,
+    part: float,
+) -> None:
+    """The same-place search's box: any point within the distance (same_place.distance_m) of any point of a
+    geometry's bounding box lies in the box widened by ``search_margins_deg``."""
+    from services.normalise.domain.feature_links import search_margins_deg
+    from services.normalise.domain.same_place import PlacedRecord, distance_m
+
+    top = min(lat + height, 85.0)
+    bounds = (lon, lat, lon + width, top)
+    dx, dy = search_margins_deg(bounds, metres)
+    x0, y0 = lon + fx * width, lat + fy * (top - lat)
+    x1, y1 = _great_circle_destination(x0, y0, bearing, part * metres)
+    assert distance_m(PlacedRecord("", x0, y0, {}), PlacedRecord("", x1, y1, {})) <= metres * (1 + 1e-9) + 1e-6
+    assert bounds[0] - dx <= x1 <= bounds[2] + dx
+    assert bounds[1] - dy <= y1 <= bounds[3] + dy
+
+
+def test_search_margins_are_the_distance_not_a_degree_taken_as_50_km() -> None:
+    """At Lyon, 50 m is 0.00045 degrees of latitude and 0.00065 of longitude (the margin used before was 0.001
+    both ways); a point due east at 50 m from the box's top edge needs nearly all of the longitude margin."""
+    from services.normalise.domain.feature_links import search_margins_deg
+
+    bounds = (4.88, 45.76, 4.881, 45.7607)
+    dx, dy = search_margins_deg(bounds, 50.0)
+    assert dy == pytest.approx(0.00044966, rel=1e-4)
+    east_x, _ = _great_circle_destination(4.881, 45.7607, 90.0, 50.0)
+    assert east_x - 4.881 <= dx <= (east_x - 4.881) * 1.001

@@ -36,7 +36,14 @@ from services.contract.datasets.catalogue import SamePlacePolicy
 from services.contract.messages import ChangeEvent, Operation
 from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature, FeatureKey
 from services.normalise.domain.dedup_decisions import Decision, Outcome, StoredFeature, decide
-from services.normalise.domain.same_place import Link, PlacedRecord, attributes_allow, distance_m, same_place
+from services.normalise.domain.same_place import (
+    EARTH_RADIUS_M,
+    Link,
+    PlacedRecord,
+    attributes_allow,
+    distance_m,
+    same_place,
+)
 
 SAME_PLACE_AS = "odc:same_place_as"  # a record's link to another commune's feature of the same place
 _M_PER_DEG = 111_195.0
@@ -152,6 +159,22 @@ def _placed(source: str, here: CanonicalFeature, there: CanonicalFeature) -> tup
         return PlacedRecord(source, g.x, g.y, here.attributes), PlacedRecord("", h.x, h.y, there.attributes)
     a, b = nearest_points(g, h)
     return PlacedRecord(source, a.x, a.y, here.attributes), PlacedRecord("", b.x, b.y, there.attributes)
+
+
+def search_margins_deg(bounds: tuple[float, float, float, float], distance_m: float) -> tuple[float, float]:
+    """How far to widen a geometry's bounding box, in degrees of longitude and latitude, so that every point
+    within ``distance_m`` of the geometry (``same_place.distance_m``: great circle on the sphere of radius
+    ``EARTH_RADIUS_M``) lies inside it. Exact on the sphere: a point at angular distance ``delta`` from a point
+    at latitude ``phi`` differs from it by at most ``delta`` in latitude and by at most
+    ``asin(sin(delta) / cos(phi))`` in longitude, largest at the box's highest absolute latitude. One part in a
+    million more absorbs rounding. Near a pole (or beyond a quarter of the globe) the longitude margin is the
+    whole circle."""
+    delta = distance_m / EARTH_RADIUS_M
+    dy = math.degrees(delta) * (1 + 1e-6)
+    top = math.radians(max(abs(bounds[1]), abs(bounds[3])))
+    ratio = math.sin(min(delta, math.pi / 2)) / math.cos(top) if top < math.pi / 2 else math.inf
+    dx = 360.0 if ratio >= 1 else math.degrees(math.asin(ratio)) * (1 + 1e-6)
+    return dx, dy
 
 
 def _boxes_farther_than(a: CanonicalFeature, b: CanonicalFeature, limit_m: float) -> bool:
