@@ -37,6 +37,10 @@ class PublishSettings(BaseSettings):
     fetch_min_bytes: int = 1
     fetch_max_wait_seconds: float = 0.05
     cut_interval_seconds: float = 0.2
+    # A version holds at most its policy's max_changes and, past its first change, about this many bytes of
+    # geometry and attributes (before and after): the cut builds the version in memory, and 20,000 large polygons
+    # would take gigabytes. The rest goes into the next version, cut at once.
+    version_max_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
     max_delay_seconds: float = 10.0
     relay_interval_seconds: float = 1.0  # the fallback poll: NOTIFY and the cutter wake the relay
     event_source: str = "urn:odc:publish"

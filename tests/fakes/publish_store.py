@@ -20,6 +20,7 @@ from services.publish.domain.versioning import (
     PendingSummary,
     ReceivedChange,
     VersionDraft,
+    change_bytes,
 )
 
 
@@ -101,12 +102,18 @@ class InMemoryPublishUnitOfWork:
     async def lock_dataset(self, dataset: str) -> DatasetState:
         return self.work.states.setdefault(dataset, DatasetState(dataset, 0, 0, EMPTY_HASH, 0))
 
-    async def pending_changes(self, dataset: str, limit: int) -> PendingChanges:
+    async def pending_changes(self, dataset: str, limit: int, max_bytes: int) -> PendingChanges:
         cut = self._cut_position(dataset)
         first = sorted(
             (c for c in self.work.changes.values() if c.position > cut and c.change.dataset == dataset),
             key=lambda c: c.position,
         )[:limit]
+        total = 0
+        for i, c in enumerate(first):
+            total += change_bytes(c.change)
+            if i and total > max_bytes:
+                first = first[:i]
+                break
         return PendingChanges(
             tuple(c.change for c in sorted(first, key=lambda c: c.change.change_id)),
             max((c.position for c in first), default=cut),

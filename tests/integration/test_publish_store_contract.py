@@ -29,6 +29,7 @@ from services.publish.domain.versioning import (
     DiffEntry,
     ReceivedChange,
     apply_entries,
+    change_bytes,
     content_hash_of,
 )
 from tests.fakes.publish_store import InMemoryPublishStore, InMemoryPublishUnitOfWork
@@ -156,7 +157,9 @@ async def record(backend: Backend, changes: list[ReceivedChange], at: datetime =
 
 async def cut(backend: Backend, dataset: str, at: datetime, limit: int = 1000) -> VersionWrite | None:
     async with backend.uow() as uow:
-        write = decide_version(await uow.lock_dataset(dataset), await uow.pending_changes(dataset, limit), at, FMT)
+        write = decide_version(
+            await uow.lock_dataset(dataset), await uow.pending_changes(dataset, limit, 1 << 30), at, FMT
+        )
         if write is not None:
             await uow.save_version(write)
             await uow.commit()
@@ -171,7 +174,7 @@ async def test_changes_are_recorded_once_per_change_id_first_wins(
     assert await record(backend, [change(ids(1), dataset, "a", None, state(1)), first, resent]) == 2
     assert await record(backend, [resent, change(ids(3), dataset, "c", None, state(3))]) == 1
     async with backend.uow() as uow:
-        pending = await uow.pending_changes(dataset, 10)
+        pending = await uow.pending_changes(dataset, 10, 1 << 30)
     assert [c.change_id for c in pending.changes] == [ids(1), ids(2), ids(3)]
     assert pending.changes[1] == first
 
@@ -184,7 +187,7 @@ async def test_pending_changes_are_the_first_recorded_up_to_the_limit_in_change_
     await record(backend, [change(ids(4), dataset, "d", None, state(4))], T0 + timedelta(seconds=3))
     await record(backend, [change(ids(5), dataset, "e", None, state(5))], T0 + timedelta(seconds=7))
     async with backend.uow() as uow:
-        pending = await uow.pending_changes(dataset, 2)
+        pending = await uow.pending_changes(dataset, 2, 1 << 30)
         summary = (await uow.pending_summaries())[dataset]
     # the version is a range of the log: the two recorded first, given in change_id order
     assert [c.change_id for c in pending.changes] == [ids(4), ids(6)]
@@ -197,7 +200,7 @@ async def test_pending_changes_are_the_first_recorded_up_to_the_limit_in_change_
     assert write is not None and write.draft is not None and write.last_position == pending.through
     assert await backend.marked(dataset) == {ids(4): 1, ids(5): None, ids(6): 1}
     async with backend.uow() as uow:
-        rest = await uow.pending_changes(dataset, 2)
+        rest = await uow.pending_changes(dataset, 2, 1 << 30)
         assert (await uow.pending_summaries())[dataset].count == 1
     assert [c.change_id for c in rest.changes] == [ids(5)] and rest.through > pending.through
     write = await cut(backend, dataset, T0 + timedelta(minutes=2), limit=2)
@@ -229,7 +232,7 @@ async def test_a_version_is_written_exactly_as_decided(
     assert write.draft.version == 1 and (write.draft.added, write.draft.updated, write.draft.removed) == (2, 0, 0)
     async with backend.uow() as uow:
         assert await uow.lock_dataset(dataset) == write.state_after
-        assert (await uow.pending_changes(dataset, 10)).changes == ()
+        assert (await uow.pending_changes(dataset, 10, 1 << 30)).changes == ()
         assert dataset not in await uow.pending_summaries()
     assert await backend.diff(dataset, 1) == list(write.draft.entries)
     assert await backend.published(dataset) == {
@@ -290,7 +293,7 @@ async def test_changes_without_net_effect_are_absorbed_and_nothing_is_published(
     assert await backend.notice(dataset, 1) is None and await backend.published(dataset) == {}
     async with backend.uow() as uow:
         assert (await uow.lock_dataset(dataset)) == write.state_after and write.state_after.last_version == 0
-        assert (await uow.pending_changes(dataset, 10)).changes == ()
+        assert (await uow.pending_changes(dataset, 10, 1 << 30)).changes == ()
         assert dataset not in await uow.pending_summaries()
     # the next real version is version 1 and holds only its own change
     await record(backend, [change(ids(3), dataset, "b", None, state(3))])
@@ -304,7 +307,9 @@ async def test_a_version_not_committed_leaves_no_trace(
 ) -> None:
     await record(backend, [change(ids(1), dataset, "a", None, state(1))])
     async with backend.uow() as uow:
-        write = decide_version(await uow.lock_dataset(dataset), await uow.pending_changes(dataset, 10), T0, FMT)
+        write = decide_version(
+            await uow.lock_dataset(dataset), await uow.pending_changes(dataset, 10, 1 << 30), T0, FMT
+        )
         assert write is not None
         await uow.save_version(write)  # then the process dies before commit
     assert await backend.marked(dataset) == {ids(1): None}
@@ -312,7 +317,7 @@ async def test_a_version_not_committed_leaves_no_trace(
     assert await backend.diff(dataset, 1) == []
     async with backend.uow() as uow:
         assert (await uow.lock_dataset(dataset)).last_version == 0
-        assert [c.change_id for c in (await uow.pending_changes(dataset, 10)).changes] == [ids(1)]
+        assert [c.change_id for c in (await uow.pending_changes(dataset, 10, 1 << 30)).changes] == [ids(1)]
 
 
 async def test_changes_absorbed_after_a_version_leave_its_diff_as_it_was(
@@ -343,3 +348,30 @@ async def test_changes_absorbed_after_a_version_leave_its_diff_as_it_was(
     assert [(e.feature_id, e.kind.value) for e in await backend.diff(dataset, 2)] == [("a", "updated")]
     assert await backend.diff(dataset, 1) == list(first.draft.entries)
     assert (await backend.marked(dataset))[ids(5)] == 2
+
+
+async def test_pending_changes_are_bounded_by_bytes_as_well_the_first_always_taken(
+    backend: Backend, dataset: str, ids: Callable[[int], int]
+) -> None:
+    """A version is built in memory: past its first change it takes at most ``max_bytes`` of geometry and
+    attributes (versioning.change_bytes, the same count on both stores); the rest waits for the next range."""
+
+    def big(n: int) -> FeatureState:  # a polygon of ~10 kB, its weight about that
+        ring = [[4.8 + i * 1e-5, 45.7 + (i % 2) * 1e-5] for i in range(400)]
+        geometry = json.dumps({"type": "Polygon", "coordinates": [[*ring, ring[0]]]})
+        return FeatureState(geometry, json.dumps({"gid": n}), f"{n:064d}")
+
+    changes = [change(ids(n), dataset, f"p{n}", None, big(n)) for n in range(1, 6)]
+    weights = [change_bytes(c) for c in changes]
+    assert all(9_000 < w < 12_000 for w in weights)
+    await record(backend, changes)
+    async with backend.uow() as uow:
+        two = await uow.pending_changes(dataset, 10, weights[0] + weights[1] + weights[2] - 1)
+        one = await uow.pending_changes(dataset, 10, 1)  # below the first's weight: the first alone
+        capped = await uow.pending_changes(dataset, 2, 1 << 30)
+        every = await uow.pending_changes(dataset, 10, sum(weights))
+    assert [c.change_id for c in two.changes] == [ids(1), ids(2)]
+    assert [c.change_id for c in one.changes] == [ids(1)]
+    assert [c.change_id for c in capped.changes] == [ids(1), ids(2)] and capped.through == two.through
+    assert [c.change_id for c in every.changes] == [ids(n) for n in range(1, 6)]
+    assert one.through < two.through < every.through

@@ -483,7 +483,10 @@ async def test_publish_0005_serves_old_diffs_as_written_and_derives_new_ones_fro
             datetime.now(UTC),
         )
         write = decide_version(
-            await uow.lock_dataset("d"), await uow.pending_changes("d", 10), datetime.now(UTC), NotificationFormat("t")
+            await uow.lock_dataset("d"),
+            await uow.pending_changes("d", 10, 1 << 30),
+            datetime.now(UTC),
+            NotificationFormat("t"),
         )
         assert write is not None and write.draft is not None and write.draft.version == 2
         await uow.save_version(write)
@@ -590,7 +593,7 @@ async def test_publish_0007_keeps_each_version_its_changes_and_the_pending_ones_
     async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
         assert {d: s.count for d, s in (await uow.pending_summaries()).items()} == {"d": 2}
         state = await uow.lock_dataset("d")
-        pending = await uow.pending_changes("d", 10)
+        pending = await uow.pending_changes("d", 10, 1 << 30)
         assert [c.change_id for c in pending.changes] == [7, 9]
         write = decide_version(state, pending, datetime.now(UTC), NotificationFormat("t"))
         assert write is not None and write.draft is not None and write.draft.version == 3

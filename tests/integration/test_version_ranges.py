@@ -71,7 +71,7 @@ async def record(engine: Any, changes: list[ReceivedChange]) -> None:
 
 async def cut(engine: Any, dataset: str, limit: int = 1000) -> VersionWrite | None:
     async with uow(engine) as u:
-        write = decide_version(await u.lock_dataset(dataset), await u.pending_changes(dataset, limit), T0, FMT)
+        write = decide_version(await u.lock_dataset(dataset), await u.pending_changes(dataset, limit, 1 << 30), T0, FMT)
         if write is not None:
             await u.save_version(write)
             await u.commit()
@@ -143,7 +143,7 @@ async def test_a_change_recorded_while_a_cut_is_under_way_goes_to_the_next_versi
     await cutter.__aenter__()
     try:
         state = await cutter.lock_dataset(dataset)
-        pending = await cutter.pending_changes(dataset, 1000)
+        pending = await cutter.pending_changes(dataset, 1000, 1 << 30)
         recording = asyncio.create_task(record(engine, [created(ids(2), dataset, "b")]))
         assert await blocked_on_the_cut_lock(engine, recording)
         write = decide_version(state, pending, T0, FMT)

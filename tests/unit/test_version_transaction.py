@@ -13,7 +13,14 @@ from services.contract.datasets.catalogue import DatasetCatalogue
 from services.contract.messages import ChangeKind, FeatureChange, FeatureState
 from services.publish.domain.notifications import encode_event, structured_event, version_message
 from services.publish.domain.version_transaction import NotificationFormat, decide_version
-from services.publish.domain.versioning import EMPTY_HASH, DatasetState, PendingChanges, ReceivedChange, build_version
+from services.publish.domain.versioning import (
+    EMPTY_HASH,
+    DatasetState,
+    PendingChanges,
+    ReceivedChange,
+    build_version,
+    change_bytes,
+)
 from services.publish.service_layer.handlers import cut_due_versions, record_changes
 from tests.fakes.publish_store import InMemoryPublishStore, InMemoryPublishUnitOfWork
 
@@ -121,3 +128,23 @@ async def test_the_handler_cuts_due_versions_on_the_fake() -> None:
         )
         == []
     )
+
+
+async def test_a_version_past_the_byte_bound_leaves_the_rest_for_the_next_one_due_at_once() -> None:
+    """version_max_bytes bounds what one cut builds in memory; the changes left are as old as the ones taken,
+    so they are due at the next cut, not a max_delay later."""
+    store, clock = InMemoryPublishStore(), Clock()
+    uow = lambda: InMemoryPublishUnitOfWork(store)  # noqa: E731
+    changes = [fc(ch(i, f"f{i}", None, str(i))) for i in range(1, 6)]
+    assert await record_changes(changes, uow_factory=uow, clock=clock) == 5
+    weight = change_bytes(ch(1, "f1", None, "1"))
+    clock.t += timedelta(seconds=61)
+    cuts = []
+    for _ in range(4):
+        drafts = await cut_due_versions(
+            catalogue=DatasetCatalogue.load(), uow_factory=uow, clock=clock, source="/odc/test",
+            max_delay_seconds=60, version_max_bytes=2 * weight,
+        )  # fmt: skip
+        cuts.append([(d.version, d.added) for d in drafts])
+    assert cuts == [[(1, 2)], [(2, 2)], [(3, 1)], []]
+    assert {c.change.change_id: c.version for c in store.data.changes.values()} == {1: 1, 2: 1, 3: 2, 4: 2, 5: 3}

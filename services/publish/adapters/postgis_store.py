@@ -76,6 +76,22 @@ WHERE ds.d IS NOT NULL AND p.n > 0
 """
 
 
+# The pending range, bounded by count and by bytes: a running total of each change's weight (octet_length reads
+# a stored text's length without decompressing it), taken while it stays within the bound, the first always.
+_PENDING_CHANGES = """
+SELECT position, change_id, commune, feature_id, kind, before_geometry, before_attributes, before_hash,
+  after_geometry, after_attributes, after_hash FROM (
+  SELECT e.*, row_number() OVER w AS n, sum(coalesce(octet_length(before_geometry), 0)
+    + coalesce(octet_length(before_attributes), 0) + coalesce(octet_length(after_geometry), 0)
+    + coalesce(octet_length(after_attributes), 0)) OVER w AS total
+  FROM change_log_entry e
+  WHERE dataset = :d AND position > coalesce((SELECT cut_position FROM dataset_state WHERE dataset = :d), 0)
+  WINDOW w AS (ORDER BY position ROWS UNBOUNDED PRECEDING)
+  ORDER BY position LIMIT :n
+) s WHERE n = 1 OR total <= :b ORDER BY position
+"""
+
+
 class PostgresPublishUnitOfWork:
     def __init__(self, engine: AsyncEngine, codecs: Codecs) -> None:
         self._engine = engine
@@ -164,19 +180,11 @@ class PostgresPublishUnitOfWork:
         ).one()
         return DatasetState(dataset, row[0], row[1], row[2], row[3], row[4])
 
-    async def pending_changes(self, dataset: str, limit: int) -> PendingChanges:
-        """The first ``limit`` changes after the cut position (a range of the log), given in change_id order."""
-        rows = (
-            await self.conn.execute(
-                text(
-                    "SELECT position, change_id, commune, feature_id, kind, before_geometry, before_attributes, "
-                    "before_hash, after_geometry, after_attributes, after_hash FROM change_log_entry "
-                    "WHERE dataset = :d AND position > "
-                    "coalesce((SELECT cut_position FROM dataset_state WHERE dataset = :d), 0) ORDER BY position LIMIT :n"
-                ),
-                {"d": dataset, "n": limit},
-            )
-        ).all()
+    async def pending_changes(self, dataset: str, limit: int, max_bytes: int) -> PendingChanges:
+        """The first changes after the cut position (a range of the log), at most ``limit`` and, past the first,
+        ``max_bytes`` of them (``versioning.change_bytes``), given in change_id order. The bound is applied in
+        the database: the rows past it are never sent."""
+        rows = (await self.conn.execute(text(_PENDING_CHANGES), {"d": dataset, "n": limit, "b": max_bytes})).all()
         if not rows:
             cut = (
                 await self.conn.execute(

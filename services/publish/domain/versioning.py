@@ -36,6 +36,18 @@ class ReceivedChange:
     after: FeatureState | None
 
 
+def change_bytes(c: ReceivedChange) -> int:
+    """What a change weighs for the bound on a version's size: the UTF-8 bytes of its before and after geometry
+    and attributes (the store counts the same with ``octet_length`` on the four columns)."""
+    return sum(
+        len(text.encode("utf-8"))
+        for s in (c.before, c.after)
+        if s is not None
+        for text in (s.geometry_geojson, s.attributes_json)
+        if text is not None
+    )
+
+
 @dataclass(frozen=True)
 class DatasetState:
     dataset: str

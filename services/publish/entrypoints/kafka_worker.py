@@ -208,6 +208,7 @@ def build_worker(settings: PublishSettings, registry: CollectorRegistry | None =
                 max_delay_seconds=settings.max_delay_seconds,
                 base_url=base_url,
                 max_inline_changes=settings.notify_max_inline_changes,
+                version_max_bytes=settings.version_max_bytes,
             ),
             is_transient=is_transient,
             what="cut versions",

@@ -31,6 +31,7 @@ async def cut_due_versions(
     max_delay_seconds: float,
     base_url: str = "",
     max_inline_changes: int = 0,
+    version_max_bytes: int = 8 * 1024 * 1024,
 ) -> list[VersionDraft]:
     """Cut one version for every dataset whose policy says it is due; one transaction per version, decided by
     the domain (version_transaction.decide_version) and written by the unit of work."""
@@ -46,7 +47,9 @@ async def cut_due_versions(
             continue
         async with uow_factory() as uow:
             state = await uow.lock_dataset(dataset)
-            write = decide_version(state, await uow.pending_changes(dataset, policy.max_changes), clock.now(), fmt)
+            write = decide_version(
+                state, await uow.pending_changes(dataset, policy.max_changes, version_max_bytes), clock.now(), fmt
+            )
             if write is None:
                 continue
             await uow.save_version(write)

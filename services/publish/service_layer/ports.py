@@ -39,9 +39,10 @@ class PublishUnitOfWork(Protocol):
         changes recorded meanwhile wait and land after the cut."""
         ...
 
-    async def pending_changes(self, dataset: str, limit: int) -> PendingChanges:
-        """The first ``limit`` changes after the dataset's cut position, in change_id order, and the position
-        of the last one."""
+    async def pending_changes(self, dataset: str, limit: int, max_bytes: int) -> PendingChanges:
+        """The first changes after the dataset's cut position, at most ``limit`` of them and, past the first, at
+        most ``max_bytes`` in all (``versioning.change_bytes``), in change_id order, and the position of the last
+        one."""
         ...
 
     async def save_version(self, write: VersionWrite) -> None:
@@ -159,6 +160,8 @@ class FeatureReader(Protocol):
     """The current published state of one feature."""
 
     async def item(self, dataset: str, commune: str, feature_id: str) -> StoredFeature | None: ...
+
+
 class ExportFiles(Protocol):
     """Immutable export documents kept as files, so that they are served with a length and byte ranges without
     being held in memory. ``name`` identifies one document of one version for good (it includes the version's
