@@ -86,8 +86,9 @@ class InMemoryPublishUnitOfWork:
         return 0 if state is None else state.cut_position
 
     async def pending_summaries(self) -> dict[str, PendingSummary]:
+        """The oldest waiting change is the first after the cut position, as in the PostgreSQL store."""
         out: dict[str, PendingSummary] = {}
-        for logged in self.work.changes.values():
+        for logged in sorted(self.work.changes.values(), key=lambda c: c.position):
             if logged.position <= self._cut_position(logged.change.dataset):
                 continue
             d, t = logged.change.dataset, logged.received_at
@@ -95,7 +96,7 @@ class InMemoryPublishUnitOfWork:
             out[d] = (
                 PendingSummary(1, t, t)
                 if s is None
-                else PendingSummary(s.count + 1, min(s.oldest_received_at, t), max(s.newest_received_at, t))
+                else PendingSummary(s.count + 1, s.oldest_received_at, max(s.newest_received_at, t))
             )
         return out
 

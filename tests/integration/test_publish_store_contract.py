@@ -375,3 +375,33 @@ async def test_pending_changes_are_bounded_by_bytes_as_well_the_first_always_tak
     assert [c.change_id for c in capped.changes] == [ids(1), ids(2)] and capped.through == two.through
     assert [c.change_id for c in every.changes] == [ids(n) for n in range(1, 6)]
     assert one.through < two.through < every.through
+
+
+async def test_the_pending_summary_counts_each_change_once_and_a_cut_takes_its_range_off(
+    backend: Backend, ids: Callable[[int], int]
+) -> None:
+    """The summary the cutter reads at every wake-up: a resent change is not counted again, two datasets of one
+    batch are counted apart, a version (or an absorbed range, no net effect) takes off exactly its changes."""
+    a, b = f"toilets-{uuid.uuid4().hex[:8]}", f"toilets-{uuid.uuid4().hex[:8]}"
+    first = [change(ids(1), a, "x", None, state(1)), change(ids(2), b, "y", None, state(2))]
+    assert await record(backend, first, T0) == 2
+    assert await record(backend, [*first, change(ids(3), a, "x", state(1), None)], T0 + timedelta(seconds=5)) == 1
+    async with backend.uow() as uow:
+        summaries = await uow.pending_summaries()
+    assert (summaries[a].count, summaries[a].oldest_received_at, summaries[a].newest_received_at) == (
+        2,
+        T0,
+        T0 + timedelta(seconds=5),
+    )
+    assert (summaries[b].count, summaries[b].oldest_received_at, summaries[b].newest_received_at) == (1, T0, T0)
+    write = await cut(backend, a, T0 + timedelta(minutes=1))  # created then deleted: absorbed
+    assert write is not None and write.draft is None and write.changes == 2
+    write = await cut(backend, b, T0 + timedelta(minutes=1), limit=1)
+    assert write is not None and write.draft is not None and write.changes == 1
+    async with backend.uow() as uow:
+        summaries = await uow.pending_summaries()
+    assert a not in summaries and b not in summaries
+    await record(backend, [change(ids(4), a, "z", None, state(4))], T0 + timedelta(minutes=2))
+    async with backend.uow() as uow:
+        summary = (await uow.pending_summaries())[a]
+    assert (summary.count, summary.oldest_received_at) == (1, T0 + timedelta(minutes=2))

@@ -665,7 +665,63 @@ async def test_0008_compresses_large_values_with_lz4_and_going_down_gives_them_b
         ).fetchone()
         assert text == large + "]]}"
 
-    await downgrade_schema(engine, PUBLISH_SCHEMA, "-1")
+    await downgrade_schema(engine, PUBLISH_SCHEMA, "0007")
     assert {(t, c) for t, c, m in schema_of(dsn)["compression"] if m == "l"} == {
         (t, c) for t, c in lz4 if t in NORMALISE_SCHEMA.table_names()
     }
+
+
+async def test_publish_0009_counts_the_waiting_changes_of_every_dataset_once_and_the_cut_keeps_count(
+    new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
+) -> None:
+    """Publish 0009: the cutter's summary comes from counters. A store at 0008 with changes waiting for a dataset
+    that has versions and for one that was never cut (no dataset_state row yet) upgrades with both counted and
+    dated as the log says; after that, recording and cutting keep the count without reading the log."""
+    from services.contract.codecs import Codecs
+    from services.contract.messages import ChangeKind, FeatureState
+    from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork
+    from services.publish.adapters.tables import PUBLISH_SCHEMA
+    from services.publish.domain.version_transaction import NotificationFormat, decide_version
+    from services.publish.domain.versioning import ReceivedChange
+
+    dsn = new_database()
+    engine = engines(dsn)
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade_sync, PUBLISH_SCHEMA, "0008")
+    t1, t2, t3 = (datetime(2026, 12, 5, 9, m, tzinfo=UTC) for m in (1, 2, 3))
+    with psycopg.connect(dsn) as conn:
+        for cid, d, at in ((1, "cut", t1), (2, "cut", t1), (3, "cut", t2), (4, "never", t2), (5, "never", t3)):
+            conn.execute(
+                "INSERT INTO change_log_entry (change_id, dataset, commune, feature_id, kind, after_attributes, "
+                "after_hash, received_at, position) VALUES (%s, %s, '69123', %s, 'CREATED', '{}', %s, %s, "
+                "nextval('change_log_position'))",
+                (cid, d, f"f{cid}", f"{cid:064d}", at),
+            )
+        conn.execute(
+            "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at, cut_position) "
+            "VALUES ('cut', 1, 1, repeat('0', 64), now(), 1)"
+        )
+    await upgrade_schema(engine, PUBLISH_SCHEMA)
+    async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
+        summaries = await uow.pending_summaries()
+    assert {d: (s.count, s.oldest_received_at, s.newest_received_at) for d, s in summaries.items()} == {
+        "cut": (2, t1, t2),
+        "never": (2, t2, t3),
+    }
+    state = FeatureState(None, "{}", "6" * 64)
+    async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
+        assert (
+            await uow.record_changes([ReceivedChange(6, "never", "69123", "f6", ChangeKind.CREATED, None, state)], t3)
+            == 1
+        )
+        await uow.commit()
+    async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
+        write = decide_version(
+            await uow.lock_dataset("never"), await uow.pending_changes("never", 2, 1 << 30), t3, NotificationFormat("t")
+        )
+        assert write is not None and write.changes == 2
+        await uow.save_version(write)
+        await uow.commit()
+    async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
+        summaries = await uow.pending_summaries()
+    assert {d: (s.count, s.oldest_received_at) for d, s in summaries.items()} == {"cut": (2, t1), "never": (1, t3)}

@@ -59,20 +59,25 @@ _CUT_LOCK_SHARED = (
 _CUT_LOCK_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended('odc-publish-cut/' || :d, 0))"
 
 
-# The datasets with changes after their cut position: a skip scan over change_log_entry's (dataset, position)
-# index for the datasets (one probe each), then each one's pending range.
+# The datasets with changes after their cut position, from their counters (migration 0009); the oldest waiting
+# change is the first after the cut (one probe of the (dataset, position) index; positions are taken in the order
+# changes are recorded).
 _PENDING_SUMMARIES = """
-WITH RECURSIVE ds(d) AS (
-  (SELECT dataset FROM change_log_entry ORDER BY dataset LIMIT 1)
-  UNION ALL
-  SELECT (SELECT dataset FROM change_log_entry WHERE dataset > ds.d ORDER BY dataset LIMIT 1) FROM ds
-  WHERE ds.d IS NOT NULL
-)
-SELECT ds.d, p.n, p.lo, p.hi FROM ds CROSS JOIN LATERAL (
-  SELECT count(*) AS n, min(received_at) AS lo, max(received_at) AS hi FROM change_log_entry e
-  WHERE e.dataset = ds.d AND e.position > coalesce((SELECT cut_position FROM dataset_state WHERE dataset = ds.d), 0)
-) p
-WHERE ds.d IS NOT NULL AND p.n > 0
+WITH t AS (SELECT dataset, sum(changes) AS n, max(newest_received_at) AS hi FROM pending_tally GROUP BY dataset),
+s AS (SELECT coalesce(d.dataset, t.dataset) AS dataset, coalesce(d.pending_changes, 0) + coalesce(t.n, 0) AS n,
+  greatest(d.newest_received_at, t.hi) AS hi, coalesce(d.cut_position, 0) AS cut
+  FROM dataset_state d FULL JOIN t ON t.dataset = d.dataset)
+SELECT s.dataset, s.n, (SELECT e.received_at FROM change_log_entry e WHERE e.dataset = s.dataset
+  AND e.position > s.cut ORDER BY e.position LIMIT 1), s.hi
+FROM s WHERE s.n > 0
+"""
+# A cut (under the dataset's exclusive cut lock: no recorder of it is under way) folds the dataset's tallies into
+# its state and takes off the changes of its range.
+_FOLD_TALLIES = """
+WITH folded AS (DELETE FROM pending_tally WHERE dataset = :d RETURNING changes, newest_received_at)
+UPDATE dataset_state SET pending_changes = pending_changes + coalesce((SELECT sum(changes) FROM folded), 0) - :k,
+  newest_received_at = greatest(newest_received_at, (SELECT max(newest_received_at) FROM folded))
+WHERE dataset = :d
 """
 
 
@@ -132,15 +137,22 @@ class PostgresPublishUnitOfWork:
             text(_CUT_LOCK_SHARED),
             {"ds": sorted({c.dataset for c in unique})},
         )
+        # the changes new to the log, and one tally row per dataset of them (appended, so recorders of one
+        # dataset never wait for each other; the dataset's next cut folds the tallies into dataset_state)
         result = await self.conn.execute(
             text(
-                "INSERT INTO change_log_entry (change_id, dataset, commune, feature_id, kind, before_geometry, "
-                "before_attributes, before_hash, after_geometry, after_attributes, after_hash, received_at, position) "
+                "WITH added AS (INSERT INTO change_log_entry (change_id, dataset, commune, feature_id, kind, "
+                "before_geometry, before_attributes, before_hash, after_geometry, after_attributes, after_hash, "
+                "received_at, position) "
                 "SELECT *, CAST(:received_at AS timestamptz), nextval('change_log_position') "
                 "FROM unnest(CAST(:ids AS bigint[]), CAST(:ds AS text[]), "
                 "CAST(:cs AS text[]), CAST(:fs AS text[]), CAST(:ks AS text[]), CAST(:bg AS text[]), CAST(:ba AS text[]), "
                 "CAST(:bh AS text[]), CAST(:ag AS text[]), CAST(:aa AS text[]), CAST(:ah AS text[])) "
-                "ON CONFLICT DO NOTHING"
+                "ON CONFLICT DO NOTHING RETURNING dataset), "
+                "per_dataset AS (SELECT dataset, count(*) AS n FROM added GROUP BY dataset), "
+                "tallied AS (INSERT INTO pending_tally (dataset, changes, newest_received_at) "
+                "SELECT dataset, n, CAST(:received_at AS timestamptz) FROM per_dataset RETURNING 1) "
+                "SELECT coalesce(sum(n), 0) FROM per_dataset"
             ),
             {
                 "ids": [c.change_id for c in unique],
@@ -153,7 +165,7 @@ class PostgresPublishUnitOfWork:
                 "received_at": received_at,
             },
         )
-        return max(0, result.rowcount or 0)
+        return int(result.scalar_one())
 
     async def pending_summaries(self) -> dict[str, PendingSummary]:
         rows = await self.conn.execute(text(_PENDING_SUMMARIES))
@@ -212,6 +224,7 @@ class PostgresPublishUnitOfWork:
                 text("UPDATE dataset_state SET cut_position = :p WHERE dataset = :d"),
                 {"p": write.state_after.cut_position, "d": write.dataset},
             )
+            await self.conn.execute(text(_FOLD_TALLIES), {"k": write.changes, "d": write.dataset})
             return
         await self.conn.execute(
             text(
@@ -255,6 +268,7 @@ class PostgresPublishUnitOfWork:
                 "d": after.dataset,
             },
         )
+        await self.conn.execute(text(_FOLD_TALLIES), {"k": write.changes, "d": write.dataset})
         await self._publish_state(draft)
         attrs = notice.attributes
         await self.conn.execute(

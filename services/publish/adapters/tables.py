@@ -39,6 +39,10 @@ dataset_state = Table(
     Column("incomplete", BigInteger, nullable=False, server_default=text("0")),
     # every change of the dataset up to this change-log position is in a version (or absorbed); after it, pending
     Column("cut_position", BigInteger, nullable=False, server_default=text("0")),
+    # the changes after cut_position and when the newest of them was recorded, as of the last cut (which folds
+    # in pending_tally): the cutter's summary without counting the log (0009)
+    Column("pending_changes", BigInteger, nullable=False, server_default=text("0")),
+    Column("newest_received_at", DateTime(timezone=True), nullable=True),
 )
 
 # Every canonical change received, kept and never rewritten: the dedup record (change_id), the row-level history,
@@ -72,6 +76,18 @@ Index(
 )
 # a dataset's pending changes (after its cut position) and a version's range
 Index("change_log_entry_position", change_log_entry.c.dataset, change_log_entry.c.position, unique=True)
+
+# How many changes each recording transaction added to the log, per dataset: appended (recorders of one dataset
+# never wait for each other on a counter), folded into dataset_state and deleted by the dataset's next cut (0009).
+pending_tally = Table(
+    "pending_tally",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("dataset", Text, nullable=False),
+    Column("changes", BigInteger, nullable=False),
+    Column("newest_received_at", DateTime(timezone=True), nullable=False),
+)
+Index("pending_tally_dataset", pending_tally.c.dataset)
 
 dataset_version = Table(
     "dataset_version",

@@ -53,6 +53,7 @@ class VersionWrite:
     draft: VersionDraft | None
     state_after: DatasetState
     notice: VersionNotice | None
+    changes: int  # how many changes the range holds (taken off the dataset's pending count)
 
 
 def decide_version(
@@ -68,7 +69,7 @@ def decide_version(
     draft = build_version(state, list(pending.changes), now)
     if draft is None:
         absorbed = replace(state, cut_position=last)
-        return VersionWrite(state.dataset, first, last, state.last_version, None, absorbed, None)
+        return VersionWrite(state.dataset, first, last, state.last_version, None, absorbed, None, len(pending.changes))
     attributes, record = version_message(
         draft, fmt.source, base_url=fmt.base_url, max_inline_changes=fmt.max_inline_changes
     )
@@ -79,5 +80,12 @@ def decide_version(
         state.dataset, draft.version, draft.feature_count, draft.content_hash, draft.incomplete, cut_position=last
     )
     return VersionWrite(
-        state.dataset, first, last, draft.version, draft, after, VersionNotice(attributes, record, body)
+        state.dataset,
+        first,
+        last,
+        draft.version,
+        draft,
+        after,
+        VersionNotice(attributes, record, body),
+        len(pending.changes),
     )
