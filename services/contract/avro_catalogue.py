@@ -83,6 +83,7 @@ class SchemaCatalogue:
             self._versions.setdefault(sv.name, {})[sv.version] = sv
         if not self._versions:
             raise ValueError(f"no Avro schemas found in {schema_dir}")
+        self._latest = {name: versions[max(versions)] for name, versions in self._versions.items()}
 
     def names(self) -> list[str]:
         return sorted(self._versions)
@@ -91,8 +92,7 @@ class SchemaCatalogue:
         return [self._versions[name][v] for v in sorted(self._versions[name])]
 
     def latest(self, name: str) -> SchemaVersion:
-        versions = self._versions[name]
-        return versions[max(versions)]
+        return self._latest[name]
 
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fingerprint.get(fp)
