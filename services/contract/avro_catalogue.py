@@ -45,6 +45,10 @@ class SchemaVersion:
     # fastavro parses the schema again on every call: measured on a toilet change event, decode 53 -> 38 us;
     # a feature change 62 -> 25 us (docs/performance.md). ``parsed`` stays hint-free for the canonical form.
     fast: Any
+    # The same schema again, parsed with every "logicalType" key removed: the same types, bytes on the wire and
+    # canonical form, but fastavro hands a uuid over as its text and a timestamp-millis as its long, for the
+    # codecs to convert once per field (decode_plain; issue #16, docs/performance.md "Avro decode").
+    plain: Any = None
 
     @property
     def full_name(self) -> str:
@@ -64,13 +68,22 @@ class SchemaCatalogue:
             raw = json.loads(path.read_text(encoding="utf-8"))
             parsed = fastavro.parse_schema(raw, _write_hint=False)
             fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-            sv = SchemaVersion(m["name"], int(m["version"]), parsed, fp, path, fastavro.parse_schema(raw))
+            sv = SchemaVersion(
+                m["name"],
+                int(m["version"]),
+                parsed,
+                fp,
+                path,
+                fastavro.parse_schema(raw),
+                fastavro.parse_schema(without_logical_types(raw)),
+            )
             if fp in self._by_fingerprint:
                 raise ValueError(f"{path.name} has the same fingerprint as {self._by_fingerprint[fp].path.name}")
             self._by_fingerprint[fp] = sv
             self._versions.setdefault(sv.name, {})[sv.version] = sv
         if not self._versions:
             raise ValueError(f"no Avro schemas found in {schema_dir}")
+        self._latest = {name: versions[max(versions)] for name, versions in self._versions.items()}
 
     def names(self) -> list[str]:
         return sorted(self._versions)
@@ -79,8 +92,7 @@ class SchemaCatalogue:
         return [self._versions[name][v] for v in sorted(self._versions[name])]
 
     def latest(self, name: str) -> SchemaVersion:
-        versions = self._versions[name]
-        return versions[max(versions)]
+        return self._latest[name]
 
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fingerprint.get(fp)
@@ -100,8 +112,9 @@ class SchemaCatalogue:
         fastavro.schemaless_writer(buf, sv.fast, record)
         return buf.getvalue()
 
-    def decode(self, data: bytes, expected: str) -> dict[str, Any]:
-        """Decode ``data`` written with any known version of schema ``expected`` into its latest version."""
+    def _versions_of(self, data: bytes, expected: str) -> tuple[bytes, SchemaVersion, SchemaVersion]:
+        """``data`` as bytes, its writer schema and the reader schema (the latest ``expected``), or
+        UndecodableMessage when the header does not name a known version of ``expected``."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise UndecodableMessage("undecodable", f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -116,11 +129,27 @@ class SchemaCatalogue:
             raise UndecodableMessage(
                 "wrong_schema", f"message is a {writer.name} v{writer.version}, expected {expected}"
             )
-        reader = self.latest(expected)
+        return data, writer, self.latest(expected)
+
+    def decode(self, data: bytes, expected: str) -> dict[str, Any]:
+        """Decode ``data`` written with any known version of schema ``expected`` into its latest version."""
+        data, writer, reader = self._versions_of(data, expected)
+        return self._read(data, writer, writer.fast, None if reader is writer else reader.fast)
+
+    def decode_plain(self, data: bytes, expected: str) -> dict[str, Any]:
+        """``decode`` without fastavro's logical types: a uuid is its text as sent and a timestamp-millis its long,
+        for the caller to convert (services/contract/codecs.py). Raises UndecodableMessage as ``decode`` does for a
+        header or a body that does not read; a caller that needs ``decode``'s exact wording for a body (a logical
+        value that does not convert fails there first) asks ``decode`` after a failure here."""
+        data, writer, reader = self._versions_of(data, expected)
+        return self._read(data, writer, writer.plain, None if reader is writer else reader.plain)
+
+    @staticmethod
+    def _read(data: bytes, writer: SchemaVersion, writer_schema: Any, reader_schema: Any) -> dict[str, Any]:
         body = io.BytesIO(data[HEADER_LEN:])
         try:
             # Same version: no resolution (fastavro would compare the two schemas deeply on every call).
-            record = fastavro.schemaless_reader(body, writer.fast, None if reader is writer else reader.fast)
+            record = fastavro.schemaless_reader(body, writer_schema, reader_schema)
         except Exception as exc:
             raise UndecodableMessage(
                 "undecodable", f"Avro body does not match {writer.name} v{writer.version}: {exc}"
@@ -130,3 +159,13 @@ class SchemaCatalogue:
         if not isinstance(record, dict):
             raise UndecodableMessage("undecodable", "Avro body is not a record")
         return record
+
+
+def without_logical_types(schema: Any) -> Any:
+    """A copy of a schema's JSON with every "logicalType" key removed (Avro's parsing canonical form drops them,
+    so the copy has the same canonical form and fingerprint, and the same binary encoding)."""
+    if isinstance(schema, dict):
+        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [without_logical_types(v) for v in schema]
+    return schema

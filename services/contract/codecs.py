@@ -4,8 +4,10 @@ Avro field names. ``encode_*`` returns single-object-encoded bytes; ``decode_*``
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.contract.avro_catalogue import HEADER_LEN, MAGIC, SchemaCatalogue, UndecodableMessage
@@ -40,6 +42,33 @@ def _avro_long(n: int) -> bytes:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# -- the logical types and enums of a record read by SchemaCatalogue.decode_plain, converted as fastavro does ---
+# (fastavro 1.x, _logical_readers: read_uuid is uuid.UUID(text); read_timestamp_millis is epoch + timedelta), so a
+# message reads to exactly what the reference path (catalogue.decode, then *_from_wire) gives; any failure here
+# sends the message to the reference path, which words it as before (tests/unit/test_avro_decode_equivalence.py).
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
+_OPERATIONS = {m.value: m for m in Operation}
+_ENCODINGS = {m.value: m for m in GeometryEncoding}
+_KINDS = {m.value: m for m in ChangeKind}
+# a failure of the conversions above (a uuid or an instant that does not convert, an enum symbol we lack)
+_CONVERSION_FAILED = (ValueError, OverflowError, KeyError)
+
+
+def _uuid_text(text: str) -> str:
+    """``str(uuid.UUID(text))``: the text itself when it is already in that form (the common case)."""
+    return text if _CANONICAL_UUID(text) else str(uuid.UUID(text))
+
+
+def _instant(millis: int, seen: dict[int, datetime]) -> datetime:
+    """A timestamp-millis as a UTC datetime; ``seen`` holds those of the message already built (a batch's changes
+    share their applied_at, and often their occurred_at)."""
+    at = seen.get(millis)
+    if at is None:
+        at = seen[millis] = _EPOCH + timedelta(microseconds=millis * 1000)
+    return at
 
 
 class Codecs:
@@ -88,10 +117,37 @@ class Codecs:
             source_row=d.get("source_row"),
         )
 
+    @staticmethod
+    def _change_event_from_plain(d: dict[str, Any], seen: dict[int, datetime]) -> ChangeEvent:
+        """``_change_event_from_wire`` of a record read by ``decode_plain`` (the same event)."""
+        g = d["geometry"]
+        return ChangeEvent(
+            _uuid_text(d["event_id"]),
+            d["dataset"],
+            d["commune"],
+            d["feature_id"],
+            _OPERATIONS[d["operation"]],
+            _instant(d["occurred_at"], seen),
+            d["sequence"],
+            d["source"],
+            None if g is None else RawGeometry(_ENCODINGS[g["encoding"]], bytes(g["value"]), g["crs"]),
+            d["attributes"],  # a dict of fastavro's own, not shared
+            d.get("source_row"),
+        )
+
     def encode_change_event(self, ev: ChangeEvent) -> bytes:
         return self.catalogue.encode("change_event", self._change_event_to_wire(ev))
 
     def decode_change_event(self, data: bytes) -> ChangeEvent:
+        try:
+            return self._change_event_from_plain(self.catalogue.decode_plain(data, "change_event"), {})
+        except _CONVERSION_FAILED:  # UndecodableMessage included: the reference path raises it as worded before
+            return self.decode_change_event_reference(data)
+
+    def decode_change_event_reference(self, data: bytes) -> ChangeEvent:
+        """The way of decoding before issue #16's fourth session (fastavro's logical types, enum calls); the fast
+        path gives exactly its results and falls back to it to word a failure. Kept for the tests and
+        benchmarks/decode_cpu.py."""
         return self._change_event_from_wire(self.catalogue.decode(data, "change_event"))
 
     def encode_change_event_batch(self, dataset: str, commune: str, events: Sequence[ChangeEvent]) -> bytes:
@@ -136,11 +192,25 @@ class Codecs:
     def decode_change_events(self, data: bytes) -> ChangeEvents:
         """The events of a message of odc.change-events in either form: one ChangeEvent (the single form, valid
         forever) or a ChangeEventBatch (the bulk form). Raises UndecodableMessage for anything else."""
+        if self.catalogue.writer_name(data) != "change_event_batch":
+            ev = self.decode_change_event(data)
+            return ChangeEvents(ev.dataset, ev.commune, (ev,), bulk=False)
+        try:
+            d = self.catalogue.decode_plain(data, "change_event_batch")
+            seen: dict[int, datetime] = {}
+            from_plain = self._change_event_from_plain
+            events = tuple([from_plain(e, seen) for e in d["events"]])
+        except _CONVERSION_FAILED:  # UndecodableMessage included: the reference path raises it as worded before
+            return self.decode_change_events_reference(data)
+        return ChangeEvents(d["dataset"], d["commune"], events, bulk=True)
+
+    def decode_change_events_reference(self, data: bytes) -> ChangeEvents:
+        """``decode_change_events`` the way before issue #16's fourth session (see decode_change_event_reference)."""
         if self.catalogue.writer_name(data) == "change_event_batch":
             d = self.catalogue.decode(data, "change_event_batch")
             events = tuple(self._change_event_from_wire(e) for e in d["events"])
             return ChangeEvents(d["dataset"], d["commune"], events, bulk=True)
-        ev = self.decode_change_event(data)
+        ev = self.decode_change_event_reference(data)
         return ChangeEvents(ev.dataset, ev.commune, (ev,), bulk=False)
 
     # -- rejections ------------------------------------------------------------------------------
@@ -243,13 +313,53 @@ class Codecs:
         )
 
     def decode_feature_change(self, data: bytes) -> FeatureChange:
-        return self._feature_change_from_wire(self.catalogue.decode(data, "feature_change"))
+        try:
+            return self._feature_changes_from_plain([self.catalogue.decode_plain(data, "feature_change")])[0]
+        except _CONVERSION_FAILED:  # UndecodableMessage included: the reference path raises it as worded before
+            return self.decode_feature_change_reference(data)
 
     def decode_feature_changes(self, data: bytes) -> list[FeatureChange]:
         """The changes of a message of odc.feature-changes in either form: one FeatureChange (written before the
         batch form, still on the topic at an upgrade) or a FeatureChangeBatch."""
         if self.catalogue.writer_name(data) == "feature_change":
             return [self.decode_feature_change(data)]
+        try:
+            return self._feature_changes_from_plain(
+                self.catalogue.decode_plain(data, "feature_change_batch")["changes"]
+            )
+        except _CONVERSION_FAILED:  # UndecodableMessage included: the reference path raises it as worded before
+            return self.decode_feature_changes_reference(data)
+
+    @staticmethod
+    def _feature_changes_from_plain(records: list[dict[str, Any]]) -> list[FeatureChange]:
+        """``_feature_change_from_wire`` of each record read by ``decode_plain`` (the same changes)."""
+        seen: dict[int, datetime] = {}
+        kinds, instant = _KINDS, _instant
+        return [
+            FeatureChange(
+                d["change_id"],
+                d["event_id"],
+                d["dataset"],
+                d["commune"],
+                d["feature_id"],
+                kinds[d["kind"]],
+                d["sequence"],
+                instant(d["occurred_at"], seen),
+                instant(d["applied_at"], seen),
+                None if (b := d["before"]) is None else FeatureState(b["geometry"], b["attributes"], b["content_hash"]),
+                None if (a := d["after"]) is None else FeatureState(a["geometry"], a["attributes"], a["content_hash"]),
+            )
+            for d in records
+        ]
+
+    def decode_feature_change_reference(self, data: bytes) -> FeatureChange:
+        """The way of decoding before issue #16's fourth session (see decode_change_event_reference)."""
+        return self._feature_change_from_wire(self.catalogue.decode(data, "feature_change"))
+
+    def decode_feature_changes_reference(self, data: bytes) -> list[FeatureChange]:
+        """``decode_feature_changes`` the way before issue #16's fourth session."""
+        if self.catalogue.writer_name(data) == "feature_change":
+            return [self.decode_feature_change_reference(data)]
         d = self.catalogue.decode(data, "feature_change_batch")
         return [self._feature_change_from_wire(c) for c in d["changes"]]
 
