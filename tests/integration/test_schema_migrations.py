@@ -232,6 +232,15 @@ async def test_a_store_of_the_previous_release_upgrades_with_its_data_intact(
     after = {t: rows for t, rows in after.items() if t not in NOW_VIEWS.values()} | views_of(old, columns_before)
     assert {t: rows for t, rows in after.items() if t in data_before} == data_before
     after.pop("outbox_cursor")  # normalise 0006: a cursor per outbox, checked just below
+    # publish 0009: what waits for a version, one tally per dataset, as the log says
+    with psycopg.connect(old) as conn:
+        waiting = conn.execute(
+            "SELECT e.dataset, count(*), max(e.received_at) FROM change_log_entry e LEFT JOIN dataset_state s "
+            "ON s.dataset = e.dataset WHERE e.position > coalesce(s.cut_position, 0) GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        tallies = conn.execute("SELECT dataset, changes, newest_received_at FROM pending_tally ORDER BY 1").fetchall()
+    assert tallies == waiting and waiting
+    after.pop("pending_tally")
     assert not {t: rows for t, rows in after.items() if t not in data_before and rows}  # tables added: empty
     with psycopg.connect(old) as conn:  # the same rows count as sent, by the cursor now
         assert {t: conn.execute(q).fetchall() for t, q in SENT_AFTER_0006.items()} == sent_before  # type: ignore[call-overload]
@@ -675,8 +684,8 @@ async def test_publish_0009_counts_the_waiting_changes_of_every_dataset_once_and
     new_database: Callable[[], str], engines: Callable[[str], AsyncEngine]
 ) -> None:
     """Publish 0009: the cutter's summary comes from counters. A store at 0008 with changes waiting for a dataset
-    that has versions and for one that was never cut (no dataset_state row yet) upgrades with both counted and
-    dated as the log says; after that, recording and cutting keep the count without reading the log."""
+    that has versions and for one that was never cut (no dataset_state row yet, and none made) upgrades with both
+    counted and dated as the log says; after that, recording and cutting keep the count without reading the log."""
     from services.contract.codecs import Codecs
     from services.contract.messages import ChangeKind, FeatureState
     from services.publish.adapters.postgis_store import PostgresPublishUnitOfWork
@@ -702,6 +711,8 @@ async def test_publish_0009_counts_the_waiting_changes_of_every_dataset_once_and
             "VALUES ('cut', 1, 1, repeat('0', 64), now(), 1)"
         )
     await upgrade_schema(engine, PUBLISH_SCHEMA)
+    with psycopg.connect(dsn) as conn:  # no state row (no version 0 listed) for the dataset never cut
+        assert conn.execute("SELECT dataset FROM dataset_state").fetchall() == [("cut",)]
     async with PostgresPublishUnitOfWork(engine, Codecs()) as uow:
         summaries = await uow.pending_summaries()
     assert {d: (s.count, s.oldest_received_at, s.newest_received_at) for d, s in summaries.items()} == {

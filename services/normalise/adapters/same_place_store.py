@@ -12,11 +12,12 @@ replicated real polygons): ``ST_DWithin`` on geography in the statement cost 11 
 ``dataset || ''`` keeps the planner on the spatial index alone: combined with the primary key's index on
 dataset it read every row of the dataset per probe. The cost is the candidates the box holds (an index entry
 and a heap row each, ~1.5 µs): the margins of the distance at Lyon's latitude instead of one degree taken as
-50 km in both directions read 73 rows per park probe instead of 109, 154 µs instead of 207 (500 probes, 100,000
-parks and 200,000 toilets stored). A GiST index on ``(dataset, geom)`` (btree_gist) read 41 and took 133 µs,
-but cost 21 µs per inserted row against 8.5 for the plain one, paid by every dataset's upserts: not taken
-(docs/performance.md, "Same-place search"). Features of the probe's own commune are left out (one
-commune's records are never linked), so a commune re-sending its own data with new ids costs little here.
+50 km in both directions read 71 rows per park probe instead of 108, 139 µs instead of 183 (``python -m
+benchmarks.same_place_search``: 500 probes, 100,000 parks and 200,000 toilets stored). A GiST index on ``(dataset,
+geom)`` (btree_gist) read 40 and took 116 µs, but cost 25 µs per inserted row against 9 for the plain one, paid by
+every dataset's upserts: not taken (docs/performance.md, "Same-place search"). Features of the probe's own
+commune are left out (one commune's records are never linked), so a commune re-sending its own data with new ids
+costs little here.
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ the last cut (one row per recording transaction), and the oldest waiting change 
 position (one index probe). A counter updated in place by every recorder was tried first: recorders of one
 dataset then waited for each other's commit (tests/integration/test_version_ranges.py holds one open).
 
-Existing stores: a ``dataset_state`` row for every dataset with changes in the log, and each row's counters from
-the changes after its cut position.
+Existing stores: the changes after each dataset's cut position become one tally row per dataset.
 """
 
 from __future__ import annotations
@@ -35,15 +34,13 @@ def upgrade() -> None:
         "ALTER TABLE dataset_state ADD COLUMN pending_changes bigint NOT NULL DEFAULT 0, "
         "ADD COLUMN newest_received_at timestamptz"
     )
+    # what waits now, as one tally per dataset (a dataset never cut has no dataset_state row, and gets none here:
+    # a state row would list it at version 0 before its first version)
     op.execute(
-        "INSERT INTO dataset_state (dataset, last_version, feature_count, content_hash, updated_at) "
-        "SELECT DISTINCT dataset, 0, 0, repeat('0', 64), now() FROM change_log_entry ON CONFLICT DO NOTHING"
-    )
-    op.execute(
-        "UPDATE dataset_state s SET pending_changes = p.n, newest_received_at = p.hi FROM ("
-        "SELECT e.dataset, count(*) AS n, max(e.received_at) AS hi FROM change_log_entry e "
-        "JOIN dataset_state c ON c.dataset = e.dataset WHERE e.position > c.cut_position GROUP BY e.dataset) p "
-        "WHERE s.dataset = p.dataset"
+        "INSERT INTO pending_tally (dataset, changes, newest_received_at) "
+        "SELECT e.dataset, count(*), max(e.received_at) FROM change_log_entry e "
+        "LEFT JOIN dataset_state s ON s.dataset = e.dataset "
+        "WHERE e.position > coalesce(s.cut_position, 0) GROUP BY e.dataset"
     )
 
 
