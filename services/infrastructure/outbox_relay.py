@@ -73,9 +73,21 @@ def rows_within_bytes(sizes: Sequence[int], max_bytes: int, already: int = 0) ->
 async def read_within_bytes(
     conn: AsyncConnection, sql: str, params: dict[str, Any], max_bytes: int
 ) -> Sequence[Row[Any]]:
-    """The rows of ``sql`` in order, stopping before the row that would take them over ``max_bytes`` (at least
-    one row). Read through a server-side cursor, a few hundred rows at a time, so the rows past the bound never
-    leave the database."""
+    """The rows of ``sql`` (which ends its send order with ``LIMIT :limit``, ``params["limit"]``) in order,
+    stopping before the row that would take them over ``max_bytes`` (at least one row).
+
+    First one plain read of at most a fetch's rows (``_FETCH_ROWS``): when the query has no more than that, or
+    the bound falls within them, that is the answer, in one statement. Otherwise the query is read again, from
+    the start, through a server-side cursor a fetch at a time, so the rows past the bound never leave the
+    database. Each read is one statement, hence one snapshot: the answer never mixes the two. The plain read
+    holds what one fetch holds, so memory stays as bounded as with the cursor alone; at light load (a few rows
+    per round) it saves the cursor's DECLARE and CLOSE (issue #16, fourth session)."""
+    limit = int(params["limit"])
+    first = (await conn.execute(text(sql), {**params, "limit": min(limit, _FETCH_ROWS)})).all()
+    sizes = [row_bytes(r) for r in first]
+    n = rows_within_bytes(sizes, max_bytes)
+    if n < len(first) or len(first) < _FETCH_ROWS or limit <= _FETCH_ROWS:
+        return first[:n]
     rows: list[Row[Any]] = []
     total = 0
     result = await conn.stream(text(sql), params)
