@@ -30,6 +30,7 @@ from services.normalise.domain.feature_links import Member
 from services.normalise.domain.same_place import folded_text_values
 from services.normalise.service_layer.ports import NearbyProbe
 from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
+from tests.great_circle import destination
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -231,18 +232,6 @@ def test_the_sql_fold_is_the_python_fold(postgis: PostgresCluster, values: list[
     assert [r[0] for r in rows] == [fold(v.replace("\x00", "")) for v in values]
 
 
-def _destination(lon: float, lat: float, bearing_deg: float, metres: float) -> tuple[float, float]:
-    """The point ``metres`` away along a great circle (same_place.distance_m's sphere)."""
-    import math
-
-    from services.normalise.domain.same_place import EARTH_RADIUS_M
-
-    d, t, p1 = metres / EARTH_RADIUS_M, math.radians(bearing_deg), math.radians(lat)
-    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(t))
-    dl = math.atan2(math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
-    return lon + math.degrees(dl), math.degrees(p2)
-
-
 @pytest.mark.parametrize("lat", [0.0, 45.76, 70.0], ids=["equator", "lyon", "70N"])
 async def test_every_feature_within_the_distance_is_found_at_any_latitude(
     unit_of_work: tuple[Any, str], engine: Any, lat: float
@@ -254,13 +243,13 @@ async def test_every_feature_within_the_distance_is_found_at_any_latitude(
     probe = box(4.88, lat, 4.881, lat + 0.0007)
     corners = {"ne": (4.881, lat + 0.0007, 45.0), "nw": (4.88, lat + 0.0007, 315.0), "se": (4.881, lat, 135.0)}
     near = {
-        FeatureKey(dataset, BRON, f"{name}-{bearing}"): _destination(x, y, bearing, 0.99 * 80.0)
+        FeatureKey(dataset, BRON, f"{name}-{bearing}"): destination(x, y, bearing, 0.99 * 80.0)
         for name, (x, y, _) in corners.items()
         for bearing in (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)
-        if not probe.contains(Point(_destination(x, y, bearing, 0.99 * 80.0)))
+        if not probe.contains(Point(destination(x, y, bearing, 0.99 * 80.0)))
     }
     far = {
-        FeatureKey(dataset, BRON, f"far-{name}"): _destination(x, y, b, 3 * 80.0) for name, (x, y, b) in corners.items()
+        FeatureKey(dataset, BRON, f"far-{name}"): destination(x, y, b, 3 * 80.0) for name, (x, y, b) in corners.items()
     }
     features = {
         k: StoredFeature(1, NOW, False, CanonicalFeature.build({"nom": "Parc"}, Point(*xy)))

@@ -22,6 +22,7 @@ from services.normalise.domain.dedup_decisions import StoredFeature
 from services.normalise.domain.feature_links import SAME_PLACE_AS, Member
 from services.normalise.service_layer.process_batch import BatchReport, InboundMessage, process_batch
 from tests.fakes.normalise_store import InMemoryNormaliseStore, InMemoryUnitOfWork
+from tests.great_circle import destination
 
 CODECS = Codecs()
 NORMALISER = EventNormaliser(DatasetCatalogue.load())
@@ -284,17 +285,6 @@ async def test_groups_that_no_event_reaches_are_dissolved_at_start_in_several_tr
     assert await dissolve_previous_groups(lambda: InMemoryUnitOfWork(store), FixedClock()) == 0
 
 
-def _great_circle_destination(lon: float, lat: float, bearing_deg: float, metres: float) -> tuple[float, float]:
-    import math
-
-    from services.normalise.domain.same_place import EARTH_RADIUS_M
-
-    d, t, p1 = metres / EARTH_RADIUS_M, math.radians(bearing_deg), math.radians(lat)
-    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(t))
-    dl = math.atan2(math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
-    return lon + math.degrees(dl), math.degrees(p2)
-
-
 @settings(max_examples=500, deadline=None)
 @given(
     lon=st.floats(-170, 170),
@@ -327,7 +317,7 @@ def test_search_margins_hold_every_point_within_the_distance(
     bounds = (lon, lat, lon + width, top)
     dx, dy = search_margins_deg(bounds, metres)
     x0, y0 = lon + fx * width, lat + fy * (top - lat)
-    x1, y1 = _great_circle_destination(x0, y0, bearing, part * metres)
+    x1, y1 = destination(x0, y0, bearing, part * metres)
     assert distance_m(PlacedRecord("", x0, y0, {}), PlacedRecord("", x1, y1, {})) <= metres * (1 + 1e-9) + 1e-6
     assert bounds[0] - dx <= x1 <= bounds[2] + dx
     assert bounds[1] - dy <= y1 <= bounds[3] + dy
@@ -341,5 +331,5 @@ def test_search_margins_are_the_distance_not_a_degree_taken_as_50_km() -> None:
     bounds = (4.88, 45.76, 4.881, 45.7607)
     dx, dy = search_margins_deg(bounds, 50.0)
     assert dy == pytest.approx(0.00044966, rel=1e-4)
-    east_x, _ = _great_circle_destination(4.881, 45.7607, 90.0, 50.0)
+    east_x, _ = destination(4.881, 45.7607, 90.0, 50.0)
     assert east_x - 4.881 <= dx <= (east_x - 4.881) * 1.001

@@ -228,12 +228,13 @@ class PostgresPublishUnitOfWork:
         """Write what the domain decided (version_transaction.decide_version): nothing is decided here, and no
         change row is written: the version is the range ``write.first_position`` .. ``write.last_position``."""
         draft, notice = write.draft, write.notice
+        # either way the range's changes are no longer pending (the dataset's tallies folded in, publish 0009)
+        await self.conn.execute(text(_FOLD_TALLIES), {"k": write.changes, "d": write.dataset})
         if draft is None or notice is None:  # absorbed: only the cut moves
             await self.conn.execute(
                 text("UPDATE dataset_state SET cut_position = :p WHERE dataset = :d"),
                 {"p": write.state_after.cut_position, "d": write.dataset},
             )
-            await self.conn.execute(text(_FOLD_TALLIES), {"k": write.changes, "d": write.dataset})
             return
         await self.conn.execute(
             text(
@@ -277,7 +278,6 @@ class PostgresPublishUnitOfWork:
                 "d": after.dataset,
             },
         )
-        await self.conn.execute(text(_FOLD_TALLIES), {"k": write.changes, "d": write.dataset})
         await self._publish_state(draft)
         attrs = notice.attributes
         await self.conn.execute(
