@@ -333,3 +333,64 @@ def test_search_margins_are_the_distance_not_a_degree_taken_as_50_km() -> None:
     assert dy == pytest.approx(0.00044966, rel=1e-4)
     east_x, _ = destination(4.881, 45.7607, 90.0, 50.0)
     assert east_x - 4.881 <= dx <= (east_x - 4.881) * 1.001
+
+
+def test_two_communes_records_of_one_place_in_one_batch_are_linked_at_any_latitude() -> None:
+    """The batch's own grid (records not yet stored) finds a neighbour however few metres a degree of
+    longitude holds: 8 m due east at 89.5° N is 0.0082 degrees, almost twice the grid's bucket (0.0045); the
+    grid searched one bucket each way and lost it there. (The pure decision, not ``process_batch``: the
+    toilets' schema refuses a position outside the Métropole. The store's search is held to the same in the
+    same-place contract tests.)"""
+    from shapely.geometry import Point
+
+    from services.normalise.domain.canonical_feature import Candidate, CanonicalFeature
+    from services.normalise.domain.feature_links import decide_linked_batch
+
+    policies = {"public_toilets": NORMALISER.catalogue.get("public_toilets").same_place}  # type: ignore[union-attr]
+
+    def candidate(ev: ChangeEvent, where: tuple[float, float]) -> Candidate:
+        key = FeatureKey(ev.dataset, ev.commune, ev.feature_id)
+        return Candidate(ev, key, CanonicalFeature.build({"adresse": ev.attributes["adresse"]}, Point(where), ()))
+
+    for lat in (0.0, 45.7675, 70.0, 89.5):
+        here, east = (BORDER[0], lat), destination(BORDER[0], lat, 90.0, 8.0)
+        first = candidate(toilet(1, LYON, here, adresse="one"), here)
+        second = candidate(toilet(7, VILLEURBANNE, east, minutes=1, adresse="two"), east)
+        batch = decide_linked_batch({}, {}, [first, second], policies, T0)
+        assert [d.outcome.value for d in batch.reported] == ["created", "linked"], lat
+        (link,) = batch.reported[1].candidate.feature.attributes[SAME_PLACE_AS]  # type: ignore[union-attr,misc]
+        assert link["feature_id"] == "1" and 7.5 < link["distance_m"] < 8.5, lat  # type: ignore[index]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lon=st.floats(-170, 170),
+    lat=st.floats(-89.9, 89.9),
+    size=st.floats(0, 0.01),
+    bearing=st.floats(0, 360),
+    part=st.floats(0, 1),
+    distance=st.sampled_from([5.0, 10.0, 50.0, 300.0]),
+    crowd=st.integers(0, 30),
+)
+def test_the_batch_grid_returns_every_feature_within_the_distance(
+    lon: float, lat: float, size: float, bearing: float, part: float, distance: float, crowd: int
+) -> None:
+    """``_Grid.near`` is a superset of the features within the distance, at any latitude and bucket count (with
+    ``crowd`` other features held, so both of its ways of reading the buckets are taken)."""
+    from shapely.geometry import Point, box
+
+    from services.contract.datasets.catalogue import SamePlacePolicy
+    from services.normalise.domain.canonical_feature import CanonicalFeature
+    from services.normalise.domain.feature_links import _Grid
+
+    policy = SamePlacePolicy(distance_m=distance)
+    grid = _Grid()
+    top = min(lat + size, 89.95)
+    here = CanonicalFeature({}, box(lon, lat, lon + size, top) if size else Point(lon, lat), "h")
+    x, y = destination(lon + size / 2, (lat + top) / 2, bearing, part * distance)
+    there = FeatureKey("d", "c", "there")
+    grid.add(there, CanonicalFeature({}, Point(x, y), "h"), policy)
+    for n in range(crowd):
+        grid.add(FeatureKey("d", "c", str(n)), CanonicalFeature({}, Point(lon + 1 + n, lat / 2), "h"), policy)
+    if size == 0 or abs(y) <= top:  # the point lies within the distance of the geometry
+        assert there in grid.near("d", here, policy)

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import cast
 
+import shapely
 from shapely.geometry import Point
+from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
 from services.contract.datasets.catalogue import SamePlacePolicy
@@ -95,38 +97,86 @@ def carried_link(stored: StoredFeature | None, c: Candidate) -> Candidate:
 
 
 def _cell_size_deg(policy: SamePlacePolicy) -> float:
-    """At least the distance in degrees of longitude up to 60° N (half a degree of latitude's metres)."""
-    return max(policy.distance_m, 250.0) / (_M_PER_DEG * 0.5)
+    """The grid's bucket size: the distance (at least 250 m) in degrees of latitude. Only a matter of speed: a
+    search spans every cell its widened box meets, whatever their size (``_Grid.near``)."""
+    return max(policy.distance_m, 250.0) / _M_PER_DEG
+
+
+Box = tuple[float, float, float, float]
+
+
+def _boxes_meet(a: Box, b: Box) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
 class _Grid:
-    """Live canonical features of the batch's world by grid cell (cells at least as large as the distance)."""
+    """Live canonical features of the batch's world by grid cell, each with its bounding box. A key may also sit
+    in cells of an older geometry of its feature (an update moved it): the caller reads the feature itself."""
 
     def __init__(self) -> None:
-        self._cells: dict[tuple[str, int, int], set[FeatureKey]] = {}
+        self._cells: dict[tuple[str, int, int], dict[FeatureKey, Box]] = {}
+        self._boxes: dict[int, tuple[BaseGeometry, Box]] = {}  # by id(), the geometry held so the id stays its own
+
+    def measure(self, geometries: list[BaseGeometry]) -> None:
+        """The bounding boxes of geometries the batch will add or search, in one call (``shapely.bounds``)."""
+        if geometries:
+            for g, row in zip(geometries, shapely.bounds(geometries).tolist(), strict=True):
+                self._boxes[id(g)] = (g, (row[0], row[1], row[2], row[3]))
+
+    def _box(self, geometry: BaseGeometry) -> Box:
+        held = self._boxes.get(id(geometry))
+        if held is not None and held[0] is geometry:
+            return held[1]
+        box: Box = geometry.bounds
+        return box
 
     @staticmethod
-    def _span(bounds: tuple[float, float, float, float], size: float) -> Iterable[tuple[int, int]]:
-        x0, y0, x1, y1 = (int(v // size) for v in bounds)
-        for cx in range(x0, x1 + 1):
-            for cy in range(y0, y1 + 1):
-                yield cx, cy
+    def _range(box: Box, size: float) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = (int(v // size) for v in box)
+        return x0, y0, x1, y1
 
     def add(self, key: FeatureKey, feature: CanonicalFeature, policy: SamePlacePolicy) -> None:
-        if feature.geometry is None or feature.geometry.is_empty:
+        if feature.geometry is None:
+            return
+        box = self._box(feature.geometry)
+        if math.isnan(box[0]):  # empty
             return
         size = _cell_size_deg(policy)
-        for cx, cy in self._span(feature.geometry.bounds, size):
-            self._cells.setdefault((key.dataset, cx, cy), set()).add(key)
+        x0, y0, x1, y1 = self._range(box, size)
+        for cx in range(x0, x1 + 1):
+            for cy in range(y0, y1 + 1):
+                self._cells.setdefault((key.dataset, cx, cy), {})[key] = box
 
     def near(self, dataset: str, feature: CanonicalFeature, policy: SamePlacePolicy) -> set[FeatureKey]:
-        if feature.geometry is None or feature.geometry.is_empty:
+        """Every key whose box meets ``feature``'s box widened by the distance (``search_margins_deg``, exact at
+        any latitude): a superset of the features within the distance."""
+        if feature.geometry is None:
             return set()
+        bx0, by0, bx1, by1 = self._box(feature.geometry)
+        if math.isnan(bx0):  # empty
+            return set()
+        dx, dy = search_margins_deg((bx0, by0, bx1, by1), policy.distance_m)
+        box = (bx0 - dx, by0 - dy, bx1 + dx, by1 + dy)
         size = _cell_size_deg(policy)
-        x0, y0, x1, y1 = feature.geometry.bounds
+        x0, y0, x1, y1 = self._range(box, size)
         out: set[FeatureKey] = set()
-        for cx, cy in self._span((x0 - size, y0 - size, x1 + size, y1 + size), size):
-            out |= self._cells.get((dataset, cx, cy), set())
+        if (x1 - x0 + 1) * (y1 - y0 + 1) > len(self._cells):  # a box wider than the world held (near a pole)
+            cells = [
+                entries
+                for (d, cx, cy), entries in self._cells.items()
+                if d == dataset and x0 <= cx <= x1 and y0 <= cy <= y1
+            ]
+        else:
+            cells = [
+                entries
+                for cx in range(x0, x1 + 1)
+                for cy in range(y0, y1 + 1)
+                if (entries := self._cells.get((dataset, cx, cy))) is not None
+            ]
+        for entries in cells:
+            for key, other in entries.items():
+                if _boxes_meet(box, other):
+                    out.add(key)
         return out
 
 
@@ -137,10 +187,17 @@ class _World:
     grid: _Grid = field(default_factory=_Grid)
 
     def __post_init__(self) -> None:
-        for key, s in self.stored.items():
-            policy = self.policies.get(key.dataset)
-            if policy is not None and policy.distance_m > 0 and not s.deleted and s.feature is not None:
-                self.grid.add(key, s.feature, policy)
+        live = [
+            (key, s.feature)
+            for key, s in self.stored.items()
+            if (policy := self.policies.get(key.dataset)) is not None
+            and policy.distance_m > 0
+            and not s.deleted
+            and s.feature is not None
+        ]
+        self.grid.measure([f.geometry for _, f in live if f.geometry is not None])
+        for key, feature in live:
+            self.grid.add(key, feature, self.policies[key.dataset])
 
     def put(self, d: Decision) -> None:
         if d.after is None:
@@ -308,6 +365,9 @@ def decide_linked_batch(
     member of the groups the candidates belong to). ``now`` is kept for the callers' signature."""
     del now
     world = _World(dict(stored), policies)
+    world.grid.measure(
+        [c.feature.geometry for c in candidates if c.feature is not None and c.feature.geometry is not None]
+    )
     reported: list[Decision] = []
     to_save: list[Decision] = []
     groups: dict[FeatureKey, list[Member]] = {}
