@@ -30,7 +30,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey, wkb_2d
+from services.normalise.domain.canonical_feature import CanonicalFeature, FeatureKey
 from services.normalise.domain.feature_links import Member, search_margins_deg
 from services.normalise.service_layer.ports import NearbyProbe
 
@@ -59,11 +59,11 @@ _STORED_NAME_FOLDED = sql_fold("f.attributes ->> p.n")  # a constant fragment (n
 
 _NEARBY = text(f"""
 WITH k AS MATERIALIZED (
-  SELECT i, d, c, ST_Expand(ST_SetSRID(ST_GeomFromWKB(wkb), 4326), dx, dy) AS box,
+  SELECT i, d, c, ST_MakeEnvelope(x0, y0, x1, y1, 4326) AS box,
     string_to_array(names, ',') AS names, CAST(folded AS jsonb) AS folded
-  FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:wkb AS bytea[]), CAST(:dx AS float8[]),
-    CAST(:dy AS float8[]), CAST(:names AS text[]), CAST(:folded AS text[]))
-    WITH ORDINALITY AS u(d, c, wkb, dx, dy, names, folded, i))
+  FROM unnest(CAST(:ds AS text[]), CAST(:co AS text[]), CAST(:x0 AS float8[]), CAST(:y0 AS float8[]),
+    CAST(:x1 AS float8[]), CAST(:y1 AS float8[]), CAST(:names AS text[]), CAST(:folded AS text[]))
+    WITH ORDINALITY AS u(d, c, x0, y0, x1, y1, names, folded, i))
 SELECT k.i, f.dataset, f.commune, f.feature_id, ARRAY(SELECT f.attributes -> n FROM unnest(k.names) n)
 FROM k
 JOIN canonical_feature f ON f.geom && k.box AND f.dataset || '' = k.d AND f.commune <> k.c AND NOT f.deleted
@@ -129,15 +129,23 @@ class PostgisSamePlaceStore:
     async def find_nearby(self, probes: Sequence[NearbyProbe]) -> list[tuple[int, FeatureKey, dict[str, object]]]:
         if not probes:
             return []
-        margins = [search_margins_deg(p.geometry.bounds, float(p.distance_m)) for p in probes]
+        # each probe's search box: its bounding box (one shapely call for all) widened by the distance's margins
+        x0, y0, x1, y1 = [], [], [], []
+        for p, (bx0, by0, bx1, by1) in zip(probes, shapely.bounds([p.geometry for p in probes]).tolist(), strict=True):
+            dx, dy = search_margins_deg((bx0, by0, bx1, by1), float(p.distance_m))
+            x0.append(bx0 - dx)
+            y0.append(by0 - dy)
+            x1.append(bx1 + dx)
+            y1.append(by1 + dy)
         rows = await self._conn.execute(
             _NEARBY,
             {
                 "ds": [p.key.dataset for p in probes],
                 "co": [p.key.commune for p in probes],
-                "wkb": [wkb_2d(p.geometry) for p in probes],
-                "dx": [m[0] for m in margins],
-                "dy": [m[1] for m in margins],
+                "x0": x0,
+                "y0": y0,
+                "x1": x1,
+                "y1": y1,
                 "names": [",".join(p.compared) for p in probes],
                 "folded": [json.dumps(dict(p.folded)) for p in probes],
             },
