@@ -144,6 +144,9 @@ def main() -> None:
         "--spread", action="store_true", help="replicas on free places with fresh names (the suite's polygons row)"
     )
     parser.add_argument(
+        "--children", action="store_true", help="py-spy also samples each service's child processes (the relay)"
+    )
+    parser.add_argument(
         "--toast-compression",
         choices=("pglz", "lz4"),
         default=None,
@@ -170,13 +173,15 @@ def main() -> None:
             pid = stack.services[name].pid()
             spies[name] = subprocess.Popen(
                 [str(PY_SPY), "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
-                 "--output", str(out_dir / f"{name}.txt"), "--nonblocking"],
+                 "--output", str(out_dir / f"{name}.txt"), "--nonblocking",
+                 *(["--subprocesses"] if args.children else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
         time.sleep(1.0)
         assert stack.broker is not None
         roots = cpu_roots(stack)
         cpu_before = {k: tree_cpu_seconds(pid) for k, pid in roots.items()}
+        own_before = {p: _cpu_seconds(p) for k, pid in roots.items() if k != "postgres" for p in [pid, *children(pid)]}
         stack.sql("SELECT pg_stat_statements_reset() IS NULL")
         t0 = time.monotonic()
         asyncio.run(produce(stack.broker, values))
@@ -199,6 +204,7 @@ def main() -> None:
         )
         seconds = time.monotonic() - t0
         cpu = {k: tree_cpu_seconds(pid) - cpu_before[k] for k, pid in roots.items()}
+        own = {p: _cpu_seconds(p) - before for p, before in own_before.items()}
         for spy in spies.values():
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             spy.wait(timeout=60)
@@ -213,6 +219,10 @@ def main() -> None:
         print("CPU seconds during the run (process and its children; py-spy itself excluded):")
         for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
             print(f"  {k:10s} {v:6.1f} s  = {1000 * v / len(events):.3f} ms/event")
+            if k != "postgres" and len(parts := [p for p in [roots[k], *children(roots[k])] if p in own]) > 1:
+                for p in parts:  # a worker and its children (the normaliser's relay process), each on its own
+                    what = "the worker" if p == roots[k] else "a child"
+                    print(f"    {p} ({what}) {own[p]:6.1f} s  = {1000 * own[p] / len(events):.3f} ms/event")
         print("PostgreSQL statements by total execution time (pg_stat_statements):")
         for calls, total_ms, rows, query in stack.sql(
             "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "

@@ -54,7 +54,13 @@ _FETCH_ROWS = 250  # rows per fetch of the relay's server-side cursor
 
 def row_bytes(row: Sequence[object]) -> int:
     """What a row weighs for the relay's byte bound: the length of its text and binary values, 8 for any other."""
-    return sum(len(v) if isinstance(v, str | bytes | bytearray | memoryview) else 8 for v in row)
+    n = 0
+    for v in row:  # a loop and a tuple of types: 1 µs for an outbox row, against 4 for sum(...) over a union
+        n += len(v) if isinstance(v, _WEIGHED) else 8
+    return n
+
+
+_WEIGHED = (str, bytes, bytearray, memoryview)
 
 
 def rows_within_bytes(sizes: Sequence[int], max_bytes: int, already: int = 0) -> int:
@@ -265,17 +271,40 @@ def grouped_messages(
     group_key: Callable[[R], Hashable],
     to_group_message: Callable[[Sequence[R]], OutgoingMessage],
     max_bytes: int,
+    size_of: Callable[[R], int] | None = None,
 ) -> list[OutgoingMessage]:
     """One message per group key (groups in the order of their first row, each group's rows in their order),
     a group split into consecutive parts while its message is larger than ``max_bytes`` (a single row is sent
-    as it is, whatever its size: the producer then refuses it as it did before grouping)."""
+    as it is, whatever its size: the producer then refuses it as it did before grouping).
+
+    With ``size_of`` (a row's estimated weight in its message, e.g. ``row_bytes``), a group is first cut where
+    the estimates reach ``max_bytes``, so that each part is encoded once when the estimate holds; a part whose
+    message is still too large is split as above. Without it a group is encoded whole first: a relayed batch
+    of 2 MiB for a 1 MB message limit encoded every row twice (issue #16, fifth session)."""
     groups: dict[Hashable, list[R]] = {}
     for row in rows:
         groups.setdefault(group_key(row), []).append(row)
     out: list[OutgoingMessage] = []
     for members in groups.values():
-        out.extend(_fitted(members, to_group_message, max_bytes))
+        for part in [members] if size_of is None else _parts_by_size(members, size_of, max_bytes):
+            out.extend(_fitted(part, to_group_message, max_bytes))
     return out
+
+
+def _parts_by_size(rows: list[R], size_of: Callable[[R], int], max_bytes: int) -> list[list[R]]:
+    parts: list[list[R]] = []
+    part: list[R] = []
+    total = 0
+    for row in rows:
+        size = size_of(row)
+        if part and total + size > max_bytes:
+            parts.append(part)
+            part, total = [], 0
+        part.append(row)
+        total += size
+    if part:
+        parts.append(part)
+    return parts
 
 
 def _fitted(
@@ -343,7 +372,9 @@ class OutboxRelay:
     def _messages(self, rows: Sequence[Row[Any]]) -> list[OutgoingMessage]:
         spec = self.spec
         if spec.group_key is not None and spec.to_group_message is not None:
-            return grouped_messages(rows, spec.group_key, spec.to_group_message, spec.max_message_bytes)
+            return grouped_messages(
+                rows, spec.group_key, spec.to_group_message, spec.max_message_bytes, size_of=row_bytes
+            )
         return [spec.to_message(r) for r in rows]
 
     async def pending(self) -> int:

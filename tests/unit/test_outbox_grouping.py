@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -22,8 +22,7 @@ CODECS = Codecs()
 T0 = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Row:  # the columns of feature_change_outbox the spec reads
+class Row(NamedTuple):  # a feature_change_outbox row as the relay reads it: a tuple with its field names
     change_id: int
     dataset: str
     feature_id: str = "f"
@@ -40,9 +39,6 @@ class Row:  # the columns of feature_change_outbox the spec reads
     after_attributes: str | None = '{"nom":"x"}'
     after_hash: str | None = "ab" * 32
     cursor_txid: str = "100"  # the writer's transaction (xid8 as text), selected by the relay
-
-    def __iter__(self) -> Any:  # a database row is a tuple of its values (the relay weighs them)
-        return iter(astuple(self))
 
 
 def interleaved(n: int) -> list[Row]:
@@ -240,3 +236,63 @@ async def test_a_batch_of_large_rows_is_cut_by_bytes_and_the_cursor_moves_past_t
     assert [await relay.relay_once() for _ in range(4)] == [3, 3, 1, 0]
     sent = [c.change_id for _, _, value in producer.sent for c in CODECS.decode_feature_changes(value)]
     assert sent == list(range(1, 11))
+
+
+def test_a_group_cut_by_its_rows_estimated_sizes_encodes_each_row_once() -> None:
+    """A relayed batch is bounded at 2 MiB of rows and a message at 1 MB: encoded whole first, every row of a
+    large group was encoded twice. With the rows' sizes the group is cut first and each part encoded once; the
+    parts keep the order and the limit, and nothing is lost or repeated."""
+    from services.infrastructure.outbox_relay import row_bytes
+
+    spec = feature_changes_outbox(CODECS, "odc.feature-changes")
+    assert spec.group_key is not None and spec.to_group_message is not None
+    rows = [Row(i, "public_toilets", after_attributes='{"nom":"' + "x" * 300 + '"}') for i in range(1, 301)]
+    limit = len(spec.to_group_message(rows).value) // 3
+    encoded: list[int] = []
+
+    def counting(part: Sequence[Row]) -> OutgoingMessage:
+        encoded.append(len(part))
+        return spec.to_group_message(part)  # type: ignore[misc]
+
+    messages = grouped_messages(rows, spec.group_key, counting, limit, size_of=row_bytes)
+    assert sum(encoded) == len(rows)  # each row in exactly one encoded message
+    assert len(messages) >= 3 and all(len(m.value) <= limit for m in messages)
+    assert [c.change_id for _, cs in decoded(messages) for c in cs] == list(range(1, 301))
+    encoded.clear()
+    grouped_messages(rows, spec.group_key, counting, limit)  # without sizes: the whole group first
+    assert sum(encoded) >= 2 * len(rows)
+
+
+def test_a_part_whose_estimate_was_low_is_still_split_under_the_limit() -> None:
+    """The estimate counts characters; a value of accented text weighs more in UTF-8: the encoded part is
+    checked and split again, as without an estimate."""
+    spec = feature_changes_outbox(CODECS, "odc.feature-changes")
+    assert spec.group_key is not None and spec.to_group_message is not None
+    rows = [Row(i, "public_toilets", after_attributes='{"nom":"' + "é" * 300 + '"}') for i in range(1, 101)]
+    limit = len(spec.to_group_message(rows).value) // 4
+    messages = grouped_messages(rows, spec.group_key, spec.to_group_message, limit, size_of=lambda r: 1)
+    assert all(len(m.value) <= limit for m in messages)
+    assert [c.change_id for _, cs in decoded(messages) for c in cs] == list(range(1, 101))
+
+
+def test_a_changes_columns_are_read_by_their_names_whatever_the_rows_column_order() -> None:
+    """The relay reads an outbox row's columns by position, found from the row's field names: the change is the
+    same in any column order (the table's, a query's), every field in its place, and a kind it does not know
+    fails as ChangeKind itself does."""
+    from collections import namedtuple
+
+    from services.contract.messages import ChangeKind, FeatureState
+    from services.normalise.adapters.outboxes import _changes
+
+    row = Row(7, "parks_gardens", feature_id="p1", event_id="ev", commune="69266", kind="UPDATED", sequence=3,
+              before_geometry="bg", before_attributes="ba", before_hash="bh")  # fmt: skip
+    expected = FeatureChange(7, "ev", "parks_gardens", "69266", "p1", ChangeKind.UPDATED, 3, T0, T0,
+                             FeatureState("bg", "ba", "bh"), FeatureState(row.after_geometry, row.after_attributes,
+                                                                          row.after_hash))  # fmt: skip
+    shuffled_type = namedtuple("shuffled_type", list(reversed(Row._fields)))  # type: ignore[misc]
+    shuffled = shuffled_type(*reversed(row))
+    assert _changes([row]) == [expected]
+    assert _changes([shuffled]) == [expected]
+    assert _changes([row._replace(before_attributes=None)])[0].before is None
+    with pytest.raises(ValueError):
+        _changes([row._replace(kind="MOVED")])
