@@ -132,6 +132,7 @@ class Pipeline:
         values: list[bytes],
         keys: list[bytes | None] | None = None,
         headers: list[list[tuple[str, bytes]] | None] | None = None,
+        compression: str | None = None,
     ) -> None:
         async def go() -> None:
             # Idempotent producer: order is kept per partition even with many sends in flight.
@@ -141,11 +142,14 @@ class Pipeline:
                 bootstrap_servers=self.broker.bootstrap,
                 enable_idempotence=True,
                 linger_ms=5,
-                **(
-                    self.broker.security(SERVICE_USERS["ingest"])
-                    if self.input_topic == TOPICS["input"]
-                    else self.broker.admin_security()  # another deployment's topic: no ACL names it for ingest
-                ).producer_kwargs(),
+                **{
+                    **(
+                        self.broker.security(SERVICE_USERS["ingest"])
+                        if self.input_topic == TOPICS["input"]
+                        else self.broker.admin_security()  # another deployment's topic: no ACL names it for ingest
+                    ).producer_kwargs(),
+                    "compression_type": compression,  # as a commune's own client may send
+                },
             )
             await p.start()
             try:
@@ -166,11 +170,14 @@ class Pipeline:
 
         asyncio.run(go())
 
-    def produce_events(self, events: list[ChangeEvent], key: SigningKey | None = None) -> None:
-        """Produce events signed with ``key`` (default: the Métropole's admin key)."""
+    def produce_events(
+        self, events: list[ChangeEvent], key: SigningKey | None = None, compression: str | None = None
+    ) -> None:
+        """Produce events signed with ``key`` (default: the Métropole's admin key), in batches compressed with
+        ``compression`` (a Kafka codec: gzip, snappy, lz4, zstd) when given."""
         values = [self.codecs.encode_change_event(e) for e in events]
         signer = key or self.admin_key()
-        self.produce(values, [event_key(e) for e in events], [sign(v, signer) for v in values])
+        self.produce(values, [event_key(e) for e in events], [sign(v, signer) for v in values], compression)
 
     # -- output -------------------------------------------------------------------------------------
     def read_topic(self, topic: str, timeout: float = 5.0) -> list[Any]:

@@ -178,6 +178,25 @@ def test_the_same_event_twice_is_applied_once(pipeline: Pipeline) -> None:
     assert pipeline.sql("SELECT count(*) FROM change_log WHERE feature_id = %s", fid)[0][0] == 1
 
 
+def test_events_in_compressed_batches_of_every_kafka_codec_are_applied(pipeline: Pipeline) -> None:
+    """A commune's own client may compress what it produces (Kafka Connect, kcat and the Java client offer gzip,
+    snappy, lz4 and zstd). Every codec is read: without the codec's library (cramjam, aiokafka's) the consumer
+    raised UnsupportedCodecError at the batch, and the normaliser stopped there."""
+    before = pipeline.metric("normalise", "odc_events_received_total")
+    ids = {}
+    for n, codec in enumerate(("gzip", "snappy", "lz4", "zstd")):
+        ids[codec] = [str(930_000 + n * 1_000 + uuid.uuid4().int % 1_000 + k) for k in range(0, 30, 10)]
+        pipeline.produce_events([toilet_event(f, seq=1, adresse=codec) for f in ids[codec]], compression=codec)
+    pipeline.settle("public_toilets", before, 12)
+    for codec, fids in ids.items():
+        rows = pipeline.sql(
+            "SELECT attributes->>'adresse' FROM canonical_feature WHERE dataset = 'public_toilets' "
+            "AND feature_id = ANY(%s) AND NOT deleted",
+            fids,
+        )
+        assert rows == [(codec,)] * 3, codec
+
+
 def test_an_older_event_after_a_newer_one_is_ignored(pipeline: Pipeline) -> None:
     fid = str(910_000 + uuid.uuid4().int % 10_000)
     stale = pipeline.metric("normalise", "odc_events_stale_total", dataset="public_toilets")

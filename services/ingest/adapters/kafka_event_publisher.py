@@ -37,7 +37,7 @@ from services.contract import size_limits
 from services.contract.codecs import Codecs
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent
-from services.infrastructure.kafka_security import KafkaClientSecurity
+from services.infrastructure.kafka_security import PRODUCER_COMPRESSION, KafkaClientSecurity
 from services.ingest.service_layer.ports import PublishFailed, RecordsTooLarge
 
 log = logging.getLogger("odc.ingest.publisher")
@@ -169,6 +169,7 @@ class KafkaEventPublisher:
             max_batch_size=1 << 20,
             max_request_size=self._max_request_bytes,
             request_timeout_ms=self._request_timeout_ms,
+            compression_type=PRODUCER_COMPRESSION,
             **self._security.client_kwargs(),
         )
 
