@@ -40,6 +40,11 @@ class NormaliseMetrics(WorkerMetrics):
             "Rejections deleted from the rejection table past their retention",
             registry=registry,
         )
+        self.changes_pruned = Counter(
+            "odc_feature_changes_pruned_total",
+            "Relayed change rows deleted from feature_change_outbox past their retention (event ids kept)",
+            registry=registry,
+        )
         self.conformance = Counter(
             "odc_records_conformance_total",
             "Records by conformance level: conforming and incomplete (applied upserts), refused (rejected events)",

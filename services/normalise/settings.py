@@ -51,6 +51,10 @@ class NormaliseSettings(BaseSettings):
     rejection_retention_days: Annotated[float, Field(gt=0)] = 30.0
     rejection_prune_interval_seconds: Annotated[float, Field(gt=0)] = 3600.0
     rejection_prune_batch_rows: Annotated[int, Field(gt=0)] = 5000
+    # Change rows (table feature_change_outbox) applied longer ago than this are pruned, once relayed, at the same
+    # interval and batch size: their event ids stay known as processed (the table's delete trigger); what goes is
+    # their before/after geometry and attributes, sent long since to the publisher, whose change log keeps them
+    change_retention_days: Annotated[float, Field(gt=0)] = 7.0
     readiness_timeout_seconds: float = 1.0  # /readyz checks the broker and the database live, each within this
     log_level: str = "INFO"
     # A batch held longer than this (database down) makes the consumer leave its group; its events are then

@@ -195,3 +195,40 @@ async def test_deleting_change_rows_keeps_their_events_dedup_memory(engine: Any)
     assert outcome(replay, "duplicate") == 1 and sum(replay.outcomes.values()) == 1
     (answer,) = await read_outcomes(engine, DATASET, [event])
     assert answer.level == CONFORMING
+
+
+async def test_relayed_change_rows_past_the_retention_are_pruned_and_their_events_stay_duplicates(engine: Any) -> None:
+    """The normaliser's prune task (outbox_pruning.prune_feature_changes): a change row goes once it is relayed
+    (at or before the relay's cursor) and older than the retention, in batches; its event id stays known (the
+    delete trigger), so a replay of it is still a duplicate. A row not yet relayed, or within the retention, stays."""
+    from services.normalise.adapters.outbox_pruning import prune_feature_changes
+
+    factory = lambda: PostgisUnitOfWork(engine)  # noqa: E731
+    old = [toilet(fresh_gid()) for _ in range(5)]
+    await apply(factory, *old)  # relayed, past the retention: pruned
+    recent = toilet(fresh_gid())
+    await apply(factory, recent)  # relayed, within the retention: kept
+    unsent = toilet(fresh_gid())
+    await apply(factory, unsent)  # past the retention but not relayed: kept
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE feature_change_outbox SET applied_at = '1999-01-01Z' WHERE event_id = ANY(:e)"),
+            {"e": [e.event_id for e in (*old, unsent)]},
+        )
+        # the relay sent everything up to and including `recent`
+        await conn.execute(
+            text(
+                "INSERT INTO outbox_cursor (outbox, txid, last_id) SELECT 'feature_change_outbox', txid, change_id "
+                "FROM feature_change_outbox WHERE event_id = :e "
+                "ON CONFLICT (outbox) DO UPDATE SET txid = EXCLUDED.txid, last_id = EXCLUDED.last_id"
+            ),
+            {"e": recent.event_id},
+        )
+    cutoff = datetime(2000, 1, 1, tzinfo=UTC)
+    assert await prune_feature_changes(engine, cutoff, batch_rows=2) == 5  # three batches: 2, 2, 1
+    assert all([await rows(engine, e.event_id) == (0, 1) for e in old])
+    assert await rows(engine, recent.event_id) == (1, 0)
+    assert await rows(engine, unsent.event_id) == (1, 0)
+    assert await prune_feature_changes(engine, cutoff) == 0  # nothing left to prune
+    replay = await apply(factory, old[0], unsent)
+    assert outcome(replay, "duplicate") == 2 and sum(replay.outcomes.values()) == 2

@@ -19,7 +19,7 @@ import pytest
 
 from services.contract.size_limits import REJECTION_ORIGINAL_PREFIX_BYTES
 from services.infrastructure.database import make_engine
-from services.normalise.adapters.rejection_pruning import prune_rejections
+from services.normalise.adapters.outbox_pruning import prune_rejections
 from services.normalise.domain.rejection_retention import retention_cutoff
 from tests.integration.pipeline_harness import Pipeline, toilet_event, wait_for
 

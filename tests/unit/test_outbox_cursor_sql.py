@@ -40,6 +40,12 @@ def test_pending_counts_rows_not_sent_and_every_row_when_there_is_no_cursor() ->
 
 
 def test_rejection_pruning_deletes_only_what_the_rejection_relay_counts_as_sent() -> None:
-    from services.normalise.adapters.rejection_pruning import _PRUNE_BATCH
+    from services.normalise.adapters.outbox_pruning import _PRUNE_REJECTIONS as _PRUNE_BATCH
 
     assert REJECTIONS_CURSOR.sent_condition() in str(_PRUNE_BATCH)
+
+
+def test_change_pruning_deletes_only_what_the_change_relay_counts_as_sent() -> None:
+    from services.normalise.adapters.outbox_pruning import _PRUNE_FEATURE_CHANGES
+
+    assert FEATURE_CHANGES_CURSOR.sent_condition() in str(_PRUNE_FEATURE_CHANGES)

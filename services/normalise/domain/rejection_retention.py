@@ -28,7 +28,7 @@ def bounded_original(original: bytes, limit: int) -> BoundedOriginal:
 
 
 def retention_cutoff(now: datetime, retention_days: float) -> datetime:
-    """Rejections recorded before this instant are past the retention."""
+    """Rows recorded before this instant are past the retention (rejections, relayed change rows)."""
     if retention_days <= 0:
         raise ValueError("the retention must be positive")
     return now - timedelta(days=retention_days)

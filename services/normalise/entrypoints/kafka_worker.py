@@ -42,8 +42,8 @@ from services.infrastructure.readiness import CachedCheck, broker_reachable, dat
 from services.infrastructure.retry import retry_transient
 from services.infrastructure.signing_keys import SigningKeyCache, create_signing_key_schema
 from services.infrastructure.worker_runtime import BatchLoop, DatabaseHealth, Supervisor
+from services.normalise.adapters.outbox_pruning import prune_feature_changes, prune_rejections
 from services.normalise.adapters.postgis_store import PostgisUnitOfWork, create_schema
-from services.normalise.adapters.rejection_pruning import prune_rejections
 from services.normalise.domain.canonical_feature import EventNormaliser
 from services.normalise.domain.rejection_retention import retention_cutoff
 from services.normalise.entrypoints.relay_process import Failed, Health, Sent, Status, parse_status, start_relay_child
@@ -265,9 +265,9 @@ class NormaliseWorker:
         elif isinstance(status, Health):
             self.health["relay"] = status.ok
 
-    async def prune_rejections(self) -> None:
-        """Every prune interval, delete relayed rejections past the retention (batched). A database outage
-        skips a round; the next one catches up."""
+    async def prune_outboxes(self) -> None:
+        """Every prune interval, delete relayed rejections and relayed change rows past their retentions
+        (batched). A database outage skips a round; the next one catches up."""
         s = self.settings
         stopping = self.supervisor.stopping
         while not stopping.is_set():
@@ -277,10 +277,15 @@ class NormaliseWorker:
                 if pruned:
                     log.info("pruned %d rejections recorded before %s", pruned, cutoff.isoformat())
                 self.metrics.rejections_pruned.inc(pruned)
+                cutoff = retention_cutoff(self.clock.now(), s.change_retention_days)
+                pruned = await prune_feature_changes(self.engine, cutoff, s.rejection_prune_batch_rows)
+                if pruned:
+                    log.info("pruned %d relayed change rows applied before %s", pruned, cutoff.isoformat())
+                self.metrics.changes_pruned.inc(pruned)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                log.warning("rejection pruning skipped, database unavailable: %s", type(exc).__name__)
+                log.warning("outbox pruning skipped, database unavailable: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), s.rejection_prune_interval_seconds)
 
@@ -293,7 +298,7 @@ class NormaliseWorker:
         await self.supervisor.run(
             before_prepare={"operations": self.serve_operations},
             prepare=self.prepare,
-            tasks={"consume": self.consume, "relay": self.relay, "prune-rejections": self.prune_rejections},
+            tasks={"consume": self.consume, "relay": self.relay, "prune-outboxes": self.prune_outboxes},
             cleanup=self.engine.dispose,
         )
 
