@@ -23,8 +23,8 @@ from deploy.local.postgres import PostgresCluster  # noqa: E402
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), free_port(), free_port())
-    broker.start(timeout=120)
     try:
+        broker.start(timeout=120)  # inside: a broker that never got ready is stopped too (stop is idempotent)
         yield broker
     finally:
         broker.stop()
@@ -40,8 +40,8 @@ def postgres_data_dir(prefix: str) -> Path:
 def postgis() -> Iterator[PostgresCluster]:
     root = postgres_data_dir("test-pg")
     cluster = PostgresCluster(root, free_port())
-    cluster.start(timeout=120)
     try:
+        cluster.start(timeout=120)  # inside, as above
         yield cluster
     finally:
         cluster.stop()

@@ -19,8 +19,8 @@ def pipeline(
     kafka_broker: KafkaBroker, postgis: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
     p = Pipeline(kafka_broker, postgis, tmp_path_factory.mktemp("services"))
-    p.start()
     try:
+        p.start()  # inside: a service that is not ready stops those already started, instead of leaving them running
         yield p
     finally:
         p.stop()
