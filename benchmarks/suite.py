@@ -90,6 +90,7 @@ def pipeline_throughput(
     meter = CpuMeter(measure_roots(stack)) if measure else None
     if measure:
         write_count.reset(stack.db.dsn)
+    wal0 = write_count.wal_totals(stack.db.dsn) if measure else {}
     cpu0 = meter.snapshot() if meter else {}
     gen0 = own_cpu_seconds()
     t0 = time.monotonic()
@@ -116,6 +117,7 @@ def pipeline_throughput(
         cpu["total"] = sum(cpu.values())
         out["cpu_us_per_event"] = cpu
         out["writes"] = write_count.summarise(write_count.read(stack.db.dsn), applied)
+        out["wal"] = write_count.wal_per_event(wal0, write_count.wal_totals(stack.db.dsn), applied)
     return out
 
 
@@ -245,6 +247,13 @@ def main() -> None:
     parser.add_argument("--no-replay", action="store_true", help="skip the replay stage")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the run's cluster, over deploy/local/postgres.py's (repeatable)",
+    )
+    parser.add_argument(
         "--input-form",
         choices=("bulk", "single"),
         default="single",
@@ -264,7 +273,8 @@ def main() -> None:
     print(f"throwaway stack in {stack.root}", flush=True)
     # Under a steady stream a dataset never goes quiet: the max delay bounds how long a change waits.
     env = {"ODC_PUBLISH_MAX_DELAY_SECONDS": str(args.max_delay)}
-    stack.start(extra_env=env)
+    pg_settings = dict(kv.split("=", 1) for kv in args.pg_setting)
+    stack.start(extra_env=env, pg_settings=pg_settings or None)
     try:
         assert stack.broker is not None and stack.db is not None
         write_count.ensure_extension(stack.db.dsn)
@@ -381,6 +391,10 @@ def main() -> None:
         stack.stop()
     table = render(r)
     print(table)
+    for label, *_ in THROUGHPUT_STAGES:  # WAL per stage (also in the raw JSON)
+        wal = r.get(f"{label}_pipeline", {}).get("wal")
+        if wal:
+            print(f"WAL, {label}: {wal}")
     if not args.no_write:
         out = ROOT / "docs" / "benchmarks"
         out.mkdir(parents=True, exist_ok=True)

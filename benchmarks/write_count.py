@@ -132,6 +132,25 @@ def read(dsn: str) -> list[StatementStat]:
     return [StatementStat(str(role), str(q), int(c), int(n), bool(t)) for role, q, c, n, t in rows]
 
 
+def wal_totals(dsn: str) -> dict[str, int]:
+    """The cluster's WAL written so far (pg_stat_wal: records, full-page images, bytes) and its checkpoints
+    (pg_stat_bgwriter, timed and requested): per-stage deltas say what the writes cost in WAL."""
+    with psycopg.connect(dsn) as conn:
+        records, fpi, size = conn.execute("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal").fetchone()
+        (checkpoints,) = conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter").fetchone()
+    return {"records": int(records), "fpi": int(fpi), "bytes": int(size), "checkpoints": int(checkpoints)}
+
+
+def wal_per_event(before: dict[str, int], after: dict[str, int], events: int) -> dict[str, float]:
+    n = max(events, 1)
+    return {
+        "records_per_event": round((after["records"] - before["records"]) / n, 2),
+        "full_page_images_per_event": round((after["fpi"] - before["fpi"]) / n, 3),
+        "bytes_per_event": round((after["bytes"] - before["bytes"]) / n),
+        "checkpoints": after["checkpoints"] - before["checkpoints"],
+    }
+
+
 def written_rows(dsn: str) -> int:
     return sum(s.rows for s in read(dsn) if write_kind(s.query) is not None)
 
