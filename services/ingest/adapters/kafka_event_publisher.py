@@ -37,7 +37,7 @@ from services.contract import size_limits
 from services.contract.codecs import Codecs
 from services.contract.event_signature import SigningKey, sign
 from services.contract.messages import ChangeEvent
-from services.infrastructure.kafka_security import PRODUCER_COMPRESSION, KafkaClientSecurity
+from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.ingest.service_layer.ports import PublishFailed, RecordsTooLarge
 
 log = logging.getLogger("odc.ingest.publisher")
@@ -167,10 +167,9 @@ class KafkaEventPublisher:
             acks="all",
             linger_ms=10,
             max_batch_size=1 << 20,
-            max_request_size=self._max_request_bytes,
             request_timeout_ms=self._request_timeout_ms,
-            compression_type=PRODUCER_COMPRESSION,
-            **self._security.client_kwargs(),
+            # every odc producer's settings (compression among them), with this publisher's request size
+            **{**self._security.producer_kwargs(), "max_request_size": self._max_request_bytes},
         )
 
     async def start(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from services.contract.codecs import Codecs
-from services.contract.messages import ChangeKind, FeatureChange, FeatureState, FieldError, Rejection, SourcePosition
+from services.contract.messages import FeatureChange, FeatureState, FieldError, Rejection, SourcePosition, change_kind
 from services.infrastructure.outbox_relay import OutboxSpec, OutgoingMessage, TxidCursor
 
 FEATURE_CHANGES_LOCK = 7431002
@@ -33,7 +33,6 @@ _CHANGE_COLUMNS = (
     "change_id", "event_id", "dataset", "commune", "feature_id", "kind", "sequence", "occurred_at", "applied_at",
     "before_geometry", "before_attributes", "before_hash", "after_geometry", "after_attributes", "after_hash",
 )  # fmt: skip
-_KINDS = {k.value: k for k in ChangeKind}
 
 
 def _changes(rows: Sequence[Row[Any]]) -> list[FeatureChange]:
@@ -53,7 +52,7 @@ def _changes(rows: Sequence[Row[Any]]) -> list[FeatureChange]:
                 dataset=dataset,
                 commune=commune,
                 feature_id=fid,
-                kind=_KINDS.get(kind) or ChangeKind(kind),
+                kind=change_kind(kind),
                 sequence=seq,
                 occurred_at=occurred,
                 applied_at=applied,

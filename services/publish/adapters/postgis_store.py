@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.contract.codecs import Codecs
-from services.contract.messages import ChangeKind, FeatureState
+from services.contract.messages import FeatureState, change_kind
 from services.infrastructure.schema_migrations import upgrade_schema
 from services.publish.adapters.tables import PUBLISH_SCHEMA
 from services.publish.domain.version_transaction import VersionWrite
@@ -45,9 +45,6 @@ def _state_arrays(names: tuple[str, str, str], states: Sequence[FeatureState | N
     """Columns of many states as three parallel arrays, for one ``unnest`` statement instead of one per row."""
     cols = [_cols(s) for s in states]
     return {name: [c[i] for c in cols] for i, name in enumerate(names)}
-
-
-_KINDS = {k.value: k for k in ChangeKind}  # a dict lookup: ChangeKind(value) costs ~1 µs a change
 
 
 def _state(g: str | None, a: str | None, h: str | None) -> FeatureState | None:
@@ -223,7 +220,7 @@ class PostgresPublishUnitOfWork:
                     dataset,
                     r[2],
                     r[3],
-                    _KINDS.get(r[4]) or ChangeKind(r[4]),
+                    change_kind(r[4]),
                     _state(r[5], r[6], r[7]),
                     _state(r[8], r[9], r[10]),
                 )
