@@ -1,6 +1,6 @@
 """Prune the normaliser's outbox tables past their retention, in batches (each its own short transaction, so a
 large backlog never holds one long lock). Only rows already relayed are pruned: at or before the relay's cursor
-(each outbox cursor's own ``sent_condition``); the topics keep them after that for their own retention.
+(outboxes' ``sent_condition``, written out here); the topics keep them after that for their own retention.
 
 - ``rejection``: a rejection's per-field errors and the bounded original (``odc report`` reads them).
 - ``feature_change_outbox``: a change row is needed until it is relayed, then only as the dedup record of its
@@ -15,13 +15,11 @@ from datetime import datetime
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.normalise.adapters.outboxes import FEATURE_CHANGES_CURSOR, REJECTIONS_CURSOR
-
-_PRUNE_REJECTIONS = text(f"""
+_PRUNE_REJECTIONS = text("""
 DELETE FROM rejection WHERE rejection_id IN (
   SELECT rejection_id FROM rejection
   WHERE rejected_at < :cutoff
-    AND {REJECTIONS_CURSOR.sent_condition()}
+    AND (rejection.txid, rejection.seq) <= (SELECT c.txid, c.last_id FROM outbox_cursor c WHERE c.outbox = 'rejection')
   ORDER BY rejected_at
   LIMIT :batch_rows
   FOR UPDATE SKIP LOCKED)
@@ -30,12 +28,12 @@ DELETE FROM rejection WHERE rejection_id IN (
 # The oldest rows first, a batch of the primary key's head at a time: the head is read, not the table (an index on
 # applied_at would cost a write per change). Pruning stops at a head with nothing to prune (rows within the
 # retention or not yet relayed); change ids grow with time, so what is left behind is pruned at a later round.
-_PRUNE_FEATURE_CHANGES = text(f"""
+_PRUNE_FEATURE_CHANGES = text("""
 DELETE FROM feature_change_outbox
 WHERE change_id IN (
     SELECT change_id FROM feature_change_outbox ORDER BY change_id LIMIT :batch_rows FOR UPDATE SKIP LOCKED)
   AND applied_at < :cutoff
-  AND {FEATURE_CHANGES_CURSOR.sent_condition()}
+  AND (feature_change_outbox.txid, feature_change_outbox.change_id) <= (SELECT c.txid, c.last_id FROM outbox_cursor c WHERE c.outbox = 'feature_change_outbox')
 """)
 
 
