@@ -63,7 +63,9 @@ def main() -> None:
             rows = {
                 "GeoJSON parsed by PostGIS (ST_GeomFromGeoJSON)": _best(
                     args.repeat,
-                    run("SELECT count(ST_SetSRID(ST_GeomFromGeoJSON(g), 4326)) FROM unnest(CAST(%s AS text[])) g", texts),
+                    run(
+                        "SELECT count(ST_SetSRID(ST_GeomFromGeoJSON(g), 4326)) FROM unnest(CAST(%s AS text[])) g", texts
+                    ),
                 ),
                 "the text passed through (shipping and unnest only)": _best(
                     args.repeat, run("SELECT count(g) FROM unnest(CAST(%s AS text[])) g", texts)
