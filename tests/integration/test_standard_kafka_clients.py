@@ -4,8 +4,8 @@ Kafka clients"):
 
 - the official Java client (kafka-clients 4.1.2) with its default producer settings (idempotent, acks=all,
   batching, murmur2 partitioner), uncompressed and with each codec;
-- kcat (Debian's package; librdkafka: CRC32 partitioner, not idempotent), which needs librdkafka >= 2.6.1 to log
-  in to a Kafka 4 broker (deploy/local/kcat.py): Debian bookworm's 2.0.2 is refused as "invalid credentials".
+- librdkafka, through confluent-kafka's Python producer (librdkafka 2.16 in its wheel: the C client kcat, Vector
+  and the Go and .NET clients are built on; CRC32 partitioner, its own codecs).
 
 Signed events are applied, in sequence order even when two clients put one feature on two partitions; garbage,
 null values and unsigned events are rejected with their reason and the stream keeps flowing."""
@@ -13,7 +13,6 @@ null values and unsigned events are rejected with their reason and the stream ke
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import uuid
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import murmur2
+from confluent_kafka import Producer
 
 from deploy.local.kafka import KafkaBroker, ensure_kafka_jars
 from deploy.local.kafka_access import COMMUNE_USERS
-from deploy.local.kcat import SCRAM_ON_KAFKA_4_SINCE, ensure_kcat_installed, kcat_environment, librdkafka_version
 from services.contract.event_signature import SigningKey, sign
 from services.infrastructure.database import make_engine
 from services.infrastructure.signing_keys import issue_signing_key
@@ -101,25 +100,33 @@ def java_send(
     return send
 
 
-def kcat(
-    broker: KafkaBroker, files: Sequence[Path], key: bytes | None, headers: Sequence[Header], env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    """kcat -P: each file one message, as the commune, zstd-compressed."""
-    cmd = [ensure_kcat_installed(), "-P", "-b", broker.bootstrap, "-t", TOPICS["input"], "-z", "zstd"]
-    for setting in (
-        "security.protocol=SASL_SSL",
-        "sasl.mechanisms=SCRAM-SHA-512",
-        f"sasl.username={COMMUNE}",
-        f"sasl.password={broker.access.passwords[COMMUNE]}",
-        f"ssl.ca.location={broker.access.ca_file}",
-    ):
-        cmd += ["-X", setting]
-    cmd += ["-k", key.decode()] if key is not None else []
-    for name, value in headers:
-        cmd += ["-H", name if value is None else f"{name}={value.decode()}"]
-    return subprocess.run(
-        [*cmd, *map(str, files)], env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
+def librdkafka_send(
+    broker: KafkaBroker, records: Sequence[Record], codec: str = "zstd"
+) -> list[tuple[int, int]]:
+    """librdkafka's producer with its defaults (CRC32 "consistent_random" partitioner, not idempotent), compressed
+    with ``codec``, as the commune; each record's (partition, offset)."""
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": COMMUNE,
+            "sasl.password": broker.access.passwords[COMMUNE],
+            "ssl.ca.location": str(broker.access.ca_file),
+            "compression.type": codec,
+        }
     )
+    delivered: dict[int, tuple[int, int] | str] = {}
+    for i, (key, value, headers) in enumerate(records):
+
+        def report(err: object, msg: object, i: int = i) -> None:
+            delivered[i] = str(err) if err is not None else (msg.partition(), msg.offset())  # type: ignore[attr-defined]
+
+        producer.produce(TOPICS["input"], value=value, key=key, headers=list(headers), on_delivery=report)
+    assert producer.flush(30) == 0, "librdkafka could not deliver within 30 s"
+    out = [delivered[i] for i in range(len(records))]
+    assert all(isinstance(d, tuple) for d in out), out
+    return out  # type: ignore[return-value]
 
 
 def signed(values: Sequence[bytes], key: SigningKey) -> list[list[Header]]:
@@ -191,55 +198,40 @@ def test_the_java_client_with_default_settings_and_every_codec(
     assert stored(pipeline, unsigned.feature_id) is None
 
 
-def test_kcat_on_a_current_librdkafka_and_the_same_feature_on_two_partitions(
-    pipeline: Pipeline, kafka_broker: KafkaBroker, commune_key: SigningKey, tmp_path: Path
+def test_librdkafka_with_every_codec_and_the_same_feature_on_two_partitions(
+    pipeline: Pipeline, kafka_broker: KafkaBroker, commune_key: SigningKey
 ) -> None:
-    env = kcat_environment(ensure_kcat_installed())
-    # a feature whose key CRC32 (kcat) and murmur2 (aiokafka, the push API, the Java client) put apart
+    # a feature whose key CRC32 (librdkafka) and murmur2 (aiokafka, the push API, the Java client) put apart
     fid = next(
         f
         for f in (str(800_000 + uuid.uuid4().int % 100_000 + n) for n in range(50))
         if zlib.crc32(k := f"public_toilets/69266/{f}".encode()) % INPUT_PARTITIONS
         != (murmur2(k) & 0x7FFFFFFF) % INPUT_PARTITIONS
     )
-    key, garbage = f"public_toilets/69266/{fid}".encode(), GARBAGE + uuid.uuid4().bytes
+    key = f"public_toilets/69266/{fid}".encode()
     before = pipeline.metric("normalise", "odc_events_received_total")
     pipeline.produce_events([toilet_event(fid, seq=3, adresse="aiokafka 3")], key=commune_key)
+    garbage = GARBAGE + uuid.uuid4().bytes
     pipeline.produce([garbage], [key])  # its rejection tells the partition murmur2 chose
-
-    def send(value: bytes, headers: Sequence[Header], with_key: bytes | None = key) -> None:
-        path = tmp_path / f"{uuid.uuid4().hex}.avro"
-        path.write_bytes(value)
-        done = kcat(kafka_broker, [path], with_key, headers, env)
-        assert done.returncode == 0, done.stderr[-2000:]
-
-    send(garbage, [])  # ... and the partition CRC32 chose
+    (crc_at,) = librdkafka_send(kafka_broker, [(key, garbage, [])])  # ... and librdkafka's
+    assert crc_at[0] == zlib.crc32(key) % INPUT_PARTITIONS
     pipeline.settle("public_toilets", before, 3)
-    older = pipeline.codecs.encode_change_event(toilet_event(fid, seq=2, adresse="kcat 2, older"))
-    send(older, signed([older], commune_key)[0])
-    newer = pipeline.codecs.encode_change_event(toilet_event(fid, seq=4, adresse="kcat 4"))
-    send(newer, signed([newer], commune_key)[0])
-    keyless = toilet_event(f"{fid}-nokey", seq=1, adresse="kcat keyless")
-    send(v := pipeline.codecs.encode_change_event(keyless), [*signed([v], commune_key)[0], ("x-empty", None)], None)
-    pipeline.settle("public_toilets", before, 6)
-    assert stored(pipeline, fid) == (4, "kcat 4")  # the older event from the other partition was stale
-    assert stored(pipeline, keyless.feature_id) == (1, "kcat keyless")
+
+    older = pipeline.codecs.encode_change_event(toilet_event(fid, seq=2, adresse="librdkafka 2, older"))
+    newer = pipeline.codecs.encode_change_event(toilet_event(fid, seq=4, adresse="librdkafka 4"))
+    librdkafka_send(kafka_broker, [(key, older, signed([older], commune_key)[0])])
+    librdkafka_send(kafka_broker, [(key, newer, signed([newer], commune_key)[0])])
+    expected = {fid: (4, "librdkafka 4")}  # the older event, on the other partition, ends stale
+    for codec in CODECS:
+        keyless = toilet_event(f"{fid}-{codec}", seq=1, adresse=f"librdkafka {codec}")
+        v = pipeline.codecs.encode_change_event(keyless)
+        librdkafka_send(kafka_broker, [(None, v, [*signed([v], commune_key)[0], ("x-empty", None)])], codec)
+        expected[keyless.feature_id] = (1, f"librdkafka {codec}")
+    pipeline.settle("public_toilets", before, 5 + len(CODECS))
+    assert {f: stored(pipeline, f) for f in expected} == expected
     partitions = pipeline.sql(
         "SELECT source_partition FROM rejection WHERE reason = 'undecodable' AND original = %s", garbage
     )
     assert sorted(p for (p,) in partitions) == sorted(
         [zlib.crc32(key) % INPUT_PARTITIONS, (murmur2(key) & 0x7FFFFFFF) % INPUT_PARTITIONS]
     )
-
-
-def test_debians_kcat_logs_in_only_on_librdkafka_2_6_1_or_later(pipeline: Pipeline, tmp_path: Path) -> None:
-    """Debian bookworm's kcat (librdkafka 2.0.2) is refused by Kafka 4 as if its password were wrong."""
-    system = librdkafka_version(ensure_kcat_installed())
-    path = tmp_path / "value.bin"
-    path.write_bytes(GARBAGE)
-    done = kcat(pipeline.broker, [path], b"k", [], {})
-    if system >= SCRAM_ON_KAFKA_4_SINCE:
-        assert done.returncode == 0, done.stderr[-2000:]
-    else:
-        assert done.returncode != 0
-        assert "Authentication failed during authentication due to invalid credentials" in done.stderr
