@@ -118,6 +118,12 @@ class SchemaCatalogue:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise UndecodableMessage("undecodable", f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
+        if not data:
+            raise UndecodableMessage(
+                "undecodable",
+                "empty message (a null or empty value, e.g. a Kafka tombstone): every message is an Avro "
+                "single-object event; to remove a feature, send its event with operation DELETE",
+            )
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise UndecodableMessage(
                 "undecodable", "not an Avro single-object message (missing C3 01 marker or too short)"

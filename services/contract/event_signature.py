@@ -52,10 +52,12 @@ def sign(value: bytes, key: SigningKey) -> list[tuple[str, bytes]]:
 
 
 def _header(headers: Headers, name: str) -> str | None:
+    """The first header called ``name`` (Kafka allows several; the first is read), as ASCII text; None when it
+    is absent, null, empty or not ASCII (refused as missing: an empty value is no signature to compare)."""
     for k, v in headers:
         if k == name:
             try:
-                return bytes(v).decode("ascii")
+                return bytes(v).decode("ascii") or None
             except (UnicodeDecodeError, TypeError):
                 return None
     return None

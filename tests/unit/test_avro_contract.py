@@ -346,6 +346,18 @@ def test_foreign_bytes_are_rejected_with_a_reason(data: bytes, reason: str) -> N
     assert info.value.reason == reason
 
 
+def test_an_empty_message_is_told_apart_from_garbage() -> None:
+    """A null value (a Kafka tombstone, which the normaliser reads as no bytes) deletes nothing: the answer says
+    what to send instead."""
+    with pytest.raises(UndecodableMessage) as empty:
+        CODECS.decode_change_event(b"")
+    with pytest.raises(UndecodableMessage) as garbage:
+        CODECS.decode_change_event(b"hello world, not avro")
+    assert empty.value.reason == garbage.value.reason == "undecodable"
+    assert "empty message" in empty.value.message and "DELETE" in empty.value.message
+    assert "empty" not in garbage.value.message
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:

@@ -39,6 +39,10 @@ def tampered(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         ([], "69266", UNAUTHENTICATED, "signature_missing"),
         (sign(VALUE, VILLEURBANNE)[:1], "69266", UNAUTHENTICATED, "signature_missing"),
         ([(HEADER_KEY_ID, b"\xff\xfe"), (HEADER_SIGNATURE, b"abc")], "69266", UNAUTHENTICATED, "signature_missing"),
+        ([*sign(VALUE, VILLEURBANNE)[:1], (HEADER_SIGNATURE, b"")], "69266", UNAUTHENTICATED, "signature_missing"),
+        ([*sign(VALUE, VILLEURBANNE)[:1], (HEADER_SIGNATURE, None)], "69266", UNAUTHENTICATED, "signature_missing"),
+        ([*sign(VALUE, VILLEURBANNE), *tampered(sign(VALUE, VILLEURBANNE))], "69266", None, None),
+        ([*tampered(sign(VALUE, VILLEURBANNE)), *sign(VALUE, VILLEURBANNE)], "69266", UNAUTHENTICATED, "signature_mismatch"),
     ],
     ids=[
         "own-commune",
@@ -51,6 +55,10 @@ def tampered(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         "unsigned",
         "key-id-only",
         "non-ascii-header",
+        "empty-signature",
+        "null-signature",
+        "first-of-two-headers-good",
+        "first-of-two-headers-bad",
     ],
 )
 def test_who_may_sign_what(
