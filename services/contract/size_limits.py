@@ -6,6 +6,7 @@ refusal), never a 503 "retry later" that could never succeed. Each limit is larg
     push API body (5 MiB)  >=  one record, encoded (1,000,000 B)
     one record + key + signature headers + batch overhead  <=  producer max_request_size (1 MiB)
     producer max_request_size  <=  broker message.max.bytes (Kafka's default, 1,048,588 B)
+    broker message.max.bytes (a batch, compressed)  <<  the batch decompressed (32 MiB at most, normaliser)
 
 The settings of the ingest service default to these numbers (ODC_INGEST_MAX_BODY_BYTES, ..._MAX_RECORD_BYTES,
 ..._PRODUCER_MAX_REQUEST_BYTES); change them together, with the broker's ``message.max.bytes``.
@@ -33,3 +34,8 @@ INTERNAL_MESSAGE_MAX_BYTES = MAX_RECORD_BYTES
 """The largest value a relay builds when it groups outbox rows in one message (a FeatureChangeBatch on
 odc.feature-changes): a larger group is split in several messages, so that value + key + batch overhead stays
 under PRODUCER_MAX_REQUEST_BYTES, the relays' ``max_request_size``."""
+
+MAX_DECOMPRESSED_BATCH_BYTES = 32 * 1024 * 1024
+"""The most a record batch on the input topic may expand to when the normaliser decompresses it; a larger batch
+is refused whole with its offsets (``batch_too_large``; services/infrastructure/kafka_decompression.py). The broker
+bounds a batch only compressed (BROKER_MESSAGE_MAX_BYTES): without this a few KiB could expand to gigabytes."""

@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.contract import size_limits
+
 
 class NormaliseSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ODC_NORMALISE_", extra="ignore")
@@ -38,6 +40,9 @@ class NormaliseSettings(BaseSettings):
     # (docs/performance.md). The wait bounds the latency this adds.
     fetch_min_bytes: int = 65536
     fetch_max_wait_seconds: float = 0.05
+    # a record batch of the input topic may expand to at most this many bytes once decompressed; a larger one is
+    # refused whole (batch_too_large) and the stream goes on (services/infrastructure/kafka_decompression.py)
+    max_decompressed_batch_bytes: Annotated[int, Field(ge=2 * 1024 * 1024)] = size_limits.MAX_DECOMPRESSED_BATCH_BYTES
     relay_interval_seconds: float = 1.0  # the fallback poll: the outboxes' NOTIFY wakes the relay
     # a relayed batch holds at most 2,000 rows and about this many bytes of them (issue #16: the relay child's peak)
     relay_batch_max_bytes: Annotated[int, Field(gt=0)] = 2 * 1024 * 1024

@@ -264,3 +264,24 @@ async def test_an_applied_event_is_remembered_by_its_change_row_and_only_the_oth
     assert store.processed == {same.event_id, stale.event_id}  # the applied event's change row is its record
     again = await run(store, applied, same, stale)
     assert again.outcomes[("public_toilets", "duplicate")] == 3 and len(store.changes) == 1
+
+
+def test_a_refused_batch_and_a_record_over_the_size_limit_are_refused_before_decoding() -> None:
+    """The consumer hands over a batch that expanded past its bound as one message (kafka_decompression.py); a
+    record larger than any odc producer may send is refused as the push API refuses it; the rest goes on."""
+    from services.contract import size_limits
+    from services.normalise.service_layer.process_batch import RefusedBatchInfo, prepare_batch
+
+    refused = InboundMessage(b"", SourcePosition("in", 2, 41), (), RefusedBatchInfo("zstd", 32 << 20, 40, 41))
+    huge = InboundMessage(b"\0" * (size_limits.MAX_RECORD_BYTES + 1), SourcePosition("in", 2, 42))
+    prepared = prepare_batch([refused, huge, *msgs(toilet(1))], codecs=CODECS, normaliser=NORMALISER, now=NOW)
+    assert [c.event.feature_id for c in prepared.candidates] == [toilet(1).feature_id]
+    by_offset = {r.source.offset: r for r in prepared.rejections}
+    assert by_offset[41].reason == "batch_too_large"
+    assert by_offset[41].message.startswith("a zstd-compressed record batch (offsets 40 to 41) expands past 32 MiB")
+    assert by_offset[41].errors[0].message_fr.startswith("un lot d'enregistrements compressé en zstd")
+    assert by_offset[42].reason == "record_too_large"
+    assert by_offset[42].message.startswith(f"a record of {size_limits.MAX_RECORD_BYTES + 1:,} bytes (decompressed)")
+    at_limit = InboundMessage(b"\0" * size_limits.MAX_RECORD_BYTES, SourcePosition("in", 2, 43))
+    (undecodable,) = prepare_batch([at_limit], codecs=CODECS, normaliser=NORMALISER, now=NOW).rejections
+    assert undecodable.reason == "undecodable"  # at the limit: read (and here, not Avro)

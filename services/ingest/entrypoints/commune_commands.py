@@ -406,7 +406,11 @@ def connector_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
 def commune_status(commune: str, as_json: bool) -> None:
     """``odc status --commune INSEE``: per dataset, what became of the commune's events."""
     _check_insee(commune)
-    doc = _run(lambda e: PostgresStatusReadModel(e).commune_status(commune, DatasetCatalogue.load(territory=IngestSettings().territory).ids()))
+    doc = _run(
+        lambda e: PostgresStatusReadModel(e).commune_status(
+            commune, DatasetCatalogue.load(territory=IngestSettings().territory).ids()
+        )
+    )
     if as_json:
         print(json.dumps(doc, ensure_ascii=False))
         return

@@ -52,9 +52,7 @@ def _run(work: Any) -> Any:
     return asyncio.run(go())
 
 
-def suggestion_for(
-    path: Path, dataset: str, fmt: str | None = None, territory: str | None = None
-) -> ProfileSuggestion:
+def suggestion_for(path: Path, dataset: str, fmt: str | None = None, territory: str | None = None) -> ProfileSuggestion:
     """Read FILE and propose a profile for DATASET (raises UnreadableFile, KeyError for an unknown dataset), under
     the ``territory`` setting (default: the deployment's ODC_TERRITORY)."""
     definition = DatasetCatalogue.load(territory=territory or IngestSettings().territory).get(dataset)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from services.contract import size_limits
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
 from services.contract.event_signature import EventAuthenticator
@@ -21,6 +22,8 @@ from services.normalise.service_layer.link_same_places import decide_with_same_p
 from services.normalise.service_layer.ports import Clock, UnitOfWorkFactory
 
 STAGE = "normalise"
+RECORD_TOO_LARGE = "record_too_large"  # the push API's reason for the same limit
+BATCH_TOO_LARGE = "batch_too_large"
 log = logging.getLogger("odc.normalise")
 
 
@@ -29,6 +32,17 @@ class InboundMessage:
     value: bytes
     position: SourcePosition
     headers: tuple[tuple[str, bytes], ...] = ()  # Kafka headers: the event's signature (event_signature.py)
+    # a record batch refused before any record was read (it expands past the bound: kafka_decompression.py);
+    # this message stands for the whole batch, its position the batch's last offset
+    refused_batch: RefusedBatchInfo | None = None
+
+
+@dataclass(frozen=True)
+class RefusedBatchInfo:
+    codec: str
+    limit: int
+    first_offset: int
+    last_offset: int
 
 
 @dataclass
@@ -120,6 +134,11 @@ def prepare_batch(
     refused: dict[int, tuple[str, str, tuple[FieldError, ...]]] = {}
     authentic: list[tuple[int, ChangeEvent]] = []
     for msg in messages:
+        too_large = _too_large(msg)
+        if too_large is not None:
+            refused[len(units)] = too_large
+            units.append(_Unit(msg, None, False))
+            continue
         try:
             carried = codecs.decode_change_events(msg.value)
         except UndecodableMessage as bad:
@@ -163,6 +182,36 @@ class _Unit:
     message: InboundMessage
     event: ChangeEvent | None
     bulk: bool
+
+
+def _too_large(msg: InboundMessage) -> tuple[str, str, tuple[FieldError, ...]] | None:
+    """A record batch past the decompression bound, or a record larger than any producer of odc may send
+    (size_limits.MAX_RECORD_BYTES, as the push API refuses it): refused before it is decoded."""
+    b = msg.refused_batch
+    if b is not None:
+        mib = b.limit / 1024 / 1024
+        en = (
+            f"a {b.codec}-compressed record batch (offsets {b.first_offset} to {b.last_offset}) expands past "
+            f"{mib:g} MiB: refused whole, none of its records read; send records of at most "
+            f"{size_limits.MAX_RECORD_BYTES:,} bytes in smaller batches"
+        )
+        fr = (
+            f"un lot d'enregistrements compressé en {b.codec} (positions {b.first_offset} à {b.last_offset}) "
+            f"dépasse {mib:g} Mio une fois décompressé : refusé en entier, aucun de ses enregistrements n'est lu ; "
+            f"envoyez des enregistrements d'au plus {size_limits.MAX_RECORD_BYTES:,} octets en lots plus petits"
+        )
+        return BATCH_TOO_LARGE, en, (FieldError(BATCH_TOO_LARGE, en, fr),)
+    if len(msg.value) > size_limits.MAX_RECORD_BYTES:
+        en = (
+            f"a record of {len(msg.value):,} bytes (decompressed), over the limit of "
+            f"{size_limits.MAX_RECORD_BYTES:,}: send fewer events per bulk message"
+        )
+        fr = (
+            f"un enregistrement de {len(msg.value):,} octets (décompressé), au-delà de la limite de "
+            f"{size_limits.MAX_RECORD_BYTES:,} : envoyez moins d'événements par message groupé"
+        )
+        return RECORD_TOO_LARGE, en, (FieldError(RECORD_TOO_LARGE, en, fr),)
+    return None
 
 
 _EMPTY_BULK = (

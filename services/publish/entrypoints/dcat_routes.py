@@ -12,7 +12,9 @@ from services.publish.domain import dcat
 from services.publish.entrypoints.api_ports import ApiPorts, problem
 
 RDF_FORMAT = "ttl (Turtle), rdf (RDF/XML) or jsonld; without it, the Accept header chooses (JSON-LD by default)"
-RDF_CONTENT: dict[str, Any] = {"content": {dcat.JSON_LD.media_type: {}, dcat.TURTLE.media_type: {}, dcat.RDF_XML.media_type: {}}}
+RDF_CONTENT: dict[str, Any] = {
+    "content": {dcat.JSON_LD.media_type: {}, dcat.TURTLE.media_type: {}, dcat.RDF_XML.media_type: {}}
+}
 
 
 def router(ports: ApiPorts) -> APIRouter:
