@@ -7,9 +7,12 @@ version, its counts, links to its resources and, when the diff is small enough, 
 before and after (a removal carries what was removed).
 
 Extensions (issue #15.5), on every channel: ``partitionkey`` (the dataset: the Kafka message key, the unit of
-ordering), ``sequence`` (the version number zero-padded to 20 digits, so it sorts as text in version order,
-as the CloudEvents sequence extension asks) and ``dataschema``, an absolute URI that serves the Avro schema
-of the version record (the publish API's ``/schemas/avro/{file}``). In the JSON (structured) form ``data``
+ordering) and ``sequence`` (the version number zero-padded to 20 digits, so it sorts as text in version order,
+as the CloudEvents sequence extension asks); with them the optional attribute ``dataschema`` (core in
+CloudEvents 1.0, not an extension), an absolute URI that serves the Avro schema of the version record (the
+publish API's ``/schemas/avro/{file}``). The Java SDK's Kafka binding reads the binary form strictly (extension
+names of lowercase letters and digits, ``time`` in RFC 3339 with an offset, ``source`` and ``dataschema`` as
+URIs): tests/integration/test_cloudevents_java_sdk.py. In the JSON (structured) form ``data``
 holds the same record's fields, with ``links`` as an object and ``changes`` as GeoJSON features."""
 
 from __future__ import annotations
