@@ -257,7 +257,9 @@ def bench_batch(norm: EventNormaliser, events: list[ChangeEvent], repeat: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="100,500,5000")  # 100: about the slice the worker prepares between yields (PREPARE_SLICE_BYTES)
+    parser.add_argument(
+        "--sizes", default="100,500,5000"
+    )  # 100: about the slice the worker prepares between yields (PREPARE_SLICE_BYTES)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     print(

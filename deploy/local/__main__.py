@@ -235,7 +235,6 @@ SAMPLES = (
 )
 
 
-
 def sample_command(path: str, dataset: str, commune: str | None) -> list[str]:
     """The `odc send` arguments for one bundled sample, through its profile when it has one."""
     args = ["send", str(REPO_ROOT / path), "--dataset", dataset]
@@ -302,9 +301,7 @@ def cmd_run(root: Path) -> int:
         )
         summary = json.loads(out.stdout) if out.stdout.strip() else {}  # exits non-zero while one is down
         if summary.get("datasets") and all(
-            d["version"] > 0
-            for d in summary["datasets"]
-            if d["id"] in {s[1] for s in SAMPLES}
+            d["version"] > 0 for d in summary["datasets"] if d["id"] in {s[1] for s in SAMPLES}
         ):
             break
         time.sleep(1)

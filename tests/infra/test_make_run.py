@@ -93,7 +93,9 @@ class Stack:
         return total
 
     def supervisor_metric(self, name: str, **labels: str) -> float:
-        return self.metrics(f"http://127.0.0.1:{local_ports(int(self.env['ODC_PORT_BASE'])).supervisor}/metrics", name, **labels)
+        return self.metrics(
+            f"http://127.0.0.1:{local_ports(int(self.env['ODC_PORT_BASE'])).supervisor}/metrics", name, **labels
+        )
 
     def toilet(self) -> tuple[Any, ...] | None:
         with psycopg.connect(self.dsn) as conn:

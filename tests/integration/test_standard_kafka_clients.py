@@ -100,9 +100,7 @@ def java_send(
     return send
 
 
-def librdkafka_send(
-    broker: KafkaBroker, records: Sequence[Record], codec: str = "zstd"
-) -> list[tuple[int, int]]:
+def librdkafka_send(broker: KafkaBroker, records: Sequence[Record], codec: str = "zstd") -> list[tuple[int, int]]:
     """librdkafka's producer with its defaults (CRC32 "consistent_random" partitioner, not idempotent), compressed
     with ``codec``, as the commune; each record's (partition, offset)."""
     producer = Producer(

@@ -42,7 +42,12 @@ def tampered(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         ([*sign(VALUE, VILLEURBANNE)[:1], (HEADER_SIGNATURE, b"")], "69266", UNAUTHENTICATED, "signature_missing"),
         ([*sign(VALUE, VILLEURBANNE)[:1], (HEADER_SIGNATURE, None)], "69266", UNAUTHENTICATED, "signature_missing"),
         ([*sign(VALUE, VILLEURBANNE), *tampered(sign(VALUE, VILLEURBANNE))], "69266", None, None),
-        ([*tampered(sign(VALUE, VILLEURBANNE)), *sign(VALUE, VILLEURBANNE)], "69266", UNAUTHENTICATED, "signature_mismatch"),
+        (
+            [*tampered(sign(VALUE, VILLEURBANNE)), *sign(VALUE, VILLEURBANNE)],
+            "69266",
+            UNAUTHENTICATED,
+            "signature_mismatch",
+        ),
     ],
     ids=[
         "own-commune",

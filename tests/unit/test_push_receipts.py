@@ -31,7 +31,12 @@ class Api:
         self.sink = RecordingSink()
         self.outcomes = ScriptedOutcomes()
         ports = ApiPorts(
-            self.tokens, InMemoryIdempotency(), self.sink, FixedStatus(), receipts=InMemoryReceipts(), outcomes=self.outcomes
+            self.tokens,
+            InMemoryIdempotency(),
+            self.sink,
+            FixedStatus(),
+            receipts=InMemoryReceipts(),
+            outcomes=self.outcomes,
         )
         self.app = build_app(IngestSettings(), ports=ports)
         self.lyon = self.tokens.issue("69123")
