@@ -93,6 +93,17 @@ class SourcePosition:
 
 
 @dataclass(frozen=True)
+class RefusedBatch:
+    """A record batch refused before any of its records was read: it expands past ``limit`` bytes once
+    decompressed (services/infrastructure/kafka_decompression.py)."""
+
+    codec: str
+    limit: int
+    first_offset: int
+    last_offset: int
+
+
+@dataclass(frozen=True)
 class Rejection:
     rejection_id: str
     rejected_at: datetime

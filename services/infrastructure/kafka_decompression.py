@@ -15,7 +15,8 @@ So the normaliser installs, before its consumer starts (:func:`install`):
   it is decompressed) and raises :class:`DecompressedTooLarge` past the limit. A legitimate batch is at most
   the broker's 1 MiB compressed, and the producers' own records are at most 1 MiB each;
 - a ``PartitionRecords`` (aiokafka's per-partition iterator over a fetch) that turns that error into one
-  record at the batch's last offset, whose value is a :class:`RefusedBatch` (empty bytes naming the batch),
+  record at the batch's last offset, whose value is a :class:`RefusedValue` (empty bytes carrying the
+  refused batch),
   and goes on with the next batch: the worker refuses it with its offsets, commits past it and the stream
   flows. Without it the error would reach ``getmany`` and the same batch would be fetched again forever.
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import mmap
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +40,8 @@ from aiokafka.consumer import fetcher
 from aiokafka.record import default_records as py_default_records
 from aiokafka.record import legacy_records as py_legacy_records
 from aiokafka.structs import ConsumerRecord
+
+from services.contract.messages import RefusedBatch
 
 try:  # the C parsers aiokafka uses when its extensions are built (they are, in its wheels)
     from aiokafka.record._crecords import default_records as c_default_records
@@ -58,20 +61,16 @@ class DecompressedTooLarge(Exception):
         self.limit = limit
 
 
-class RefusedBatch(bytes):
-    """The value of the one record that stands for a refused batch: empty bytes with what was refused."""
+class RefusedValue(bytes):
+    """The value of the one record that stands for a refused batch: empty bytes carrying what was refused."""
 
-    codec: str
-    limit: int
-    first_offset: int
-    last_offset: int
+    batch: RefusedBatch
 
     @classmethod
-    def of(cls, error: DecompressedTooLarge, first_offset: int, last_offset: int) -> RefusedBatch:
-        refused = cls(b"")
-        refused.codec, refused.limit = error.codec, error.limit
-        refused.first_offset, refused.last_offset = first_offset, last_offset
-        return refused
+    def of(cls, batch: RefusedBatch) -> RefusedValue:
+        value = cls(b"")
+        value.batch = batch
+        return value
 
 
 class _Scratch:
@@ -182,12 +181,9 @@ class _RememberedBatches:
         self.current = self._records.next_batch()
         return self.current
 
-    def size_in_bytes(self) -> int:
-        return int(self._records.size_in_bytes())
-
 
 class BoundedPartitionRecords(fetcher.PartitionRecords):  # type: ignore[misc]
-    """aiokafka's ``PartitionRecords``; a batch past the bound becomes one :class:`RefusedBatch` record."""
+    """aiokafka's ``PartitionRecords``; a batch past the bound becomes one :class:`RefusedValue` record."""
 
     def __init__(self, tp: Any, records: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(tp, _RememberedBatches(records), *args, **kwargs)
@@ -200,13 +196,10 @@ class BoundedPartitionRecords(fetcher.PartitionRecords):  # type: ignore[misc]
             last = batch.next_offset - 1
             self.next_fetch_offset = batch.next_offset  # the fetch goes on past the refused batch
             self._records_iterator = self._unpack_records()  # then with the rest of this fetch
-            refused = RefusedBatch.of(error, batch.base_offset, last)
+            refused = RefusedValue.of(RefusedBatch(error.codec, error.limit, batch.base_offset, last))
             return ConsumerRecord(
                 self._tp.topic, self._tp.partition, last, batch.max_timestamp, 0, None, refused, None, -1, 0, ()
             )
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
 
 
 def install(limit: int) -> None:

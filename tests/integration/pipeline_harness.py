@@ -256,6 +256,17 @@ class Pipeline:
         rows = self.sql("SELECT last_version FROM dataset_state WHERE dataset = %s", dataset)
         return int(rows[0][0]) if rows else 0
 
+    def rejection_at(self, partition: int, offset: int) -> tuple[str, str] | None:
+        """The reason and message of the rejection of the input topic's record at ``partition``/``offset``."""
+        rows = self.sql(
+            "SELECT reason, message FROM rejection WHERE source_topic = %s AND source_partition = %s "
+            "AND source_offset = %s",
+            self.input_topic,
+            partition,
+            offset,
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
     def pending_changes(self, dataset: str) -> int:
         return int(self.sql("SELECT count(*) FROM change_log WHERE dataset = %s AND version IS NULL", dataset)[0][0])
 

@@ -29,12 +29,12 @@ from cloudevents.core.formats.json import JSONFormat
 from deploy.local.kafka import KafkaBroker
 from deploy.local.kafka_access import ADMIN
 from services.publish.domain.notifications import CONTENT_TYPE, DATASCHEMA, EVENT_TYPE, sequence
+from tests.integration.java_clients import CLIENTS, client_properties, compile_client
 from tests.integration.pipeline_harness import TOPICS, Pipeline, toilet_event, wait_for
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-CLIENTS = Path(__file__).parent / "kafka_clients"
 POM = CLIENTS / "pom.xml"
 LIBS = REPO / ".local" / "cloudevents-java" / "libs"
 REQUIRED_JARS = ("cloudevents-kafka-4.0.1", "cloudevents-core-4.0.1", "cloudevents-api-4.0.1", "kafka-clients-4.1.2")
@@ -86,22 +86,10 @@ def java_subscribe(
     kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[], subprocess.CompletedProcess[str]]:
     """Compile CloudEventsSubscriber.java once; the returned function reads the versions topic with it."""
-    javac = shutil.which("javac")
-    assert javac, "javac (JDK 17) is needed, as for the broker"
     jars, out = subscriber_jars(), tmp_path_factory.mktemp("java-cloudevents")
     classpath = ":".join(map(str, jars))
-    source = CLIENTS / "CloudEventsSubscriber.java"
-    subprocess.run([javac, "-cp", classpath, "-d", str(out), str(source)], check=True, timeout=120)
-    java = str(Path(javac).resolve().parent / "java")
-    access = kafka_broker.access
-    properties = out / "subscriber.properties"
-    properties.touch(mode=0o600)
-    properties.write_text(
-        f"bootstrap.servers={kafka_broker.bootstrap}\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
-        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{ADMIN}" password="{access.passwords[ADMIN]}";\n'
-        f"ssl.truststore.type=PEM\nssl.truststore.location={access.ca_file}\n"
-    )
+    java = compile_client("CloudEventsSubscriber.java", jars, out)
+    properties = client_properties(kafka_broker, ADMIN, out / "subscriber.properties")
 
     def subscribe() -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -50,17 +50,6 @@ def send_one_batch(pipeline: Pipeline, codec: str, value: bytes, partition: int)
     return asyncio.run(go())
 
 
-def rejection_at(pipeline: Pipeline, partition: int, offset: int) -> tuple[str, str] | None:
-    rows = pipeline.sql(
-        "SELECT reason, message FROM rejection WHERE source_topic = %s AND source_partition = %s "
-        "AND source_offset = %s",
-        TOPICS["input"],
-        partition,
-        offset,
-    )
-    return (str(rows[0][0]), str(rows[0][1])) if rows else None
-
-
 def test_a_batch_expanding_past_the_bound_is_refused_whole_and_the_stream_goes_on(pipeline: Pipeline) -> None:
     pid = pipeline.services["normalise"].pid()
     assert pid is not None
@@ -73,11 +62,11 @@ def test_a_batch_expanding_past_the_bound_is_refused_whole_and_the_stream_goes_o
     pipeline.settle("public_toilets", before, len(bombs) + 2)
 
     for codec, at in bombs.items():
-        refused = rejection_at(pipeline, *at)
+        refused = pipeline.rejection_at(*at)
         assert refused is not None and refused[0] == "batch_too_large", (codec, refused)
         assert f"a {codec}-compressed record batch (offsets {at[1]} to {at[1]})" in refused[1]
         assert "expands past 32 MiB" in refused[1]
-    too_large = rejection_at(pipeline, *big)
+    too_large = pipeline.rejection_at(*big)
     assert too_large is not None and too_large[0] == "record_too_large"
     assert (
         f"a record of 2,000,000 bytes (decompressed), over the limit of {size_limits.MAX_RECORD_BYTES:,}"

@@ -13,12 +13,10 @@ null values and unsigned events are rejected with their reason and the stream ke
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import murmur2
@@ -30,6 +28,7 @@ from services.contract.event_signature import SigningKey, sign
 from services.infrastructure.database import make_engine
 from services.infrastructure.signing_keys import issue_signing_key
 from services.ingest.adapters.kafka_event_publisher import bulk_key, event_key
+from tests.integration.java_clients import client_properties, compile_client
 from tests.integration.pipeline_harness import TOPICS, Pipeline, toilet_event
 
 pytestmark = pytest.mark.integration
@@ -60,31 +59,17 @@ def java_send(
 ) -> Callable[[Sequence[Record], str], list[tuple[int, int]]]:
     """Compile StdinProducer.java once; the returned function sends records with it, compressed with a codec, as
     the commune, and returns each record's (partition, offset)."""
-    javac = shutil.which("javac")
-    assert javac, "javac (JDK 17) is needed, as for the broker"
     libs, out = ensure_kafka_jars(), tmp_path_factory.mktemp("java")
     jars = [next(libs.glob(f"{name}-*.jar")) for name in ("kafka-clients", "slf4j-api", "zstd-jni", "lz4-java")]
     jars.append(next(libs.glob("snappy-java-*.jar")))
-    source = Path(__file__).parent / "kafka_clients" / "StdinProducer.java"
-    subprocess.run([javac, "-cp", str(jars[0]), "-d", str(out), str(source)], check=True, timeout=120)
-    java = str(Path(javac).resolve().parent / "java")
-    access = kafka_broker.access
-    properties = out / "commune.properties"  # what a commune's IT writes (docs/ingest.md)
-    properties.touch(mode=0o600)
-    properties.write_text(
-        f"bootstrap.servers={kafka_broker.bootstrap}\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"
-        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        f'username="{COMMUNE}" password="{access.passwords[COMMUNE]}";\n'
-        f"ssl.truststore.type=PEM\nssl.truststore.location={access.ca_file}\n"
-    )
+    java = compile_client("StdinProducer.java", jars[:1], out)
 
     def send(records: Sequence[Record], codec: str) -> list[tuple[int, int]]:
         def hexa(b: bytes | None) -> str:
             return "-" if b is None else b.hex()
 
-        settings = out / f"{codec}.properties"
-        settings.touch(mode=0o600)
-        settings.write_text(properties.read_text() + ("" if codec == "none" else f"compression.type={codec}\n"))
+        compression = "" if codec == "none" else f"compression.type={codec}\n"
+        settings = client_properties(kafka_broker, COMMUNE, out / f"{codec}.properties", compression)
         lines = [" ".join([hexa(k), hexa(v), *(f"{n}:{hexa(x)}" for n, x in hs)]) for k, v, hs in records]
         done = subprocess.run(
             [java, "-cp", ":".join(map(str, [*jars, out])), "StdinProducer", str(settings), TOPICS["input"]],
@@ -129,16 +114,6 @@ def librdkafka_send(broker: KafkaBroker, records: Sequence[Record], codec: str =
 
 def signed(values: Sequence[bytes], key: SigningKey) -> list[list[Header]]:
     return [list(sign(v, key)) for v in values]
-
-
-def rejection_at(p: Pipeline, partition: int, offset: int) -> str | None:
-    rows = p.sql(
-        "SELECT reason FROM rejection WHERE source_topic = %s AND source_partition = %s AND source_offset = %s",
-        TOPICS["input"],
-        partition,
-        offset,
-    )
-    return str(rows[0][0]) if rows else None
 
 
 def stored(p: Pipeline, feature_id: str) -> tuple[int, str] | None:
@@ -192,7 +167,8 @@ def test_the_java_client_with_default_settings_and_every_codec(
         }
     pipeline.settle("public_toilets", before, 3 + 4 * len(CODECS))
     assert {f: stored(pipeline, f) for f in expected} == expected
-    assert [rejection_at(pipeline, *at) for at in bad] == ["undecodable", "undecodable", "unauthenticated"]
+    reasons = [refused[0] if (refused := pipeline.rejection_at(*at)) else None for at in bad]
+    assert reasons == ["undecodable", "undecodable", "unauthenticated"]
     assert stored(pipeline, unsigned.feature_id) is None
 
 

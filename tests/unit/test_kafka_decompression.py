@@ -14,6 +14,7 @@ from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.contract.messages import RefusedBatch
 from services.infrastructure import kafka_decompression as kd
 
 LIMIT = 64 * 1024
@@ -95,7 +96,7 @@ def test_a_batch_past_the_bound_becomes_one_refused_record_between_the_others() 
         kd.fetcher.PartitionRecords = kd.BoundedPartitionRecords.__mro__[1]
     assert [(r.offset, r.value) for r in got] == [(10, b"a"), (11, b"b"), (13, b""), (14, b"d")]
     refused = got[2].value
-    assert isinstance(refused, kd.RefusedBatch)
-    assert (refused.codec, refused.limit, refused.first_offset, refused.last_offset) == ("zstd", LIMIT, 12, 13)
+    assert isinstance(refused, kd.RefusedValue)
+    assert refused.batch == RefusedBatch("zstd", LIMIT, 12, 13)
     assert (got[2].topic, got[2].partition) == ("t", 3)
     assert records.next_fetch_offset == 15

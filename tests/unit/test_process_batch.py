@@ -270,9 +270,10 @@ def test_a_refused_batch_and_a_record_over_the_size_limit_are_refused_before_dec
     """The consumer hands over a batch that expanded past its bound as one message (kafka_decompression.py); a
     record larger than any odc producer may send is refused as the push API refuses it; the rest goes on."""
     from services.contract import size_limits
-    from services.normalise.service_layer.process_batch import RefusedBatchInfo, prepare_batch
+    from services.contract.messages import RefusedBatch
+    from services.normalise.service_layer.process_batch import prepare_batch
 
-    refused = InboundMessage(b"", SourcePosition("in", 2, 41), (), RefusedBatchInfo("zstd", 32 << 20, 40, 41))
+    refused = InboundMessage(b"", SourcePosition("in", 2, 41), (), RefusedBatch("zstd", 32 << 20, 40, 41))
     huge = InboundMessage(b"\0" * (size_limits.MAX_RECORD_BYTES + 1), SourcePosition("in", 2, 42))
     prepared = prepare_batch([refused, huge, *msgs(toilet(1))], codecs=CODECS, normaliser=NORMALISER, now=NOW)
     assert [c.event.feature_id for c in prepared.candidates] == [toilet(1).feature_id]

@@ -33,7 +33,7 @@ from services.contract.event_signature import HEADER_KEY_ID, EventAuthenticator
 from services.contract.messages import SourcePosition
 from services.infrastructure.database import is_transient, make_engine
 from services.infrastructure.kafka_consumer import make_batch_consumer
-from services.infrastructure.kafka_decompression import RefusedBatch
+from services.infrastructure.kafka_decompression import RefusedValue
 from services.infrastructure.kafka_decompression import install as bound_decompression
 from services.infrastructure.kafka_security import KafkaClientSecurity
 from services.infrastructure.kafka_topics import TopicSpec, ensure_topics
@@ -55,7 +55,6 @@ from services.normalise.service_layer.process_batch import (
     BatchReport,
     InboundMessage,
     PreparedBatch,
-    RefusedBatchInfo,
     apply_batch,
     prepare_batch,
 )
@@ -107,16 +106,10 @@ def to_inbound(records: Sequence[ConsumerRecord]) -> list[InboundMessage]:
             r.value if isinstance(r.value, bytes) else b"",
             SourcePosition(r.topic, r.partition, r.offset),
             kafka_headers(r.headers),
-            _refused_batch(r.value),
+            r.value.batch if isinstance(r.value, RefusedValue) else None,
         )
         for r in records
     ]
-
-
-def _refused_batch(value: object) -> RefusedBatchInfo | None:
-    if not isinstance(value, RefusedBatch):
-        return None
-    return RefusedBatchInfo(value.codec, value.limit, value.first_offset, value.last_offset)
 
 
 class NormaliseWorker:

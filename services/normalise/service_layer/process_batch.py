@@ -15,7 +15,7 @@ from services.contract import size_limits
 from services.contract.avro_catalogue import UndecodableMessage
 from services.contract.codecs import Codecs
 from services.contract.event_signature import EventAuthenticator
-from services.contract.messages import ChangeEvent, FieldError, Rejection, SourcePosition
+from services.contract.messages import ChangeEvent, FieldError, RefusedBatch, Rejection, SourcePosition
 from services.normalise.domain.canonical_feature import Candidate, EventNormaliser, Invalid
 from services.normalise.domain.dedup_decisions import Outcome, events_without_change_rows, split_duplicates
 from services.normalise.service_layer.link_same_places import decide_with_same_place
@@ -34,15 +34,7 @@ class InboundMessage:
     headers: tuple[tuple[str, bytes], ...] = ()  # Kafka headers: the event's signature (event_signature.py)
     # a record batch refused before any record was read (it expands past the bound: kafka_decompression.py);
     # this message stands for the whole batch, its position the batch's last offset
-    refused_batch: RefusedBatchInfo | None = None
-
-
-@dataclass(frozen=True)
-class RefusedBatchInfo:
-    codec: str
-    limit: int
-    first_offset: int
-    last_offset: int
+    refused_batch: RefusedBatch | None = None
 
 
 @dataclass
